@@ -1,0 +1,29 @@
+# Every target sets itself up: it creates .venv and installs the package (with test extras) when
+# .venv is missing or pyproject.toml is newer than the last install.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SPEC ?= sweeps/default.toml
+OUT ?= results
+
+.PHONY: venv test test-slow sweep clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+sweep: $(STAMP)
+	$(BIN)/w2sjax run $(SPEC) --out $(OUT)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

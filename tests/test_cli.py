@@ -1,0 +1,79 @@
+"""`w2sjax run`: the tables' layout and columns, overrides, provenance, output errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from w2sjax.batch import Shape
+from w2sjax.cli import main
+from w2sjax.config import FIELDS, load_config, to_toml
+from w2sjax.store import FILTER_COLUMNS
+from w2sjax.train import RUN_METRICS, STEP_METRICS
+
+from conftest import small_config
+
+RUN_COLUMNS = ["run_id", *FIELDS, "seed", *RUN_METRICS, "benign_snr", "abundance",
+               "final_test_acc", "best_test_acc", "best_step"]
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    config_path = tmp / "cfg.toml"
+    config_path.write_text(to_toml(small_config(name="demo", seeds=3)))
+    code = main(["run", str(config_path), "--out", str(tmp / "out"), "--set", "n_st=24",
+                 "--set", "strong.eta=0.25", "--filters"])
+    assert code == 0
+    return tmp / "out" / "demo"
+
+
+def test_tables_have_spec_columns(written):
+    runs, steps = pd.read_parquet(written / "runs"), pd.read_parquet(written / "steps")
+    assert list(runs.columns) == RUN_COLUMNS
+    assert list(steps.columns) == ["run_id", "step", *STEP_METRICS]
+    config = load_config(written / "spec.toml")
+    K = len(Shape.of(config).log_steps())
+    assert len(runs) == 3 and len(steps) == 3 * K and runs.run_id.is_unique
+    assert (runs.n_st == 24).all() and (runs.eta == 0.25).all() and list(runs.seed) == [0, 1, 2]
+    assert config.n_st == 24 and config.name == "demo"
+
+
+def test_run_summaries_agree_with_steps(written):
+    runs, steps = pd.read_parquet(written / "runs"), pd.read_parquet(written / "steps")
+    for run in runs.itertuples():
+        curve = steps[steps.run_id == run.run_id].sort_values("step")
+        assert run.final_test_acc == curve.test_acc.iloc[-1]
+        assert run.best_test_acc == curve.test_acc.max()
+        assert run.best_step == curve.step.iloc[int(np.argmax(curve.test_acc.to_numpy()))]
+    expected_snr = runs.n_st * runs.p_b**2 * runs.nu_norm**4 / (runs.sigma_p**4 * runs.d)
+    np.testing.assert_allclose(runs.benign_snr, expected_snr)
+
+
+def test_filters_table_matches_summaries(written):
+    steps, filters = pd.read_parquet(written / "steps"), pd.read_parquet(written / "filters")
+    assert list(filters.columns) == ["run_id", "step", "j", "r", *FILTER_COLUMNS]
+    own_mu = np.where(filters.j == 1, filters.gmu_plus1, filters.gmu_minus1)
+    gmu_own = (filters.assign(own=own_mu).groupby(["run_id", "step", "j"]).own.max()
+               .groupby(["run_id", "step"]).mean())
+    merged = steps.set_index(["run_id", "step"]).gmu_own
+    np.testing.assert_allclose(gmu_own.loc[merged.index], merged, rtol=1e-6)
+
+
+def test_provenance_metadata(written):
+    meta = pq.read_schema(next((written / "runs").glob("*.parquet"))).metadata
+    assert meta[b"w2sjax.spec"].decode() == (written / "spec.toml").read_text()
+    assert b"w2sjax.jax_version" in meta and b"w2sjax.device_kind" in meta
+    assert not list(written.rglob(".*tmp*"))  # no temporary files left behind
+
+
+def test_unwritable_out_fails_before_compute(tmp_path, capsys):
+    config_path = tmp_path / "cfg.toml"
+    config_path.write_text(to_toml(small_config()))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["run", str(config_path), "--out", str(blocker)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0]

@@ -1,0 +1,157 @@
+"""Config validation: every bad-input class gets a one-line error naming the field, before compute."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from w2sjax.config import FIELDS, ConfigError, build, flatten, load_config, parse_overrides, to_toml
+
+
+def _error(raw: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        build(flatten(raw))
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ({"bogus": 1}, "bogus"),
+        ({"strong": {"n_stt": 10}}, "strong.n_stt"),
+        ({"data": {"n_st": 10}}, "data.n_st"),  # a real field in the wrong section
+        ({"extra": {"x": 1}}, "extra"),
+        ({"data": 3}, "[data]"),
+    ],
+)
+def test_unknown_keys(raw, field):
+    assert field in _error(raw)
+
+
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ({"strong": {"n_st": "many"}}, "strong.n_st"),
+        ({"strong": {"n_st": 10.5}}, "strong.n_st"),
+        ({"strong": {"m": True}}, "strong.m"),
+        ({"data": {"sigma_p": "1"}}, "data.sigma_p"),
+        ({"eval": {"log": 3}}, "eval.log"),
+        ({"seeds": [1, 2]}, "seeds"),
+        ({"name": "has space"}, "name"),
+    ],
+)
+def test_wrong_types(raw, field):
+    message = _error(raw)
+    assert message.startswith(field) and "must be" in message
+
+
+@pytest.mark.parametrize("field, value", [("p_e", 1.5), ("p_h", -0.1), ("p_b", math.nan)])
+def test_probability_out_of_range(field, value):
+    message = _error({"data": {"p_e": 0.3, "p_h": 0.3, "p_b": 0.4} | {field: value}})
+    assert message.startswith(f"data.{field}") and "[0, 1]" in message
+
+
+def test_probabilities_must_sum_to_one():
+    message = _error({"data": {"p_e": 0.3, "p_h": 0.3, "p_b": 0.3}})
+    assert "p_e, data.p_h, data.p_b" in message and "sum to 1" in message
+
+
+def test_probability_tolerance_is_1e_9():
+    build({"p_e": 0.3, "p_h": 0.3, "p_b": 0.4 + 5e-10})
+    with pytest.raises(ConfigError):
+        build({"p_e": 0.3, "p_h": 0.3, "p_b": 0.4 + 5e-9})
+
+
+def test_rest():
+    assert build({"p_e": 0.5, "p_h": "rest", "p_b": 0.2}).p_h == pytest.approx(0.3)
+    assert "at most one" in _error({"data": {"p_e": "rest", "p_h": "rest", "p_b": 0.2}})
+    assert "rest" in _error({"data": {"p_e": 0.7, "p_h": 0.6, "p_b": "rest"}})
+
+
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ({"strong": {"n_st": 0}}, "strong.n_st"),
+        ({"strong": {"m": -3}}, "strong.m"),
+        ({"data": {"d": 4}}, "data.d"),  # 4 signal axes leave no room for noise
+        ({"weak": {"n_wk": -1}}, "weak.n_wk"),
+        ({"eval": {"n_test": 0}}, "eval.n_test"),
+        ({"eval": {"log_points": 1}}, "eval.log_points"),
+        ({"seeds": 0}, "seeds"),
+        ({"base_seed": -1}, "base_seed"),
+        ({"strong": {"eta": 0.0}}, "strong.eta"),
+        ({"strong": {"sigma_0": -0.1}}, "strong.sigma_0"),
+        ({"data": {"sigma_p": math.inf}}, "data.sigma_p"),
+        ({"data": {"mu_norm": math.nan}}, "data.mu_norm"),
+    ],
+)
+def test_non_positive_and_non_finite(raw, field):
+    message = _error(raw)
+    assert message.startswith(field) and "must be" in message
+
+
+@pytest.mark.parametrize("raw, field", [({"eval": {"log": "cubic"}}, "eval.log"),
+                                        ({"data": {"easy_signal": "parallel"}}, "data.easy_signal")])
+def test_choices_name_allowed_values(raw, field):
+    message = _error(raw)
+    assert message.startswith(field) and '"' in message
+
+
+def test_overrides():
+    assert parse_overrides(["n_st=2000", "strong.eta=0.1", 'p_b="rest"', "log=linear"]) == {
+        "n_st": 2000, "eta": 0.1, "p_b": "rest", "log": "linear"}
+    for bad in ["n_st", "nst=3", "weak.n_st=3"]:
+        with pytest.raises(ConfigError, match="--set"):
+            parse_overrides([bad])
+
+
+def test_toml_round_trip(tmp_path):
+    config = build({"p_e": 0.2, "p_h": "rest", "p_b": 0.5, "easy_signal": "antipodal", "eta": 1e-5})
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(config))
+    assert load_config(path) == config
+    assert load_config(path, {"n_st": 7}).n_st == 7
+
+
+def test_defaults_and_name_from_file(tmp_path):
+    path = tmp_path / "my_run.toml"
+    path.write_text("[strong]\nn_st = 75\n")
+    config = load_config(path)
+    assert config.name == "my_run" and config.n_st == 75
+    assert config.d == FIELDS["d"].default
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[strong\nn_st = 3")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize(
+    "text, args, field",
+    [
+        ("[strong]\nn_st = -5\n", [], "strong.n_st"),
+        ("[data]\np_e = 0.5\np_h = 0.5\np_b = 0.5\n", [], "sum to 1"),
+        ("[strong]\nbogus = 1\n", [], "strong.bogus"),
+        ("[strong\n", [], "not valid TOML"),
+        ("", ["--set", "sigma_p=-1"], "data.sigma_p"),
+        ("", ["--set", "unknown=1"], "--set unknown=1"),
+    ],
+)
+def test_cli_exits_2_with_one_line(tmp_path, text, args, field):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "w2sjax", "run", str(path), *args,
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()

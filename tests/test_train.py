@@ -1,0 +1,153 @@
+"""Training: Proposition 2.1, the GD step, the exact signal-noise decomposition, batching."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from w2sjax.batch import Shape, stack_params
+from w2sjax.data import sample, signal_matrix
+from w2sjax.models import logistic_loss, sign, weak_output
+from w2sjax.simulate import simulate
+from w2sjax.train import STEP_METRICS, Strong, fit_weak, signal_coefs, strong_step
+
+from conftest import reference_patches, reference_strong_output, small_config
+
+
+def test_proposition_2_1_weak_model_guesses_on_hard_data():
+    d, mu, nu, sigma_p = 200, jnp.float32(4.0), jnp.float32(4.0), jnp.float32(1.0)
+    signals = signal_matrix(d, "orthogonal", mu, nu)
+    draw = partial(sample, d=d, easy_signal="orthogonal", sigma_p=sigma_p)
+    train = draw(jax.random.PRNGKey(0), 200, p_e=0.35, p_h=0.3)
+    w = fit_weak(signals, train, jnp.float32(0.01), 200)
+    acc = {}
+    for key, (p_e, p_h) in enumerate([(0.0, 1.0), (1.0, 0.0), (0.0, 0.0)]):
+        test = draw(jax.random.PRNGKey(100 + key), 20000, p_e=p_e, p_h=p_h)
+        acc[(p_e, p_h)] = float((sign(weak_output(w, signals, test)) == test.y).mean())
+    hard, easy, both = acc[(0.0, 1.0)], acc[(1.0, 0.0)], acc[(0.0, 0.0)]
+    assert abs(hard - 0.5) <= 3 * np.sqrt(0.25 / 20000), hard
+    assert easy >= 0.95 and both >= 0.95, (easy, both)
+
+
+def _strong_setup(seed: int, easy_signal: str = "orthogonal", d=48, m=3, n=30):
+    """A random small strong-training problem: (state, signals, data, yhat, eta, opt)."""
+    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+    signals = signal_matrix(d, easy_signal, jnp.float32(3.0), jnp.float32(2.5))
+    data = sample(keys[0], n, d, easy_signal, 0.3, 0.3, jnp.float32(1.0))
+    flip = jax.random.bernoulli(keys[1], 0.2, (n,))
+    yhat = jnp.where(flip, -data.y, data.y)  # pseudo-labels with some flips
+    W0 = 0.3 * jax.random.normal(keys[2], (2, m, d))
+    eta = jnp.float32(0.7)
+    opt = optax.sgd(eta)
+    state = Strong(W=W0, rho=jnp.zeros((2, m, n)), opt_state=opt.init(W0))
+    return state, signals, data, yhat, eta, opt
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gd_step_equals_w_minus_eta_grad(seed):
+    state, signals, data, yhat, eta, opt = _strong_setup(seed)
+    X = jnp.asarray(reference_patches(data, np.asarray(signals)), jnp.float32)
+
+    def reference_loss(W):  # L_S written from SPEC section 3 with materialised patches
+        return logistic_loss(yhat * reference_strong_output(W, X)).mean()
+
+    xi_sq = (data.xi**2).sum(-1)
+    step = jax.jit(partial(strong_step, opt=opt, eta=eta, signals=signals, data=data, yhat=yhat,
+                           xi_sq=xi_sq))
+    for _ in range(5):
+        expected = state.W - eta * jax.grad(reference_loss)(state.W)
+        state = step(state)
+        np.testing.assert_allclose(state.W, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed, easy_signal", [(0, "orthogonal"), (1, "antipodal"), (2, "orthogonal")])
+def test_signal_noise_decomposition_is_exact(seed, easy_signal):
+    state, signals, data, yhat, eta, opt = _strong_setup(seed, easy_signal)
+    W0 = state.W
+    init_proj = jnp.einsum("jrd,sd->jrs", W0, signals, precision="highest")
+    step = jax.jit(partial(strong_step, opt=opt, eta=eta, signals=signals, data=data, yhat=yhat,
+                           xi_sq=(data.xi**2).sum(-1)))
+    # Signal part: project onto the signal span by the pseudo-inverse of its Gram matrix (for
+    # orthogonal signals this is SPEC's sum_s g_s s / ||s||^2; it also handles antipodal mu).
+    to_span = np.linalg.pinv(np.asarray(signals @ signals.T, np.float64)) @ np.asarray(signals, np.float64)
+    xi = np.asarray(data.xi, np.float64)
+    yhat_np = np.asarray(yhat)
+    for t in range(1, 41):
+        state = step(state)
+        coefs = np.asarray(signal_coefs(state.W, init_proj, signals), np.float64)
+        rho = np.asarray(state.rho, np.float64)
+        recon = coefs @ to_span + np.einsum("jrn,nd->jrd", rho, xi / (xi**2).sum(1, keepdims=True))
+        delta = np.asarray(state.W - W0, np.float64)
+        assert np.linalg.norm(recon - delta) <= 1e-4 * np.linalg.norm(delta), t
+        is_bar = (np.array([1.0, -1.0])[:, None] == yhat_np[None, :])[:, None, :]
+        assert (rho[np.broadcast_to(is_bar, rho.shape)] >= 0).all()
+        assert (rho[np.broadcast_to(~is_bar, rho.shape)] <= 0).all()
+    assert np.abs(rho).max() > 0  # the noise part was really exercised
+
+
+def _select(tree, idx):
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[idx], tree)
+
+
+def test_batching_never_changes_a_run():
+    base = small_config(steps=60, n_st=50)
+    variants = [base] + [small_config(steps=60, n_st=50, p_b=pb, p_e="rest", sigma_p=sp, eta=eta)
+                         for pb, sp, eta in [(0.5, 0.8, 0.3), (0.1, 1.2, 0.9), (0.35, 1.0, 0.5)]]
+    runs = [(c, s) for c in variants for s in range(2)]  # 8 runs
+    shape = Shape.of(base)
+    full = simulate(shape, stack_params(runs))
+    k = 5
+    alone = simulate(shape, stack_params([runs[k]]))
+    others = [runs[1], runs[k], (small_config(steps=60, n_st=50, eta=2.0), 9)]
+    mixed = simulate(shape, stack_params(others))
+    for got, idx in [(alone, 0), (mixed, 1)]:
+        a, b = jax.tree_util.tree_leaves(_select(full, k)), jax.tree_util.tree_leaves(_select(got, idx))
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+    # Distinct runs really differ, so the comparison above has teeth.
+    assert not np.allclose(_select(full, k)[1]["test_acc"], _select(full, 4)[1]["test_acc"])
+
+
+def test_simulate_outputs_and_step_zero():
+    config = small_config(log="linear", log_points=7)
+    shape = Shape.of(config, filters=True)
+    per_run, per_step = simulate(shape, stack_params([(config, s) for s in range(3)]))
+    K = len(shape.log_steps())
+    assert shape.log_steps() == (0, 5, 10, 15, 20, 25, 30)
+    assert all(per_step[name].shape == (3, K) for name in STEP_METRICS)
+    assert per_step["filters"].shape == (3, K, 2, config.m, 4)
+    for name in ("gmu_own", "gnu_pos", "gnu_neg", "rho_bar_max", "rho_under_min"):
+        assert np.all(per_step[name][:, 0] == 0.0), name
+    assert np.all(per_step["filters"][:, 0] == 0.0)
+    for name in ("train_acc_pseudo", "train_acc_true", "test_acc", "weak_test_acc"):
+        values = np.asarray(per_step[name] if name in per_step else per_run[name])
+        assert np.all((values >= 0) & (values <= 1)), name
+
+
+def test_geometric_log_schedule():
+    steps = Shape.of(small_config(steps=4000, log_points=60)).log_steps()
+    assert steps[0] == 0 and steps[1] == 1 and steps[-1] == 4000
+    assert all(b > a for a, b in zip(steps, steps[1:]))
+    ratios = np.diff(np.log(steps[1:]))
+    assert ratios[-1] == pytest.approx(np.log(4000) / 58, rel=0.05)
+
+
+def test_large_n_st_learns_both_signs_of_nu():
+    """With many both-signal samples, different filters of one class learn +nu_j and -nu_j.
+
+    p_h = 0 keeps the weak labels clean on nu-carrying samples, so nothing is forgotten later
+    (with hard-only data the flipped samples eventually pull nu back: label correction, then
+    overtraining)."""
+    config = small_config(d=100, n_st=1500, m=10, sigma_0=0.01, eta=0.5, steps=300,
+                          p_e=0.2, p_h=0.0, p_b=0.8, n_wk=100, steps_wk=100, log_points=10)
+    _, per_step = simulate(Shape.of(config), stack_params([(config, s) for s in range(2)]))
+    gnu_pos, gnu_neg = np.asarray(per_step["gnu_pos"]), np.asarray(per_step["gnu_neg"])
+    assert np.all(np.diff(gnu_pos, axis=1) > 0) and np.all(np.diff(gnu_neg, axis=1) > 0)
+    # Each sign is learned to a real fraction of ||nu||^2 = 16: max_r gnu_{j,r,j} > 0 and
+    # max_r -gnu_{j,r,j} > 0 can only both hold with different filters of the class.
+    assert np.all(gnu_pos[:, -1] > 0.1 * 16) and np.all(gnu_neg[:, -1] > 0.1 * 16)

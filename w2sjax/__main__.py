@@ -1,0 +1,5 @@
+import sys
+
+from w2sjax.cli import main
+
+sys.exit(main())

@@ -1,0 +1,95 @@
+"""Static shape values (select the compiled program) vs dynamic per-run values (batched arrays).
+
+`Shape` is a frozen, hashable object: every value that sets an array shape, a loop length or a code
+path. `Params` holds everything else as arrays with a leading runs axis. Runs that share a Shape
+share one compiled program.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import chex
+import jax.numpy as jnp
+import numpy as np
+
+from w2sjax.config import Config
+
+SHAPE_FIELDS = ("d", "n_wk", "steps_wk", "n_st", "m", "steps", "n_test", "log", "log_points",
+                "easy_signal")
+PARAM_FIELDS = ("p_e", "p_h", "p_b", "sigma_p", "mu_norm", "nu_norm", "sigma_0", "eta", "eta_wk")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Shape-setting values of a bucket of runs (see SHAPE_FIELDS); `filters` adds the
+    per-filter coefficient output (2 x m x 4 per logged step)."""
+
+    d: int
+    n_wk: int
+    steps_wk: int
+    n_st: int
+    m: int
+    steps: int
+    n_test: int
+    log: str
+    log_points: int
+    easy_signal: str
+    filters: bool = False
+
+    @classmethod
+    def of(cls, config: Config, filters: bool = False) -> "Shape":
+        return cls(**{f: getattr(config, f) for f in SHAPE_FIELDS}, filters=filters)
+
+    def log_steps(self) -> tuple[int, ...]:
+        """Logged steps, 0 and `steps` included: geometric (log-spaced integers from 1) or linear."""
+        if self.log == "geometric":
+            grid = np.geomspace(1, self.steps, self.log_points - 1)
+        else:
+            grid = np.linspace(0, self.steps, self.log_points)
+        return tuple(sorted({0, self.steps, *np.rint(grid).astype(int).tolist()}))
+
+
+@chex.dataclass(frozen=True)
+class Params:
+    """Per-run dynamic values, each of shape (runs,): the PARAM_FIELDS as float32, and the
+    integers that make a run's key: base_seed, point (31-bit hash of the setting) and seed."""
+
+    p_e: chex.Array
+    p_h: chex.Array
+    p_b: chex.Array
+    sigma_p: chex.Array
+    mu_norm: chex.Array
+    nu_norm: chex.Array
+    sigma_0: chex.Array
+    eta: chex.Array
+    eta_wk: chex.Array
+    base_seed: chex.Array
+    point: chex.Array
+    seed: chex.Array
+
+
+def point_index(config: Config) -> int:
+    """31 bits of the setting's hash: folded into the key so a run's numbers depend only on its
+    own setting and seed, never on what else is in the batch or grid."""
+    return int(config.point_hash()[:8], 16) & 0x7FFFFFFF
+
+
+def stack_params(runs: Sequence[tuple[Config, int]]) -> Params:
+    """(config, seed) pairs of one bucket -> Params with leading axis len(runs)."""
+    floats = {f: jnp.asarray([getattr(c, f) for c, _ in runs], jnp.float32) for f in PARAM_FIELDS}
+    ints = {
+        "base_seed": jnp.asarray([c.base_seed for c, _ in runs], jnp.uint32),
+        "point": jnp.asarray([point_index(c) for c, _ in runs], jnp.uint32),
+        "seed": jnp.asarray([s for _, s in runs], jnp.uint32),
+    }
+    return Params(**floats, **ints)
+
+
+def run_id(config: Config, seed: int) -> str:
+    """Deterministic 16-hex id from the setting, base seed and seed: the same run in two sweeps
+    has the same id, so tables join row by row."""
+    text = f"{config.point_hash()}:{config.base_seed}:{seed}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

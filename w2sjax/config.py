@@ -1,0 +1,281 @@
+"""Typed, validated run configuration: TOML in and out, `--set` overrides, hashing.
+
+A config file has sections [data], [weak], [strong], [eval] and three top-level keys (name, seeds,
+base_seed). Field names are flat and unique across sections; they are also the column names of every
+table. Every field has a default (the SPEC.md section 8 parameter set), so a file names only what it
+changes. Anything malformed raises ConfigError with a one-line message naming the field and the
+allowed values, before any compute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+PROB_FIELDS = ("p_e", "p_h", "p_b")
+PROB_TOLERANCE = 1e-9
+REST = "rest"
+
+
+class ConfigError(ValueError):
+    """A bad config value; str() is one line naming the field and what is allowed."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """How one config field is checked. kind: int | float | prob | choice | name."""
+
+    section: str | None
+    kind: str
+    default: Any
+    allowed: str
+    low: float | None = None
+    low_inclusive: bool = True
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+def _pos_int(section: str | None, default: int, low: int = 1) -> FieldSpec:
+    return FieldSpec(section, "int", default, f"an integer >= {low}", low=low)
+
+
+def _pos_float(section: str, default: float, allow_zero: bool = False) -> FieldSpec:
+    allowed = "a finite number >= 0" if allow_zero else "a finite number > 0"
+    return FieldSpec(section, "float", default, allowed, low=0.0, low_inclusive=allow_zero)
+
+
+def _prob(default: float) -> FieldSpec:
+    return FieldSpec("data", "prob", default, 'a number in [0, 1] or "rest"', low=0.0, high=1.0)
+
+
+# Order here is column order in tables and key order when a config is written back.
+FIELDS: dict[str, FieldSpec] = {
+    "name": FieldSpec(None, "name", "w2s", "a non-empty name of letters, digits, '_', '-', '.'"),
+    "seeds": _pos_int(None, 8),
+    "base_seed": FieldSpec(None, "int", 0, "an integer in [0, 2147483647]", low=0, high=2**31 - 1),
+    "d": _pos_int("data", 10000, low=5),
+    "p_e": _prob(0.35),
+    "p_h": _prob(0.3),
+    "p_b": _prob(REST),
+    "sigma_p": _pos_float("data", 1.0),
+    "mu_norm": _pos_float("data", 4.0),
+    "nu_norm": _pos_float("data", 4.0),
+    "easy_signal": FieldSpec(
+        "data", "choice", "orthogonal", '"orthogonal" or "antipodal"',
+        choices=("orthogonal", "antipodal"),
+    ),
+    "n_wk": _pos_int("weak", 200),
+    "eta_wk": _pos_float("weak", 0.01),
+    "steps_wk": _pos_int("weak", 200),
+    "n_st": _pos_int("strong", 2000),
+    "m": _pos_int("strong", 20),
+    "sigma_0": _pos_float("strong", 0.01, allow_zero=True),
+    "eta": _pos_float("strong", 0.05),
+    "steps": _pos_int("strong", 4000),
+    "n_test": _pos_int("eval", 2000),
+    "log": FieldSpec("eval", "choice", "geometric", '"geometric" or "linear"',
+                     choices=("geometric", "linear")),
+    "log_points": _pos_int("eval", 60, low=2),
+}
+SECTIONS = ("data", "weak", "strong", "eval")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _qualified(field: str) -> str:
+    section = FIELDS[field].section
+    return f"{section}.{field}" if section else field
+
+
+def _fail(field: str, value: Any, spec: FieldSpec) -> ConfigError:
+    return ConfigError(f"{_qualified(field)}: must be {spec.allowed}, got {value!r}")
+
+
+def check_field(field: str, value: Any) -> Any:
+    """Validate one raw value; return it normalised (ints stay ints, numbers become float).
+
+    "rest" passes for probabilities; the sum rule is checked across fields by `resolve_probs`.
+    """
+    spec = FIELDS[field]
+    if spec.kind in ("choice", "name"):
+        ok = isinstance(value, str) and (
+            value in spec.choices if spec.kind == "choice" else bool(_NAME_RE.match(value))
+        )
+        if not ok:
+            raise _fail(field, value, spec)
+        return value
+    if spec.kind == "prob" and value == REST:
+        return value
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if spec.kind == "int" and not (is_number and isinstance(value, int)):
+        raise _fail(field, value, spec)
+    if not is_number or not math.isfinite(value):
+        raise _fail(field, value, spec)
+    low_ok = spec.low is None or (value >= spec.low if spec.low_inclusive else value > spec.low)
+    high_ok = spec.high is None or value <= spec.high
+    if not (low_ok and high_ok):
+        raise _fail(field, value, spec)
+    return value if spec.kind == "int" else float(value)
+
+
+def resolve_probs(values: Mapping[str, Any]) -> dict[str, float]:
+    """(p_e, p_h, p_b) as floats summing to 1; at most one may be "rest" (1 minus the others)."""
+    rest = [f for f in PROB_FIELDS if values[f] == REST]
+    if len(rest) > 1:
+        raise ConfigError(f"data.{rest[1]}: at most one of p_e, p_h, p_b may be \"rest\", got "
+                          f"{', '.join(rest)}")
+    probs = {f: values[f] for f in PROB_FIELDS if f not in rest}
+    if rest:
+        remainder = 1.0 - sum(probs.values())
+        if not -PROB_TOLERANCE <= remainder <= 1.0 + PROB_TOLERANCE:
+            raise ConfigError(f"data.{rest[0]}: \"rest\" must come out in [0, 1], got "
+                              f"{remainder:.6g} (the others sum to {1.0 - remainder:.6g})")
+        probs[rest[0]] = min(max(remainder, 0.0), 1.0)
+    total = sum(probs.values())
+    if abs(total - 1.0) > PROB_TOLERANCE:
+        raise ConfigError(f"data.p_e, data.p_h, data.p_b: must sum to 1 (tolerance 1e-9), got "
+                          f"{probs['p_e']:.6g} + {probs['p_h']:.6g} + {probs['p_b']:.6g} = "
+                          f"{total:.12g}")
+    return {f: probs[f] for f in PROB_FIELDS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One validated configuration; probabilities resolved to floats. Field names as in SPEC.md."""
+
+    name: str
+    seeds: int
+    base_seed: int
+    d: int
+    p_e: float
+    p_h: float
+    p_b: float
+    sigma_p: float
+    mu_norm: float
+    nu_norm: float
+    easy_signal: str
+    n_wk: int
+    eta_wk: float
+    steps_wk: int
+    n_st: int
+    m: int
+    sigma_0: float
+    eta: float
+    steps: int
+    n_test: int
+    log: str
+    log_points: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def point_fields(self) -> dict[str, Any]:
+        """The fields that define one simulated setting: all but name, seeds and base_seed."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("name", "seeds", "base_seed")}
+
+    def point_hash(self) -> str:
+        """Hex digest of the setting, independent of name, seed count and base seed."""
+        text = json.dumps(self.point_fields(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+assert tuple(f.name for f in dataclasses.fields(Config)) == tuple(FIELDS)
+
+
+def flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Sectioned TOML mapping -> flat {field: value}, rejecting unknown sections and keys."""
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{key}]: must be a table of fields, got {value!r}")
+            for field, inner in value.items():
+                if field not in FIELDS or FIELDS[field].section != key:
+                    allowed = ", ".join(f for f, s in FIELDS.items() if s.section == key)
+                    raise ConfigError(f"{key}.{field}: unknown field; [{key}] allows {allowed}")
+                flat[field] = inner
+        elif key in FIELDS and FIELDS[key].section is None:
+            flat[key] = value
+        else:
+            top = ", ".join(f for f, s in FIELDS.items() if s.section is None)
+            raise ConfigError(f"{key}: unknown key; the top level allows {top} and the sections "
+                              f"[{'], ['.join(SECTIONS)}]")
+    return flat
+
+
+def build(flat: Mapping[str, Any]) -> Config:
+    """Flat {field: raw value} (missing fields take defaults) -> validated Config."""
+    unknown = [k for k in flat if k not in FIELDS]
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown field; allowed: {', '.join(FIELDS)}")
+    values = {f: check_field(f, flat.get(f, spec.default)) for f, spec in FIELDS.items()}
+    values.update(resolve_probs(values))
+    return Config(**values)
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value: TOML syntax (2000, 0.5, "rest"), else the bare text as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """["n_st=2000", "strong.eta=0.1"] -> {"n_st": 2000, "eta": 0.1}; unknown fields rejected."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        field = key.rpartition(".")[2]
+        if not sep or field not in FIELDS or (
+            "." in key and key.rpartition(".")[0] != (FIELDS[field].section or "")
+        ):
+            raise ConfigError(f"--set {item}: must be FIELD=VALUE with FIELD one of "
+                              f"{', '.join(FIELDS)}")
+        out[field] = parse_value(text.strip())
+    return out
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a mapping; unreadable files and bad syntax become ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read, override and validate a config file. The name defaults to the file's stem."""
+    flat = flatten(read_toml(path))
+    flat.setdefault("name", Path(path).stem)
+    flat.update(overrides or {})
+    return build(flat)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def to_toml(config: Config) -> str:
+    """The config as a complete TOML file that `load_config` reads back to an equal Config."""
+    values = config.to_dict()
+    lines = [f"{f} = {_toml_value(values[f])}" for f, s in FIELDS.items() if s.section is None]
+    for section in SECTIONS:
+        lines += ["", f"[{section}]"]
+        lines += [f"{f} = {_toml_value(values[f])}" for f, s in FIELDS.items()
+                  if s.section == section]
+    return "\n".join(lines) + "\n"

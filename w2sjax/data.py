@@ -1,0 +1,73 @@
+"""Data distribution D(p_e, p_h, p_b, sigma_p, ||mu||, ||nu||, d) of SPEC.md section 1.
+
+Signal patches are never materialised: a sample is its label y, category c, hard-signal sign a and
+noise patch xi. Its two signal patches are coefficient vectors over the four signals
+(mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}), so a filter's response to them needs only its four inner
+products with the signals.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+
+EASY, HARD, BOTH = 0, 1, 2
+CATEGORIES = {"easy": EASY, "hard": HARD, "both": BOTH}
+# Row order of the signal matrix: mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}.
+MU_POS, MU_NEG, NU_POS, NU_NEG = 0, 1, 2, 3
+
+
+@chex.dataclass(frozen=True)
+class Sample:
+    """n samples: y (n,) in {+1,-1}; c (n,) in {EASY, HARD, BOTH}; a (n,) hard-signal sign in
+    {+1,-1}; xi (n, d) noise patch. Float arrays so they enter arithmetic directly."""
+
+    y: chex.Array
+    c: chex.Array
+    a: chex.Array
+    xi: chex.Array
+
+
+def signal_matrix(d: int, easy_signal: str, mu_norm: chex.Array, nu_norm: chex.Array) -> chex.Array:
+    """(4, d) rows mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1} as scaled unit axes.
+
+    "orthogonal": four distinct axes 0..3. "antipodal": mu_{-1} = -mu_{+1}, axis 1 unused by
+    signals (so it carries noise).
+    """
+    mu_neg_axis, mu_neg_sign = (1, 1.0) if easy_signal == "orthogonal" else (0, -1.0)
+    axes = jnp.array([0, mu_neg_axis, 2, 3])
+    norms = jnp.stack([mu_norm, mu_neg_sign * mu_norm, nu_norm, nu_norm]).astype(jnp.float32)
+    return jax.nn.one_hot(axes, d, dtype=jnp.float32) * norms[:, None]
+
+
+def noise_mask(d: int, easy_signal: str) -> chex.Array:
+    """(d,) 1 on the orthogonal complement of the signal span, 0 on the signal axes: noise
+    N(0, sigma_p^2 (I - P_S)) is a standard normal times sigma_p times this mask."""
+    signal_axes = [0, 1, 2, 3] if easy_signal == "orthogonal" else [0, 2, 3]
+    return jnp.ones(d, jnp.float32).at[jnp.array(signal_axes)].set(0.0)
+
+
+def sample(key: chex.PRNGKey, n: int, d: int, easy_signal: str, p_e: chex.Array, p_h: chex.Array,
+           sigma_p: chex.Array) -> Sample:
+    """n i.i.d. samples. Category from one uniform: easy if u < p_e, hard if u < p_e + p_h, else
+    both (p_b = 1 - p_e - p_h is implied)."""
+    k_y, k_c, k_a, k_xi = jax.random.split(key, 4)
+    sign = lambda k: jnp.where(jax.random.bernoulli(k, 0.5, (n,)), 1.0, -1.0)  # noqa: E731
+    u = jax.random.uniform(k_c, (n,))
+    c = (u >= p_e).astype(jnp.float32) + (u >= p_e + p_h).astype(jnp.float32)
+    xi = sigma_p * jax.random.normal(k_xi, (n, d)) * noise_mask(d, easy_signal)
+    return Sample(y=sign(k_y), c=c, a=sign(k_a), xi=xi)
+
+
+def patch_coefs(s: Sample) -> chex.Array:
+    """(2, n, 4) coefficients of each sample's two signal patches over the four signals:
+    easy (mu_y, mu_y), hard (a nu_y, a nu_y), both (mu_y, a nu_y)."""
+    pos = s.y > 0
+    mu_y = jax.nn.one_hot(jnp.where(pos, MU_POS, MU_NEG), 4)
+    a_nu_y = jax.nn.one_hot(jnp.where(pos, NU_POS, NU_NEG), 4) * s.a[:, None]
+    easy, hard = (s.c == EASY)[:, None], (s.c == HARD)[:, None]
+    first = jnp.where(hard, a_nu_y, mu_y)
+    second = jnp.where(easy, mu_y, a_nu_y)
+    return jnp.stack([first, second])
+

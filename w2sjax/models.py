@@ -1,0 +1,63 @@
+"""The two models of SPEC.md sections 2 and 3 as pure functions on a `Sample`.
+
+Weak: f_wk(w, X) = sum_p <w, x^(p)>. Strong: f_st(W, X) = F_{+1} - F_{-1},
+F_j = (1/m) sum_r sum_p ReLU(<w_{j,r}, x^(p)>). Class index 0 of W is j = +1, index 1 is j = -1.
+Every product runs at float32 "highest" precision: GPUs would otherwise silently use TF32.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from w2sjax.data import Sample, patch_coefs
+
+J_SIGN = jnp.array([1.0, -1.0])  # j of class index 0 and 1
+
+
+def mm(subscripts: str, *operands: chex.Array) -> chex.Array:
+    """einsum at float32-highest precision (kept by its transpose under jax.grad)."""
+    return jnp.einsum(subscripts, *operands, precision=jax.lax.Precision.HIGHEST)
+
+
+def logistic_loss(z: chex.Array) -> chex.Array:
+    """l(z) = log(1 + e^{-z}), stable for large |z|."""
+    return jax.nn.softplus(-z)
+
+
+def sign(f: chex.Array) -> chex.Array:
+    """Prediction in {+1, -1} with sign(0) = +1."""
+    return jnp.where(f >= 0, 1.0, -1.0)
+
+
+def weak_output(w: chex.Array, signals: chex.Array, s: Sample) -> chex.Array:
+    """(n,) f_wk for w (d,), signals (4, d): signal patches through their 4 inner products."""
+    return mm("pns,s->n", patch_coefs(s), mm("sd,d->s", signals, w)) + mm("nd,d->n", s.xi, w)
+
+
+@chex.dataclass(frozen=True)
+class Preacts:
+    """Pre-activations <w_{j,r}, x^(p)>: signal (2, m, 2, n) for the two signal patches,
+    noise (2, m, n) for the noise patch."""
+
+    signal: chex.Array
+    noise: chex.Array
+
+
+def strong_preacts(W: chex.Array, signals: chex.Array, s: Sample) -> Preacts:
+    """Pre-activations of W (2, m, d) on n samples."""
+    proj = mm("jrd,sd->jrs", W, signals)
+    return Preacts(signal=mm("jrs,pns->jrpn", proj, patch_coefs(s)), noise=mm("jrd,nd->jrn", W, s.xi))
+
+
+def strong_output_of(pre: Preacts) -> chex.Array:
+    """(n,) f_st from pre-activations: F_j = mean over r of the ReLU sum over patches."""
+    relu = jax.nn.relu  # ReLU'(0) = 0, as SPEC section 3 requires
+    F = (relu(pre.signal).sum(2) + relu(pre.noise)).mean(1)
+    return F[0] - F[1]
+
+
+def strong_output(W: chex.Array, signals: chex.Array, s: Sample) -> chex.Array:
+    """(n,) f_st(W, X) for W (2, m, d)."""
+    return strong_output_of(strong_preacts(W, signals, s))

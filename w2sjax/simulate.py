@@ -1,0 +1,22 @@
+"""The batched entry point: one compiled program per Shape, vmapped over a leading runs axis."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+
+from w2sjax.batch import Params, Shape
+from w2sjax.train import simulate_run
+
+
+@partial(jax.jit, static_argnums=0)
+def simulate(shape: Shape, params: Params) -> tuple[dict, dict]:
+    """Simulate a batch of runs that share `shape`.
+
+    params: Params with leading axis (runs,). Returns (per_run, per_step) with per_run values of
+    shape (runs,) and per_step values (runs, K) over the K steps of `shape.log_steps()`
+    ("filters": (runs, K, 2, m, 4) when shape.filters). A run's results depend only on its own
+    Params row: its random numbers come from its own key.
+    """
+    return jax.vmap(partial(simulate_run, shape))(params)

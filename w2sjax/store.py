@@ -1,0 +1,99 @@
+"""Tables of a run batch (pandas) and their parquet files, written atomically.
+
+Layout under <out>/<name>/: runs/ (one row per run), steps/ (one row per run and logged step),
+filters/ (opt-in: one row per run, logged step, class j and filter r) and spec.toml.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from w2sjax import __version__
+from w2sjax.batch import Shape, run_id
+from w2sjax.config import FIELDS, Config
+from w2sjax.theory import abundance, benign_snr
+from w2sjax.train import RUN_METRICS, STEP_METRICS
+
+FILTER_COLUMNS = ("gmu_plus1", "gmu_minus1", "gnu_plus1", "gnu_minus1")
+
+
+def runs_table(runs: Sequence[tuple[Config, int]], per_run: dict, per_step: dict,
+               shape: Shape) -> pd.DataFrame:
+    """One row per run: run_id, every config field, seed, the per-run metrics, benign_snr,
+    abundance, and final / best (over logged steps) test accuracy with the best step."""
+    df = pd.DataFrame([{**c.to_dict(), "seed": s} for c, s in runs], columns=[*FIELDS, "seed"])
+    df.insert(0, "run_id", [run_id(c, s) for c, s in runs])
+    for name in RUN_METRICS:
+        df[name] = np.asarray(per_run[name])
+    args = (df.n_st, df.p_b, df.nu_norm, df.sigma_p, df.d)
+    df["benign_snr"], df["abundance"] = benign_snr(*args), abundance(*args)
+    test_acc = np.asarray(per_step["test_acc"])
+    best = np.argmax(test_acc, axis=1)
+    df["final_test_acc"] = test_acc[:, -1]
+    df["best_test_acc"] = test_acc[np.arange(len(df)), best]
+    df["best_step"] = np.asarray(shape.log_steps())[best]
+    return df
+
+
+def steps_table(runs: Sequence[tuple[Config, int]], per_step: dict, shape: Shape) -> pd.DataFrame:
+    """One row per run and logged step: run_id, step, and every STEP_METRICS column."""
+    steps = np.asarray(shape.log_steps())
+    ids = [run_id(c, s) for c, s in runs]
+    cols = {"run_id": np.repeat(ids, len(steps)), "step": np.tile(steps, len(ids))}
+    cols.update({name: np.asarray(per_step[name]).ravel() for name in STEP_METRICS})
+    return pd.DataFrame(cols)
+
+
+def filters_table(runs: Sequence[tuple[Config, int]], per_step: dict,
+                  shape: Shape) -> pd.DataFrame:
+    """One row per run, logged step, class j (+1, -1) and filter r: <w_{j,r} - w_{j,r}^(0), s>
+    for s = mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}."""
+    coefs = np.asarray(per_step["filters"])  # (runs, K, 2, m, 4)
+    R, K, _, m, _ = coefs.shape
+    idx = np.indices((R, K, 2, m)).reshape(4, -1)
+    ids = np.asarray([run_id(c, s) for c, s in runs])
+    cols = {"run_id": ids[idx[0]], "step": np.asarray(shape.log_steps())[idx[1]],
+            "j": np.where(idx[2] == 0, 1, -1), "r": idx[3]}
+    cols.update({name: coefs[..., k].ravel() for k, name in enumerate(FILTER_COLUMNS)})
+    return pd.DataFrame(cols)
+
+
+def table_metadata(spec_text: str) -> dict[str, str]:
+    """Provenance stored in every parquet file's schema metadata."""
+    return {
+        "w2sjax.spec": spec_text,
+        "w2sjax.version": __version__,
+        "w2sjax.jax_version": jax.__version__,
+        "w2sjax.device_kind": jax.devices()[0].device_kind,
+        "w2sjax.python": platform.python_version(),
+    }
+
+
+def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Call write(tmp) on a temporary name beside path, then rename it into place: a reader (or a
+    resumed sweep) never sees a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_parquet(df: pd.DataFrame, path: Path, metadata: dict[str, str]) -> None:
+    """df as one parquet file at path, `metadata` added to its schema, written atomically."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    replace_atomically(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def write_text(path: Path, text: str) -> None:
+    """text at path, written atomically."""
+    replace_atomically(path, lambda tmp: tmp.write_text(text))

@@ -1,0 +1,177 @@
+"""Training and recording for one run (SPEC.md sections 2 to 5): weak fit, pseudo-labels, the
+strong GD loop with its exact noise coefficients, and the per-step metrics.
+
+Everything here is a pure function of one run's scalars; `simulate` vmaps it over runs.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from w2sjax.batch import Params, Shape
+from w2sjax.data import BOTH, EASY, HARD, MU_NEG, MU_POS, NU_NEG, NU_POS, Sample, sample, signal_matrix
+from w2sjax.models import J_SIGN, logistic_loss, mm, sign, strong_output_of, strong_preacts, weak_output
+
+RUN_METRICS = ("weak_test_acc", "weak_test_acc_hard", "pseudo_label_error")
+STEP_METRICS = (
+    "train_loss", "train_acc_pseudo", "train_acc_true", "flip_corrected",
+    "test_acc", "test_acc_easy", "test_acc_hard", "test_acc_both",
+    "gmu_own", "gnu_pos", "gnu_neg",
+    "rho_bar_max", "rho_bar_mean_clean", "rho_bar_mean_flipped", "rho_under_min",
+)
+
+
+def masked_mean(x: chex.Array, mask: chex.Array) -> chex.Array:
+    """Mean of x over mask; NaN when the mask is empty (e.g. no flipped samples)."""
+    count = mask.sum()
+    return jnp.where(count > 0, jnp.where(mask, x, 0.0).sum() / jnp.maximum(count, 1), jnp.nan)
+
+
+def fit_weak(signals: chex.Array, data: Sample, eta_wk: chex.Array, steps_wk: int) -> chex.Array:
+    """(d,) weak weights: full-batch GD from w = 0 on the logistic loss with TRUE labels."""
+    opt = optax.sgd(eta_wk)
+    loss = lambda w: logistic_loss(data.y * weak_output(w, signals, data)).mean()  # noqa: E731
+
+    def step(_: Any, carry: tuple) -> tuple:
+        w, opt_state = carry
+        updates, opt_state = opt.update(jax.grad(loss)(w), opt_state)
+        return optax.apply_updates(w, updates), opt_state
+
+    w0 = jnp.zeros(signals.shape[1], jnp.float32)
+    return jax.lax.fori_loop(0, steps_wk, step, (w0, opt.init(w0)))[0]
+
+
+@chex.dataclass(frozen=True)
+class Strong:
+    """What the strong GD loop carries: W (2, m, d), rho (2, m, n_st), the optimizer state."""
+
+    W: chex.Array
+    rho: chex.Array
+    opt_state: Any
+
+
+def strong_loss(W: chex.Array, signals: chex.Array, data: Sample, yhat: chex.Array) -> tuple:
+    """L_S(W) on pseudo-labels, with aux (noise pre-activations (2, m, n), margins (n,))."""
+    pre = strong_preacts(W, signals, data)
+    margin = yhat * strong_output_of(pre)
+    return logistic_loss(margin).mean(), (pre.noise, margin)
+
+
+def strong_step(state: Strong, opt: optax.GradientTransformation, eta: chex.Array,
+                signals: chex.Array, data: Sample, yhat: chex.Array, xi_sq: chex.Array) -> Strong:
+    """One full-batch GD step on L_S, and the exact rho recursion of SPEC section 4:
+    rho += -(eta / (n m)) l'_i ReLU'(<w_{j,r}, xi_i>) ||xi_i||^2 j yhat_i, all at W^(t).
+    xi_sq (n,) is ||xi_i||^2, passed in so the loop does not recompute it."""
+    grad_fn = jax.value_and_grad(strong_loss, has_aux=True)
+    (_, (noise_pre, margin)), grad = grad_fn(state.W, signals, data, yhat)
+    updates, opt_state = opt.update(grad, state.opt_state, state.W)
+    _, m, n = noise_pre.shape
+    l_prime = -jax.nn.sigmoid(-margin)
+    drho = (-(eta / (n * m)) * (noise_pre > 0) * (l_prime * xi_sq * yhat)
+            * J_SIGN[:, None, None])
+    return Strong(W=optax.apply_updates(state.W, updates), rho=state.rho + drho,
+                  opt_state=opt_state)
+
+
+def signal_coefs(W: chex.Array, init_proj: chex.Array, signals: chex.Array) -> chex.Array:
+    """(2, m, 4) <w_{j,r}^(t) - w_{j,r}^(0), s> for s = mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}:
+    gmu is [..., :2], gnu is [..., 2:]."""
+    return mm("jrd,sd->jrs", W, signals) - init_proj
+
+
+def coef_summaries(coefs: chex.Array, rho: chex.Array, yhat: chex.Array,
+                   flipped: chex.Array) -> dict[str, chex.Array]:
+    """SPEC section 5 coefficient summaries from coefs (2, m, 4) and rho (2, m, n)."""
+    own_mu = jnp.stack([coefs[0, :, MU_POS], coefs[1, :, MU_NEG]])  # (2, m): gmu_{j,r,j}
+    own_nu = jnp.stack([coefs[0, :, NU_POS], coefs[1, :, NU_NEG]])  # (2, m): gnu_{j,r,j}
+    is_bar = (J_SIGN[:, None] == yhat[None, :])[:, None, :]  # (2, 1, n): j = yhat_i
+    rho_own_max = jnp.where(yhat > 0, rho[0], rho[1]).max(0)  # (n,) max_r rho_{yhat_i, r, i}
+    return {
+        "gmu_own": own_mu.max(1).mean(),
+        "gnu_pos": own_nu.max(1).mean(),
+        "gnu_neg": (-own_nu).max(1).mean(),
+        "rho_bar_max": jnp.where(is_bar, rho, -jnp.inf).max(),
+        "rho_bar_mean_clean": masked_mean(rho_own_max, ~flipped),
+        "rho_bar_mean_flipped": masked_mean(rho_own_max, flipped),
+        "rho_under_min": jnp.where(is_bar, jnp.inf, rho).min(),
+    }
+
+
+def record(state: Strong, signals: chex.Array, init_proj: chex.Array, train: Sample,
+           yhat: chex.Array, test: Sample, filters: bool) -> dict[str, chex.Array]:
+    """Every SPEC section 5 metric at the current W (scalars), plus `filters` (2, m, 4) if asked."""
+    train_pre = strong_preacts(state.W, signals, train)
+    f_train = strong_output_of(train_pre)
+    pred_train = sign(f_train)
+    pred_test = sign(strong_output_of(strong_preacts(state.W, signals, test)))
+    flipped = yhat != train.y
+    test_right = pred_test == test.y
+    coefs = signal_coefs(state.W, init_proj, signals)
+    out = {
+        "train_loss": logistic_loss(yhat * f_train).mean(),
+        "train_acc_pseudo": (pred_train == yhat).mean(),
+        "train_acc_true": (pred_train == train.y).mean(),
+        "flip_corrected": masked_mean(pred_train == train.y, flipped),
+        "test_acc": test_right.mean(),
+        "test_acc_easy": masked_mean(test_right, test.c == EASY),
+        "test_acc_hard": masked_mean(test_right, test.c == HARD),
+        "test_acc_both": masked_mean(test_right, test.c == BOTH),
+        **coef_summaries(coefs, state.rho, yhat, flipped),
+    }
+    if filters:
+        out["filters"] = coefs
+    return out
+
+
+def run_keys(p: Params) -> tuple[chex.PRNGKey, ...]:
+    """(weak data, strong data, test data, init) keys from fold_in(base_seed, point, seed)."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(p.base_seed), p.point), p.seed)
+    return tuple(jax.random.split(key, 4))
+
+
+def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
+    """One run of SPEC sections 1 to 5 for scalar Params.
+
+    Returns (per_run, per_step): per_run maps RUN_METRICS to scalars; per_step maps STEP_METRICS
+    to (K,) arrays over the K logged steps of `shape.log_steps()` (and "filters" to (K, 2, m, 4)).
+    """
+    k_wk, k_st, k_test, k_init = run_keys(p)
+    signals = signal_matrix(shape.d, shape.easy_signal, p.mu_norm, p.nu_norm)
+    draw = partial(sample, d=shape.d, easy_signal=shape.easy_signal, p_e=p.p_e, p_h=p.p_h,
+                   sigma_p=p.sigma_p)
+    weak_data, train, test = draw(k_wk, shape.n_wk), draw(k_st, shape.n_st), draw(k_test, shape.n_test)
+
+    w = fit_weak(signals, weak_data, p.eta_wk, shape.steps_wk)
+    yhat = sign(weak_output(w, signals, train))
+    weak_right = sign(weak_output(w, signals, test)) == test.y
+    per_run = {
+        "weak_test_acc": weak_right.mean(),
+        "weak_test_acc_hard": masked_mean(weak_right, test.c == HARD),
+        "pseudo_label_error": (yhat != train.y).mean(),
+    }
+
+    W0 = p.sigma_0 * jax.random.normal(k_init, (2, shape.m, shape.d))
+    opt = optax.sgd(p.eta)
+    state = Strong(W=W0, rho=jnp.zeros((2, shape.m, shape.n_st)), opt_state=opt.init(W0))
+    rec = partial(record, signals=signals, init_proj=mm("jrd,sd->jrs", W0, signals), train=train,
+                  yhat=yhat, test=test, filters=shape.filters)
+    step = partial(strong_step, opt=opt, eta=p.eta, signals=signals, data=train, yhat=yhat,
+                   xi_sq=(train.xi * train.xi).sum(-1))
+
+    def segment(state: Strong, length: chex.Array) -> tuple[Strong, dict]:
+        state = jax.lax.fori_loop(0, length, lambda _, s: step(s), state)
+        return state, rec(state)
+
+    # Segment lengths are the same for every run, so under vmap the inner loop stays a real loop
+    # and only logged steps are stacked.
+    lengths = jnp.asarray(np.diff(shape.log_steps()), jnp.int32)
+    _, logged = jax.lax.scan(segment, state, lengths)
+    per_step = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), rec(state), logged)
+    return per_run, per_step
