@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SPEC ?= sweeps/default.toml
 OUT ?= results
 
-.PHONY: venv test test-slow sweep clean
+.PHONY: venv test test-slow lint sweep clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check w2sjax tests
 
 sweep: $(STAMP)
 	$(BIN)/w2sjax run $(SPEC) --out $(OUT)

@@ -11,8 +11,19 @@ import pytest
 from w2sjax.config import Config, build
 from w2sjax.data import EASY, HARD, Sample
 
-SMALL = dict(d=64, n_wk=60, steps_wk=50, n_st=40, m=4, steps=30, n_test=80, log_points=8,
-             seeds=2, sigma_0=0.1, eta=0.5)
+SMALL = dict(
+    d=64,
+    n_wk=60,
+    steps_wk=50,
+    n_st=40,
+    m=4,
+    steps=30,
+    n_test=80,
+    log_points=8,
+    seeds=2,
+    sigma_0=0.1,
+    eta=0.5,
+)
 
 
 def small_config(**fields) -> Config:
@@ -22,7 +33,8 @@ def small_config(**fields) -> Config:
 
 def reference_patches(s: Sample, signals: np.ndarray) -> np.ndarray:
     """(n, 3, d) patches written out from SPEC section 1: easy (mu_y, mu_y, xi), hard
-    (a nu_y, a nu_y, xi), both (mu_y, a nu_y, xi); signals rows mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}."""
+    (a nu_y, a nu_y, xi), both (mu_y, a nu_y, xi).
+    signals rows: mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}."""
     y, c, a, xi = (np.asarray(v) for v in (s.y, s.c, s.a, s.xi))
     mu_y = np.where(y[:, None] > 0, signals[0], signals[1])
     a_nu_y = a[:, None] * np.where(y[:, None] > 0, signals[2], signals[3])

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from conftest import small_config
 
 from w2sjax.batch import Shape
 from w2sjax.cli import main
@@ -13,10 +14,17 @@ from w2sjax.config import FIELDS, load_config, to_toml
 from w2sjax.store import FILTER_COLUMNS
 from w2sjax.train import RUN_METRICS, STEP_METRICS
 
-from conftest import small_config
-
-RUN_COLUMNS = ["run_id", *FIELDS, "seed", *RUN_METRICS, "benign_snr", "abundance",
-               "final_test_acc", "best_test_acc", "best_step"]
+RUN_COLUMNS = [
+    "run_id",
+    *FIELDS,
+    "seed",
+    *RUN_METRICS,
+    "benign_snr",
+    "abundance",
+    "final_test_acc",
+    "best_test_acc",
+    "best_step",
+]
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +32,19 @@ def written(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
     config_path = tmp / "cfg.toml"
     config_path.write_text(to_toml(small_config(name="demo", seeds=3)))
-    code = main(["run", str(config_path), "--out", str(tmp / "out"), "--set", "n_st=24",
-                 "--set", "strong.eta=0.25", "--filters"])
+    code = main(
+        [
+            "run",
+            str(config_path),
+            "--out",
+            str(tmp / "out"),
+            "--set",
+            "n_st=24",
+            "--set",
+            "strong.eta=0.25",
+            "--filters",
+        ]
+    )
     assert code == 0
     return tmp / "out" / "demo"
 
@@ -56,8 +75,13 @@ def test_filters_table_matches_summaries(written):
     steps, filters = pd.read_parquet(written / "steps"), pd.read_parquet(written / "filters")
     assert list(filters.columns) == ["run_id", "step", "j", "r", *FILTER_COLUMNS]
     own_mu = np.where(filters.j == 1, filters.gmu_plus1, filters.gmu_minus1)
-    gmu_own = (filters.assign(own=own_mu).groupby(["run_id", "step", "j"]).own.max()
-               .groupby(["run_id", "step"]).mean())
+    gmu_own = (
+        filters.assign(own=own_mu)
+        .groupby(["run_id", "step", "j"])
+        .own.max()
+        .groupby(["run_id", "step"])
+        .mean()
+    )
     merged = steps.set_index(["run_id", "step"]).gmu_own
     np.testing.assert_allclose(gmu_own.loc[merged.index], merged, rtol=1e-6)
 

@@ -1,4 +1,4 @@
-"""Config validation: every bad-input class gets a one-line error naming the field, before compute."""
+"""Config validation: each bad-input class gets a one-line error naming the field."""
 
 from __future__ import annotations
 
@@ -95,8 +95,13 @@ def test_non_positive_and_non_finite(raw, field):
     assert message.startswith(field) and "must be" in message
 
 
-@pytest.mark.parametrize("raw, field", [({"eval": {"log": "cubic"}}, "eval.log"),
-                                        ({"data": {"easy_signal": "parallel"}}, "data.easy_signal")])
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ({"eval": {"log": "cubic"}}, "eval.log"),
+        ({"data": {"easy_signal": "parallel"}}, "data.easy_signal"),
+    ],
+)
 def test_choices_name_allowed_values(raw, field):
     message = _error(raw)
     assert message.startswith(field) and '"' in message
@@ -104,7 +109,11 @@ def test_choices_name_allowed_values(raw, field):
 
 def test_overrides():
     assert parse_overrides(["n_st=2000", "strong.eta=0.1", 'p_b="rest"', "log=linear"]) == {
-        "n_st": 2000, "eta": 0.1, "p_b": "rest", "log": "linear"}
+        "n_st": 2000,
+        "eta": 0.1,
+        "p_b": "rest",
+        "log": "linear",
+    }
     for bad in ["n_st", "nst=3", "weak.n_st=3"]:
         with pytest.raises(ConfigError, match="--set"):
             parse_overrides([bad])
@@ -149,8 +158,11 @@ def test_bad_toml_and_missing_file(tmp_path):
 def test_cli_exits_2_with_one_line(tmp_path, text, args, field):
     path = tmp_path / "c.toml"
     path.write_text(text)
-    proc = subprocess.run([sys.executable, "-m", "w2sjax", "run", str(path), *args,
-                           "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "w2sjax", "run", str(path), *args, "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and field in lines[0] and "Traceback" not in proc.stderr

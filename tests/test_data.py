@@ -7,11 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import reference_patches, reference_strong_output
 
 from w2sjax.data import BOTH, EASY, HARD, sample, signal_matrix
 from w2sjax.models import strong_output, weak_output
-
-from conftest import reference_patches, reference_strong_output
 
 CHI2_CRIT_DF1, CHI2_CRIT_DF2 = 10.828, 13.816  # chi-square quantiles at p = 0.001
 

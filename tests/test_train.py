@@ -9,14 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import reference_patches, reference_strong_output, small_config
 
 from w2sjax.batch import Shape, stack_params
 from w2sjax.data import sample, signal_matrix
 from w2sjax.models import logistic_loss, sign, weak_output
 from w2sjax.simulate import simulate
 from w2sjax.train import STEP_METRICS, Strong, fit_weak, signal_coefs, strong_step
-
-from conftest import reference_patches, reference_strong_output, small_config
 
 
 def test_proposition_2_1_weak_model_guesses_on_hard_data():
@@ -57,24 +56,38 @@ def test_gd_step_equals_w_minus_eta_grad(seed):
         return logistic_loss(yhat * reference_strong_output(W, X)).mean()
 
     xi_sq = (data.xi**2).sum(-1)
-    step = jax.jit(partial(strong_step, opt=opt, eta=eta, signals=signals, data=data, yhat=yhat,
-                           xi_sq=xi_sq))
+    step = jax.jit(
+        partial(strong_step, opt=opt, eta=eta, signals=signals, data=data, yhat=yhat, xi_sq=xi_sq)
+    )
     for _ in range(5):
         expected = state.W - eta * jax.grad(reference_loss)(state.W)
         state = step(state)
         np.testing.assert_allclose(state.W, expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("seed, easy_signal", [(0, "orthogonal"), (1, "antipodal"), (2, "orthogonal")])
+@pytest.mark.parametrize(
+    "seed, easy_signal", [(0, "orthogonal"), (1, "antipodal"), (2, "orthogonal")]
+)
 def test_signal_noise_decomposition_is_exact(seed, easy_signal):
     state, signals, data, yhat, eta, opt = _strong_setup(seed, easy_signal)
     W0 = state.W
     init_proj = jnp.einsum("jrd,sd->jrs", W0, signals, precision="highest")
-    step = jax.jit(partial(strong_step, opt=opt, eta=eta, signals=signals, data=data, yhat=yhat,
-                           xi_sq=(data.xi**2).sum(-1)))
+    step = jax.jit(
+        partial(
+            strong_step,
+            opt=opt,
+            eta=eta,
+            signals=signals,
+            data=data,
+            yhat=yhat,
+            xi_sq=(data.xi**2).sum(-1),
+        )
+    )
     # Signal part: project onto the signal span by the pseudo-inverse of its Gram matrix (for
     # orthogonal signals this is SPEC's sum_s g_s s / ||s||^2; it also handles antipodal mu).
-    to_span = np.linalg.pinv(np.asarray(signals @ signals.T, np.float64)) @ np.asarray(signals, np.float64)
+    to_span = np.linalg.pinv(np.asarray(signals @ signals.T, np.float64)) @ np.asarray(
+        signals, np.float64
+    )
     xi = np.asarray(data.xi, np.float64)
     yhat_np = np.asarray(yhat)
     for t in range(1, 41):
@@ -96,8 +109,10 @@ def _select(tree, idx):
 
 def test_batching_never_changes_a_run():
     base = small_config(steps=60, n_st=50)
-    variants = [base] + [small_config(steps=60, n_st=50, p_b=pb, p_e="rest", sigma_p=sp, eta=eta)
-                         for pb, sp, eta in [(0.5, 0.8, 0.3), (0.1, 1.2, 0.9), (0.35, 1.0, 0.5)]]
+    variants = [base] + [
+        small_config(steps=60, n_st=50, p_b=pb, p_e="rest", sigma_p=sp, eta=eta)
+        for pb, sp, eta in [(0.5, 0.8, 0.3), (0.1, 1.2, 0.9), (0.35, 1.0, 0.5)]
+    ]
     runs = [(c, s) for c in variants for s in range(2)]  # 8 runs
     shape = Shape.of(base)
     full = simulate(shape, stack_params(runs))
@@ -106,8 +121,11 @@ def test_batching_never_changes_a_run():
     others = [runs[1], runs[k], (small_config(steps=60, n_st=50, eta=2.0), 9)]
     mixed = simulate(shape, stack_params(others))
     for got, idx in [(alone, 0), (mixed, 1)]:
-        a, b = jax.tree_util.tree_leaves(_select(full, k)), jax.tree_util.tree_leaves(_select(got, idx))
-        for x, y in zip(a, b):
+        a, b = (
+            jax.tree_util.tree_leaves(_select(full, k)),
+            jax.tree_util.tree_leaves(_select(got, idx)),
+        )
+        for x, y in zip(a, b, strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
     # Distinct runs really differ, so the comparison above has teeth.
     assert not np.allclose(_select(full, k)[1]["test_acc"], _select(full, 4)[1]["test_acc"])
@@ -132,7 +150,7 @@ def test_simulate_outputs_and_step_zero():
 def test_geometric_log_schedule():
     steps = Shape.of(small_config(steps=4000, log_points=60)).log_steps()
     assert steps[0] == 0 and steps[1] == 1 and steps[-1] == 4000
-    assert all(b > a for a, b in zip(steps, steps[1:]))
+    assert all(b > a for a, b in zip(steps, steps[1:], strict=False))
     ratios = np.diff(np.log(steps[1:]))
     assert ratios[-1] == pytest.approx(np.log(4000) / 58, rel=0.05)
 
@@ -143,8 +161,20 @@ def test_large_n_st_learns_both_signs_of_nu():
     p_h = 0 keeps the weak labels clean on nu-carrying samples, so nothing is forgotten later
     (with hard-only data the flipped samples eventually pull nu back: label correction, then
     overtraining)."""
-    config = small_config(d=100, n_st=1500, m=10, sigma_0=0.01, eta=0.5, steps=300,
-                          p_e=0.2, p_h=0.0, p_b=0.8, n_wk=100, steps_wk=100, log_points=10)
+    config = small_config(
+        d=100,
+        n_st=1500,
+        m=10,
+        sigma_0=0.01,
+        eta=0.5,
+        steps=300,
+        p_e=0.2,
+        p_h=0.0,
+        p_b=0.8,
+        n_wk=100,
+        steps_wk=100,
+        log_points=10,
+    )
     _, per_step = simulate(Shape.of(config), stack_params([(config, s) for s in range(2)]))
     gnu_pos, gnu_neg = np.asarray(per_step["gnu_pos"]), np.asarray(per_step["gnu_neg"])
     assert np.all(np.diff(gnu_pos, axis=1) > 0) and np.all(np.diff(gnu_neg, axis=1) > 0)

@@ -8,8 +8,8 @@ share one compiled program.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import chex
 import jax.numpy as jnp
@@ -17,8 +17,18 @@ import numpy as np
 
 from w2sjax.config import Config
 
-SHAPE_FIELDS = ("d", "n_wk", "steps_wk", "n_st", "m", "steps", "n_test", "log", "log_points",
-                "easy_signal")
+SHAPE_FIELDS = (
+    "d",
+    "n_wk",
+    "steps_wk",
+    "n_st",
+    "m",
+    "steps",
+    "n_test",
+    "log",
+    "log_points",
+    "easy_signal",
+)
 PARAM_FIELDS = ("p_e", "p_h", "p_b", "sigma_p", "mu_norm", "nu_norm", "sigma_0", "eta", "eta_wk")
 
 
@@ -40,11 +50,11 @@ class Shape:
     filters: bool = False
 
     @classmethod
-    def of(cls, config: Config, filters: bool = False) -> "Shape":
+    def of(cls, config: Config, filters: bool = False) -> Shape:
         return cls(**{f: getattr(config, f) for f in SHAPE_FIELDS}, filters=filters)
 
     def log_steps(self) -> tuple[int, ...]:
-        """Logged steps, 0 and `steps` included: geometric (log-spaced integers from 1) or linear."""
+        """Logged steps, 0 and `steps` included: geometric (log-spaced from 1) or linear."""
         if self.log == "geometric":
             grid = np.geomspace(1, self.steps, self.log_points - 1)
         else:

@@ -17,11 +17,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="simulate `seeds` runs of one config as one batch")
     run.add_argument("config", help="config file (TOML)")
-    run.add_argument("--set", dest="overrides", action="append", default=[],
-                     metavar="FIELD=VALUE", help="override a config field (repeatable)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a config field (repeatable)",
+    )
     run.add_argument("--out", default="results", help="output folder (default: results)")
-    run.add_argument("--filters", action="store_true",
-                     help="also write the per-filter coefficient table (2 x m x 4 per logged step)")
+    run.add_argument(
+        "--filters",
+        action="store_true",
+        help="also write the per-filter coefficient table (2 x m x 4 per logged step)",
+    )
     return parser
 
 
@@ -29,9 +38,11 @@ def _summary(out_dir) -> str:
     import pandas as pd
 
     runs = pd.read_parquet(out_dir / "runs")
-    return (f"{len(runs)} runs: weak test acc {runs.weak_test_acc.mean():.3f}, strong test acc "
-            f"final {runs.final_test_acc.mean():.3f}, best {runs.best_test_acc.mean():.3f} "
-            f"(mean over seeds)")
+    return (
+        f"{len(runs)} runs: weak test acc {runs.weak_test_acc.mean():.3f}, strong test acc "
+        f"final {runs.final_test_acc.mean():.3f}, best {runs.best_test_acc.mean():.3f} "
+        f"(mean over seeds)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,9 +15,10 @@ import json
 import math
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 PROB_FIELDS = ("p_e", "p_h", "p_b")
 PROB_TOLERANCE = 1e-9
@@ -68,7 +69,10 @@ FIELDS: dict[str, FieldSpec] = {
     "mu_norm": _pos_float("data", 4.0),
     "nu_norm": _pos_float("data", 4.0),
     "easy_signal": FieldSpec(
-        "data", "choice", "orthogonal", '"orthogonal" or "antipodal"',
+        "data",
+        "choice",
+        "orthogonal",
+        '"orthogonal" or "antipodal"',
         choices=("orthogonal", "antipodal"),
     ),
     "n_wk": _pos_int("weak", 200),
@@ -80,8 +84,9 @@ FIELDS: dict[str, FieldSpec] = {
     "eta": _pos_float("strong", 0.05),
     "steps": _pos_int("strong", 4000),
     "n_test": _pos_int("eval", 2000),
-    "log": FieldSpec("eval", "choice", "geometric", '"geometric" or "linear"',
-                     choices=("geometric", "linear")),
+    "log": FieldSpec(
+        "eval", "choice", "geometric", '"geometric" or "linear"', choices=("geometric", "linear")
+    ),
     "log_points": _pos_int("eval", 60, low=2),
 }
 SECTIONS = ("data", "weak", "strong", "eval")
@@ -128,20 +133,25 @@ def resolve_probs(values: Mapping[str, Any]) -> dict[str, float]:
     """(p_e, p_h, p_b) as floats summing to 1; at most one may be "rest" (1 minus the others)."""
     rest = [f for f in PROB_FIELDS if values[f] == REST]
     if len(rest) > 1:
-        raise ConfigError(f"data.{rest[1]}: at most one of p_e, p_h, p_b may be \"rest\", got "
-                          f"{', '.join(rest)}")
+        raise ConfigError(
+            f'data.{rest[1]}: at most one of p_e, p_h, p_b may be "rest", got {", ".join(rest)}'
+        )
     probs = {f: values[f] for f in PROB_FIELDS if f not in rest}
     if rest:
         remainder = 1.0 - sum(probs.values())
         if not -PROB_TOLERANCE <= remainder <= 1.0 + PROB_TOLERANCE:
-            raise ConfigError(f"data.{rest[0]}: \"rest\" must come out in [0, 1], got "
-                              f"{remainder:.6g} (the others sum to {1.0 - remainder:.6g})")
+            raise ConfigError(
+                f'data.{rest[0]}: "rest" must come out in [0, 1], got '
+                f"{remainder:.6g} (the others sum to {1.0 - remainder:.6g})"
+            )
         probs[rest[0]] = min(max(remainder, 0.0), 1.0)
     total = sum(probs.values())
     if abs(total - 1.0) > PROB_TOLERANCE:
-        raise ConfigError(f"data.p_e, data.p_h, data.p_b: must sum to 1 (tolerance 1e-9), got "
-                          f"{probs['p_e']:.6g} + {probs['p_h']:.6g} + {probs['p_b']:.6g} = "
-                          f"{total:.12g}")
+        raise ConfigError(
+            f"data.p_e, data.p_h, data.p_b: must sum to 1 (tolerance 1e-9), got "
+            f"{probs['p_e']:.6g} + {probs['p_h']:.6g} + {probs['p_b']:.6g} = "
+            f"{total:.12g}"
+        )
     return {f: probs[f] for f in PROB_FIELDS}
 
 
@@ -204,8 +214,10 @@ def flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
             flat[key] = value
         else:
             top = ", ".join(f for f, s in FIELDS.items() if s.section is None)
-            raise ConfigError(f"{key}: unknown key; the top level allows {top} and the sections "
-                              f"[{'], ['.join(SECTIONS)}]")
+            raise ConfigError(
+                f"{key}: unknown key; the top level allows {top} and the sections "
+                f"[{'], ['.join(SECTIONS)}]"
+            )
     return flat
 
 
@@ -234,11 +246,14 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, text = item.partition("=")
         key = key.strip()
         field = key.rpartition(".")[2]
-        if not sep or field not in FIELDS or (
-            "." in key and key.rpartition(".")[0] != (FIELDS[field].section or "")
+        if (
+            not sep
+            or field not in FIELDS
+            or ("." in key and key.rpartition(".")[0] != (FIELDS[field].section or ""))
         ):
-            raise ConfigError(f"--set {item}: must be FIELD=VALUE with FIELD one of "
-                              f"{', '.join(FIELDS)}")
+            raise ConfigError(
+                f"--set {item}: must be FIELD=VALUE with FIELD one of {', '.join(FIELDS)}"
+            )
         out[field] = parse_value(text.strip())
     return out
 
@@ -276,6 +291,7 @@ def to_toml(config: Config) -> str:
     lines = [f"{f} = {_toml_value(values[f])}" for f, s in FIELDS.items() if s.section is None]
     for section in SECTIONS:
         lines += ["", f"[{section}]"]
-        lines += [f"{f} = {_toml_value(values[f])}" for f, s in FIELDS.items()
-                  if s.section == section]
+        lines += [
+            f"{f} = {_toml_value(values[f])}" for f, s in FIELDS.items() if s.section == section
+        ]
     return "\n".join(lines) + "\n"

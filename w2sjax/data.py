@@ -48,8 +48,15 @@ def noise_mask(d: int, easy_signal: str) -> chex.Array:
     return jnp.ones(d, jnp.float32).at[jnp.array(signal_axes)].set(0.0)
 
 
-def sample(key: chex.PRNGKey, n: int, d: int, easy_signal: str, p_e: chex.Array, p_h: chex.Array,
-           sigma_p: chex.Array) -> Sample:
+def sample(
+    key: chex.PRNGKey,
+    n: int,
+    d: int,
+    easy_signal: str,
+    p_e: chex.Array,
+    p_h: chex.Array,
+    sigma_p: chex.Array,
+) -> Sample:
     """n i.i.d. samples. Category from one uniform: easy if u < p_e, hard if u < p_e + p_h, else
     both (p_b = 1 - p_e - p_h is implied)."""
     k_y, k_c, k_a, k_xi = jax.random.split(key, 4)
@@ -70,4 +77,3 @@ def patch_coefs(s: Sample) -> chex.Array:
     first = jnp.where(hard, a_nu_y, mu_y)
     second = jnp.where(easy, mu_y, a_nu_y)
     return jnp.stack([first, second])
-

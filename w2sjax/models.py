@@ -48,7 +48,9 @@ class Preacts:
 def strong_preacts(W: chex.Array, signals: chex.Array, s: Sample) -> Preacts:
     """Pre-activations of W (2, m, d) on n samples."""
     proj = mm("jrd,sd->jrs", W, signals)
-    return Preacts(signal=mm("jrs,pns->jrpn", proj, patch_coefs(s)), noise=mm("jrd,nd->jrn", W, s.xi))
+    return Preacts(
+        signal=mm("jrs,pns->jrpn", proj, patch_coefs(s)), noise=mm("jrd,nd->jrn", W, s.xi)
+    )
 
 
 def strong_output_of(pre: Preacts) -> chex.Array:

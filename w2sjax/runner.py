@@ -1,4 +1,4 @@
-"""Run one config's seeds as one batch and write its tables: config -> batch -> simulate -> store."""
+"""Run one config's seeds as one batch and write its tables (config -> simulate -> store)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import jax
 from w2sjax.batch import Shape, stack_params
 from w2sjax.config import Config, to_toml
 from w2sjax.simulate import simulate
-from w2sjax.store import filters_table, runs_table, steps_table, table_metadata, write_parquet, write_text
+from w2sjax.store import (
+    filters_table,
+    runs_table,
+    steps_table,
+    table_metadata,
+    write_parquet,
+    write_text,
+)
 
 
 def check_writable(out_dir: Path) -> None:
@@ -36,10 +43,13 @@ def run(config: Config, out: str | Path = "results", filters: bool = False) -> P
     per_run, per_step = jax.device_get(simulate(shape, stack_params(runs)))
     spec_text = to_toml(config)
     meta = table_metadata(spec_text)
-    write_parquet(runs_table(runs, per_run, per_step, shape), out_dir / "runs" / "part-0.parquet", meta)
+    write_parquet(
+        runs_table(runs, per_run, per_step, shape), out_dir / "runs" / "part-0.parquet", meta
+    )
     write_parquet(steps_table(runs, per_step, shape), out_dir / "steps" / "part-0.parquet", meta)
     if filters:
-        write_parquet(filters_table(runs, per_step, shape), out_dir / "filters" / "part-0.parquet",
-                      meta)
+        write_parquet(
+            filters_table(runs, per_step, shape), out_dir / "filters" / "part-0.parquet", meta
+        )
     write_text(out_dir / "spec.toml", spec_text)
     return out_dir

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import jax
 import numpy as np
@@ -26,8 +26,9 @@ from w2sjax.train import RUN_METRICS, STEP_METRICS
 FILTER_COLUMNS = ("gmu_plus1", "gmu_minus1", "gnu_plus1", "gnu_minus1")
 
 
-def runs_table(runs: Sequence[tuple[Config, int]], per_run: dict, per_step: dict,
-               shape: Shape) -> pd.DataFrame:
+def runs_table(
+    runs: Sequence[tuple[Config, int]], per_run: dict, per_step: dict, shape: Shape
+) -> pd.DataFrame:
     """One row per run: run_id, every config field, seed, the per-run metrics, benign_snr,
     abundance, and final / best (over logged steps) test accuracy with the best step."""
     df = pd.DataFrame([{**c.to_dict(), "seed": s} for c, s in runs], columns=[*FIELDS, "seed"])
@@ -53,16 +54,19 @@ def steps_table(runs: Sequence[tuple[Config, int]], per_step: dict, shape: Shape
     return pd.DataFrame(cols)
 
 
-def filters_table(runs: Sequence[tuple[Config, int]], per_step: dict,
-                  shape: Shape) -> pd.DataFrame:
+def filters_table(runs: Sequence[tuple[Config, int]], per_step: dict, shape: Shape) -> pd.DataFrame:
     """One row per run, logged step, class j (+1, -1) and filter r: <w_{j,r} - w_{j,r}^(0), s>
     for s = mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}."""
     coefs = np.asarray(per_step["filters"])  # (runs, K, 2, m, 4)
     R, K, _, m, _ = coefs.shape
     idx = np.indices((R, K, 2, m)).reshape(4, -1)
     ids = np.asarray([run_id(c, s) for c, s in runs])
-    cols = {"run_id": ids[idx[0]], "step": np.asarray(shape.log_steps())[idx[1]],
-            "j": np.where(idx[2] == 0, 1, -1), "r": idx[3]}
+    cols = {
+        "run_id": ids[idx[0]],
+        "step": np.asarray(shape.log_steps())[idx[1]],
+        "j": np.where(idx[2] == 0, 1, -1),
+        "r": idx[3],
+    }
     cols.update({name: coefs[..., k].ravel() for k, name in enumerate(FILTER_COLUMNS)})
     return pd.DataFrame(cols)
 

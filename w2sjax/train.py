@@ -16,15 +16,45 @@ import numpy as np
 import optax
 
 from w2sjax.batch import Params, Shape
-from w2sjax.data import BOTH, EASY, HARD, MU_NEG, MU_POS, NU_NEG, NU_POS, Sample, sample, signal_matrix
-from w2sjax.models import J_SIGN, logistic_loss, mm, sign, strong_output_of, strong_preacts, weak_output
+from w2sjax.data import (
+    BOTH,
+    EASY,
+    HARD,
+    MU_NEG,
+    MU_POS,
+    NU_NEG,
+    NU_POS,
+    Sample,
+    sample,
+    signal_matrix,
+)
+from w2sjax.models import (
+    J_SIGN,
+    logistic_loss,
+    mm,
+    sign,
+    strong_output_of,
+    strong_preacts,
+    weak_output,
+)
 
 RUN_METRICS = ("weak_test_acc", "weak_test_acc_hard", "pseudo_label_error")
 STEP_METRICS = (
-    "train_loss", "train_acc_pseudo", "train_acc_true", "flip_corrected",
-    "test_acc", "test_acc_easy", "test_acc_hard", "test_acc_both",
-    "gmu_own", "gnu_pos", "gnu_neg",
-    "rho_bar_max", "rho_bar_mean_clean", "rho_bar_mean_flipped", "rho_under_min",
+    "train_loss",
+    "train_acc_pseudo",
+    "train_acc_true",
+    "flip_corrected",
+    "test_acc",
+    "test_acc_easy",
+    "test_acc_hard",
+    "test_acc_both",
+    "gmu_own",
+    "gnu_pos",
+    "gnu_neg",
+    "rho_bar_max",
+    "rho_bar_mean_clean",
+    "rho_bar_mean_flipped",
+    "rho_under_min",
 )
 
 
@@ -64,8 +94,15 @@ def strong_loss(W: chex.Array, signals: chex.Array, data: Sample, yhat: chex.Arr
     return logistic_loss(margin).mean(), (pre.noise, margin)
 
 
-def strong_step(state: Strong, opt: optax.GradientTransformation, eta: chex.Array,
-                signals: chex.Array, data: Sample, yhat: chex.Array, xi_sq: chex.Array) -> Strong:
+def strong_step(
+    state: Strong,
+    opt: optax.GradientTransformation,
+    eta: chex.Array,
+    signals: chex.Array,
+    data: Sample,
+    yhat: chex.Array,
+    xi_sq: chex.Array,
+) -> Strong:
     """One full-batch GD step on L_S, and the exact rho recursion of SPEC section 4:
     rho += -(eta / (n m)) l'_i ReLU'(<w_{j,r}, xi_i>) ||xi_i||^2 j yhat_i, all at W^(t).
     xi_sq (n,) is ||xi_i||^2, passed in so the loop does not recompute it."""
@@ -74,10 +111,10 @@ def strong_step(state: Strong, opt: optax.GradientTransformation, eta: chex.Arra
     updates, opt_state = opt.update(grad, state.opt_state, state.W)
     _, m, n = noise_pre.shape
     l_prime = -jax.nn.sigmoid(-margin)
-    drho = (-(eta / (n * m)) * (noise_pre > 0) * (l_prime * xi_sq * yhat)
-            * J_SIGN[:, None, None])
-    return Strong(W=optax.apply_updates(state.W, updates), rho=state.rho + drho,
-                  opt_state=opt_state)
+    drho = -(eta / (n * m)) * (noise_pre > 0) * (l_prime * xi_sq * yhat) * J_SIGN[:, None, None]
+    return Strong(
+        W=optax.apply_updates(state.W, updates), rho=state.rho + drho, opt_state=opt_state
+    )
 
 
 def signal_coefs(W: chex.Array, init_proj: chex.Array, signals: chex.Array) -> chex.Array:
@@ -86,8 +123,9 @@ def signal_coefs(W: chex.Array, init_proj: chex.Array, signals: chex.Array) -> c
     return mm("jrd,sd->jrs", W, signals) - init_proj
 
 
-def coef_summaries(coefs: chex.Array, rho: chex.Array, yhat: chex.Array,
-                   flipped: chex.Array) -> dict[str, chex.Array]:
+def coef_summaries(
+    coefs: chex.Array, rho: chex.Array, yhat: chex.Array, flipped: chex.Array
+) -> dict[str, chex.Array]:
     """SPEC section 5 coefficient summaries from coefs (2, m, 4) and rho (2, m, n)."""
     own_mu = jnp.stack([coefs[0, :, MU_POS], coefs[1, :, MU_NEG]])  # (2, m): gmu_{j,r,j}
     own_nu = jnp.stack([coefs[0, :, NU_POS], coefs[1, :, NU_NEG]])  # (2, m): gnu_{j,r,j}
@@ -104,8 +142,15 @@ def coef_summaries(coefs: chex.Array, rho: chex.Array, yhat: chex.Array,
     }
 
 
-def record(state: Strong, signals: chex.Array, init_proj: chex.Array, train: Sample,
-           yhat: chex.Array, test: Sample, filters: bool) -> dict[str, chex.Array]:
+def record(
+    state: Strong,
+    signals: chex.Array,
+    init_proj: chex.Array,
+    train: Sample,
+    yhat: chex.Array,
+    test: Sample,
+    filters: bool,
+) -> dict[str, chex.Array]:
     """Every SPEC section 5 metric at the current W (scalars), plus `filters` (2, m, 4) if asked."""
     train_pre = strong_preacts(state.W, signals, train)
     f_train = strong_output_of(train_pre)
@@ -144,9 +189,14 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
     """
     k_wk, k_st, k_test, k_init = run_keys(p)
     signals = signal_matrix(shape.d, shape.easy_signal, p.mu_norm, p.nu_norm)
-    draw = partial(sample, d=shape.d, easy_signal=shape.easy_signal, p_e=p.p_e, p_h=p.p_h,
-                   sigma_p=p.sigma_p)
-    weak_data, train, test = draw(k_wk, shape.n_wk), draw(k_st, shape.n_st), draw(k_test, shape.n_test)
+    draw = partial(
+        sample, d=shape.d, easy_signal=shape.easy_signal, p_e=p.p_e, p_h=p.p_h, sigma_p=p.sigma_p
+    )
+    weak_data, train, test = (
+        draw(k_wk, shape.n_wk),
+        draw(k_st, shape.n_st),
+        draw(k_test, shape.n_test),
+    )
 
     w = fit_weak(signals, weak_data, p.eta_wk, shape.steps_wk)
     yhat = sign(weak_output(w, signals, train))
@@ -160,10 +210,24 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
     W0 = p.sigma_0 * jax.random.normal(k_init, (2, shape.m, shape.d))
     opt = optax.sgd(p.eta)
     state = Strong(W=W0, rho=jnp.zeros((2, shape.m, shape.n_st)), opt_state=opt.init(W0))
-    rec = partial(record, signals=signals, init_proj=mm("jrd,sd->jrs", W0, signals), train=train,
-                  yhat=yhat, test=test, filters=shape.filters)
-    step = partial(strong_step, opt=opt, eta=p.eta, signals=signals, data=train, yhat=yhat,
-                   xi_sq=(train.xi * train.xi).sum(-1))
+    rec = partial(
+        record,
+        signals=signals,
+        init_proj=mm("jrd,sd->jrs", W0, signals),
+        train=train,
+        yhat=yhat,
+        test=test,
+        filters=shape.filters,
+    )
+    step = partial(
+        strong_step,
+        opt=opt,
+        eta=p.eta,
+        signals=signals,
+        data=train,
+        yhat=yhat,
+        xi_sq=(train.xi * train.xi).sum(-1),
+    )
 
     def segment(state: Strong, length: chex.Array) -> tuple[Strong, dict]:
         state = jax.lax.fori_loop(0, length, lambda _, s: step(s), state)
@@ -173,5 +237,7 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
     # and only logged steps are stacked.
     lengths = jnp.asarray(np.diff(shape.log_steps()), jnp.int32)
     _, logged = jax.lax.scan(segment, state, lengths)
-    per_step = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), rec(state), logged)
+    per_step = jax.tree_util.tree_map(
+        lambda a, b: jnp.concatenate([a[None], b]), rec(state), logged
+    )
     return per_run, per_step
