@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check w2sjax tests
 
 sweep: $(STAMP)
-	$(BIN)/w2sjax run $(SPEC) --out $(OUT)
+	$(BIN)/w2sjax sweep $(SPEC) --out $(OUT)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -55,3 +55,52 @@ def reference_strong_output(W, X):
 @pytest.fixture(scope="session")
 def rng():
     return np.random.default_rng(20261128)
+
+
+SWEEP_TEXT = """
+name = "sw"
+seeds = 3
+
+[data]
+d = 40
+p_e = "rest"
+p_h = 0.3
+
+[weak]
+n_wk = 40
+steps_wk = 30
+
+[strong]
+m = 3
+sigma_0 = 0.1
+eta = 0.5
+steps = 25
+
+[eval]
+n_test = 60
+log_points = 6
+
+[grid]
+n_st = [20, 30]
+p_b = [0.2, 0.4]
+"""
+
+
+@pytest.fixture
+def sweep_file(tmp_path):
+    """A 2 x 2 grid (two buckets by n_st) x 3 seeds = 12 runs, tiny enough for CPU tests."""
+    path = tmp_path / "sw.toml"
+    path.write_text(SWEEP_TEXT)
+    return path
+
+
+def assert_same_tables(a, b, exact: bool = False) -> None:
+    """Two (runs, steps) pairs from w2sjax.load hold the same rows. Float columns agree to float32
+    round-off (exactly when `exact`); every other column exactly."""
+    for x, y in zip(a, b, strict=True):
+        assert list(x.columns) == list(y.columns) and len(x) == len(y) > 0
+        for col in x.columns:
+            if not exact and x[col].dtype.kind == "f":
+                np.testing.assert_allclose(x[col], y[col], rtol=1e-5, atol=1e-6, err_msg=col)
+            else:
+                np.testing.assert_array_equal(x[col].to_numpy(), y[col].to_numpy(), err_msg=col)

@@ -1,16 +1,18 @@
-"""`w2sjax run`: the tables' layout and columns, overrides, provenance, output errors."""
+"""`w2sjax run`: the tables' columns, overrides, provenance, output errors."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from conftest import small_config
 
+import w2sjax
+from w2sjax.analysis import read_table
 from w2sjax.batch import Shape
 from w2sjax.cli import main
-from w2sjax.config import FIELDS, load_config, to_toml
+from w2sjax.config import FIELDS, to_toml
+from w2sjax.grid import load_sweep
 from w2sjax.store import FILTER_COLUMNS
 from w2sjax.train import RUN_METRICS, STEP_METRICS
 
@@ -24,6 +26,7 @@ RUN_COLUMNS = [
     "final_test_acc",
     "best_test_acc",
     "best_step",
+    "bucket",  # the hive partition, added on reading
 ]
 
 
@@ -31,7 +34,7 @@ RUN_COLUMNS = [
 def written(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
     config_path = tmp / "cfg.toml"
-    config_path.write_text(to_toml(small_config(name="demo", seeds=3)))
+    config_path.write_text(to_toml(small_config(name="demo", seeds=3).to_dict()))
     code = main(
         [
             "run",
@@ -50,10 +53,10 @@ def written(tmp_path_factory):
 
 
 def test_tables_have_spec_columns(written):
-    runs, steps = pd.read_parquet(written / "runs"), pd.read_parquet(written / "steps")
+    runs, steps = w2sjax.load(written)
     assert list(runs.columns) == RUN_COLUMNS
-    assert list(steps.columns) == ["run_id", "step", *STEP_METRICS]
-    config = load_config(written / "spec.toml")
+    assert list(steps.columns) == ["run_id", "step", *STEP_METRICS, "bucket"]
+    (config,) = load_sweep(written / "spec.toml").points
     K = len(Shape.of(config).log_steps())
     assert len(runs) == 3 and len(steps) == 3 * K and runs.run_id.is_unique
     assert (runs.n_st == 24).all() and (runs.eta == 0.25).all() and list(runs.seed) == [0, 1, 2]
@@ -61,7 +64,7 @@ def test_tables_have_spec_columns(written):
 
 
 def test_run_summaries_agree_with_steps(written):
-    runs, steps = pd.read_parquet(written / "runs"), pd.read_parquet(written / "steps")
+    runs, steps = w2sjax.load(written)
     for run in runs.itertuples():
         curve = steps[steps.run_id == run.run_id].sort_values("step")
         assert run.final_test_acc == curve.test_acc.iloc[-1]
@@ -72,8 +75,9 @@ def test_run_summaries_agree_with_steps(written):
 
 
 def test_filters_table_matches_summaries(written):
-    steps, filters = pd.read_parquet(written / "steps"), pd.read_parquet(written / "filters")
-    assert list(filters.columns) == ["run_id", "step", "j", "r", *FILTER_COLUMNS]
+    _, steps = w2sjax.load(written)
+    filters = read_table(written, "filters")
+    assert list(filters.columns) == ["run_id", "step", "j", "r", *FILTER_COLUMNS, "bucket"]
     own_mu = np.where(filters.j == 1, filters.gmu_plus1, filters.gmu_minus1)
     gmu_own = (
         filters.assign(own=own_mu)
@@ -87,15 +91,16 @@ def test_filters_table_matches_summaries(written):
 
 
 def test_provenance_metadata(written):
-    meta = pq.read_schema(next((written / "runs").glob("*.parquet"))).metadata
+    meta = pq.read_schema(next((written / "runs").glob("*/*.parquet"))).metadata
     assert meta[b"w2sjax.spec"].decode() == (written / "spec.toml").read_text()
+    assert meta[b"w2sjax.spec_hash"].decode() == load_sweep(written / "spec.toml").spec_hash()
     assert b"w2sjax.jax_version" in meta and b"w2sjax.device_kind" in meta
     assert not list(written.rglob(".*tmp*"))  # no temporary files left behind
 
 
 def test_unwritable_out_fails_before_compute(tmp_path, capsys):
     config_path = tmp_path / "cfg.toml"
-    config_path.write_text(to_toml(small_config()))
+    config_path.write_text(to_toml(small_config().to_dict()))
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert main(["run", str(config_path), "--out", str(blocker)]) == 2

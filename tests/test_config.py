@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from w2sjax.config import FIELDS, ConfigError, build, flatten, load_config, parse_overrides, to_toml
+from w2sjax.config import FIELDS, ConfigError, build, flatten, parse_overrides, to_toml
+from w2sjax.grid import load_sweep
 
 
 def _error(raw: dict) -> str:
@@ -122,15 +123,15 @@ def test_overrides():
 def test_toml_round_trip(tmp_path):
     config = build({"p_e": 0.2, "p_h": "rest", "p_b": 0.5, "easy_signal": "antipodal", "eta": 1e-5})
     path = tmp_path / "c.toml"
-    path.write_text(to_toml(config))
-    assert load_config(path) == config
-    assert load_config(path, {"n_st": 7}).n_st == 7
+    path.write_text(to_toml(config.to_dict()))
+    assert load_sweep(path).points == (config,)
+    assert load_sweep(path, {"n_st": 7}).points[0].n_st == 7
 
 
 def test_defaults_and_name_from_file(tmp_path):
     path = tmp_path / "my_run.toml"
     path.write_text("[strong]\nn_st = 75\n")
-    config = load_config(path)
+    (config,) = load_sweep(path).points
     assert config.name == "my_run" and config.n_st == 75
     assert config.d == FIELDS["d"].default
 
@@ -139,9 +140,9 @@ def test_bad_toml_and_missing_file(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("[strong\nn_st = 3")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        load_config(path)
+        load_sweep(path)
     with pytest.raises(ConfigError, match="cannot read"):
-        load_config(tmp_path / "absent.toml")
+        load_sweep(tmp_path / "absent.toml")
 
 
 @pytest.mark.parametrize(

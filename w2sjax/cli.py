@@ -1,67 +1,157 @@
-"""Command line: `w2sjax run CONFIG.toml [--set field=value ...] [--out DIR] [--filters]`.
+"""Command line: `w2sjax sweep SPEC.toml` and `w2sjax run CONFIG.toml` (a sweep without axes).
 
-Bad input exits with status 2 and one line on stderr naming the field; no traceback.
+Bad input exits with status 2 and one line on stderr naming the field, before any compute.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
+from pathlib import Path
 
-from w2sjax.config import ConfigError, load_config, parse_overrides
+from w2sjax.config import ConfigError, parse_overrides
+from w2sjax.grid import Sweep, load_sweep
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="w2sjax", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="simulate `seeds` runs of one config as one batch")
-    run.add_argument("config", help="config file (TOML)")
-    run.add_argument(
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="override a config field (repeatable)",
+        help="override a field (repeatable); an axis field becomes one value",
     )
-    run.add_argument("--out", default="results", help="output folder (default: results)")
-    run.add_argument(
+    common.add_argument("--seeds", type=_positive_int, help="seeds per grid point")
+    common.add_argument("--out", default="results", help="output folder (default: results)")
+    common.add_argument(
+        "--fresh", action="store_true", help="delete this sweep's earlier results and start over"
+    )
+    common.add_argument("--quiet", action="store_true", help="no progress bar")
+    common.add_argument(
+        "--max-chunk", type=_positive_int, help="at most this many runs per compiled call"
+    )
+    common.add_argument(
         "--filters",
         action="store_true",
-        help="also write the per-filter coefficient table (2 x m x 4 per logged step)",
+        help="also write the per-filter coefficient table (2 x m x 4 per step)",
     )
+    dist = common.add_argument_group("several processes (jax.distributed)")
+    dist.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize (SLURM / Open MPI settings are read "
+        "automatically); each process runs its share",
+    )
+    dist.add_argument("--coordinator", help="host:port of process 0")
+    dist.add_argument("--num-processes", type=_positive_int)
+    dist.add_argument("--process-id", type=int)
+
+    parser = argparse.ArgumentParser(prog="w2sjax", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "sweep", parents=[common], help="run a sweep file ([grid], [zip] axes)"
+    ).add_argument("spec", help="sweep file (TOML)")
+    sub.add_parser(
+        "run", parents=[common], help="run one config (no axes) as one batch"
+    ).add_argument("spec", help="config file (TOML)")
     return parser
 
 
-def _summary(out_dir) -> str:
-    import pandas as pd
+def _load(args: argparse.Namespace) -> Sweep:
+    sweep = load_sweep(args.spec, parse_overrides(args.overrides), args.seeds)
+    if args.command == "run" and sweep.axes():
+        raise ConfigError(
+            f"{args.spec}: has [grid]/[zip] axes ({', '.join(sweep.axes())}); use `w2sjax sweep`"
+        )
+    if not args.distributed and (
+        args.coordinator or args.num_processes or args.process_id is not None
+    ):
+        raise ConfigError("--coordinator/--num-processes/--process-id: need --distributed")
+    return sweep
 
-    runs = pd.read_parquet(out_dir / "runs")
-    return (
-        f"{len(runs)} runs: weak test acc {runs.weak_test_acc.mean():.3f}, strong test acc "
-        f"final {runs.final_test_acc.mean():.3f}, best {runs.best_test_acc.mean():.3f} "
-        f"(mean over seeds)"
+
+def _processes(args: argparse.Namespace):
+    """Initialise jax.distributed if asked; this process's share and a cross-process barrier."""
+    import jax
+
+    from w2sjax.sweep import Processes
+
+    if not args.distributed:
+        return Processes(), lambda name: None
+    jax.distributed.initialize(
+        coordinator_address=args.coordinator,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
     )
+    from jax.experimental import multihost_utils
+
+    return (
+        Processes(jax.process_index(), jax.process_count()),
+        multihost_utils.sync_global_devices,
+    )
+
+
+def _figure(sweep: Sweep, root: Path) -> Path | None:
+    """The phase heatmap beside the tables when the sweep has exactly two axes."""
+    axes = sweep.axes()
+    if len(axes) != 2:
+        return None
+    from w2sjax.analysis import load
+    from w2sjax.plots import phase_heatmap
+
+    runs, _ = load(root)
+    return phase_heatmap(runs, axes[0], axes[1], root / "phase_final_gain.png")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = load_config(args.config, parse_overrides(args.overrides))
+        sweep = _load(args)
     except ConfigError as err:
         print(f"w2sjax: error: {err}", file=sys.stderr)
         return 2
-    from w2sjax.runner import run  # jax loads only once the input is known to be good
+    # jax loads only once the input is known to be good.
+    from w2sjax.store import SpecMismatch
+    from w2sjax.sweep import execute
 
-    start = time.perf_counter()
+    procs, barrier = _processes(args)
     try:
-        out_dir = run(config, args.out, filters=args.filters)
-    except OSError as err:
+        summary = execute(
+            sweep,
+            args.out,
+            fresh=args.fresh,
+            quiet=args.quiet,
+            filters=args.filters,
+            max_chunk=args.max_chunk,
+            procs=procs,
+            barrier=barrier,
+        )
+    except (OSError, SpecMismatch) as err:
         print(f"w2sjax: error: {err}", file=sys.stderr)
         return 2
-    print(f"{_summary(out_dir)}; {time.perf_counter() - start:.1f} s")
-    print(f"tables: {out_dir / 'runs'} and {out_dir / 'steps'}")
+    root = summary["root"]
+    print(
+        f"{summary['ran']} runs simulated in {summary['chunks']} chunks on {summary['devices']}, "
+        f"{summary['skipped']} already written; {summary['seconds']:.1f} s"
+    )
+    if procs.index == 0:
+        figure = _figure(sweep, root)
+        print(
+            f"tables: {root / 'runs'} and {root / 'steps'}"
+            + (f"; figure: {figure}" if figure else "")
+        )
     return 0
 
 

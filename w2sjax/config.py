@@ -271,27 +271,20 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
 
 
-def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Read, override and validate a config file. The name defaults to the file's stem."""
-    flat = flatten(read_toml(path))
-    flat.setdefault("name", Path(path).stem)
-    flat.update(overrides or {})
-    return build(flat)
-
-
 def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     return repr(value)
 
 
-def to_toml(config: Config) -> str:
-    """The config as a complete TOML file that `load_config` reads back to an equal Config."""
-    values = config.to_dict()
-    lines = [f"{f} = {_toml_value(values[f])}" for f, s in FIELDS.items() if s.section is None]
+def to_toml(values: Mapping[str, Any]) -> str:
+    """Flat {field: value} (missing fields take defaults; "rest" kept as written) as sectioned
+    TOML text that `flatten(tomllib.loads(...))` reads back to the same values."""
+    full = {f: values.get(f, spec.default) for f, spec in FIELDS.items()}
+    lines = [f"{f} = {_toml_value(full[f])}" for f, s in FIELDS.items() if s.section is None]
     for section in SECTIONS:
         lines += ["", f"[{section}]"]
         lines += [
-            f"{f} = {_toml_value(values[f])}" for f, s in FIELDS.items() if s.section == section
+            f"{f} = {_toml_value(full[f])}" for f, s in FIELDS.items() if s.section == section
         ]
     return "\n".join(lines) + "\n"

@@ -10,10 +10,11 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from w2sjax.data import Sample, patch_coefs
 
-J_SIGN = jnp.array([1.0, -1.0])  # j of class index 0 and 1
+J_SIGN = np.array([1.0, -1.0], np.float32)  # j of class index 0 and 1 (numpy: no device at import)
 
 
 def mm(subscripts: str, *operands: chex.Array) -> chex.Array:

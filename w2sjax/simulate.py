@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import partial
 
 import jax
 
 from w2sjax.batch import Params, Shape
 from w2sjax.train import simulate_run
+
+# How many times `simulate` was traced per Shape: a bucket run in many chunks should trace once.
+TRACES: Counter[Shape] = Counter()
 
 
 @partial(jax.jit, static_argnums=0)
@@ -19,4 +23,5 @@ def simulate(shape: Shape, params: Params) -> tuple[dict, dict]:
     ("filters": (runs, K, 2, m, 4) when shape.filters). A run's results depend only on its own
     Params row: its random numbers come from its own key.
     """
+    TRACES[shape] += 1  # runs at trace time only
     return jax.vmap(partial(simulate_run, shape))(params)

@@ -1,13 +1,19 @@
-"""Tables of a run batch (pandas) and their parquet files, written atomically.
+"""Tables of a chunk of runs (pandas) and the sweep's parquet dataset on disk.
 
-Layout under <out>/<name>/: runs/ (one row per run), steps/ (one row per run and logged step),
-filters/ (opt-in: one row per run, logged step, class j and filter r) and spec.toml.
+Layout under <out>/<name>/: spec.toml, and the tables runs/ (one row per run), steps/ (one row per
+run and logged step) and, opt-in, filters/ (one row per run, logged step, class j and filter r),
+each hive-partitioned as <table>/bucket=<bucket id>/part-<chunk id>.parquet.
+
+A chunk is committed when its runs part exists: its steps and filters parts are written first, each
+under a temporary name renamed into place, so a crash leaves at most uncommitted parts, which
+`remove_uncommitted` deletes and readers ignore.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -71,12 +77,36 @@ def filters_table(runs: Sequence[tuple[Config, int]], per_step: dict, shape: Sha
     return pd.DataFrame(cols)
 
 
-def table_metadata(spec_text: str) -> dict[str, str]:
+def git_commit() -> str:
+    """The package's git commit (with "+dirty" for local changes), or "" outside a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("+dirty" if dirty else "")
+
+
+def table_metadata(spec_text: str, spec_hash: str) -> dict[str, str]:
     """Provenance stored in every parquet file's schema metadata."""
     return {
         "w2sjax.spec": spec_text,
+        "w2sjax.spec_hash": spec_hash,
         "w2sjax.version": __version__,
         "w2sjax.jax_version": jax.__version__,
+        "w2sjax.git_commit": git_commit(),
         "w2sjax.device_kind": jax.devices()[0].device_kind,
         "w2sjax.python": platform.python_version(),
     }
@@ -101,3 +131,72 @@ def write_parquet(df: pd.DataFrame, path: Path, metadata: dict[str, str]) -> Non
 def write_text(path: Path, text: str) -> None:
     """text at path, written atomically."""
     replace_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+TABLES = ("runs", "steps", "filters")
+SPEC_FILE = "spec.toml"
+
+
+def part_path(root: Path, table: str, bucket: str, chunk: str) -> Path:
+    """<root>/<table>/bucket=<bucket>/part-<chunk>.parquet"""
+    return root / table / f"bucket={bucket}" / f"part-{chunk}.parquet"
+
+
+def _parts(root: Path, table: str) -> list[Path]:
+    return sorted((root / table).glob("bucket=*/part-*.parquet"))
+
+
+def committed_chunks(root: Path) -> set[str]:
+    """Chunk ids whose runs part exists."""
+    return {p.stem.removeprefix("part-") for p in _parts(root, "runs")}
+
+
+def done_run_ids(root: Path) -> set[str]:
+    """run_ids of every committed chunk."""
+    ids: set[str] = set()
+    for path in _parts(root, "runs"):
+        ids.update(pq.read_table(path, columns=["run_id"]).column("run_id").to_pylist())
+    return ids
+
+
+def remove_uncommitted(root: Path) -> int:
+    """Delete steps/filters parts of chunks with no runs part, and temporary files a killed
+    process left behind. Returns how many files were removed. Single writer only."""
+    committed = committed_chunks(root)
+    stale = [
+        p
+        for t in TABLES[1:]
+        for p in _parts(root, t)
+        if p.stem.removeprefix("part-") not in committed
+    ]
+    stale += [p for t in TABLES if (root / t).exists() for p in (root / t).rglob(".*.tmp-*")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def write_chunk(
+    root: Path, bucket: str, chunk: str, tables: dict[str, pd.DataFrame], metadata: dict[str, str]
+) -> None:
+    """Write a chunk's tables; the runs part last, as its commit."""
+    for name in sorted(tables, key=lambda t: t == "runs"):
+        write_parquet(tables[name], part_path(root, name, bucket, chunk), metadata)
+
+
+class SpecMismatch(ValueError):
+    """An existing dataset was made by a different spec."""
+
+
+def existing_spec(root: Path) -> str | None:
+    path = root / SPEC_FILE
+    return path.read_text() if path.exists() else None
+
+
+def check_spec(root: Path, spec_text: str) -> None:
+    """Refuse to mix two different specs in one dataset folder."""
+    old = existing_spec(root)
+    if old is not None and old != spec_text:
+        raise SpecMismatch(
+            f"{root}: holds results of a different spec (see {root / SPEC_FILE}); "
+            f"rerun with --fresh to replace them, or choose another name or --out"
+        )

@@ -1,0 +1,153 @@
+"""The sweep engine end to end: chunking, devices, processes, kills and resumes change no row."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import assert_same_tables
+
+import w2sjax
+from w2sjax.cli import main
+from w2sjax.grid import load_sweep
+from w2sjax.store import SpecMismatch, part_path
+from w2sjax.sweep import execute
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    environ = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "w2sjax", *args], env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The sweep of conftest.SWEEP_TEXT in one process, one chunk per bucket."""
+    from conftest import SWEEP_TEXT
+
+    tmp = tmp_path_factory.mktemp("ref")
+    (tmp / "sw.toml").write_text(SWEEP_TEXT)
+    execute(load_sweep(tmp / "sw.toml"), tmp / "out", quiet=True)
+    return w2sjax.load(tmp / "out" / "sw")
+
+
+@pytest.mark.parametrize("max_chunk", [1, 3])
+def test_chunk_size_changes_nothing(sweep_file, tmp_path, reference, max_chunk):
+    summary = execute(load_sweep(sweep_file), tmp_path, quiet=True, max_chunk=max_chunk)
+    assert summary["chunks"] == 2 * -(-6 // max_chunk)
+    assert_same_tables(w2sjax.load(tmp_path / "sw"), reference)
+
+
+def test_four_devices_change_nothing(sweep_file, tmp_path, reference):
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    out = _finish(_cli("sweep", str(sweep_file), "--out", str(tmp_path), "--quiet", env=env))
+    assert "on 4 cpu device(s)" in out
+    assert_same_tables(w2sjax.load(tmp_path / "sw"), reference)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_write_the_same_union(sweep_file, tmp_path, reference):
+    port = _free_port()
+    procs = [_cli("sweep", str(sweep_file), "--out", str(tmp_path), "--quiet", "--distributed",
+                  "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                  "--process-id", str(i), env={"JAX_PLATFORMS": "cpu"}) for i in range(2)]
+    outs = [_finish(p) for p in procs]
+    assert all("6 runs simulated" in out for out in outs)  # each process did its half
+    assert_same_tables(w2sjax.load(tmp_path / "sw"), reference)
+
+
+def test_sigkill_three_times_then_resume(sweep_file, tmp_path):
+    """Kill the sweep at three moments (after 1, then 2 more chunks), resume, and compare with an
+    uninterrupted run of the same chunk size: the same program, so the same bits."""
+    args = ["sweep", str(sweep_file), "--out", str(tmp_path / "killed"), "--quiet",
+            "--max-chunk", "1"]
+    runs_dir = tmp_path / "killed" / "sw" / "runs"
+    parts = lambda: len(list(runs_dir.glob("*/*.parquet")))  # noqa: E731
+    kills = 0
+    for target in (1, 3, 5):
+        proc = _cli(*args)
+        deadline = time.monotonic() + 120
+        while parts() < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills == 3 and 0 < parts() < 12
+    out = _finish(_cli(*args))
+    assert "already written" in out and parts() == 12
+    _finish(_cli("sweep", str(sweep_file), "--out", str(tmp_path / "clean"), "--quiet",
+                 "--max-chunk", "1"))
+    assert_same_tables(w2sjax.load(tmp_path / "killed" / "sw"),
+                       w2sjax.load(tmp_path / "clean" / "sw"), exact=True)
+    assert not list((tmp_path / "killed").rglob(".*tmp*"))
+
+
+def test_rerun_skips_written_runs_and_cleans_uncommitted(sweep_file, tmp_path):
+    sweep = load_sweep(sweep_file)
+    execute(sweep, tmp_path, quiet=True, max_chunk=6)
+    root = tmp_path / "sw"
+    # Simulate a crash between a chunk's steps part and its runs part: drop one runs part.
+    victim = sorted(root.glob("runs/*/*.parquet"))[0]
+    bucket, chunk = victim.parent.name.removeprefix("bucket="), victim.stem.removeprefix("part-")
+    victim.unlink()
+    assert part_path(root, "steps", bucket, chunk).exists()
+    runs, steps = w2sjax.load(root)
+    assert len(runs) == 6 and set(steps.run_id) == set(runs.run_id)  # load hides the orphan
+    summary = execute(sweep, tmp_path, quiet=True, max_chunk=6)
+    assert summary["ran"] == 6 and summary["skipped"] == 6
+    assert len(list(root.glob("steps/*/*.parquet"))) == 2  # the orphan was replaced, not kept
+    summary = execute(sweep, tmp_path, quiet=True)
+    assert summary["ran"] == 0 and summary["skipped"] == 12
+
+
+def test_changed_spec_is_refused_unless_fresh(sweep_file, tmp_path, capsys):
+    execute(load_sweep(sweep_file), tmp_path, quiet=True)
+    changed = load_sweep(sweep_file, {"eta": 0.1})
+    with pytest.raises(SpecMismatch, match="--fresh"):
+        execute(changed, tmp_path, quiet=True)
+    assert main(["sweep", str(sweep_file), "--out", str(tmp_path), "--set", "eta=0.1",
+                 "--quiet"]) == 2
+    assert "--fresh" in capsys.readouterr().err
+    summary = execute(changed, tmp_path, quiet=True, fresh=True)
+    assert summary["ran"] == 12
+    runs, _ = w2sjax.load(tmp_path / "sw")
+    assert (runs.eta == 0.1).all() and len(runs) == 12
+
+
+def test_load_dtypes_and_figure(sweep_file, tmp_path, capsys):
+    assert main(["sweep", str(sweep_file), "--out", str(tmp_path), "--quiet"]) == 0
+    assert "figure:" in capsys.readouterr().out
+    assert (tmp_path / "sw" / "phase_final_gain.png").stat().st_size > 1000
+    runs, steps = w2sjax.load(tmp_path / "sw")
+    assert pd.api.types.is_string_dtype(runs.bucket) and not any(
+        isinstance(t, pd.CategoricalDtype) for t in [*runs.dtypes, *steps.dtypes])
+    assert runs.n_st.dtype == np.int64 and runs.p_b.dtype == np.float64
+    assert steps.step.dtype == np.int64 and steps.test_acc.dtype == np.float32
+    assert runs.run_id.is_monotonic_increasing and len(runs) == 12
+
+
+def test_run_refuses_axes(sweep_file, capsys):
+    assert main(["run", str(sweep_file)]) == 2
+    assert "use `w2sjax sweep`" in capsys.readouterr().err

@@ -1,0 +1,220 @@
+"""The sweep engine: grid points -> buckets (one compiled program each) -> memory-sized chunks,
+sharded over every local device -> parquet parts, resumable.
+
+A bucket holds the runs that share a Shape. Its runs go through `simulate` in chunks of one fixed
+size (the last padded by repeating a run), so a bucket traces and compiles once. The runs axis of a
+chunk is sharded over a mesh of the local devices. With several processes (--distributed) each
+process takes every process_count-th run of each bucket and writes its own parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm import tqdm
+
+from w2sjax.batch import Shape, run_id, stack_params
+from w2sjax.config import Config
+from w2sjax.grid import Sweep
+from w2sjax.simulate import simulate
+from w2sjax.store import (
+    SPEC_FILE,
+    check_spec,
+    done_run_ids,
+    filters_table,
+    remove_uncommitted,
+    runs_table,
+    steps_table,
+    table_metadata,
+    write_chunk,
+    write_text,
+)
+from w2sjax.train import STEP_METRICS
+
+Run = tuple[Config, int]
+BYTES_F32 = 4
+# Fraction of a device's memory a chunk may plan to use: XLA needs room for its own buffers.
+GPU_MEMORY_FRACTION = 0.6
+CPU_MEMORY_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Runs that share one Shape, in grid order then seed order."""
+
+    shape: Shape
+    runs: tuple[Run, ...]
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(repr(self.shape).encode()).hexdigest()[:10]
+
+
+def plan(sweep: Sweep, filters: bool = False) -> list[Bucket]:
+    """Group the sweep's runs (every point x seed) into buckets by Shape, in first-seen order."""
+    groups: dict[Shape, list[Run]] = {}
+    for config in sweep.points:
+        shape = Shape.of(config, filters=filters)
+        groups.setdefault(shape, []).extend((config, seed) for seed in range(config.seeds))
+    return [Bucket(shape, tuple(runs)) for shape, runs in groups.items()]
+
+
+def bytes_per_run(shape: Shape) -> int:
+    """Planning estimate of device memory for one run of `shape` (inputs, state, temporaries)."""
+    n_all = shape.n_wk + shape.n_st + shape.n_test
+    filters = 2 * shape.m * shape.d
+    floats = (
+        n_all * shape.d  # the three noise matrices
+        + 6 * filters  # W, W0, gradient, update and temporaries
+        + 8 * shape.m * shape.n_st  # noise and signal pre-activations, masks, rho, its update
+        + 6 * shape.m * shape.n_test  # test pre-activations
+        + len(shape.log_steps()) * (len(STEP_METRICS) + (8 * shape.m if shape.filters else 0))
+    )
+    return int(1.5 * BYTES_F32 * floats)
+
+
+def memory_budget(device: jax.Device) -> int:
+    """Bytes a chunk may use per device: a fixed fraction of the device's total memory (not of
+    what is free now, so a rerun plans the same chunks). CPU devices share the host's memory."""
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return int(GPU_MEMORY_FRACTION * stats["bytes_limit"])
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(CPU_MEMORY_FRACTION * total) // len(jax.local_devices())
+
+
+def chunk_size(
+    shape: Shape, n_runs: int, n_devices: int, budget_per_device: int, max_chunk: int | None = None
+) -> int:
+    """Runs per chunk: as many as fit the memory budget on every device, at most n_runs and
+    max_chunk, rounded up to a multiple of n_devices (so the runs axis shards evenly)."""
+    fit = max(1, budget_per_device // bytes_per_run(shape)) * n_devices
+    size = max(1, min(fit, n_runs, max_chunk or n_runs))
+    return -(-size // n_devices) * n_devices
+
+
+def chunk_id(runs: list[Run]) -> str:
+    """Content hash of a chunk: its sorted run_ids."""
+    ids = sorted(run_id(c, s) for c, s in runs)
+    return hashlib.sha256(",".join(ids).encode()).hexdigest()[:16]
+
+
+def split(runs: list[Run], size: int) -> list[list[Run]]:
+    return [runs[i : i + size] for i in range(0, len(runs), size)]
+
+
+@dataclass(frozen=True)
+class Processes:
+    """Which share of the work this process does: runs index % count == index."""
+
+    index: int = 0
+    count: int = 1
+
+
+def run_chunk(
+    shape: Shape, runs: list[Run], size: int, sharding: NamedSharding
+) -> tuple[dict, dict]:
+    """Simulate `runs` padded to `size` (repeating the last run); outputs trimmed to len(runs)."""
+    padded = runs + [runs[-1]] * (size - len(runs))
+    params = jax.device_put(stack_params(padded), sharding)
+    out = jax.device_get(simulate(shape, params))
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[: len(runs)], out)
+
+
+def chunk_tables(shape: Shape, runs: list[Run], per_run: dict, per_step: dict) -> dict[str, object]:
+    tables = {
+        "runs": runs_table(runs, per_run, per_step, shape),
+        "steps": steps_table(runs, per_step, shape),
+    }
+    if shape.filters:
+        tables["filters"] = filters_table(runs, per_step, shape)
+    return tables
+
+
+def prepare(
+    root: Path, sweep: Sweep, fresh: bool, procs: Processes, barrier: Callable[[str], None]
+) -> None:
+    """Check and set up the dataset folder before any compute. Every process checks the spec;
+    only process 0 changes files, then all meet at a barrier."""
+    spec_text = sweep.to_toml()
+    if not fresh:
+        check_spec(root, spec_text)
+    if procs.index == 0:
+        try:
+            if fresh and root.exists():
+                shutil.rmtree(root)
+            root.mkdir(parents=True, exist_ok=True)
+            remove_uncommitted(root)
+            write_text(root / SPEC_FILE, spec_text)
+        except OSError as err:
+            raise OSError(f"--out: cannot write {root} ({err.strerror or err})") from None
+    barrier("w2sjax-prepared")
+
+
+def execute(
+    sweep: Sweep,
+    out: str | Path = "results",
+    *,
+    fresh: bool = False,
+    quiet: bool = False,
+    filters: bool = False,
+    max_chunk: int | None = None,
+    memory_budget_bytes: int | None = None,
+    procs: Processes = Processes(),
+    barrier: Callable[[str], None] = lambda name: None,
+) -> dict:
+    """Run every not-yet-written run of `sweep` (this process's share) and write its parts under
+    <out>/<name>/. Returns a summary: root, ran (runs simulated now), skipped (already written),
+    chunks, seconds, devices."""
+    root = Path(out) / sweep.name
+    prepare(root, sweep, fresh, procs, barrier)
+    done = done_run_ids(root)
+    devices = jax.local_devices()
+    sharding = NamedSharding(Mesh(np.array(devices), ("runs",)), PartitionSpec("runs"))
+    budget = memory_budget_bytes or memory_budget(devices[0])
+    meta = table_metadata(sweep.to_toml(), sweep.spec_hash())
+
+    work, skipped = [], 0
+    for bucket in plan(sweep, filters):
+        mine = list(bucket.runs[procs.index :: procs.count])
+        todo = [r for r in mine if run_id(*r) not in done]
+        skipped += len(mine) - len(todo)
+        if todo:
+            size = chunk_size(bucket.shape, len(mine), len(devices), budget, max_chunk)
+            work += [(bucket, size, chunk) for chunk in split(todo, size)]
+
+    start = time.perf_counter()
+    run_steps = 0
+    bar = tqdm(total=len(work), unit="chunk", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+    for bucket, size, runs in work:
+        per_run, per_step = run_chunk(bucket.shape, runs, size, sharding)
+        write_chunk(
+            root,
+            bucket.id,
+            chunk_id(runs),
+            chunk_tables(bucket.shape, runs, per_run, per_step),
+            meta,
+        )
+        run_steps += len(runs) * bucket.shape.steps
+        bar.set_postfix_str(f"{run_steps / (time.perf_counter() - start):,.0f} run-steps/s")
+        bar.update()
+    bar.close()
+    barrier("w2sjax-finished")
+    return {
+        "root": root,
+        "ran": sum(len(r) for _, _, r in work),
+        "skipped": skipped,
+        "chunks": len(work),
+        "devices": f"{len(devices)} {devices[0].platform} device(s)",
+        "seconds": time.perf_counter() - start,
+    }
