@@ -17,7 +17,9 @@ def _write(tmp_path, text: str):
 
 
 def test_grid_zip_and_rest_expansion(tmp_path):
-    path = _write(tmp_path, """
+    path = _write(
+        tmp_path,
+        """
         [data]
         p_e = "rest"
         p_h = 0.3
@@ -27,13 +29,16 @@ def test_grid_zip_and_rest_expansion(tmp_path):
         [zip]
         sigma_p = [0.5, 1.0]
         strong.eta = [0.1, 0.2]
-    """)
+    """,
+    )
     sweep = load_sweep(path, seeds=2)
     assert sweep.axes() == ["p_b", "n_st", "sigma_p", "eta"]
     assert len(sweep.points) == 2 * 3 * 2 and sweep.seeds == 2 and sweep.name == "s"
     first = sweep.points[:2]
-    assert [(p.p_b, p.n_st, p.sigma_p, p.eta) for p in first] == [(0.1, 10, 0.5, 0.1),
-                                                                    (0.1, 10, 1.0, 0.2)]
+    assert [(p.p_b, p.n_st, p.sigma_p, p.eta) for p in first] == [
+        (0.1, 10, 0.5, 0.1),
+        (0.1, 10, 1.0, 0.2),
+    ]
     for p in sweep.points:
         assert p.p_e == pytest.approx(0.7 - p.p_b) and p.p_h == 0.3
     assert {(p.sigma_p, p.eta) for p in sweep.points} == {(0.5, 0.1), (1.0, 0.2)}
@@ -63,8 +68,10 @@ def test_override_replaces_an_axis(tmp_path):
         ("[zip]\nn_st = [1, 2]\np_b = [0.1]\n", "zip: fields must have equal-length lists"),
         ("[grid]\nn_st = [1]\n[zip]\nn_st = [2]\n", "zip.n_st: field is also a [grid] axis"),
         ("[grid]\nn_st = [10, -3]\n", "grid point n_st=-3: strong.n_st: must be"),
-        ('[data]\np_e = "rest"\np_h = 0.5\n[grid]\np_b = [0.2, 0.7]\n',
-         "grid point p_b=0.7: data.p_e"),
+        (
+            '[data]\np_e = "rest"\np_h = 0.5\n[grid]\np_b = [0.2, 0.7]\n',
+            "grid point p_b=0.7: data.p_e",
+        ),
         ("grid = 3\n", "[grid]: must be a table"),
     ],
 )

@@ -26,8 +26,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     environ = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "w2sjax", *args], env=environ,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "w2sjax", *args],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def _finish(proc: subprocess.Popen) -> str:
@@ -69,9 +75,24 @@ def _free_port() -> int:
 
 def test_two_processes_write_the_same_union(sweep_file, tmp_path, reference):
     port = _free_port()
-    procs = [_cli("sweep", str(sweep_file), "--out", str(tmp_path), "--quiet", "--distributed",
-                  "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                  "--process-id", str(i), env={"JAX_PLATFORMS": "cpu"}) for i in range(2)]
+    procs = [
+        _cli(
+            "sweep",
+            str(sweep_file),
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            "--distributed",
+            "--coordinator",
+            f"127.0.0.1:{port}",
+            "--num-processes",
+            "2",
+            "--process-id",
+            str(i),
+            env={"JAX_PLATFORMS": "cpu"},
+        )
+        for i in range(2)
+    ]
     outs = [_finish(p) for p in procs]
     assert all("6 runs simulated" in out for out in outs)  # each process did its half
     assert_same_tables(w2sjax.load(tmp_path / "sw"), reference)
@@ -80,8 +101,15 @@ def test_two_processes_write_the_same_union(sweep_file, tmp_path, reference):
 def test_sigkill_three_times_then_resume(sweep_file, tmp_path):
     """Kill the sweep at three moments (after 1, then 2 more chunks), resume, and compare with an
     uninterrupted run of the same chunk size: the same program, so the same bits."""
-    args = ["sweep", str(sweep_file), "--out", str(tmp_path / "killed"), "--quiet",
-            "--max-chunk", "1"]
+    args = [
+        "sweep",
+        str(sweep_file),
+        "--out",
+        str(tmp_path / "killed"),
+        "--quiet",
+        "--max-chunk",
+        "1",
+    ]
     runs_dir = tmp_path / "killed" / "sw" / "runs"
     parts = lambda: len(list(runs_dir.glob("*/*.parquet")))  # noqa: E731
     kills = 0
@@ -97,10 +125,20 @@ def test_sigkill_three_times_then_resume(sweep_file, tmp_path):
     assert kills == 3 and 0 < parts() < 12
     out = _finish(_cli(*args))
     assert "already written" in out and parts() == 12
-    _finish(_cli("sweep", str(sweep_file), "--out", str(tmp_path / "clean"), "--quiet",
-                 "--max-chunk", "1"))
-    assert_same_tables(w2sjax.load(tmp_path / "killed" / "sw"),
-                       w2sjax.load(tmp_path / "clean" / "sw"), exact=True)
+    _finish(
+        _cli(
+            "sweep",
+            str(sweep_file),
+            "--out",
+            str(tmp_path / "clean"),
+            "--quiet",
+            "--max-chunk",
+            "1",
+        )
+    )
+    assert_same_tables(
+        w2sjax.load(tmp_path / "killed" / "sw"), w2sjax.load(tmp_path / "clean" / "sw"), exact=True
+    )
     assert not list((tmp_path / "killed").rglob(".*tmp*"))
 
 
@@ -127,8 +165,9 @@ def test_changed_spec_is_refused_unless_fresh(sweep_file, tmp_path, capsys):
     changed = load_sweep(sweep_file, {"eta": 0.1})
     with pytest.raises(SpecMismatch, match="--fresh"):
         execute(changed, tmp_path, quiet=True)
-    assert main(["sweep", str(sweep_file), "--out", str(tmp_path), "--set", "eta=0.1",
-                 "--quiet"]) == 2
+    assert (
+        main(["sweep", str(sweep_file), "--out", str(tmp_path), "--set", "eta=0.1", "--quiet"]) == 2
+    )
     assert "--fresh" in capsys.readouterr().err
     summary = execute(changed, tmp_path, quiet=True, fresh=True)
     assert summary["ran"] == 12
@@ -142,7 +181,8 @@ def test_load_dtypes_and_figure(sweep_file, tmp_path, capsys):
     assert (tmp_path / "sw" / "phase_final_gain.png").stat().st_size > 1000
     runs, steps = w2sjax.load(tmp_path / "sw")
     assert pd.api.types.is_string_dtype(runs.bucket) and not any(
-        isinstance(t, pd.CategoricalDtype) for t in [*runs.dtypes, *steps.dtypes])
+        isinstance(t, pd.CategoricalDtype) for t in [*runs.dtypes, *steps.dtypes]
+    )
     assert runs.n_st.dtype == np.int64 and runs.p_b.dtype == np.float64
     assert steps.step.dtype == np.int64 and steps.test_acc.dtype == np.float32
     assert runs.run_id.is_monotonic_increasing and len(runs) == 12
