@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from w2sjax.config import ConfigError
@@ -109,3 +111,11 @@ def test_one_trace_per_bucket_however_many_chunks(sweep_file, tmp_path):
     summary = execute(sweep, tmp_path / "out", quiet=True, max_chunk=2)
     assert summary["chunks"] == 6 and summary["ran"] == 12
     assert all(TRACES[s] - before[s] == 1 for s in shapes)
+
+
+def test_shipped_sweep_files_are_valid():
+    sweeps = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.toml"))
+    assert any(p.name == "default.toml" for p in sweeps)
+    for path in sweeps:
+        sweep = load_sweep(path)
+        assert sweep.name == path.stem and len(sweep.points) >= 1
