@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SPEC ?= sweeps/default.toml
 OUT ?= results
 
-.PHONY: venv test test-slow lint sweep clean
+.PHONY: venv test test-slow lint sweep bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ lint: $(STAMP)
 
 sweep: $(STAMP)
 	$(BIN)/w2sjax sweep $(SPEC) --out $(OUT)
+
+bench: $(STAMP)
+	$(BIN)/w2sjax bench --out results/bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

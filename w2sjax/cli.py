@@ -66,7 +66,29 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "run", parents=[common], help="run one config (no axes) as one batch"
     ).add_argument("spec", help="config file (TOML)")
+    bench = sub.add_parser(
+        "bench",
+        help="time the engine against per-run loops and a matmul ceiling; write OUT/bench.json",
+    )
+    bench.add_argument("--out", default="results/bench", help="default: results/bench")
+    bench.add_argument(
+        "--sizes",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="bucket sizes (auto: gpu sizes on a GPU)",
+    )
+    bench.add_argument("--runs", type=_positive_int, help="runs per bucket")
+    bench.add_argument("--steps", type=_positive_int, help="engine steps per run")
+    bench.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop")
     return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from w2sjax.bench import run_bench, write
+
+    report = run_bench(args.sizes, args.runs, args.steps, use_torch=not args.no_torch)
+    print(f"wrote {write(report, args.out)}")
+    return 0
 
 
 def _load(args: argparse.Namespace) -> Sweep:
@@ -117,6 +139,8 @@ def _figure(sweep: Sweep, root: Path) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "bench":
+        return _bench(args)
     try:
         sweep = _load(args)
     except ConfigError as err:

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One prepared GPU session (see docs/BENCHMARKS.md): runs from the work tree on the device image's
+# own packages, writes everything under $OUT and prints a short summary last.
+#   scripts/gpu_session.sh [SWEEP.toml ...]
+# 1. environment; 2. the core correctness tests on this jax/GPU; 3. `w2sjax bench` (GPU sizes);
+# 4. each sweep file given, then its per-n_st table (analysis.row_table) as CSV.
+set -u
+OUT=${OUT:-/tmp/w2sjax-gpu}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+log() { echo "== $* ($(date +%T))"; }
+
+log environment
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv,noheader
+python3 -c "import sys, jax; print('python', sys.version.split()[0], 'jax', jax.__version__, jax.devices())"
+
+log tests
+timeout 240 python3 -m pytest -q -x -p no:cacheprovider tests/test_data.py tests/test_train.py \
+  2>&1 | tail -4 | tee "$OUT/tests.txt"
+
+log bench
+timeout 300 python3 -m w2sjax bench --out "$OUT" 2>&1 | tee "$OUT/bench.txt" \
+  || { log "bench failed; retrying with 32 runs"; timeout 200 python3 -m w2sjax bench \
+       --out "$OUT" --runs 32 2>&1 | tee "$OUT/bench.txt"; }
+
+for spec in "$@"; do
+  log "sweep $spec"
+  timeout "${SWEEP_TIMEOUT:-300}" python3 -m w2sjax sweep "$spec" --out "$OUT/sweeps" --quiet \
+    2>&1 | tail -3
+  python3 - "$spec" "$OUT" <<'PY'
+import sys, jax, w2sjax
+from w2sjax.analysis import row_table
+from w2sjax.grid import load_sweep
+name = load_sweep(sys.argv[1]).name
+runs, steps = w2sjax.load(f"{sys.argv[2]}/sweeps/{name}")
+table = row_table(runs, steps)
+table.insert(2, "device", jax.devices()[0].device_kind)
+table.to_csv(f"{sys.argv[2]}/{name}.csv", index=False)
+PY
+done
+if [ -d "$OUT/sweeps" ]; then tar czf "$OUT/sweeps.tar.gz" -C "$OUT" sweeps && rm -rf "$OUT/sweeps"; fi
+
+log summary
+cat "$OUT/tests.txt"
+grep -E "ceiling|n_st=" "$OUT/bench.txt"
+for csv in "$OUT"/*.csv; do
+  [ -f "$csv" ] || continue
+  echo "-- $(basename "$csv")"
+  python3 -c "
+import pandas as pd, sys
+t = pd.read_csv(sys.argv[1])
+cols = ['n_st', 'seeds', 'weak_test_acc', 'final_test_acc', 'best_test_acc', 'best_step',
+        'train_acc_pseudo_final', 'train_acc_pseudo_best', 'flip_corrected_best']
+print(t[cols].round(3).to_string(index=False))" "$csv"
+done

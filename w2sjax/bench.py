@@ -1,0 +1,230 @@
+"""`w2sjax bench`: the engine's throughput against per-run loops and a matmul ceiling, one process.
+
+Per bucket (n_st, d, m): run-steps per second of the batched engine (`simulate`, compile timed
+apart), of a per-run jitted JAX loop (the same `strong_step`, one run, one Python call per step),
+of a per-run PyTorch loop (patches materialised, Conv1d, autograd; when torch imports), and the
+FLOP/s of a matmul ceiling measured in the same process at the same precision. FLOPs are counted
+as 8 m n_st d per run-step: the forward <w, xi> and the weight gradient, two (2m x d)(d x n_st)
+products, which dominate the dense form.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from w2sjax.batch import Shape, stack_params
+from w2sjax.config import build
+from w2sjax.data import sample, signal_matrix
+from w2sjax.simulate import simulate
+from w2sjax.train import Strong, strong_step
+
+# (n_st values, d, m, runs, engine steps, per-run loop steps) by platform.
+SIZES = {
+    "gpu": ((75, 2000, 20000), 10000, 20, 64, 400, 50),
+    "cpu": ((75, 500, 2000), 1000, 20, 8, 200, 20),
+}
+
+
+@dataclass
+class BucketResult:
+    """One bench bucket; keys as in results/bench/bench.json."""
+
+    n_st: int
+    d: int
+    m: int
+    runs: int
+    steps: int
+    compile_s: float
+    engine_s: float
+    engine_run_steps_per_s: float
+    baseline_run_steps_per_s: float
+    torch_run_steps_per_s: float | None
+    ceiling_flops: float
+    shape_ceiling_flops: float
+    achieved_flops: float
+
+
+def flops_per_run_step(n_st: int, d: int, m: int) -> float:
+    return 8.0 * m * n_st * d
+
+
+def _timed(fn, *args) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start
+
+
+def matmul_ceiling(n: int = 8192, repeats: int = 10) -> float:
+    """FLOP/s of a large square float32 matmul at "highest" precision (the device's peak)."""
+    a, b = (jax.random.normal(jax.random.PRNGKey(i), (n, n)) for i in (1, 2))
+    mm = jax.jit(lambda x, y: jnp.matmul(x, y, precision=jax.lax.Precision.HIGHEST))
+    _timed(mm, a, b)
+    seconds = min(_timed(mm, a, b) for _ in range(repeats))
+    return 2.0 * n**3 / seconds
+
+
+def shape_ceiling(n_st: int, d: int, m: int, runs: int, repeats: int = 5) -> float:
+    """FLOP/s of the engine's dominant product alone: (runs, 2m, d) x (runs, d, n_st), highest."""
+    W = jax.random.normal(jax.random.PRNGKey(3), (runs, 2 * m, d))
+    xi = jax.random.normal(jax.random.PRNGKey(4), (runs, n_st, d))
+    mm = jax.jit(lambda w, x: jnp.einsum("brd,bnd->brn", w, x, precision=jax.lax.Precision.HIGHEST))
+    _timed(mm, W, xi)
+    seconds = min(_timed(mm, W, xi) for _ in range(repeats))
+    return 2.0 * runs * 2 * m * d * n_st / seconds
+
+
+def engine(n_st: int, d: int, m: int, runs: int, steps: int) -> tuple[float, float]:
+    """(compile seconds, run seconds) of `simulate` on `runs` seeds of one bucket."""
+    config = build(
+        {
+            "d": d,
+            "n_st": n_st,
+            "m": m,
+            "steps": steps,
+            "n_test": 500,
+            "log_points": 3,
+            "seeds": runs,
+        }
+    )
+    shape = Shape.of(config)
+    params = stack_params([(config, s) for s in range(runs)])
+    start = time.perf_counter()
+    compiled = simulate.lower(shape, params).compile()
+    compile_s = time.perf_counter() - start
+    return compile_s, _timed(compiled, params)
+
+
+def jax_per_run(n_st: int, d: int, m: int, steps: int) -> float:
+    """Run-steps/s of one run stepped from Python through the jitted `strong_step`."""
+    signals = signal_matrix(d, "orthogonal", jnp.float32(4.0), jnp.float32(4.0))
+    data = sample(jax.random.PRNGKey(0), n_st, d, "orthogonal", 0.35, 0.3, jnp.float32(1.0))
+    W0 = 0.01 * jax.random.normal(jax.random.PRNGKey(1), (2, m, d))
+    opt = optax.sgd(0.05)
+    step = jax.jit(
+        partial(
+            strong_step,
+            opt=opt,
+            eta=jnp.float32(0.05),
+            signals=signals,
+            data=data,
+            yhat=data.y,
+            xi_sq=(data.xi**2).sum(-1),
+        )
+    )
+    state = step(Strong(W=W0, rho=jnp.zeros((2, m, n_st)), opt_state=opt.init(W0)))
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for _ in range(steps):
+        state = step(state)
+    jax.block_until_ready(state)
+    return steps / (time.perf_counter() - start)
+
+
+def torch_per_run(n_st: int, d: int, m: int, steps: int) -> float | None:
+    """Run-steps/s of the per-run PyTorch loop researchers write (DESIGN.md): materialised
+    patches (n, d, 3), Conv1d with kernel 1 as the 2m filters, autograd, SGD, float32 without
+    TF32. None when torch is not importable."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    X = torch.randn(n_st, d, 3, generator=gen).to(device)
+    yhat = (torch.randint(0, 2, (n_st,), generator=gen) * 2 - 1).float().to(device)
+    conv = torch.nn.Conv1d(d, 2 * m, kernel_size=1, bias=False).to(device)
+    opt = torch.optim.SGD(conv.parameters(), lr=0.05)
+
+    def step() -> None:
+        F = torch.relu(conv(X)).sum(-1).view(n_st, 2, m).mean(-1)
+        loss = torch.nn.functional.softplus(-yhat * (F[:, 0] - F[:, 1])).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    return steps / (time.perf_counter() - start)
+
+
+def run_bench(
+    sizes: str = "auto",
+    runs: int | None = None,
+    steps: int | None = None,
+    use_torch: bool = True,
+    log=print,
+) -> dict:
+    """Measure every bucket of SIZES[sizes] ("auto": gpu sizes on a GPU, else cpu sizes)."""
+    platform = jax.devices()[0].platform
+    key = ("gpu" if platform == "gpu" else "cpu") if sizes == "auto" else sizes
+    n_values, d, m, default_runs, default_steps, loop_steps = SIZES[key]
+    runs, steps = runs or default_runs, steps or default_steps
+    ceiling = matmul_ceiling(8192 if platform == "gpu" else 1024)
+    log(f"matmul ceiling (float32, highest): {ceiling / 1e12:.2f} TFLOP/s")
+    results = []
+    for n_st in n_values:
+        compile_s, engine_s = engine(n_st, d, m, runs, steps)
+        engine_rate = runs * steps / engine_s
+        result = BucketResult(
+            n_st=n_st,
+            d=d,
+            m=m,
+            runs=runs,
+            steps=steps,
+            compile_s=compile_s,
+            engine_s=engine_s,
+            engine_run_steps_per_s=engine_rate,
+            baseline_run_steps_per_s=jax_per_run(n_st, d, m, loop_steps),
+            torch_run_steps_per_s=torch_per_run(n_st, d, m, loop_steps) if use_torch else None,
+            ceiling_flops=ceiling,
+            shape_ceiling_flops=shape_ceiling(n_st, d, m, runs),
+            achieved_flops=engine_rate * flops_per_run_step(n_st, d, m),
+        )
+        results.append(result)
+        log(format_row(result))
+    return {
+        "device": jax.devices()[0].device_kind,
+        "platform": platform,
+        "jax_version": jax.__version__,
+        "sizes": key,
+        "buckets": [asdict(r) for r in results],
+    }
+
+
+def format_row(r: BucketResult) -> str:
+    torch_ratio = (
+        f"{r.engine_run_steps_per_s / r.torch_run_steps_per_s:,.0f}x torch"
+        if r.torch_run_steps_per_s
+        else "torch n/a"
+    )
+    return (
+        f"n_st={r.n_st:>6} d={r.d} m={r.m} runs={r.runs} steps={r.steps}: "
+        f"{r.engine_run_steps_per_s:,.0f} run-steps/s "
+        f"({r.engine_run_steps_per_s / r.baseline_run_steps_per_s:,.0f}x jax loop, "
+        f"{torch_ratio}); {r.achieved_flops / 1e12:.2f} TFLOP/s = "
+        f"{r.achieved_flops / r.ceiling_flops:.0%} of ceiling, "
+        f"{r.achieved_flops / r.shape_ceiling_flops:.0%} of same-shape matmul; "
+        f"compile {r.compile_s:.1f} s"
+    )
+
+
+def write(report: dict, out: str | Path) -> Path:
+    path = Path(out) / "bench.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path
