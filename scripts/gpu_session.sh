@@ -31,11 +31,20 @@ for spec in "$@"; do
 import sys, jax, w2sjax
 from w2sjax.analysis import row_table
 from w2sjax.grid import load_sweep
-name = load_sweep(sys.argv[1]).name
-runs, steps = w2sjax.load(f"{sys.argv[2]}/sweeps/{name}")
-table = row_table(runs, steps)
-table.insert(2, "device", jax.devices()[0].device_kind)
-table.to_csv(f"{sys.argv[2]}/{name}.csv", index=False)
+import pandas as pd
+sweep = load_sweep(sys.argv[1])
+runs, steps = w2sjax.load(f"{sys.argv[2]}/sweeps/{sweep.name}")
+others = [a for a in sweep.axes() if a != "n_st"]
+groups = runs.groupby(others) if others else [((), runs)]
+tables = []
+for key, part in groups:
+    table = row_table(part, steps[steps.run_id.isin(part.run_id)])
+    for axis, value in zip(others, key if isinstance(key, tuple) else (key,)):
+        table.insert(0, axis, value)
+    tables.append(table)
+table = pd.concat(tables, ignore_index=True)
+table.insert(len(others) + 2, "device", jax.devices()[0].device_kind)
+table.to_csv(f"{sys.argv[2]}/{sweep.name}.csv", index=False)
 PY
 done
 if [ -d "$OUT/sweeps" ]; then tar czf "$OUT/sweeps.tar.gz" -C "$OUT" sweeps && rm -rf "$OUT/sweeps"; fi
@@ -49,7 +58,9 @@ for csv in "$OUT"/*.csv; do
   python3 -c "
 import pandas as pd, sys
 t = pd.read_csv(sys.argv[1])
-cols = ['n_st', 'seeds', 'weak_test_acc', 'final_test_acc', 'best_test_acc', 'best_step',
+cols = [c for c in t.columns if c not in ('n_st', 'device') and not c.endswith(('_lo', '_hi'))
+        and c not in ('seeds', 'weak_test_acc', 'final_test_acc', 'best_test_acc', 'best_step',
+        'train_acc_pseudo_final', 'train_acc_pseudo_best', 'flip_corrected_best')] + ['n_st', 'seeds', 'weak_test_acc', 'final_test_acc', 'best_test_acc', 'best_step',
         'train_acc_pseudo_final', 'train_acc_pseudo_best', 'flip_corrected_best']
 print(t[cols].round(3).to_string(index=False))" "$csv"
 done
