@@ -46,8 +46,11 @@ def reference_patches(s: Sample, signals: np.ndarray) -> np.ndarray:
 
 def reference_strong_output(W, X):
     """f_st(W, X) from materialised patches X (n, 3, d), W (2, m, d); numpy or jax arrays."""
-    xp = jnp if isinstance(W, jax.Array) else np
-    pre = xp.einsum("jrd,npd->jrnp", W, X)
+    if isinstance(W, jax.Array):  # explicit: a GPU's default precision is TF32
+        pre = jnp.einsum("jrd,npd->jrnp", W, X, precision=jax.lax.Precision.HIGHEST)
+        xp = jnp
+    else:
+        pre, xp = np.einsum("jrd,npd->jrnp", W, X), np
     F = xp.maximum(pre, 0).sum(-1).mean(1)
     return F[0] - F[1]
 
