@@ -3,7 +3,7 @@
 # own packages, writes everything under $OUT and prints a short summary last.
 #   scripts/gpu_session.sh [SWEEP.toml ...]
 # 1. environment; 2. the core correctness tests on this jax/GPU; 3. `w2sjax bench` (GPU sizes);
-# 4. each sweep file given, then its per-n_st table (analysis.row_table) as CSV.
+# 4. each sweep file given, then its per-grid-point table (analysis.summary_table) as CSV.
 set -u
 OUT=${OUT:-/tmp/w2sjax-gpu}
 mkdir -p "$OUT"
@@ -29,21 +29,12 @@ for spec in "$@"; do
     2>&1 | tail -3
   python3 - "$spec" "$OUT" <<'PY'
 import sys, jax, w2sjax
-from w2sjax.analysis import row_table
+from w2sjax.analysis import summary_table
 from w2sjax.grid import load_sweep
-import pandas as pd
 sweep = load_sweep(sys.argv[1])
 runs, steps = w2sjax.load(f"{sys.argv[2]}/sweeps/{sweep.name}")
-others = [a for a in sweep.axes() if a != "n_st"]
-groups = runs.groupby(others) if others else [((), runs)]
-tables = []
-for key, part in groups:
-    table = row_table(part, steps[steps.run_id.isin(part.run_id)])
-    for axis, value in zip(others, key if isinstance(key, tuple) else (key,)):
-        table.insert(0, axis, value)
-    tables.append(table)
-table = pd.concat(tables, ignore_index=True)
-table.insert(len(others) + 2, "device", jax.devices()[0].device_kind)
+table = summary_table(runs, steps, sweep.axes())
+table.insert(len(sweep.axes()) + 1, "device", jax.devices()[0].device_kind)
 table.to_csv(f"{sys.argv[2]}/{sweep.name}.csv", index=False)
 PY
 done
@@ -58,9 +49,6 @@ for csv in "$OUT"/*.csv; do
   python3 -c "
 import pandas as pd, sys
 t = pd.read_csv(sys.argv[1])
-cols = [c for c in t.columns if c not in ('n_st', 'device') and not c.endswith(('_lo', '_hi'))
-        and c not in ('seeds', 'weak_test_acc', 'final_test_acc', 'best_test_acc', 'best_step',
-        'train_acc_pseudo_final', 'train_acc_pseudo_best', 'flip_corrected_best')] + ['n_st', 'seeds', 'weak_test_acc', 'final_test_acc', 'best_test_acc', 'best_step',
-        'train_acc_pseudo_final', 'train_acc_pseudo_best', 'flip_corrected_best']
+cols = [c for c in t.columns if not c.endswith(('_lo', '_hi')) and c != 'device']
 print(t[cols].round(3).to_string(index=False))" "$csv"
 done

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from w2sjax.analysis import mean_interval, row_table
+from w2sjax.analysis import boundary_fit, crossing, mean_interval, regime, summary_table
 from w2sjax.bench import run_bench, write
 
 
@@ -28,6 +29,7 @@ def _synthetic():
             "run_id": [f"r{i}" for i in range(6)],
             "n_st": [75] * 3 + [200] * 3,
             "weak_test_acc": [0.84, 0.85, 0.86] * 2,
+            "pseudo_label_error": [0.15] * 6,
         }
     )
     rows = []
@@ -40,14 +42,15 @@ def _synthetic():
                     "step": step,
                     "test_acc": (0.97 if peak else 0.85) + 0.01 * (i % 3),
                     "train_acc_pseudo": 0.88 if peak else 1.0,
+                    "train_acc_true": 0.95 if peak else 0.85,
                     "flip_corrected": 0.9 if peak else 0.1,
                 }
             )
     return runs, pd.DataFrame(rows)
 
 
-def test_row_table_reads_the_best_step_of_the_mean_curve():
-    table = row_table(*_synthetic()).set_index("n_st")
+def test_summary_reads_the_best_step_of_the_mean_curve():
+    table = summary_table(*_synthetic(), by=["n_st"]).set_index("n_st")
     assert list(table.seeds) == [3, 3]
     assert table.loc[200, "best_step"] == 10 and table.loc[200, "best_test_acc"] == pytest.approx(
         0.98
@@ -58,6 +61,33 @@ def test_row_table_reads_the_best_step_of_the_mean_curve():
     assert table.loc[75, "best_step"] == 0  # flat curve: the first maximum
     assert table.loc[75, "weak_test_acc"] == pytest.approx(0.85)
     assert table.loc[75, "weak_test_acc_lo"] < 0.85 < table.loc[75, "weak_test_acc_hi"]
+    assert list(table.regime) == ["harmful", "label_correction"]
+    whole = summary_table(*_synthetic(), by=[])
+    assert len(whole) == 1 and whole.seeds[0] == 6
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ((0.80, 0.90, 0.90, 1.00, 0.85, 0.15), "label_correction"),
+        ((0.80, 0.95, 0.99, 1.00, 0.85, 0.15), "benign"),  # train at best above 1 - 0.15 / 2
+        ((0.10, 0.90, 1.00, 1.00, 0.85, 0.15), "benign"),
+        ((0.10, 0.86, 1.00, 1.00, 0.85, 0.15), "harmful"),
+        ((0.10, 0.80, 1.00, 1.00, 0.85, 0.15), "harmful"),  # below the teacher
+        ((0.10, 0.88, 1.00, 0.95, 0.85, 0.15), "intermediate"),
+        ((0.10, 0.92, 1.00, 0.95, 0.85, 0.15), "intermediate"),  # gain, but pseudo-labels unfit
+    ],
+)
+def test_regime_rule(values, expected):
+    names = (
+        "flip_corrected_best",
+        "final_test_acc",
+        "train_acc_pseudo_best",
+        "train_acc_pseudo_final",
+        "weak_test_acc",
+        "pseudo_label_error",
+    )
+    assert regime(SimpleNamespace(**dict(zip(names, values, strict=True)))) == expected
 
 
 def test_bench_report_has_the_documented_keys(tmp_path):
@@ -83,3 +113,38 @@ def test_bench_report_has_the_documented_keys(tmp_path):
         assert bucket["engine_run_steps_per_s"] > 0 and bucket["ceiling_flops"] > 0
         expected = bucket["engine_run_steps_per_s"] * 8 * bucket["m"] * bucket["n_st"] * bucket["d"]
         assert bucket["achieved_flops"] == pytest.approx(expected)
+
+
+def test_crossing_interpolates_in_log_n():
+    n = np.array([10.0, 100.0, 1000.0])
+    assert crossing(n, np.array([0.0, 0.1, 0.2]), 0.05) == pytest.approx(10**1.5)
+    assert np.isnan(crossing(n, np.array([0.3, 0.2, 0.1]), 0.15))  # never rises through it
+
+
+@pytest.mark.parametrize("exponent", [-2.0, 4.0])
+def test_boundary_fit_recovers_a_known_slope(exponent):
+    """Gain is a logistic step in log n_st centred on n0 = 300 * other^exponent (plus seed noise):
+    the fitted slope of log n_crit against log other must recover the exponent."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for other in (0.5, 0.7, 1.0, 1.4):
+        n0 = 300 * other**exponent
+        for n in np.geomspace(10, 1e5, 25):
+            for seed in range(6):
+                gain = 0.1 / (1 + (n0 / n) ** 3) + rng.normal(0, 0.003)
+                rows.append(
+                    {
+                        "n_st": n,
+                        "other": other,
+                        "seed": seed,
+                        "weak_test_acc": 0.85,
+                        "final_test_acc": 0.85 + gain,
+                    }
+                )
+    fit = boundary_fit(pd.DataFrame(rows), "other", n_boot=200)
+    assert fit["slope"] == pytest.approx(exponent, abs=0.15)
+    assert fit["slope_lo"] <= fit["slope"] <= fit["slope_hi"]
+    assert fit["slope_hi"] - fit["slope_lo"] < 0.5
+    np.testing.assert_allclose(
+        fit["n_crit"].n_crit, 300 * fit["n_crit"].other ** exponent, rtol=0.15
+    )

@@ -191,3 +191,24 @@ def test_load_dtypes_and_figure(sweep_file, tmp_path, capsys):
 def test_run_refuses_axes(sweep_file, capsys):
     assert main(["run", str(sweep_file)]) == 2
     assert "use `w2sjax sweep`" in capsys.readouterr().err
+
+
+def test_report_writes_summary_and_figures(sweep_file, tmp_path, capsys):
+    execute(load_sweep(sweep_file), tmp_path, quiet=True)
+    assert main(["report", str(tmp_path / "sw"), "--format", "pdf"]) == 0
+    report = tmp_path / "sw" / "report"
+    text = (report / "summary.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| 2") or line.startswith("| 3")]
+    assert len(rows) == 4  # one per (n_st, p_b) grid point
+    assert "Regime rule:" in text and "Phase boundary: n_crit(p_b)" in text
+    for name in ("learning_curves", "coefficient_curves", "phase_final_gain", "phase_best_gain"):
+        assert (report / f"{name}.pdf").stat().st_size > 1000, name
+    summary = pd.read_csv(report / "summary.csv")
+    assert len(summary) == 4 and set(summary.regime) <= {
+        "harmful",
+        "benign",
+        "label_correction",
+        "intermediate",
+    }
+    assert main(["report", str(tmp_path / "absent")]) == 2
+    assert "absent" in capsys.readouterr().err

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 PARTITIONING = ds.partitioning(pa.schema([("bucket", pa.string())]), flavor="hive")
 
@@ -79,32 +81,178 @@ def mean_interval(values: pd.Series) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def row_table(runs: pd.DataFrame, steps: pd.DataFrame, by: str = "n_st") -> pd.DataFrame:
-    """One row per value of `by` (the paper's table layout), over seeds.
+SUMMARY_METRICS = {
+    # name: (column of steps, where it is read) or the per-run column
+    "weak_test_acc": ("runs", "weak_test_acc"),
+    "pseudo_label_error": ("runs", "pseudo_label_error"),
+    "final_test_acc": ("last", "test_acc"),
+    "best_test_acc": ("best", "test_acc"),
+    "train_acc_pseudo_final": ("last", "train_acc_pseudo"),
+    "train_acc_pseudo_best": ("best", "train_acc_pseudo"),
+    "train_acc_true_final": ("last", "train_acc_true"),
+    "train_acc_true_best": ("best", "train_acc_true"),
+    "flip_corrected_best": ("best", "flip_corrected"),
+}
 
-    The best step of a row is the argmax of its seed-mean test accuracy curve (one step for all
-    seeds, so no per-seed selection bias); train accuracy vs pseudo-labels and flip_corrected are
-    read there and at the last step. Accuracies come with _lo/_hi 95% intervals over seeds.
+
+def summary_table(runs: pd.DataFrame, steps: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """One row per grid point (the distinct values of the `by` columns), over its seeds.
+
+    The best step of a point is the argmax of its seed-mean test accuracy curve (one step for all
+    its seeds, so no per-seed selection bias); step metrics are read there and at the last step.
+    Every metric comes with _lo/_hi, its 95% t-interval over seeds. With by = [] the whole table
+    is one point.
     """
-    curves = steps.merge(runs[["run_id", by]], on="run_id")
+    keys = list(by)
+    curves = steps.merge(runs[["run_id", *keys]], on="run_id")
+    groups = runs.groupby(keys, sort=True) if keys else [((), runs)]
     rows = []
-    for value, group in curves.groupby(by, sort=True):
-        mean_curve = group.groupby("step").test_acc.mean()
-        best_step = int(mean_curve.idxmax())
-        last_step = int(mean_curve.index.max())
-        at_best = group[group.step == best_step]
-        at_last = group[group.step == last_step]
-        row = {by: value, "seeds": int(at_last.run_id.nunique())}
-        columns = {
-            "weak_test_acc": runs.loc[runs[by] == value, "weak_test_acc"],
-            "final_test_acc": at_last.test_acc,
-            "best_test_acc": at_best.test_acc,
-            "train_acc_pseudo_final": at_last.train_acc_pseudo,
-            "train_acc_pseudo_best": at_best.train_acc_pseudo,
-            "flip_corrected_best": at_best.flip_corrected,
+    for value, point in groups:
+        curve = curves[curves.run_id.isin(point.run_id)]
+        mean_curve = curve.groupby("step").test_acc.mean()
+        best_step, last_step = int(mean_curve.idxmax()), int(mean_curve.index.max())
+        at = {
+            "best": curve[curve.step == best_step],
+            "last": curve[curve.step == last_step],
+            "runs": point,
         }
-        for name, values in columns.items():
-            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = mean_interval(values)
+        row = dict(zip(keys, value if isinstance(value, tuple) else (value,), strict=True))
+        row["seeds"] = len(point)
+        for name, (where, column) in SUMMARY_METRICS.items():
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = mean_interval(at[where][column])
         row["best_step"] = best_step
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table["regime"] = [regime(r) for r in table.itertuples()]
+    return table
+
+
+REGIME_RULE = (
+    "label_correction if flip_corrected_best >= 0.5 and train_acc_pseudo_best <= "
+    "1 - pseudo_label_error / 2; else benign if train_acc_pseudo_final >= 0.99 and "
+    "final_test_acc >= weak_test_acc + 0.05; else harmful if final_test_acc <= weak_test_acc + "
+    "0.02; else intermediate (all means over seeds)"
+)
+
+
+def regime(row) -> str:
+    """The regime label of one summary row, by REGIME_RULE."""
+    if (
+        row.flip_corrected_best >= 0.5
+        and row.train_acc_pseudo_best <= 1 - row.pseudo_label_error / 2
+    ):
+        return "label_correction"
+    if row.train_acc_pseudo_final >= 0.99 and row.final_test_acc >= row.weak_test_acc + 0.05:
+        return "benign"
+    if row.final_test_acc <= row.weak_test_acc + 0.02:
+        return "harmful"
+    return "intermediate"
+
+
+def crossing(n_values: np.ndarray, gains: np.ndarray, level: float) -> float:
+    """The first n where `gains` (ordered by increasing n) rises through `level`, interpolated
+    linearly in log n; NaN if it never does inside the grid."""
+    for i in range(len(n_values) - 1):
+        g0, g1 = gains[i], gains[i + 1]
+        if g0 < level <= g1:
+            frac = (level - g0) / (g1 - g0)
+            return float(np.exp(np.log(n_values[i]) + frac * np.log(n_values[i + 1] / n_values[i])))
+    return float("nan")
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    ok = np.isfinite(y)
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
+
+
+def boundary_fit(
+    runs: pd.DataFrame,
+    other: str,
+    n_axis: str = "n_st",
+    metric: str = "final_test_acc",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Phase boundary of a (n_axis x other) sweep: n_crit(other), the n where the seed-mean W2S gain
+    (metric - weak_test_acc) crosses half its range over the whole diagram, and the slope of
+    log n_crit against log other (Theorem 3.4: -2 for p_b, +4 for sigma_p). 95% intervals come
+    from a bootstrap over seeds (each cell's seeds resampled with replacement).
+
+    Returns {"level", "slope", "slope_lo", "slope_hi", "n_crit": DataFrame(other, n_crit,
+    n_crit_lo, n_crit_hi)}.
+    """
+    gain = runs.assign(gain=runs[metric] - runs.weak_test_acc)
+    n_values = np.sort(gain[n_axis].unique()).astype(float)
+    others = np.sort(gain[other].unique()).astype(float)
+    cells = [
+        [gain.loc[(gain[other] == o) & (gain[n_axis] == n), "gain"].to_numpy() for n in n_values]
+        for o in others
+    ]
+    seeds = max(len(c) for row in cells for c in row)
+    values = np.full((len(others), len(n_values), seeds), np.nan)
+    for i, row in enumerate(cells):
+        for j, cell in enumerate(row):
+            values[i, j, : len(cell)] = cell
+    counts = np.isfinite(values).sum(-1)
+
+    def fit(means: np.ndarray) -> tuple[float, np.ndarray, float]:
+        level = (np.nanmin(means) + np.nanmax(means)) / 2
+        n_crit = np.array([crossing(n_values, means[i], level) for i in range(len(others))])
+        return level, n_crit, _slope(others, n_crit)
+
+    level, n_crit, slope = fit(np.nanmean(values, -1))
+    rng = np.random.default_rng(seed)
+    boot_n, boot_slope = [], []
+    for _ in range(n_boot):
+        picks = (rng.random(values.shape) * counts[..., None]).astype(int)
+        means = np.take_along_axis(values, picks, -1).mean(-1)
+        _, n_b, s_b = fit(means)
+        boot_n.append(n_b)
+        boot_slope.append(s_b)
+    boot_n, boot_slope = np.array(boot_n), np.array(boot_slope)
+    with np.errstate(all="ignore"):
+        n_lo, n_hi = np.nanpercentile(boot_n, [2.5, 97.5], axis=0) if n_boot else (n_crit, n_crit)
+        s_lo, s_hi = (
+            np.nanpercentile(boot_slope, [2.5, 97.5])
+            if np.isfinite(boot_slope).any()
+            else (np.nan, np.nan)
+        )
+    table = pd.DataFrame({other: others, "n_crit": n_crit, "n_crit_lo": n_lo, "n_crit_hi": n_hi})
+    return {
+        "level": float(level),
+        "slope": slope,
+        "slope_lo": float(s_lo),
+        "slope_hi": float(s_hi),
+        "n_crit": table,
+    }
+
+
+def snr_threshold(runs: pd.DataFrame, metric: str = "final_test_acc") -> float:
+    """C such that "benign_snr >= C" best matches "seed-mean gain >= half its range" over the grid
+    points (fewest mismatches; C the geometric mean of the two benign_snr values it falls
+    between). NaN with fewer than two distinct benign_snr values."""
+    gain = runs.assign(gain=runs[metric] - runs.weak_test_acc)
+    cells = gain.groupby("benign_snr").gain.mean().sort_index()
+    if len(cells) < 2:
+        return float("nan")
+    high = (cells >= (cells.min() + cells.max()) / 2).to_numpy()
+    snr = cells.index.to_numpy(dtype=float)
+    # split after position k: points below are called harmful, points from k on benign
+    errors = [int(high[:k].sum() + (~high[k:]).sum()) for k in range(1, len(snr))]
+    k = 1 + int(np.argmin(errors))
+    return float(np.sqrt(snr[k - 1] * snr[k]))
+
+
+def provenance(path: str | Path) -> dict[str, str]:
+    """The w2sjax.* schema metadata (spec, versions, device kind, ...) of a sweep's tables."""
+    part = next((Path(path) / "runs").glob("bucket=*/part-*.parquet"), None)
+    if part is None:
+        raise FileNotFoundError(f"{path}/runs: no table parts (has the sweep run?)")
+    meta = pq.read_schema(part).metadata or {}
+    return {
+        k.decode().removeprefix("w2sjax."): v.decode()
+        for k, v in meta.items()
+        if k.startswith(b"w2sjax.")
+    }

@@ -80,7 +80,24 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=_positive_int, help="runs per bucket")
     bench.add_argument("--steps", type=_positive_int, help="engine steps per run")
     bench.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop")
+    report = sub.add_parser(
+        "report", help="markdown summary and figures of a sweep folder (written to DIR/report/)"
+    )
+    report.add_argument("dir", help="a sweep folder, e.g. results/default")
+    report.add_argument("--format", choices=("png", "pdf"), default="png", help="figure format")
     return parser
+
+
+def _report(args: argparse.Namespace) -> int:
+    from w2sjax.report import write_report
+
+    try:
+        path = write_report(args.dir, args.format)
+    except (FileNotFoundError, ConfigError) as err:
+        print(f"w2sjax: error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -141,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "bench":
         return _bench(args)
+    if args.command == "report":
+        return _report(args)
     try:
         sweep = _load(args)
     except ConfigError as err:

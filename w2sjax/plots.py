@@ -1,7 +1,9 @@
-"""Figures from loaded tables (matplotlib, no display needed)."""
+"""Figures from loaded tables (matplotlib, no display needed): learning and coefficient curves per
+grid point with seed bands, and phase heatmaps."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
@@ -11,37 +13,161 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+LEARNING = {
+    "test_acc": "test",
+    "test_acc_hard": "test (hard-only)",
+    "train_acc_pseudo": "train vs pseudo-labels",
+    "flip_corrected": "flip_corrected",
+}
+COEFFICIENTS = {
+    "gmu_own": "gmu_own",
+    "gnu_pos": "gnu_pos",
+    "gnu_neg": "gnu_neg",
+    "rho_bar_mean_clean": "rho_bar (clean)",
+    "rho_bar_mean_flipped": "rho_bar (flipped)",
+}
 
-def w2s_gain_grid(
-    runs: pd.DataFrame, x: str, y: str, metric: str = "final_test_acc"
-) -> pd.DataFrame:
-    """Mean over seeds of `metric` minus weak_test_acc, as a (y values x x values) table."""
-    gain = runs.assign(gain=runs[metric] - runs.weak_test_acc)
-    return gain.pivot_table(index=y, columns=x, values="gain", aggfunc="mean").sort_index()
+
+def points(runs: pd.DataFrame, axes: list[str]) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(label, runs of the point) for each grid point, in axis order."""
+    if not axes:
+        yield "all runs", runs
+        return
+    for value, group in runs.groupby(axes, sort=True):
+        values = value if isinstance(value, tuple) else (value,)
+        yield (
+            ", ".join(
+                f"{a}={v:g}" if isinstance(v, float) else f"{a}={v}"
+                for a, v in zip(axes, values, strict=True)
+            ),
+            group,
+        )
+
+
+def _panels(count: int, title: str):
+    cols = min(count, 4)
+    rows = -(-count // cols)
+    fig, axs = plt.subplots(
+        rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharex=True
+    )
+    for ax in axs.flat[count:]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    return fig, list(axs.flat[:count])
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _band(ax, curve: pd.DataFrame, column: str, label: str, log_y: bool = False) -> None:
+    """Seed-mean curve of `column` with a mean +- 1 sd band over seeds."""
+    stats = curve.groupby("step")[column].agg(["mean", "std"]).fillna(0.0)
+    if log_y:
+        stats = stats[stats["mean"] > 0]
+    x = stats.index.to_numpy()
+    (line,) = ax.plot(x, stats["mean"], label=label, lw=1.4)
+    ax.fill_between(
+        x,
+        stats["mean"] - stats["std"],
+        stats["mean"] + stats["std"],
+        color=line.get_color(),
+        alpha=0.2,
+        lw=0,
+    )
+
+
+def curves(
+    runs: pd.DataFrame,
+    steps: pd.DataFrame,
+    axes: list[str],
+    path: str | Path,
+    kind: str = "learning",
+) -> Path:
+    """One panel per grid point. kind "learning": test accuracy (all, hard-only), train accuracy vs
+    pseudo-labels and flip_corrected, with the teacher's accuracy as a dashed line. kind
+    "coefficients": gmu_own, gnu_pos, gnu_neg, rho_bar on clean and flipped samples (log y).
+    Steps on a symlog axis (step 0 included)."""
+    columns = LEARNING if kind == "learning" else COEFFICIENTS
+    groups = list(points(runs, axes))
+    title = "learning curves" if kind == "learning" else "signal and noise coefficients"
+    fig, panels = _panels(len(groups), f"{title} (mean and +-1 sd over seeds)")
+    for ax, (label, point) in zip(panels, groups, strict=True):
+        curve = steps[steps.run_id.isin(point.run_id)]
+        for column, name in columns.items():
+            _band(ax, curve, column, name, log_y=kind != "learning")
+        if kind == "learning":
+            ax.axhline(point.weak_test_acc.mean(), color="k", ls="--", lw=1, label="weak model")
+            ax.set_ylim(0, 1.02)
+        else:
+            ax.set_yscale("log")
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("step")
+    panels[0].legend(fontsize=7)
+    return _save(fig, Path(path))
+
+
+def _is_geometric(values: np.ndarray) -> bool:
+    if len(values) < 3 or np.any(values <= 0):
+        return False
+    ratios = values[1:] / values[:-1]
+    return bool(np.allclose(ratios, ratios[0], rtol=0.15) and ratios[0] > 1.5)
+
+
+def _edges(values: np.ndarray, log: bool) -> np.ndarray:
+    """Cell edges around sorted centres: midpoints (geometric on a log axis)."""
+    v = np.log(values) if log else values.astype(float)
+    if len(v) == 1:
+        mids = np.array([v[0] - 0.5, v[0] + 0.5])
+    else:
+        inner = (v[1:] + v[:-1]) / 2
+        mids = np.concatenate([[2 * v[0] - inner[0]], inner, [2 * v[-1] - inner[-1]]])
+    return np.exp(mids) if log else mids
 
 
 def phase_heatmap(
-    runs: pd.DataFrame, x: str, y: str, path: str | Path, metric: str = "final_test_acc"
+    runs: pd.DataFrame,
+    x: str,
+    y: str,
+    path: str | Path,
+    metric: str = "final_test_acc",
+    snr_c: float | None = None,
 ) -> Path:
-    """Heatmap of (metric - weak test accuracy), mean over seeds, over the two axes x and y;
-    one cell per grid value, annotated. Returns the written path."""
-    grid = w2s_gain_grid(runs, x, y, metric)
-    fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 2.5, 0.8 * grid.shape[0] + 1.8))
+    """Heatmap of (metric - weak test accuracy), mean over seeds, over the grid axes x and y, each
+    cell annotated; an axis whose values are geometric is drawn on a log scale. With snr_c, the
+    contour benign_snr = snr_c is drawn (from the cells' benign_snr)."""
+    gain = runs.assign(gain=runs[metric] - runs.weak_test_acc)
+    grid = gain.pivot_table(index=y, columns=x, values="gain", aggfunc="mean").sort_index()
+    xs, ys = grid.columns.to_numpy(dtype=float), grid.index.to_numpy(dtype=float)
+    log_x, log_y = _is_geometric(xs), _is_geometric(ys)
+    fig, ax = plt.subplots(figsize=(1.0 * len(xs) + 3.0, 0.7 * len(ys) + 2.2))
     limit = max(float(np.nanmax(np.abs(grid.to_numpy()))), 1e-3)
-    image = ax.imshow(
-        grid.to_numpy(), origin="lower", cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto"
+    mesh = ax.pcolormesh(
+        _edges(xs, log_x), _edges(ys, log_y), grid.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit
     )
-    ax.set_xticks(range(grid.shape[1]), [f"{v:g}" for v in grid.columns])
-    ax.set_yticks(range(grid.shape[0]), [f"{v:g}" for v in grid.index])
     for (i, j), value in np.ndenumerate(grid.to_numpy()):
-        ax.text(j, i, f"{value:+.3f}", ha="center", va="center", fontsize=8)
+        ax.text(xs[j], ys[i], f"{value:+.3f}", ha="center", va="center", fontsize=7)
+    if log_x:
+        ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xticks(xs, [f"{v:g}" for v in xs])
+    ax.set_yticks(ys, [f"{v:g}" for v in ys])
+    ax.minorticks_off()
+    if snr_c is not None and np.isfinite(snr_c):
+        snr = runs.pivot_table(index=y, columns=x, values="benign_snr", aggfunc="mean")
+        snr = snr.sort_index().to_numpy()
+        if np.nanmin(snr) < snr_c < np.nanmax(snr):
+            ax.contour(xs, ys, np.log(snr), levels=[np.log(snr_c)], colors="k", linewidths=1.5)
+        ax.plot([], [], "k-", label=f"benign_snr = {snr_c:.3g} (fitted)")
+        ax.legend(fontsize=7, loc="upper left")
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     seeds = runs.groupby([x, y]).size().min()
-    ax.set_title(f"{metric} - weak_test_acc (mean of {seeds} seeds)")
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    ax.set_title(f"{metric} - weak_test_acc (mean of {seeds} seeds)", fontsize=10)
+    fig.colorbar(mesh, ax=ax)
+    return _save(fig, Path(path))
