@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One prepared GPU session (see docs/BENCHMARKS.md): runs from the work tree on the device image's
 # own packages, writes everything under $OUT and prints a short summary last.
-#   scripts/gpu_session.sh [SWEEP.toml ...]
-# 1. environment; 2. the core correctness tests on this jax/GPU; 3. `w2sjax bench` (GPU sizes);
-# 4. each sweep file given, then its per-grid-point table (analysis.summary_table) as CSV.
+#   [TESTS="pytest args"] [BENCH=0] [SWEEP_TIMEOUT=s] scripts/gpu_session.sh [SWEEP.toml ...]
+# 1. environment; 2. the core correctness tests on this jax/GPU (TESTS overrides which);
+# 3. `w2sjax bench` at GPU sizes (BENCH=0 skips it); 4. each sweep file given, then its
+# per-grid-point table (analysis.summary_table) as CSV.
 set -u
 OUT=${OUT:-/tmp/w2sjax-gpu}
 mkdir -p "$OUT"
@@ -15,13 +16,17 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=c
 python3 -c "import sys, jax; print('python', sys.version.split()[0], 'jax', jax.__version__, jax.devices())"
 
 log tests
-timeout 240 python3 -m pytest -q -x -p no:cacheprovider tests/test_data.py tests/test_train.py \
+# shellcheck disable=SC2086
+timeout 240 python3 -m pytest -q -x -p no:cacheprovider ${TESTS:-tests/test_data.py tests/test_train.py} \
   2>&1 | tail -4 | tee "$OUT/tests.txt"
 
 log bench
-timeout 300 python3 -m w2sjax bench --out "$OUT" 2>&1 | tee "$OUT/bench.txt" \
-  || { log "bench failed; retrying with 32 runs"; timeout 200 python3 -m w2sjax bench \
-       --out "$OUT" --runs 32 2>&1 | tee "$OUT/bench.txt"; }
+if [ "${BENCH:-1}" = 0 ]; then
+  echo "bench skipped (BENCH=0)" > "$OUT/bench.txt"
+elif ! timeout 300 python3 -m w2sjax bench --out "$OUT" 2>&1 | tee "$OUT/bench.txt"; then
+  log "bench failed; retrying with 32 runs"
+  timeout 200 python3 -m w2sjax bench --out "$OUT" --runs 32 2>&1 | tee "$OUT/bench.txt"
+fi
 
 for spec in "$@"; do
   log "sweep $spec"
@@ -42,7 +47,7 @@ if [ -d "$OUT/sweeps" ]; then tar czf "$OUT/sweeps.tar.gz" -C "$OUT" sweeps && r
 
 log summary
 cat "$OUT/tests.txt"
-grep -E "ceiling|n_st=" "$OUT/bench.txt"
+grep -E "ceiling|n_st=|skipped" "$OUT/bench.txt"
 for csv in "$OUT"/*.csv; do
   [ -f "$csv" ] || continue
   echo "-- $(basename "$csv")"
