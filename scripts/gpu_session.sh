@@ -5,7 +5,7 @@
 # 1. environment; 2. the core correctness tests on this jax/GPU (TESTS overrides which);
 # 3. `w2sjax bench` at GPU sizes (BENCH=0 skips it); 4. each sweep file given, then its
 # per-grid-point table (analysis.summary_table) as CSV.
-set -u
+set -u -o pipefail
 OUT=${OUT:-/tmp/w2sjax-gpu}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
