@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SPEC ?= sweeps/default.toml
 OUT ?= results
 
-.PHONY: venv test test-slow lint sweep bench clean
+.PHONY: venv test test-slow lint sweep bench paper paper-cpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ sweep: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/w2sjax bench --out results/bench
+
+# The paper's table and both phase diagrams, then their reports (on whatever device is present;
+# the GPU presets take minutes on an H200, hours on a CPU). paper-cpu: the CPU-sized presets.
+PAPER := paper_table phase_np phase_nsigma
+paper: $(STAMP)
+	for s in $(PAPER); do $(BIN)/w2sjax sweep sweeps/$$s.toml --out $(OUT) && \
+	  $(BIN)/w2sjax report $(OUT)/$$s || exit 1; done
+
+paper-cpu: $(STAMP)
+	for s in $(PAPER:%=%_cpu); do $(BIN)/w2sjax sweep sweeps/$$s.toml --out $(OUT) && \
+	  $(BIN)/w2sjax report $(OUT)/$$s || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

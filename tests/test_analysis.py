@@ -95,6 +95,7 @@ def test_bench_report_has_the_documented_keys(tmp_path):
     saved = json.loads(write(report, tmp_path).read_text())
     assert {"device", "jax_version"} <= set(saved)
     keys = {
+        "form",
         "n_st",
         "d",
         "m",
@@ -111,8 +112,10 @@ def test_bench_report_has_the_documented_keys(tmp_path):
     for bucket in saved["buckets"]:
         assert keys <= set(bucket) and bucket["torch_run_steps_per_s"] is None
         assert bucket["engine_run_steps_per_s"] > 0 and bucket["ceiling_flops"] > 0
-        expected = bucket["engine_run_steps_per_s"] * 8 * bucket["m"] * bucket["n_st"] * bucket["d"]
-        assert bucket["achieved_flops"] == pytest.approx(expected)
+        n, d, m = bucket["n_st"], bucket["d"], bucket["m"]
+        assert bucket["form"] == ("coef" if n < d else "dense")
+        flops = 4 * m * n * n if bucket["form"] == "coef" else 8 * m * n * d
+        assert bucket["achieved_flops"] == pytest.approx(bucket["engine_run_steps_per_s"] * flops)
 
 
 def test_crossing_interpolates_in_log_n():

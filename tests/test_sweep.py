@@ -18,6 +18,7 @@ from conftest import assert_same_tables
 import w2sjax
 from w2sjax.cli import main
 from w2sjax.grid import load_sweep
+from w2sjax.report import PAPER_COLUMNS
 from w2sjax.store import SpecMismatch, part_path
 from w2sjax.sweep import execute
 
@@ -212,3 +213,9 @@ def test_report_writes_summary_and_figures(sweep_file, tmp_path, capsys):
     }
     assert main(["report", str(tmp_path / "absent")]) == 2
     assert "absent" in capsys.readouterr().err
+    # A sweep over n_st alone also gets the paper's table layout.
+    execute(load_sweep(sweep_file, {"p_b": 0.2}), tmp_path / "one", quiet=True)
+    assert main(["report", str(tmp_path / "one" / "sw")]) == 0
+    paper = pd.read_csv(tmp_path / "one" / "sw" / "report" / "paper_table.csv")
+    assert list(paper.columns) == PAPER_COLUMNS and list(paper.n_st) == [20, 30]
+    assert (paper.final_test_acc_lo <= paper.final_test_acc).all() and (paper.seeds == 3).all()

@@ -29,13 +29,15 @@ SHAPE_FIELDS = (
     "log_points",
     "easy_signal",
 )
+FORMS = ("auto", "dense", "coef")
 PARAM_FIELDS = ("p_e", "p_h", "p_b", "sigma_p", "mu_norm", "nu_norm", "sigma_0", "eta", "eta_wk")
 
 
 @dataclass(frozen=True)
 class Shape:
-    """Shape-setting values of a bucket of runs (see SHAPE_FIELDS); `filters` adds the
-    per-filter coefficient output (2 x m x 4 per logged step)."""
+    """Shape-setting values of a bucket of runs (see SHAPE_FIELDS), and two engine choices:
+    `filters` adds the per-filter coefficient output (2 x m x 4 per logged step); `form` picks
+    the state the GD loop carries (see `of`). Neither changes a run's setting, key or run_id."""
 
     d: int
     n_wk: int
@@ -48,10 +50,17 @@ class Shape:
     log_points: int
     easy_signal: str
     filters: bool = False
+    form: str = "dense"
 
     @classmethod
-    def of(cls, config: Config, filters: bool = False) -> Shape:
-        return cls(**{f: getattr(config, f) for f in SHAPE_FIELDS}, filters=filters)
+    def of(cls, config: Config, filters: bool = False, form: str = "auto") -> Shape:
+        """The Shape of `config`. form: "dense" (state W, 8 m n_st d FLOPs a step), "coef" (state
+        gamma, rho: 4 m n_st^2 a step, exact for GD) or "auto" (coef when n_st < d)."""
+        if form not in FORMS:
+            raise ValueError(f"form: must be one of {', '.join(FORMS)}, got {form!r}")
+        if form == "auto":
+            form = "coef" if config.n_st < config.d else "dense"
+        return cls(**{f: getattr(config, f) for f in SHAPE_FIELDS}, filters=filters, form=form)
 
     def log_steps(self) -> tuple[int, ...]:
         """Logged steps, 0 and `steps` included: geometric (log-spaced from 1) or linear."""

@@ -3,9 +3,10 @@
 Per bucket (n_st, d, m): run-steps per second of the batched engine (`simulate`, compile timed
 apart), of a per-run jitted JAX loop (the same `strong_step`, one run, one Python call per step),
 of a per-run PyTorch loop (patches materialised, Conv1d, autograd; when torch imports), and the
-FLOP/s of a matmul ceiling measured in the same process at the same precision. FLOPs are counted
-as 8 m n_st d per run-step: the forward <w, xi> and the weight gradient, two (2m x d)(d x n_st)
-products, which dominate the dense form.
+FLOP/s of a matmul ceiling measured in the same process at the same precision. The engine picks
+its form as sweeps do (`--form auto`: coefficients when n_st < d). FLOPs are counted as what the
+form does per run-step: dense, 8 m n_st d (the forward <w, xi> and the weight gradient, two
+(2m x d)(d x n_st) products); coefficients, 4 m n_st^2 (one (2m x n_st)(n_st x n_st) product).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class BucketResult:
     n_st: int
     d: int
     m: int
+    form: str
     runs: int
     steps: int
     compile_s: float
@@ -52,8 +54,8 @@ class BucketResult:
     achieved_flops: float
 
 
-def flops_per_run_step(n_st: int, d: int, m: int) -> float:
-    return 8.0 * m * n_st * d
+def flops_per_run_step(n_st: int, d: int, m: int, form: str) -> float:
+    return 4.0 * m * n_st * n_st if form == "coef" else 8.0 * m * n_st * d
 
 
 def _timed(fn, *args) -> float:
@@ -71,18 +73,21 @@ def matmul_ceiling(n: int = 8192, repeats: int = 10) -> float:
     return 2.0 * n**3 / seconds
 
 
-def shape_ceiling(n_st: int, d: int, m: int, runs: int, repeats: int = 5) -> float:
-    """FLOP/s of the engine's dominant product alone: (runs, 2m, d) x (runs, d, n_st), highest."""
-    W = jax.random.normal(jax.random.PRNGKey(3), (runs, 2 * m, d))
-    xi = jax.random.normal(jax.random.PRNGKey(4), (runs, n_st, d))
+def shape_ceiling(n_st: int, k: int, m: int, runs: int, repeats: int = 5) -> float:
+    """FLOP/s of the engine's dominant product alone, (runs, 2m, k) x (runs, k, n_st) at highest
+    precision: k = d for the dense form, k = n_st for the coefficient form."""
+    W = jax.random.normal(jax.random.PRNGKey(3), (runs, 2 * m, k))
+    xi = jax.random.normal(jax.random.PRNGKey(4), (runs, n_st, k))
     mm = jax.jit(lambda w, x: jnp.einsum("brd,bnd->brn", w, x, precision=jax.lax.Precision.HIGHEST))
     _timed(mm, W, xi)
     seconds = min(_timed(mm, W, xi) for _ in range(repeats))
-    return 2.0 * runs * 2 * m * d * n_st / seconds
+    return 2.0 * runs * 2 * m * k * n_st / seconds
 
 
-def engine(n_st: int, d: int, m: int, runs: int, steps: int) -> tuple[float, float]:
-    """(compile seconds, run seconds) of `simulate` on `runs` seeds of one bucket."""
+def engine(
+    n_st: int, d: int, m: int, runs: int, steps: int, form: str = "auto"
+) -> tuple[str, float, float]:
+    """(form used, compile seconds, run seconds) of `simulate` on `runs` seeds of one bucket."""
     config = build(
         {
             "d": d,
@@ -94,12 +99,12 @@ def engine(n_st: int, d: int, m: int, runs: int, steps: int) -> tuple[float, flo
             "seeds": runs,
         }
     )
-    shape = Shape.of(config)
+    shape = Shape.of(config, form=form)
     params = stack_params([(config, s) for s in range(runs)])
     start = time.perf_counter()
     compiled = simulate.lower(shape, params).compile()
     compile_s = time.perf_counter() - start
-    return compile_s, _timed(compiled, params)
+    return shape.form, compile_s, _timed(compiled, params)
 
 
 def jax_per_run(n_st: int, d: int, m: int, steps: int) -> float:
@@ -178,12 +183,13 @@ def run_bench(
     log(f"matmul ceiling (float32, highest): {ceiling / 1e12:.2f} TFLOP/s")
     results = []
     for n_st in n_values:
-        compile_s, engine_s = engine(n_st, d, m, runs, steps)
+        form, compile_s, engine_s = engine(n_st, d, m, runs, steps)
         engine_rate = runs * steps / engine_s
         result = BucketResult(
             n_st=n_st,
             d=d,
             m=m,
+            form=form,
             runs=runs,
             steps=steps,
             compile_s=compile_s,
@@ -192,8 +198,8 @@ def run_bench(
             baseline_run_steps_per_s=jax_per_run(n_st, d, m, loop_steps),
             torch_run_steps_per_s=torch_per_run(n_st, d, m, loop_steps) if use_torch else None,
             ceiling_flops=ceiling,
-            shape_ceiling_flops=shape_ceiling(n_st, d, m, runs),
-            achieved_flops=engine_rate * flops_per_run_step(n_st, d, m),
+            shape_ceiling_flops=shape_ceiling(n_st, n_st if form == "coef" else d, m, runs),
+            achieved_flops=engine_rate * flops_per_run_step(n_st, d, m, form),
         )
         results.append(result)
         log(format_row(result))
@@ -213,7 +219,7 @@ def format_row(r: BucketResult) -> str:
         else "torch n/a"
     )
     return (
-        f"n_st={r.n_st:>6} d={r.d} m={r.m} runs={r.runs} steps={r.steps}: "
+        f"n_st={r.n_st:>6} d={r.d} m={r.m} {r.form} runs={r.runs} steps={r.steps}: "
         f"{r.engine_run_steps_per_s:,.0f} run-steps/s "
         f"({r.engine_run_steps_per_s / r.baseline_run_steps_per_s:,.0f}x jax loop, "
         f"{torch_ratio}); {r.achieved_flops / 1e12:.2f} TFLOP/s = "

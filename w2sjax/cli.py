@@ -43,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
         "--max-chunk", type=_positive_int, help="at most this many runs per compiled call"
     )
     common.add_argument(
+        "--form",
+        choices=("auto", "dense", "coef"),
+        default="auto",
+        help="state of the GD loop: dense W, or exact coefficients (gamma, rho); auto: "
+        "coefficients when n_st < d",
+    )
+    common.add_argument(
         "--filters",
         action="store_true",
         help="also write the per-filter coefficient table (2 x m x 4 per step)",
@@ -178,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             quiet=args.quiet,
             filters=args.filters,
             max_chunk=args.max_chunk,
+            form=args.form,
             procs=procs,
             barrier=barrier,
         )

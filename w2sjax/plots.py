@@ -162,7 +162,15 @@ def phase_heatmap(
         snr = runs.pivot_table(index=y, columns=x, values="benign_snr", aggfunc="mean")
         snr = snr.sort_index().to_numpy()
         if np.nanmin(snr) < snr_c < np.nanmax(snr):
-            ax.contour(xs, ys, np.log(snr), levels=[np.log(snr_c)], colors="k", linewidths=1.5)
+            ax.contour(
+                xs,
+                ys,
+                np.log(snr),
+                levels=[np.log(snr_c)],
+                colors="k",
+                linewidths=1.5,
+                linestyles="solid",
+            )
         ax.plot([], [], "k-", label=f"benign_snr = {snr_c:.3g} (fitted)")
         ax.legend(fontsize=7, loc="upper left")
     ax.set_xlabel(x)

@@ -1,11 +1,12 @@
 """`w2sjax report DIR`: a markdown summary of a sweep folder and its figures, under DIR/report/.
 
-Per grid point: mean and 95% interval over seeds of the teacher's accuracy, final and best test
-accuracy (best step: argmax of the seed-mean curve), train accuracy vs pseudo-labels and vs truth,
-flip_corrected at the best step, and the regime label (analysis.REGIME_RULE). Figures: learning
-and coefficient curves per grid point; for two-axis sweeps, heatmaps of final and best W2S gain
-with the fitted benign_snr = C contour, and, when one axis is n_st, the phase-boundary fit.
-"""
+Per grid point (summary.md, summary.csv; for a sweep over n_st alone also paper_table.csv, the
+layout of the paper's table): mean and 95% interval over seeds of the teacher's accuracy, final
+and best test accuracy (best step: argmax of the seed-mean curve), train accuracy vs pseudo-labels
+and vs truth, flip_corrected at the best step, and the regime label (analysis.REGIME_RULE).
+Figures: learning and coefficient curves per grid point; for two-axis sweeps, heatmaps of final
+and best W2S gain with the fitted benign_snr = C contour, and, when one axis is n_st, the
+phase-boundary fit."""
 
 from __future__ import annotations
 
@@ -38,6 +39,21 @@ COLUMNS = {  # summary column: markdown header
 }
 
 
+# The layout of the paper's table (issue 4): one row per n_st, accuracies with 95% intervals.
+PAPER_COLUMNS = ["n_st", "seeds", "device", "best_step"] + [
+    f"{name}{suffix}"
+    for name in (
+        "weak_test_acc",
+        "final_test_acc",
+        "best_test_acc",
+        "train_acc_pseudo_final",
+        "train_acc_pseudo_best",
+        "flip_corrected_best",
+    )
+    for suffix in ("", "_lo", "_hi")
+]
+
+
 def _cell(row: pd.Series, name: str) -> str:
     return f"{row[name]:.3f} [{row[f'{name}_lo']:.3f}, {row[f'{name}_hi']:.3f}]"
 
@@ -64,6 +80,9 @@ def write_report(path: str | Path, fmt: str = "png") -> Path:
     out.mkdir(exist_ok=True)
     table = summary_table(runs, steps, axes)
     table.to_csv(out / "summary.csv", index=False)
+    if axes == ["n_st"]:
+        paper = table.assign(device=meta.get("device_kind", ""))[PAPER_COLUMNS]
+        paper.to_csv(out / "paper_table.csv", index=False)
 
     figures = [
         curves(runs, steps, axes, out / f"learning_curves.{fmt}", "learning"),

@@ -60,11 +60,11 @@ class Bucket:
         return hashlib.sha256(repr(self.shape).encode()).hexdigest()[:10]
 
 
-def plan(sweep: Sweep, filters: bool = False) -> list[Bucket]:
+def plan(sweep: Sweep, filters: bool = False, form: str = "auto") -> list[Bucket]:
     """Group the sweep's runs (every point x seed) into buckets by Shape, in first-seen order."""
     groups: dict[Shape, list[Run]] = {}
     for config in sweep.points:
-        shape = Shape.of(config, filters=filters)
+        shape = Shape.of(config, filters=filters, form=form)
         groups.setdefault(shape, []).extend((config, seed) for seed in range(config.seeds))
     return [Bucket(shape, tuple(runs)) for shape, runs in groups.items()]
 
@@ -79,6 +79,7 @@ def bytes_per_run(shape: Shape) -> int:
         + 8 * shape.m * shape.n_st  # noise and signal pre-activations, masks, rho, its update
         + 6 * shape.m * shape.n_test  # test pre-activations
         + len(shape.log_steps()) * (len(STEP_METRICS) + (8 * shape.m if shape.filters else 0))
+        + (shape.n_st * (shape.n_st + shape.n_test) if shape.form == "coef" else 0)  # the K's
     )
     return int(1.5 * BYTES_F32 * floats)
 
@@ -170,6 +171,7 @@ def execute(
     filters: bool = False,
     max_chunk: int | None = None,
     memory_budget_bytes: int | None = None,
+    form: str = "auto",
     procs: Processes = Processes(),
     barrier: Callable[[str], None] = lambda name: None,
 ) -> dict:
@@ -185,7 +187,7 @@ def execute(
     meta = table_metadata(sweep.to_toml(), sweep.spec_hash())
 
     work, skipped = [], 0
-    for bucket in plan(sweep, filters):
+    for bucket in plan(sweep, filters, form):
         mine = list(bucket.runs[procs.index :: procs.count])
         todo = [r for r in mine if run_id(*r) not in done]
         skipped += len(mine) - len(todo)

@@ -25,11 +25,13 @@ from w2sjax.data import (
     NU_NEG,
     NU_POS,
     Sample,
+    patch_coefs,
     sample,
     signal_matrix,
 )
 from w2sjax.models import (
     J_SIGN,
+    Preacts,
     logistic_loss,
     mm,
     sign,
@@ -143,22 +145,22 @@ def coef_summaries(
 
 
 def record(
-    state: Strong,
-    signals: chex.Array,
-    init_proj: chex.Array,
+    train_pre: Preacts,
+    test_pre: Preacts,
+    coefs: chex.Array,
+    rho: chex.Array,
     train: Sample,
     yhat: chex.Array,
     test: Sample,
     filters: bool,
 ) -> dict[str, chex.Array]:
-    """Every SPEC section 5 metric at the current W (scalars), plus `filters` (2, m, 4) if asked."""
-    train_pre = strong_preacts(state.W, signals, train)
+    """Every SPEC section 5 metric (scalars) from the current pre-activations on the training and
+    test sets, the signal coefficients (2, m, 4) and rho (2, m, n); plus `filters` if asked."""
     f_train = strong_output_of(train_pre)
     pred_train = sign(f_train)
-    pred_test = sign(strong_output_of(strong_preacts(state.W, signals, test)))
+    pred_test = sign(strong_output_of(test_pre))
     flipped = yhat != train.y
     test_right = pred_test == test.y
-    coefs = signal_coefs(state.W, init_proj, signals)
     out = {
         "train_loss": logistic_loss(yhat * f_train).mean(),
         "train_acc_pseudo": (pred_train == yhat).mean(),
@@ -168,11 +170,75 @@ def record(
         "test_acc_easy": masked_mean(test_right, test.c == EASY),
         "test_acc_hard": masked_mean(test_right, test.c == HARD),
         "test_acc_both": masked_mean(test_right, test.c == BOTH),
-        **coef_summaries(coefs, state.rho, yhat, flipped),
+        **coef_summaries(coefs, rho, yhat, flipped),
     }
     if filters:
         out["filters"] = coefs
     return out
+
+
+@chex.dataclass(frozen=True)
+class Coef:
+    """The coefficient-space state (exact when updates stay in span{signals, xi_i}, i.e. GD):
+    gamma (2, m, 4) = <w_{j,r} - w_{j,r}^(0), s> for the four signals, rho (2, m, n_st)."""
+
+    gamma: chex.Array
+    rho: chex.Array
+
+
+@chex.dataclass(frozen=True)
+class CoefData:
+    """What the coefficient form precomputes once per run. For a sample set X: init (2, m, 4)
+    <w^(0), s>, q0 (2, m, n) <w^(0), xi_j>, K (n_st, n) <xi_i, xi_j> / ||xi_i||^2 (xi_i from the
+    training set), coefs (2, n, 4) its signal-patch coefficients."""
+
+    init: chex.Array
+    q0: chex.Array
+    K: chex.Array
+    coefs: chex.Array
+
+
+def coef_data(
+    W0: chex.Array, signals: chex.Array, train: Sample, s: Sample, xi_sq: chex.Array
+) -> CoefData:
+    """Precompute CoefData of the sample set `s` against the training noise (cost 2 n_st n d)."""
+    return CoefData(
+        init=mm("jrd,sd->jrs", W0, signals),
+        q0=mm("jrd,nd->jrn", W0, s.xi),
+        K=mm("id,nd->in", train.xi, s.xi) / xi_sq[:, None],
+        coefs=patch_coefs(s),
+    )
+
+
+def coef_preacts(state: Coef, data: CoefData) -> Preacts:
+    """Pre-activations from coefficients: <w, s> = init + gamma (noise is orthogonal to signals),
+    <w, xi_j> = q0_j + sum_i rho_i <xi_i, xi_j> / ||xi_i||^2. One (2m x n_st)(n_st x n) product."""
+    return Preacts(
+        signal=mm("jrs,pns->jrpn", data.init + state.gamma, data.coefs),
+        noise=data.q0 + mm("jri,in->jrn", state.rho, data.K),
+    )
+
+
+def coef_step(
+    state: Coef,
+    eta: chex.Array,
+    data: CoefData,
+    yhat: chex.Array,
+    xi_sq: chex.Array,
+    signal_gram: chex.Array,
+) -> Coef:
+    """One GD step on L_S in coefficient space, equal to `strong_step` in exact arithmetic:
+    rho by SPEC section 4's recursion, and gamma_s += <Delta W, s> with Delta W = -eta grad L_S,
+    whose signal-patch part is sum_p ReLU'(<w, x^(p)>) <x^(p), s> (signal_gram (4, 4) = S S^T)."""
+    pre = coef_preacts(state, data)
+    margin = yhat * strong_output_of(pre)
+    _, m, n = pre.noise.shape
+    weight = -jax.nn.sigmoid(-margin) * yhat  # l'_i yhat_i
+    scale = -(eta / (n * m)) * J_SIGN[:, None, None]
+    drho = scale * (pre.noise > 0) * (weight * xi_sq)
+    active = (pre.signal > 0).astype(jnp.float32)
+    dgamma = scale * mm("jrpn,n,pns,st->jrt", active, weight, data.coefs, signal_gram)
+    return Coef(gamma=state.gamma + dgamma, rho=state.rho + drho)
 
 
 def run_keys(p: Params) -> tuple[chex.PRNGKey, ...]:
@@ -208,28 +274,46 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
     }
 
     W0 = p.sigma_0 * jax.random.normal(k_init, (2, shape.m, shape.d))
-    opt = optax.sgd(p.eta)
-    state = Strong(W=W0, rho=jnp.zeros((2, shape.m, shape.n_st)), opt_state=opt.init(W0))
-    rec = partial(
-        record,
-        signals=signals,
-        init_proj=mm("jrd,sd->jrs", W0, signals),
+    xi_sq = (train.xi * train.xi).sum(-1)
+    if shape.form == "coef":
+        on_train, on_test = (coef_data(W0, signals, train, s, xi_sq) for s in (train, test))
+        state = Coef(gamma=jnp.zeros((2, shape.m, 4)), rho=jnp.zeros((2, shape.m, shape.n_st)))
+        step = partial(
+            coef_step,
+            eta=p.eta,
+            data=on_train,
+            yhat=yhat,
+            xi_sq=xi_sq,
+            signal_gram=mm("sd,td->st", signals, signals),
+        )
+
+        def views(st: Coef) -> tuple:
+            return coef_preacts(st, on_train), coef_preacts(st, on_test), st.gamma, st.rho
+    else:
+        opt = optax.sgd(p.eta)
+        state = Strong(W=W0, rho=jnp.zeros((2, shape.m, shape.n_st)), opt_state=opt.init(W0))
+        step = partial(
+            strong_step, opt=opt, eta=p.eta, signals=signals, data=train, yhat=yhat, xi_sq=xi_sq
+        )
+        init_proj = mm("jrd,sd->jrs", W0, signals)
+
+        def views(st: Strong) -> tuple:
+            return (
+                strong_preacts(st.W, signals, train),
+                strong_preacts(st.W, signals, test),
+                signal_coefs(st.W, init_proj, signals),
+                st.rho,
+            )
+
+    rec = lambda st: record(
+        *views(st),
         train=train,
         yhat=yhat,
-        test=test,
+        test=test,  # noqa: E731
         filters=shape.filters,
     )
-    step = partial(
-        strong_step,
-        opt=opt,
-        eta=p.eta,
-        signals=signals,
-        data=train,
-        yhat=yhat,
-        xi_sq=(train.xi * train.xi).sum(-1),
-    )
 
-    def segment(state: Strong, length: chex.Array) -> tuple[Strong, dict]:
+    def segment(state: Strong | Coef, length: chex.Array) -> tuple[Strong | Coef, dict]:
         state = jax.lax.fori_loop(0, length, lambda _, s: step(s), state)
         return state, rec(state)
 
