@@ -23,6 +23,8 @@ RUN_COLUMNS = [
     *RUN_METRICS,
     "benign_snr",
     "abundance",
+    "diverged",
+    "diverged_step",
     "final_test_acc",
     "best_test_acc",
     "best_step",

@@ -168,3 +168,12 @@ def test_cli_exits_2_with_one_line(tmp_path, text, args, field):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and field in lines[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_echoed_line_breaks_stay_on_one_line():
+    with pytest.raises(ConfigError) as info:
+        parse_overrides(["\n"])
+    assert "\n" not in str(info.value) and "\\n" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        build(flatten({"strong": {"a\nb": 1}}))
+    assert "\n" not in str(info.value)

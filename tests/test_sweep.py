@@ -219,3 +219,31 @@ def test_report_writes_summary_and_figures(sweep_file, tmp_path, capsys):
     paper = pd.read_csv(tmp_path / "one" / "sw" / "report" / "paper_table.csv")
     assert list(paper.columns) == PAPER_COLUMNS and list(paper.n_st) == [20, 30]
     assert (paper.final_test_acc_lo <= paper.final_test_acc).all() and (paper.seeds == 3).all()
+
+
+def test_diverged_runs_are_counted_and_flagged(sweep_file, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "sweep",
+                str(sweep_file),
+                "--out",
+                str(tmp_path),
+                "--quiet",
+                "--set",
+                "eta=1e38",
+                "--set",
+                "sigma_p=10.0",
+                "--set",
+                "n_st=20",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "6 runs diverged" in out
+    runs, steps = w2sjax.load(tmp_path / "sw")
+    assert runs.diverged.all() and str(runs.diverged_step.dtype) == "Int64"
+    assert (runs.diverged_step >= 1).all() and runs.final_test_acc.isna().all()
+    assert steps[steps.step == 0].test_acc.notna().all()  # rows before the divergence stay
+    assert main(["report", str(tmp_path / "sw")]) == 0

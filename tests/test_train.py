@@ -207,3 +207,25 @@ def test_coefficient_form_matches_dense_over_1000_steps(fields):
         if name.startswith(("test_acc", "train_acc", "flip")):
             np.testing.assert_array_equal(a, b, err_msg=name)
     assert Shape.of(config).form == "coef" and Shape.of(small_config(d=30, n_st=40)).form == "dense"
+
+
+def test_a_diverging_run_is_flagged_and_leaves_its_batch_untouched():
+    """eta = 1e38 with sigma_p = 10 overflows the pre-activations to inf, then NaN. (eta = 1e6
+    does not diverge in this model: the logistic loss's gradient is bounded, so W grows only
+    linearly, the pseudo-labels are fitted and the gradient vanishes.)"""
+    base = small_config(steps=60)
+    calm = [(base, 0), (small_config(steps=60, eta=0.3), 1), (base, 2), (base, 3)]
+    wild = list(calm)
+    wild[2] = (small_config(steps=60, eta=1e38, sigma_p=10.0), 2)
+    shape = Shape.of(base)
+    (run_a, step_a), (run_b, step_b) = (
+        jax.device_get(simulate(shape, stack_params(r))) for r in (calm, wild)
+    )
+    diverged_at = int(run_b["diverged_step"][2])
+    assert list(run_a["diverged_step"]) == [-1] * 4 and diverged_at >= 1
+    logged = np.asarray(shape.log_steps())
+    for name, values in step_b.items():
+        assert np.isnan(values[2][logged >= diverged_at]).all(), name
+        assert not np.isnan(values[2][logged < diverged_at]).any(), name
+        for k in (0, 1, 3):  # the other runs, bit for bit
+            np.testing.assert_array_equal(values[k], step_a[name][k], err_msg=name)

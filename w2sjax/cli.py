@@ -197,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary['ran']} runs simulated in {summary['chunks']} chunks on {summary['devices']}, "
         f"{summary['skipped']} already written; {summary['seconds']:.1f} s"
     )
+    if summary["diverged"]:
+        print(
+            f"{summary['diverged']} runs diverged (non-finite state): see the diverged and "
+            f"diverged_step columns of {root / 'runs'}; their rows from that step on are NaN"
+        )
     if procs.index == 0:
         figure = _figure(sweep, root)
         print(

@@ -26,7 +26,11 @@ REST = "rest"
 
 
 class ConfigError(ValueError):
-    """A bad config value; str() is one line naming the field and what is allowed."""
+    """A bad config value; str() is one line naming the field and what is allowed (line breaks
+    in echoed user input, e.g. a quoted TOML key or a --set value, are escaped)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 @dataclass(frozen=True)

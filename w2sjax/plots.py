@@ -63,9 +63,11 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _band(ax, curve: pd.DataFrame, column: str, label: str, log_y: bool = False) -> None:
-    """Seed-mean curve of `column` with a mean +- 1 sd band over seeds."""
-    stats = curve.groupby("step")[column].agg(["mean", "std"]).fillna(0.0)
+def _band(ax, curve: pd.DataFrame, column: str, label: str, log_y: bool = False) -> bool:
+    """Seed-mean curve of `column` with a mean +- 1 sd band over seeds (NaN rows, e.g. after a
+    divergence, left out). Returns whether anything was drawn."""
+    stats = curve.groupby("step")[column].agg(["mean", "std"])
+    stats = stats[stats["mean"].notna()].fillna(0.0)
     if log_y:
         stats = stats[stats["mean"] > 0]
     x = stats.index.to_numpy()
@@ -78,6 +80,7 @@ def _band(ax, curve: pd.DataFrame, column: str, label: str, log_y: bool = False)
         alpha=0.2,
         lw=0,
     )
+    return len(stats) > 0
 
 
 def curves(
@@ -97,12 +100,11 @@ def curves(
     fig, panels = _panels(len(groups), f"{title} (mean and +-1 sd over seeds)")
     for ax, (label, point) in zip(panels, groups, strict=True):
         curve = steps[steps.run_id.isin(point.run_id)]
-        for column, name in columns.items():
-            _band(ax, curve, column, name, log_y=kind != "learning")
+        drawn = [_band(ax, curve, c, name, log_y=kind != "learning") for c, name in columns.items()]
         if kind == "learning":
             ax.axhline(point.weak_test_acc.mean(), color="k", ls="--", lw=1, label="weak model")
             ax.set_ylim(0, 1.02)
-        else:
+        elif any(drawn):
             ax.set_yscale("log")
         ax.set_xscale("symlog", linthresh=1)
         ax.set_title(label, fontsize=9)

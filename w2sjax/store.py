@@ -36,15 +36,19 @@ def runs_table(
     runs: Sequence[tuple[Config, int]], per_run: dict, per_step: dict, shape: Shape
 ) -> pd.DataFrame:
     """One row per run: run_id, every config field, seed, the per-run metrics, benign_snr,
-    abundance, and final / best (over logged steps) test accuracy with the best step."""
+    abundance, diverged (bool) with diverged_step (the first non-finite step, else null), and
+    final / best (over logged steps) test accuracy with the best step."""
     df = pd.DataFrame([{**c.to_dict(), "seed": s} for c, s in runs], columns=[*FIELDS, "seed"])
     df.insert(0, "run_id", [run_id(c, s) for c, s in runs])
     for name in RUN_METRICS:
         df[name] = np.asarray(per_run[name])
     args = (df.n_st, df.p_b, df.nu_norm, df.sigma_p, df.d)
     df["benign_snr"], df["abundance"] = benign_snr(*args), abundance(*args)
+    diverged_step = np.asarray(per_run["diverged_step"])
+    df["diverged"] = diverged_step >= 0
+    df["diverged_step"] = pd.array([int(t) if t >= 0 else None for t in diverged_step], "Int64")
     test_acc = np.asarray(per_step["test_acc"])
-    best = np.argmax(test_acc, axis=1)
+    best = np.argmax(np.nan_to_num(test_acc, nan=-1.0), axis=1)  # NaN rows: after a divergence
     df["final_test_acc"] = test_acc[:, -1]
     df["best_test_acc"] = test_acc[np.arange(len(df)), best]
     df["best_step"] = np.asarray(shape.log_steps())[best]

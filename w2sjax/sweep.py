@@ -177,7 +177,7 @@ def execute(
 ) -> dict:
     """Run every not-yet-written run of `sweep` (this process's share) and write its parts under
     <out>/<name>/. Returns a summary: root, ran (runs simulated now), skipped (already written),
-    chunks, seconds, devices."""
+    chunks, diverged (runs simulated now whose state became non-finite), seconds, devices."""
     root = Path(out) / sweep.name
     prepare(root, sweep, fresh, procs, barrier)
     done = done_run_ids(root)
@@ -196,7 +196,7 @@ def execute(
             work += [(bucket, size, chunk) for chunk in split(todo, size)]
 
     start = time.perf_counter()
-    run_steps = 0
+    run_steps = diverged = 0
     bar = tqdm(total=len(work), unit="chunk", disable=quiet, file=sys.stderr, dynamic_ncols=True)
     for bucket, size, runs in work:
         per_run, per_step = run_chunk(bucket.shape, runs, size, sharding)
@@ -208,6 +208,7 @@ def execute(
             meta,
         )
         run_steps += len(runs) * bucket.shape.steps
+        diverged += int((per_run["diverged_step"] >= 0).sum())
         bar.set_postfix_str(f"{run_steps / (time.perf_counter() - start):,.0f} run-steps/s")
         bar.update()
     bar.close()
@@ -217,6 +218,7 @@ def execute(
         "ran": sum(len(r) for _, _, r in work),
         "skipped": skipped,
         "chunks": len(work),
+        "diverged": diverged,
         "devices": f"{len(devices)} {devices[0].platform} device(s)",
         "seconds": time.perf_counter() - start,
     }

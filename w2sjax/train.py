@@ -250,8 +250,10 @@ def run_keys(p: Params) -> tuple[chex.PRNGKey, ...]:
 def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
     """One run of SPEC sections 1 to 5 for scalar Params.
 
-    Returns (per_run, per_step): per_run maps RUN_METRICS to scalars; per_step maps STEP_METRICS
-    to (K,) arrays over the K logged steps of `shape.log_steps()` (and "filters" to (K, 2, m, 4)).
+    Returns (per_run, per_step): per_run maps RUN_METRICS to scalars and "diverged_step" to the
+    first step whose state is not finite (-1: none); per_step maps STEP_METRICS to (K,) arrays
+    over the K logged steps of `shape.log_steps()` (and "filters" to (K, 2, m, 4)), NaN from the
+    divergence on.
     """
     k_wk, k_st, k_test, k_init = run_keys(p)
     signals = signal_matrix(shape.d, shape.easy_signal, p.mu_norm, p.nu_norm)
@@ -305,21 +307,31 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
                 st.rho,
             )
 
-    rec = lambda st: record(
-        *views(st),
-        train=train,
-        yhat=yhat,
-        test=test,  # noqa: E731
-        filters=shape.filters,
-    )
+    def rec(st: Strong | Coef, diverged: chex.Array) -> dict:
+        out = record(*views(st), train=train, yhat=yhat, test=test, filters=shape.filters)
+        return jax.tree_util.tree_map(lambda v: jnp.where(diverged, jnp.nan, v), out)
 
-    def segment(state: Strong | Coef, length: chex.Array) -> tuple[Strong | Coef, dict]:
-        state = jax.lax.fori_loop(0, length, lambda _, s: step(s), state)
-        return state, rec(state)
+    def segment(carry: tuple, xs: tuple) -> tuple[tuple, dict]:
+        start, length = xs
+
+        def body(i: chex.Array, c: tuple) -> tuple:
+            st, diverged_at = c
+            st = step(st)
+            finite = jnp.all(
+                jnp.stack([jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(st)])
+            )
+            return st, jnp.where((diverged_at < 0) & ~finite, start + i + 1, diverged_at)
+
+        state, diverged_at = jax.lax.fori_loop(0, length, body, carry)
+        return (state, diverged_at), rec(state, diverged_at >= 0)
 
     # Segment lengths are the same for every run, so under vmap the inner loop stays a real loop
     # and only logged steps are stacked. The first segment has length 0: step 0 is recorded from
-    # the loop's carry, never from constants XLA would fold at compile time.
-    lengths = jnp.asarray(np.diff(shape.log_steps(), prepend=0), jnp.int32)
-    _, per_step = jax.lax.scan(segment, state, lengths)
+    # the loop's carry, never from constants XLA would fold at compile time. diverged_at is the
+    # first step whose state is not finite (-1: none); every logged row from it on is NaN.
+    log_steps = np.asarray(shape.log_steps())
+    lengths = np.diff(log_steps, prepend=0)
+    xs = (jnp.asarray(log_steps - lengths, jnp.int32), jnp.asarray(lengths, jnp.int32))
+    (_, diverged_at), per_step = jax.lax.scan(segment, (state, jnp.int32(-1)), xs)
+    per_run["diverged_step"] = diverged_at
     return per_run, per_step
