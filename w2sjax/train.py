@@ -6,6 +6,7 @@ Everything here is a pure function of one run's scalars; `simulate` vmaps it ove
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -247,6 +248,67 @@ def run_keys(p: Params) -> tuple[chex.PRNGKey, ...]:
     return tuple(jax.random.split(key, 4))
 
 
+def dense_loop(
+    W0: chex.Array,
+    signals: chex.Array,
+    train: Sample,
+    test: Sample,
+    yhat: chex.Array,
+    eta: chex.Array,
+) -> tuple[Strong, Callable, Callable]:
+    """The dense form's (initial state, step, views): views(state) gives `record`'s first four
+    arguments (train and test pre-activations, signal coefficients, rho)."""
+    opt = optax.sgd(eta)
+    step = partial(
+        strong_step,
+        opt=opt,
+        eta=eta,
+        signals=signals,
+        data=train,
+        yhat=yhat,
+        xi_sq=(train.xi * train.xi).sum(-1),
+    )
+    init_proj = mm("jrd,sd->jrs", W0, signals)
+
+    def views(st: Strong) -> tuple:
+        return (
+            strong_preacts(st.W, signals, train),
+            strong_preacts(st.W, signals, test),
+            signal_coefs(st.W, init_proj, signals),
+            st.rho,
+        )
+
+    n_st = train.y.shape[0]
+    return Strong(W=W0, rho=jnp.zeros((2, W0.shape[1], n_st)), opt_state=opt.init(W0)), step, views
+
+
+def coef_loop(
+    W0: chex.Array,
+    signals: chex.Array,
+    train: Sample,
+    test: Sample,
+    yhat: chex.Array,
+    eta: chex.Array,
+) -> tuple[Coef, Callable, Callable]:
+    """The coefficient form's (initial state, step, views), as `dense_loop`'s."""
+    xi_sq = (train.xi * train.xi).sum(-1)
+    on_train, on_test = (coef_data(W0, signals, train, s, xi_sq) for s in (train, test))
+    step = partial(
+        coef_step,
+        eta=eta,
+        data=on_train,
+        yhat=yhat,
+        xi_sq=xi_sq,
+        signal_gram=mm("sd,td->st", signals, signals),
+    )
+
+    def views(st: Coef) -> tuple:
+        return coef_preacts(st, on_train), coef_preacts(st, on_test), st.gamma, st.rho
+
+    m, n_st = W0.shape[1], train.y.shape[0]
+    return Coef(gamma=jnp.zeros((2, m, 4)), rho=jnp.zeros((2, m, n_st))), step, views
+
+
 def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
     """One run of SPEC sections 1 to 5 for scalar Params.
 
@@ -276,36 +338,8 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
     }
 
     W0 = p.sigma_0 * jax.random.normal(k_init, (2, shape.m, shape.d))
-    xi_sq = (train.xi * train.xi).sum(-1)
-    if shape.form == "coef":
-        on_train, on_test = (coef_data(W0, signals, train, s, xi_sq) for s in (train, test))
-        state = Coef(gamma=jnp.zeros((2, shape.m, 4)), rho=jnp.zeros((2, shape.m, shape.n_st)))
-        step = partial(
-            coef_step,
-            eta=p.eta,
-            data=on_train,
-            yhat=yhat,
-            xi_sq=xi_sq,
-            signal_gram=mm("sd,td->st", signals, signals),
-        )
-
-        def views(st: Coef) -> tuple:
-            return coef_preacts(st, on_train), coef_preacts(st, on_test), st.gamma, st.rho
-    else:
-        opt = optax.sgd(p.eta)
-        state = Strong(W=W0, rho=jnp.zeros((2, shape.m, shape.n_st)), opt_state=opt.init(W0))
-        step = partial(
-            strong_step, opt=opt, eta=p.eta, signals=signals, data=train, yhat=yhat, xi_sq=xi_sq
-        )
-        init_proj = mm("jrd,sd->jrs", W0, signals)
-
-        def views(st: Strong) -> tuple:
-            return (
-                strong_preacts(st.W, signals, train),
-                strong_preacts(st.W, signals, test),
-                signal_coefs(st.W, init_proj, signals),
-                st.rho,
-            )
+    loop = coef_loop if shape.form == "coef" else dense_loop
+    state, step, views = loop(W0, signals, train, test, yhat, p.eta)
 
     def rec(st: Strong | Coef, diverged: chex.Array) -> dict:
         out = record(*views(st), train=train, yhat=yhat, test=test, filters=shape.filters)
