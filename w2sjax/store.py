@@ -81,6 +81,19 @@ def filters_table(runs: Sequence[tuple[Config, int]], per_step: dict, shape: Sha
     return pd.DataFrame(cols)
 
 
+def chunk_tables(
+    shape: Shape, runs: Sequence[tuple[Config, int]], per_run: dict, per_step: dict
+) -> dict[str, pd.DataFrame]:
+    """The tables of one chunk of runs: runs and steps, and filters when shape.filters."""
+    tables = {
+        "runs": runs_table(runs, per_run, per_step, shape),
+        "steps": steps_table(runs, per_step, shape),
+    }
+    if shape.filters:
+        tables["filters"] = filters_table(runs, per_step, shape)
+    return tables
+
+
 def git_commit() -> str:
     """The package's git commit (with "+dirty" for local changes), or "" outside a checkout."""
     here = Path(__file__).resolve().parent

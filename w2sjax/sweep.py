@@ -30,11 +30,9 @@ from w2sjax.simulate import simulate
 from w2sjax.store import (
     SPEC_FILE,
     check_spec,
+    chunk_tables,
     done_run_ids,
-    filters_table,
     remove_uncommitted,
-    runs_table,
-    steps_table,
     table_metadata,
     write_chunk,
     write_text,
@@ -130,16 +128,6 @@ def run_chunk(
     params = jax.device_put(stack_params(padded), sharding)
     out = jax.device_get(simulate(shape, params))
     return jax.tree_util.tree_map(lambda a: np.asarray(a)[: len(runs)], out)
-
-
-def chunk_tables(shape: Shape, runs: list[Run], per_run: dict, per_step: dict) -> dict[str, object]:
-    tables = {
-        "runs": runs_table(runs, per_run, per_step, shape),
-        "steps": steps_table(runs, per_step, shape),
-    }
-    if shape.filters:
-        tables["filters"] = filters_table(runs, per_step, shape)
-    return tables
 
 
 def prepare(
