@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -247,3 +248,71 @@ def test_diverged_runs_are_counted_and_flagged(sweep_file, tmp_path, capsys):
     assert (runs.diverged_step >= 1).all() and runs.final_test_acc.isna().all()
     assert steps[steps.step == 0].test_acc.notna().all()  # rows before the divergence stay
     assert main(["report", str(tmp_path / "sw")]) == 0
+
+
+def test_out_of_memory_halves_the_chunk_and_changes_nothing(
+    sweep_file, tmp_path, reference, monkeypatch
+):
+    """XLA's RESOURCE_EXHAUSTED (injected for calls of more than 2 runs) makes the sweep retry
+    in halves, for the rest of the bucket too; the tables equal the reference's."""
+    import w2sjax.sweep as engine
+
+    real, sizes = engine.simulate, []
+
+    def tight_device(shape, params):
+        sizes.append(params.seed.shape[0])
+        if params.seed.shape[0] > 2:
+            raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating")
+        return real(shape, params)
+
+    monkeypatch.setattr(engine, "simulate", tight_device)
+    summary = execute(load_sweep(sweep_file), tmp_path, quiet=True)  # plans 6 runs per chunk
+    assert summary["ran"] == 12 and summary["chunks"] == 6
+    assert sizes == [6, 3, 2, 2, 2, 6, 3, 2, 2, 2]  # one failed halving per bucket, then 2s
+    assert_same_tables(w2sjax.load(tmp_path / "sw"), reference)
+
+
+def test_out_of_memory_at_one_run_is_a_clear_error(sweep_file, tmp_path, monkeypatch, capsys):
+    import w2sjax.sweep as engine
+
+    def no_memory(shape, params):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating")
+
+    monkeypatch.setattr(engine, "simulate", no_memory)
+    assert main(["sweep", str(sweep_file), "--out", str(tmp_path), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out of device memory with 1 run(s)" in err[0]
+
+
+def test_full_disk_fails_before_compute(sweep_file, tmp_path, monkeypatch, capsys):
+    import shutil as shutil_module
+
+    import w2sjax.sweep as engine
+
+    monkeypatch.setattr(
+        engine.shutil,
+        "disk_usage",
+        lambda path: shutil_module._ntuple_diskusage(10**9, 10**9, 1000),
+    )
+    monkeypatch.setattr(engine, "simulate", lambda *a: pytest.fail("computed anyway"))
+    assert main(["sweep", str(sweep_file), "--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "MB free" in err and "--out" in err
+
+
+def test_ctrl_c_commits_the_chunk_in_flight_and_resumes(sweep_file, tmp_path, reference):
+    args = ["sweep", str(sweep_file), "--out", str(tmp_path), "--quiet", "--max-chunk", "1"]
+    runs_dir = tmp_path / "sw" / "runs"
+    proc = _cli(*args)
+    deadline = time.monotonic() + 120
+    while not list(runs_dir.glob("*/*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "rerun the same command to resume" in err and "Traceback" not in err
+    written = len(list(runs_dir.glob("*/*.parquet")))
+    assert 0 < written < 12 and not list((tmp_path / "sw").rglob(".*tmp*"))
+    out = _finish(_cli(*args))
+    assert f"{written} already written" in out
+    assert_same_tables(w2sjax.load(tmp_path / "sw"), reference)

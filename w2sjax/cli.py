@@ -23,6 +23,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _bytes(text: str) -> int:
+    """'2G', '500M', '64K' or a plain number of bytes."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    try:
+        value = float(text[:-1]) * units[text[-1].upper()] if text[-1:].isalpha() else float(text)
+    except (KeyError, ValueError):
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a size like 2G, 500M or 1000000, got {text!r}")
+    return int(value)
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -41,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", action="store_true", help="no progress bar")
     common.add_argument(
         "--max-chunk", type=_positive_int, help="at most this many runs per compiled call"
+    )
+    common.add_argument(
+        "--memory-budget",
+        type=_bytes,
+        help="device memory a chunk may plan to use per device (e.g. 8G; default: 60%% of a "
+        "GPU, 25%% of host memory on CPU)",
     )
     common.add_argument(
         "--form",
@@ -174,9 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # jax loads only once the input is known to be good.
     from w2sjax.store import SpecMismatch
-    from w2sjax.sweep import execute
+    from w2sjax.sweep import OutOfMemory, execute
 
     procs, barrier = _processes(args)
+    words = argv if argv is not None else sys.argv[1:]
+    resume = f"rerun the same command to resume: w2sjax {' '.join(words)}"
     try:
         summary = execute(
             sweep,
@@ -186,12 +206,29 @@ def main(argv: list[str] | None = None) -> int:
             filters=args.filters,
             max_chunk=args.max_chunk,
             form=args.form,
+            memory_budget_bytes=args.memory_budget,
             procs=procs,
             barrier=barrier,
         )
     except (OSError, SpecMismatch) as err:
         print(f"w2sjax: error: {err}", file=sys.stderr)
         return 2
+    except OutOfMemory as err:
+        print(f"w2sjax: error: {err}; chunks written so far are kept", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"w2sjax: interrupted; the chunk in flight was discarded, the rest is kept; {resume}",
+            file=sys.stderr,
+        )
+        return 130
+    if summary["interrupted"]:
+        print(
+            f"w2sjax: interrupted after {summary['chunks']} chunks ({summary['ran']} runs) "
+            f"were written; {resume}",
+            file=sys.stderr,
+        )
+        return 130
     root = summary["root"]
     print(
         f"{summary['ran']} runs simulated in {summary['chunks']} chunks on {summary['devices']}, "

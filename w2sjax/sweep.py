@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,6 +114,34 @@ def split(runs: list[Run], size: int) -> list[list[Run]]:
     return [runs[i : i + size] for i in range(0, len(runs), size)]
 
 
+class _Interrupt:
+    """While active, the first SIGINT (Ctrl-C) only sets `requested`, so the sweep finishes and
+    commits the chunk in flight and stops; a second one raises KeyboardInterrupt at once (the
+    chunk in flight is then lost, never half-written). Only in the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "\nw2sjax: stopping after the chunk in flight (Ctrl-C again to stop now)",
+            file=sys.stderr,
+        )
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 @dataclass(frozen=True)
 class Processes:
     """Which share of the work this process does: runs index % count == index."""
@@ -120,14 +150,53 @@ class Processes:
     count: int = 1
 
 
+class DeviceOOM(RuntimeError):
+    """XLA reported RESOURCE_EXHAUSTED for a chunk: retry it in smaller chunks."""
+
+
+class OutOfMemory(RuntimeError):
+    """Even the smallest chunk did not fit on the device; str() is one line for the user."""
+
+
 def run_chunk(
     shape: Shape, runs: list[Run], size: int, sharding: NamedSharding
 ) -> tuple[dict, dict]:
-    """Simulate `runs` padded to `size` (repeating the last run); outputs trimmed to len(runs)."""
+    """Simulate `runs` padded to `size` (repeating the last run); outputs trimmed to len(runs).
+    Raises DeviceOOM when the device runs out of memory."""
     padded = runs + [runs[-1]] * (size - len(runs))
-    params = jax.device_put(stack_params(padded), sharding)
-    out = jax.device_get(simulate(shape, params))
+    try:
+        params = jax.device_put(stack_params(padded), sharding)
+        out = jax.device_get(simulate(shape, params))
+    except jax.errors.JaxRuntimeError as err:
+        if "RESOURCE_EXHAUSTED" in str(err):
+            raise DeviceOOM(str(err).splitlines()[0]) from err
+        raise
     return jax.tree_util.tree_map(lambda a: np.asarray(a)[: len(runs)], out)
+
+
+def expected_output_bytes(buckets: list[Bucket]) -> int:
+    """A generous estimate of the parquet bytes a sweep writes (uncompressed float columns)."""
+    per_step_row = 8 * (len(STEP_METRICS) + 4)
+    return sum(
+        len(b.runs)
+        * (
+            2048
+            + len(b.shape.log_steps())
+            * per_step_row
+            * (1 + (2 * b.shape.m if b.shape.filters else 0))
+        )
+        for b in buckets
+    )
+
+
+def check_disk(root: Path, buckets: list[Bucket]) -> None:
+    """Fail before compute when the output folder's disk cannot hold the sweep's tables."""
+    need, free = expected_output_bytes(buckets), shutil.disk_usage(root).free
+    if need > free:
+        raise OSError(
+            f"--out: {root} has {free / 1e6:,.0f} MB free, the sweep needs about "
+            f"{need / 1e6:,.0f} MB; free space or choose another --out"
+        )
 
 
 def prepare(
@@ -165,7 +234,10 @@ def execute(
 ) -> dict:
     """Run every not-yet-written run of `sweep` (this process's share) and write its parts under
     <out>/<name>/. Returns a summary: root, ran (runs simulated now), skipped (already written),
-    chunks, diverged (runs simulated now whose state became non-finite), seconds, devices."""
+    chunks, interrupted (stopped by Ctrl-C after committing the chunk in flight), diverged (runs
+    simulated now whose state became non-finite), seconds, devices. A chunk that runs out of
+    device memory is retried in halves (the bucket's later chunks too), down to one run per
+    device; below that OutOfMemory is raised."""
     root = Path(out) / sweep.name
     prepare(root, sweep, fresh, procs, barrier)
     done = done_run_ids(root)
@@ -174,8 +246,11 @@ def execute(
     budget = memory_budget_bytes or memory_budget(devices[0])
     meta = table_metadata(sweep.to_toml(), sweep.spec_hash())
 
+    buckets = plan(sweep, filters, form)
+    if procs.index == 0:
+        check_disk(root, buckets)
     work, skipped = [], 0
-    for bucket in plan(sweep, filters, form):
+    for bucket in buckets:
         mine = list(bucket.runs[procs.index :: procs.count])
         todo = [r for r in mine if run_id(*r) not in done]
         skipped += len(mine) - len(todo)
@@ -184,28 +259,53 @@ def execute(
             work += [(bucket, size, chunk) for chunk in split(todo, size)]
 
     start = time.perf_counter()
-    run_steps = diverged = 0
+    ran = run_steps = diverged = chunks = 0
+    caps: dict[str, int] = {}  # per bucket: the chunk size after out-of-memory halvings
+    interrupted = _Interrupt()
     bar = tqdm(total=len(work), unit="chunk", disable=quiet, file=sys.stderr, dynamic_ncols=True)
-    for bucket, size, runs in work:
-        per_run, per_step = run_chunk(bucket.shape, runs, size, sharding)
-        write_chunk(
-            root,
-            bucket.id,
-            chunk_id(runs),
-            chunk_tables(bucket.shape, runs, per_run, per_step),
-            meta,
-        )
-        run_steps += len(runs) * bucket.shape.steps
-        diverged += int((per_run["diverged_step"] >= 0).sum())
-        bar.set_postfix_str(f"{run_steps / (time.perf_counter() - start):,.0f} run-steps/s")
-        bar.update()
+    with interrupted:
+        for bucket, size, planned in work:
+            size = min(size, caps.get(bucket.id, size))
+            queue = split(planned, size)
+            while queue and not interrupted.requested:
+                runs = queue.pop(0)
+                try:
+                    per_run, per_step = run_chunk(bucket.shape, runs, size, sharding)
+                except DeviceOOM as err:
+                    if size <= len(devices):
+                        raise OutOfMemory(
+                            f"out of device memory with {size} run(s) per call at n_st="
+                            f"{bucket.shape.n_st}, d={bucket.shape.d}, n_test="
+                            f"{bucket.shape.n_test} ({err}); lower them or use a larger device"
+                        ) from None
+                    size = caps[bucket.id] = max(
+                        len(devices), -(-size // 2 // len(devices)) * len(devices)
+                    )
+                    queue = split([r for part in (runs, *queue) for r in part], size)
+                    continue
+                write_chunk(
+                    root,
+                    bucket.id,
+                    chunk_id(runs),
+                    chunk_tables(bucket.shape, runs, per_run, per_step),
+                    meta,
+                )
+                ran, chunks = ran + len(runs), chunks + 1
+                run_steps += len(runs) * bucket.shape.steps
+                diverged += int((per_run["diverged_step"] >= 0).sum())
+                bar.set_postfix_str(f"{run_steps / (time.perf_counter() - start):,.0f} run-steps/s")
+            bar.update()
+            if interrupted.requested:
+                break
     bar.close()
-    barrier("w2sjax-finished")
+    if not interrupted.requested:
+        barrier("w2sjax-finished")
     return {
         "root": root,
-        "ran": sum(len(r) for _, _, r in work),
+        "ran": ran,
         "skipped": skipped,
-        "chunks": len(work),
+        "chunks": chunks,
+        "interrupted": interrupted.requested,
         "diverged": diverged,
         "devices": f"{len(devices)} {devices[0].platform} device(s)",
         "seconds": time.perf_counter() - start,
