@@ -3,14 +3,18 @@ with a ConfigError of one line that names what is wrong; no other exception reac
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import tempfile
+from contextlib import redirect_stderr
 from pathlib import Path
+from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from w2sjax.cli import main
 from w2sjax.config import FIELDS, SECTIONS, ConfigError, parse_overrides
 from w2sjax.grid import load_sweep
 
@@ -47,6 +51,22 @@ def sweep_texts(draw) -> str:
     """A sweep file: a valid small base, then random edits (wrong types, wrong sections, unknown
     keys, removals), random [grid]/[zip] axes, and sometimes a truncation (bad TOML)."""
     base = {"d": 40, "n_st": 20, "m": 3, "steps": 5, "n_test": 10, "n_wk": 10, "seeds": 1}
+    if draw(st.integers(0, 2)) == 0:  # a third are valid by construction, with valid axes
+        base["p_e"] = "rest"
+        axes = {
+            "n_st": draw(st.lists(st.integers(1, 50), min_size=1, max_size=3)),
+            "p_b": draw(st.lists(st.sampled_from([0.0, 0.2, 0.5]), min_size=1, max_size=2)),
+        }
+        lines = [f"{k} = {_toml(v)}" for k, v in base.items() if FIELDS[k].section is None]
+        for section in SECTIONS:
+            lines += [f"[{section}]"] + [
+                f"{k} = {_toml(v)}" for k, v in base.items() if FIELDS[k].section == section
+            ]
+        return (
+            "\n".join(lines)
+            + "\n[grid]\n"
+            + "".join(f"{k} = {_toml(v)}\n" for k, v in axes.items())
+        )
     for _ in range(draw(st.integers(0, 3))):
         base[draw(st.sampled_from(NAMES))] = draw(VALUES)
     for name in draw(st.lists(st.sampled_from(sorted(base)), max_size=2)):
@@ -101,3 +121,35 @@ def test_any_set_value_parses_or_fails_in_one_line(items):
         parse_overrides(items)
     except ConfigError as err:
         assert "\n" not in str(err) and str(err).startswith("--set")
+
+
+class _WouldRun(Exception):
+    """Raised by the stubbed engine: the input passed every check and compute would start."""
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sweep_texts(),
+    st.lists(
+        st.sampled_from(
+            ["n_st=5", "p_b=rest", "eta=-1", "bogus=1", "log=cubic", "seeds=0", "d=4.5"]
+        ),
+        max_size=2,
+    ),
+)
+def test_the_cli_runs_or_exits_2_with_one_line(text, overrides):
+    """Through `w2sjax sweep` itself: a valid file reaches the engine (stubbed here), anything
+    else exits with status 2 and one line on stderr, no traceback."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.toml"
+        path.write_text(text)
+        argv = ["sweep", str(path), "--out", str(Path(tmp) / "out"), "--quiet"]
+        argv += [word for item in overrides for word in ("--set", item)]
+        err = io.StringIO()
+        with mock.patch("w2sjax.sweep.execute", side_effect=_WouldRun), redirect_stderr(err):
+            try:
+                code = main(argv)
+            except _WouldRun:
+                return
+        lines = err.getvalue().strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err.getvalue(), lines
