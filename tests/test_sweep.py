@@ -167,6 +167,9 @@ def test_changed_spec_is_refused_unless_fresh(sweep_file, tmp_path, capsys):
     changed = load_sweep(sweep_file, {"eta": 0.1})
     with pytest.raises(SpecMismatch, match="--fresh"):
         execute(changed, tmp_path, quiet=True)
+    with pytest.raises(SpecMismatch):  # another precision must not be mixed in by a resume
+        execute(load_sweep(sweep_file), tmp_path, quiet=True, precision="bf16")
+    assert execute(load_sweep(sweep_file), tmp_path, quiet=True, form="dense")["ran"] == 0
     assert (
         main(["sweep", str(sweep_file), "--out", str(tmp_path), "--set", "eta=0.1", "--quiet"]) == 2
     )

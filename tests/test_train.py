@@ -229,3 +229,37 @@ def test_a_diverging_run_is_flagged_and_leaves_its_batch_untouched():
         assert not np.isnan(values[2][logged < diverged_at]).any(), name
         for k in (0, 1, 3):  # the other runs, bit for bit
             np.testing.assert_array_equal(values[k], step_a[name][k], err_msg=name)
+
+
+def _worst_gap_in_sds(reference: dict, other: dict) -> float:
+    """Largest |seed-mean difference| / seed-to-seed sd of the reference, over every recorded
+    curve and logged step (steps where both are identical count as 0)."""
+    worst = 0.0
+    for name, values in reference.items():
+        a, b = np.asarray(values), np.asarray(other[name])
+        gap = np.abs(np.nanmean(a, 0) - np.nanmean(b, 0))
+        sd = np.nanstd(a, 0, ddof=1)
+        ratio = np.where(gap > 1e-7, gap / np.maximum(sd, 1e-12), 0.0)
+        worst = max(worst, float(np.nanmax(ratio)))
+    return worst
+
+
+@pytest.mark.parametrize(
+    "form, fields", [("coef", dict(d=200, n_st=150)), ("dense", dict(d=100, n_st=300))]
+)
+def test_faster_precisions_agree_within_the_seed_spread(form, fields):
+    """The gate for --precision tf32 / bf16: over 8 seeds every recorded curve's seed mean stays
+    within one seed-to-seed standard deviation of float32-highest's. (On CPU tf32 is float32 and
+    agrees exactly; run this test on a GPU to validate tf32 there.)"""
+    config = small_config(**fields, steps=300, eta=0.5, sigma_0=0.01, log_points=10, n_test=400)
+    runs = stack_params([(config, s) for s in range(8)])
+    curves = {
+        p: simulate(Shape.of(config, form=form, precision=p), runs)[1]
+        for p in ("highest", "tf32", "bf16")
+    }
+    for precision in ("tf32", "bf16"):
+        assert _worst_gap_in_sds(curves["highest"], curves[precision]) <= 1.0, precision
+    # The criterion has teeth: a genuinely different run (eta x 2) breaks it.
+    other = small_config(**fields, steps=300, eta=1.0, sigma_0=0.01, log_points=10, n_test=400)
+    changed = simulate(Shape.of(other, form=form), stack_params([(other, s) for s in range(8)]))
+    assert _worst_gap_in_sds(curves["highest"], changed[1]) > 1.0

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from w2sjax.config import Config
+from w2sjax.models import PRECISIONS
 
 SHAPE_FIELDS = (
     "d",
@@ -35,9 +36,10 @@ PARAM_FIELDS = ("p_e", "p_h", "p_b", "sigma_p", "mu_norm", "nu_norm", "sigma_0",
 
 @dataclass(frozen=True)
 class Shape:
-    """Shape-setting values of a bucket of runs (see SHAPE_FIELDS), and two engine choices:
+    """Shape-setting values of a bucket of runs (see SHAPE_FIELDS), and three engine choices:
     `filters` adds the per-filter coefficient output (2 x m x 4 per logged step); `form` picks
-    the state the GD loop carries (see `of`). Neither changes a run's setting, key or run_id."""
+    the state the GD loop carries and `precision` its products' precision (see `of`). None of
+    them changes a run's setting, key or run_id."""
 
     d: int
     n_wk: int
@@ -51,16 +53,29 @@ class Shape:
     easy_signal: str
     filters: bool = False
     form: str = "dense"
+    precision: str = "highest"
 
     @classmethod
-    def of(cls, config: Config, filters: bool = False, form: str = "auto") -> Shape:
+    def of(
+        cls, config: Config, filters: bool = False, form: str = "auto", precision: str = "highest"
+    ) -> Shape:
         """The Shape of `config`. form: "dense" (state W, 8 m n_st d FLOPs a step), "coef" (state
-        gamma, rho: 4 m n_st^2 a step, exact for GD) or "auto" (coef when n_st < d)."""
+        gamma, rho: 4 m n_st^2 a step, exact for GD) or "auto" (coef when n_st < d). precision
+        of the noise products: see models.mm."""
         if form not in FORMS:
             raise ValueError(f"form: must be one of {', '.join(FORMS)}, got {form!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f"precision: must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+            )
         if form == "auto":
             form = "coef" if config.n_st < config.d else "dense"
-        return cls(**{f: getattr(config, f) for f in SHAPE_FIELDS}, filters=filters, form=form)
+        return cls(
+            **{f: getattr(config, f) for f in SHAPE_FIELDS},
+            filters=filters,
+            form=form,
+            precision=precision,
+        )
 
     def log_steps(self) -> tuple[int, ...]:
         """Logged steps, 0 and `steps` included: geometric (log-spaced from 1) or linear."""

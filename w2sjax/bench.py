@@ -24,6 +24,7 @@ import optax
 from w2sjax.batch import Shape, stack_params
 from w2sjax.config import build
 from w2sjax.data import sample, signal_matrix
+from w2sjax.models import mm as einsum
 from w2sjax.simulate import simulate
 from w2sjax.train import Strong, strong_step
 
@@ -64,28 +65,36 @@ def _timed(fn, *args) -> float:
     return time.perf_counter() - start
 
 
-def matmul_ceiling(n: int = 8192, repeats: int = 10) -> float:
-    """FLOP/s of a large square float32 matmul at "highest" precision (the device's peak)."""
+def matmul_ceiling(n: int = 8192, repeats: int = 10, precision: str = "highest") -> float:
+    """FLOP/s of a large square float32 matmul at `precision` (the device's peak for it)."""
     a, b = (jax.random.normal(jax.random.PRNGKey(i), (n, n)) for i in (1, 2))
-    mm = jax.jit(lambda x, y: jnp.matmul(x, y, precision=jax.lax.Precision.HIGHEST))
+    mm = jax.jit(lambda x, y: einsum("ik,kj->ij", x, y, precision=precision))
     _timed(mm, a, b)
     seconds = min(_timed(mm, a, b) for _ in range(repeats))
     return 2.0 * n**3 / seconds
 
 
-def shape_ceiling(n_st: int, k: int, m: int, runs: int, repeats: int = 5) -> float:
-    """FLOP/s of the engine's dominant product alone, (runs, 2m, k) x (runs, k, n_st) at highest
-    precision: k = d for the dense form, k = n_st for the coefficient form."""
+def shape_ceiling(
+    n_st: int, k: int, m: int, runs: int, repeats: int = 5, precision: str = "highest"
+) -> float:
+    """FLOP/s of the engine's dominant product alone, (runs, 2m, k) x (runs, k, n_st) at
+    `precision`: k = d for the dense form, k = n_st for the coefficient form."""
     W = jax.random.normal(jax.random.PRNGKey(3), (runs, 2 * m, k))
     xi = jax.random.normal(jax.random.PRNGKey(4), (runs, n_st, k))
-    mm = jax.jit(lambda w, x: jnp.einsum("brd,bnd->brn", w, x, precision=jax.lax.Precision.HIGHEST))
+    mm = jax.jit(lambda w, x: einsum("brd,bnd->brn", w, x, precision=precision))
     _timed(mm, W, xi)
     seconds = min(_timed(mm, W, xi) for _ in range(repeats))
     return 2.0 * runs * 2 * m * k * n_st / seconds
 
 
 def engine(
-    n_st: int, d: int, m: int, runs: int, steps: int, form: str = "auto"
+    n_st: int,
+    d: int,
+    m: int,
+    runs: int,
+    steps: int,
+    form: str = "auto",
+    precision: str = "highest",
 ) -> tuple[str, float, float]:
     """(form used, compile seconds, run seconds) of `simulate` on `runs` seeds of one bucket."""
     config = build(
@@ -99,7 +108,7 @@ def engine(
             "seeds": runs,
         }
     )
-    shape = Shape.of(config, form=form)
+    shape = Shape.of(config, form=form, precision=precision)
     params = stack_params([(config, s) for s in range(runs)])
     start = time.perf_counter()
     compiled = simulate.lower(shape, params).compile()
@@ -173,17 +182,19 @@ def run_bench(
     steps: int | None = None,
     use_torch: bool = True,
     log=print,
+    precision: str = "highest",
 ) -> dict:
-    """Measure every bucket of SIZES[sizes] ("auto": gpu sizes on a GPU, else cpu sizes)."""
+    """Measure every bucket of SIZES[sizes] ("auto": gpu sizes on a GPU, else cpu sizes), the
+    engine and both ceilings at `precision` (the per-run loops stay float32)."""
     platform = jax.devices()[0].platform
     key = ("gpu" if platform == "gpu" else "cpu") if sizes == "auto" else sizes
     n_values, d, m, default_runs, default_steps, loop_steps = SIZES[key]
     runs, steps = runs or default_runs, steps or default_steps
-    ceiling = matmul_ceiling(8192 if platform == "gpu" else 1024)
-    log(f"matmul ceiling (float32, highest): {ceiling / 1e12:.2f} TFLOP/s")
+    ceiling = matmul_ceiling(8192 if platform == "gpu" else 1024, precision=precision)
+    log(f"matmul ceiling (float32, {precision}): {ceiling / 1e12:.2f} TFLOP/s")
     results = []
     for n_st in n_values:
-        form, compile_s, engine_s = engine(n_st, d, m, runs, steps)
+        form, compile_s, engine_s = engine(n_st, d, m, runs, steps, precision=precision)
         engine_rate = runs * steps / engine_s
         result = BucketResult(
             n_st=n_st,
@@ -198,7 +209,9 @@ def run_bench(
             baseline_run_steps_per_s=jax_per_run(n_st, d, m, loop_steps),
             torch_run_steps_per_s=torch_per_run(n_st, d, m, loop_steps) if use_torch else None,
             ceiling_flops=ceiling,
-            shape_ceiling_flops=shape_ceiling(n_st, n_st if form == "coef" else d, m, runs),
+            shape_ceiling_flops=shape_ceiling(
+                n_st, n_st if form == "coef" else d, m, runs, precision=precision
+            ),
             achieved_flops=engine_rate * flops_per_run_step(n_st, d, m, form),
         )
         results.append(result)
@@ -207,6 +220,7 @@ def run_bench(
         "device": jax.devices()[0].device_kind,
         "platform": platform,
         "jax_version": jax.__version__,
+        "precision": precision,
         "sizes": key,
         "buckets": [asdict(r) for r in results],
     }

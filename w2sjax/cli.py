@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         "coefficients when n_st < d",
     )
     common.add_argument(
+        "--precision",
+        choices=("highest", "tf32", "bf16"),
+        default="highest",
+        help="precision of the products with the noise patches: float32 (default), the GPU's "
+        "TF32, or bf16 operands; the faster ones pass tests/test_train.py's agreement test",
+    )
+    common.add_argument(
         "--filters",
         action="store_true",
         help="also write the per-filter coefficient table (2 x m x 4 per step)",
@@ -105,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=_positive_int, help="runs per bucket")
     bench.add_argument("--steps", type=_positive_int, help="engine steps per run")
     bench.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop")
+    bench.add_argument(
+        "--precision",
+        choices=("highest", "tf32", "bf16"),
+        default="highest",
+        help="precision of the engine and the ceilings (see `sweep --precision`)",
+    )
     report = sub.add_parser(
         "report", help="markdown summary and figures of a sweep folder (written to DIR/report/)"
     )
@@ -128,7 +141,9 @@ def _report(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from w2sjax.bench import run_bench, write
 
-    report = run_bench(args.sizes, args.runs, args.steps, use_torch=not args.no_torch)
+    report = run_bench(
+        args.sizes, args.runs, args.steps, use_torch=not args.no_torch, precision=args.precision
+    )
     print(f"wrote {write(report, args.out)}")
     return 0
 
@@ -206,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             filters=args.filters,
             max_chunk=args.max_chunk,
             form=args.form,
+            precision=args.precision,
             memory_budget_bytes=args.memory_budget,
             procs=procs,
             barrier=barrier,

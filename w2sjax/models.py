@@ -17,9 +17,18 @@ from w2sjax.data import Sample, patch_coefs
 J_SIGN = np.array([1.0, -1.0], np.float32)  # j of class index 0 and 1 (numpy: no device at import)
 
 
-def mm(subscripts: str, *operands: chex.Array) -> chex.Array:
-    """einsum at float32-highest precision (kept by its transpose under jax.grad)."""
-    return jnp.einsum(subscripts, *operands, precision=jax.lax.Precision.HIGHEST)
+PRECISIONS = ("highest", "tf32", "bf16")
+
+
+def mm(subscripts: str, *operands: chex.Array, precision: str = "highest") -> chex.Array:
+    """einsum with float32 results at `precision` (its transpose under jax.grad keeps it):
+    "highest", true float32 products; "tf32", the GPU's TensorFloat-32 matmul mode (plain float32
+    on CPU); "bf16", operands rounded to bfloat16, float32 accumulation."""
+    if precision == "bf16":
+        operands = tuple(x.astype(jnp.bfloat16) for x in operands)
+        return jnp.einsum(subscripts, *operands, preferred_element_type=jnp.float32)
+    level = jax.lax.Precision.HIGHEST if precision == "highest" else jax.lax.Precision.DEFAULT
+    return jnp.einsum(subscripts, *operands, precision=level)
 
 
 def logistic_loss(z: chex.Array) -> chex.Array:
@@ -46,11 +55,15 @@ class Preacts:
     noise: chex.Array
 
 
-def strong_preacts(W: chex.Array, signals: chex.Array, s: Sample) -> Preacts:
-    """Pre-activations of W (2, m, d) on n samples."""
+def strong_preacts(
+    W: chex.Array, signals: chex.Array, s: Sample, precision: str = "highest"
+) -> Preacts:
+    """Pre-activations of W (2, m, d) on n samples; `precision` (see `mm`) applies to the
+    dominant product, with the noise patches."""
     proj = mm("jrd,sd->jrs", W, signals)
     return Preacts(
-        signal=mm("jrs,pns->jrpn", proj, patch_coefs(s)), noise=mm("jrd,nd->jrn", W, s.xi)
+        signal=mm("jrs,pns->jrpn", proj, patch_coefs(s)),
+        noise=mm("jrd,nd->jrn", W, s.xi, precision=precision),
     )
 
 

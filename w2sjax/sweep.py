@@ -60,11 +60,13 @@ class Bucket:
         return hashlib.sha256(repr(self.shape).encode()).hexdigest()[:10]
 
 
-def plan(sweep: Sweep, filters: bool = False, form: str = "auto") -> list[Bucket]:
+def plan(
+    sweep: Sweep, filters: bool = False, form: str = "auto", precision: str = "highest"
+) -> list[Bucket]:
     """Group the sweep's runs (every point x seed) into buckets by Shape, in first-seen order."""
     groups: dict[Shape, list[Run]] = {}
     for config in sweep.points:
-        shape = Shape.of(config, filters=filters, form=form)
+        shape = Shape.of(config, filters=filters, form=form, precision=precision)
         groups.setdefault(shape, []).extend((config, seed) for seed in range(config.seeds))
     return [Bucket(shape, tuple(runs)) for shape, runs in groups.items()]
 
@@ -199,12 +201,18 @@ def check_disk(root: Path, buckets: list[Bucket]) -> None:
         )
 
 
+def stored_spec(sweep: Sweep, precision: str) -> str:
+    """What spec.toml holds: the sweep's canonical text, and a non-default precision (a resume
+    must not mix in results at another precision; the form may differ, both forms are exact)."""
+    text = sweep.to_toml()
+    return text if precision == "highest" else text + f"\n# --precision {precision}\n"
+
+
 def prepare(
-    root: Path, sweep: Sweep, fresh: bool, procs: Processes, barrier: Callable[[str], None]
+    root: Path, spec_text: str, fresh: bool, procs: Processes, barrier: Callable[[str], None]
 ) -> None:
     """Check and set up the dataset folder before any compute. Every process checks the spec;
     only process 0 changes files, then all meet at a barrier."""
-    spec_text = sweep.to_toml()
     if not fresh:
         check_spec(root, spec_text)
     if procs.index == 0:
@@ -229,6 +237,7 @@ def execute(
     max_chunk: int | None = None,
     memory_budget_bytes: int | None = None,
     form: str = "auto",
+    precision: str = "highest",
     procs: Processes = Processes(),
     barrier: Callable[[str], None] = lambda name: None,
 ) -> dict:
@@ -239,14 +248,15 @@ def execute(
     device memory is retried in halves (the bucket's later chunks too), down to one run per
     device; below that OutOfMemory is raised."""
     root = Path(out) / sweep.name
-    prepare(root, sweep, fresh, procs, barrier)
+    spec = stored_spec(sweep, precision)
+    prepare(root, spec, fresh, procs, barrier)
     done = done_run_ids(root)
     devices = jax.local_devices()
     sharding = NamedSharding(Mesh(np.array(devices), ("runs",)), PartitionSpec("runs"))
     budget = memory_budget_bytes or memory_budget(devices[0])
-    meta = table_metadata(sweep.to_toml(), sweep.spec_hash())
+    meta = table_metadata(spec, sweep.spec_hash())
 
-    buckets = plan(sweep, filters, form)
+    buckets = plan(sweep, filters, form, precision)
     if procs.index == 0:
         check_disk(root, buckets)
     work, skipped = [], 0

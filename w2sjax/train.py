@@ -90,9 +90,11 @@ class Strong:
     opt_state: Any
 
 
-def strong_loss(W: chex.Array, signals: chex.Array, data: Sample, yhat: chex.Array) -> tuple:
+def strong_loss(
+    W: chex.Array, signals: chex.Array, data: Sample, yhat: chex.Array, precision: str = "highest"
+) -> tuple:
     """L_S(W) on pseudo-labels, with aux (noise pre-activations (2, m, n), margins (n,))."""
-    pre = strong_preacts(W, signals, data)
+    pre = strong_preacts(W, signals, data, precision)
     margin = yhat * strong_output_of(pre)
     return logistic_loss(margin).mean(), (pre.noise, margin)
 
@@ -105,11 +107,12 @@ def strong_step(
     data: Sample,
     yhat: chex.Array,
     xi_sq: chex.Array,
+    precision: str = "highest",
 ) -> Strong:
     """One full-batch GD step on L_S, and the exact rho recursion of SPEC section 4:
     rho += -(eta / (n m)) l'_i ReLU'(<w_{j,r}, xi_i>) ||xi_i||^2 j yhat_i, all at W^(t).
     xi_sq (n,) is ||xi_i||^2, passed in so the loop does not recompute it."""
-    grad_fn = jax.value_and_grad(strong_loss, has_aux=True)
+    grad_fn = jax.value_and_grad(partial(strong_loss, precision=precision), has_aux=True)
     (_, (noise_pre, margin)), grad = grad_fn(state.W, signals, data, yhat)
     updates, opt_state = opt.update(grad, state.opt_state, state.W)
     _, m, n = noise_pre.shape
@@ -211,12 +214,12 @@ def coef_data(
     )
 
 
-def coef_preacts(state: Coef, data: CoefData) -> Preacts:
+def coef_preacts(state: Coef, data: CoefData, precision: str = "highest") -> Preacts:
     """Pre-activations from coefficients: <w, s> = init + gamma (noise is orthogonal to signals),
     <w, xi_j> = q0_j + sum_i rho_i <xi_i, xi_j> / ||xi_i||^2. One (2m x n_st)(n_st x n) product."""
     return Preacts(
         signal=mm("jrs,pns->jrpn", data.init + state.gamma, data.coefs),
-        noise=data.q0 + mm("jri,in->jrn", state.rho, data.K),
+        noise=data.q0 + mm("jri,in->jrn", state.rho, data.K, precision=precision),
     )
 
 
@@ -227,11 +230,12 @@ def coef_step(
     yhat: chex.Array,
     xi_sq: chex.Array,
     signal_gram: chex.Array,
+    precision: str = "highest",
 ) -> Coef:
     """One GD step on L_S in coefficient space, equal to `strong_step` in exact arithmetic:
     rho by SPEC section 4's recursion, and gamma_s += <Delta W, s> with Delta W = -eta grad L_S,
     whose signal-patch part is sum_p ReLU'(<w, x^(p)>) <x^(p), s> (signal_gram (4, 4) = S S^T)."""
-    pre = coef_preacts(state, data)
+    pre = coef_preacts(state, data, precision)
     margin = yhat * strong_output_of(pre)
     _, m, n = pre.noise.shape
     weight = -jax.nn.sigmoid(-margin) * yhat  # l'_i yhat_i
@@ -255,9 +259,11 @@ def dense_loop(
     test: Sample,
     yhat: chex.Array,
     eta: chex.Array,
+    precision: str = "highest",
 ) -> tuple[Strong, Callable, Callable]:
     """The dense form's (initial state, step, views): views(state) gives `record`'s first four
-    arguments (train and test pre-activations, signal coefficients, rho)."""
+    arguments (train and test pre-activations, signal coefficients, rho). `precision` (see
+    models.mm) applies to the products with the noise patches, forward and gradient."""
     opt = optax.sgd(eta)
     step = partial(
         strong_step,
@@ -267,13 +273,14 @@ def dense_loop(
         data=train,
         yhat=yhat,
         xi_sq=(train.xi * train.xi).sum(-1),
+        precision=precision,
     )
     init_proj = mm("jrd,sd->jrs", W0, signals)
 
     def views(st: Strong) -> tuple:
         return (
-            strong_preacts(st.W, signals, train),
-            strong_preacts(st.W, signals, test),
+            strong_preacts(st.W, signals, train, precision),
+            strong_preacts(st.W, signals, test, precision),
             signal_coefs(st.W, init_proj, signals),
             st.rho,
         )
@@ -289,6 +296,7 @@ def coef_loop(
     test: Sample,
     yhat: chex.Array,
     eta: chex.Array,
+    precision: str = "highest",
 ) -> tuple[Coef, Callable, Callable]:
     """The coefficient form's (initial state, step, views), as `dense_loop`'s."""
     xi_sq = (train.xi * train.xi).sum(-1)
@@ -300,10 +308,12 @@ def coef_loop(
         yhat=yhat,
         xi_sq=xi_sq,
         signal_gram=mm("sd,td->st", signals, signals),
+        precision=precision,
     )
 
     def views(st: Coef) -> tuple:
-        return coef_preacts(st, on_train), coef_preacts(st, on_test), st.gamma, st.rho
+        pre = (coef_preacts(st, on_train, precision), coef_preacts(st, on_test, precision))
+        return *pre, st.gamma, st.rho
 
     m, n_st = W0.shape[1], train.y.shape[0]
     return Coef(gamma=jnp.zeros((2, m, 4)), rho=jnp.zeros((2, m, n_st))), step, views
@@ -339,7 +349,7 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
 
     W0 = p.sigma_0 * jax.random.normal(k_init, (2, shape.m, shape.d))
     loop = coef_loop if shape.form == "coef" else dense_loop
-    state, step, views = loop(W0, signals, train, test, yhat, p.eta)
+    state, step, views = loop(W0, signals, train, test, yhat, p.eta, shape.precision)
 
     def rec(st: Strong | Coef, diverged: chex.Array) -> dict:
         out = record(*views(st), train=train, yhat=yhat, test=test, filters=shape.filters)
