@@ -15,8 +15,7 @@ import chex
 import jax.numpy as jnp
 import numpy as np
 
-from w2sjax.config import Config
-from w2sjax.models import PRECISIONS
+from w2sjax.config import FORMS, PRECISIONS, Config
 
 SHAPE_FIELDS = (
     "d",
@@ -30,7 +29,6 @@ SHAPE_FIELDS = (
     "log_points",
     "easy_signal",
 )
-FORMS = ("auto", "dense", "coef")
 PARAM_FIELDS = ("p_e", "p_h", "p_b", "sigma_p", "mu_norm", "nu_norm", "sigma_0", "eta", "eta_wk")
 
 

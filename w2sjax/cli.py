@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from w2sjax.config import ConfigError, parse_overrides
+from w2sjax.config import FORMS, PRECISIONS, ConfigError, parse_overrides
 from w2sjax.grid import Sweep, load_sweep
 
 
@@ -62,14 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--form",
-        choices=("auto", "dense", "coef"),
+        choices=FORMS,
         default="auto",
         help="state of the GD loop: dense W, or exact coefficients (gamma, rho); auto: "
         "coefficients when n_st < d",
     )
     common.add_argument(
         "--precision",
-        choices=("highest", "tf32", "bf16"),
+        choices=PRECISIONS,
         default="highest",
         help="precision of the products with the noise patches: float32 (default), the GPU's "
         "TF32, or bf16 operands; the faster ones pass tests/test_train.py's agreement test",
@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop")
     bench.add_argument(
         "--precision",
-        choices=("highest", "tf32", "bf16"),
+        choices=PRECISIONS,
         default="highest",
         help="precision of the engine and the ceilings (see `sweep --precision`)",
     )

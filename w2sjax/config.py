@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 PROB_FIELDS = ("p_e", "p_h", "p_b")
+# Engine choices (not config fields: they change neither a run's random numbers nor its run_id).
+FORMS = ("auto", "dense", "coef")
+PRECISIONS = ("highest", "tf32", "bf16")
 PROB_TOLERANCE = 1e-9
 REST = "rest"
 

@@ -17,9 +17,6 @@ from w2sjax.data import Sample, patch_coefs
 J_SIGN = np.array([1.0, -1.0], np.float32)  # j of class index 0 and 1 (numpy: no device at import)
 
 
-PRECISIONS = ("highest", "tf32", "bf16")
-
-
 def mm(subscripts: str, *operands: chex.Array, precision: str = "highest") -> chex.Array:
     """einsum with float32 results at `precision` (its transpose under jax.grad keeps it):
     "highest", true float32 products; "tf32", the GPU's TensorFloat-32 matmul mode (plain float32
