@@ -95,6 +95,11 @@ SUMMARY_METRICS = {
 }
 
 
+def w2s_gain(runs: pd.DataFrame, metric: str = "final_test_acc") -> pd.Series:
+    """Per run: `metric` minus the teacher's test accuracy (the W2S gain)."""
+    return runs[metric] - runs.weak_test_acc
+
+
 def summary_table(runs: pd.DataFrame, steps: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """One row per grid point (the distinct values of the `by` columns), over its seeds.
 
@@ -183,7 +188,7 @@ def boundary_fit(
     Returns {"level", "slope", "slope_lo", "slope_hi", "n_crit": DataFrame(other, n_crit,
     n_crit_lo, n_crit_hi)}.
     """
-    gain = runs.assign(gain=runs[metric] - runs.weak_test_acc)
+    gain = runs.assign(gain=w2s_gain(runs, metric))
     n_values = np.sort(gain[n_axis].unique()).astype(float)
     others = np.sort(gain[other].unique()).astype(float)
     cells = [
@@ -233,7 +238,7 @@ def snr_threshold(runs: pd.DataFrame, metric: str = "final_test_acc") -> float:
     """C such that "benign_snr >= C" best matches "seed-mean gain >= half its range" over the grid
     points (fewest mismatches; C the geometric mean of the two benign_snr values it falls
     between). NaN with fewer than two distinct benign_snr values."""
-    gain = runs.assign(gain=runs[metric] - runs.weak_test_acc)
+    gain = runs.assign(gain=w2s_gain(runs, metric))
     cells = gain.groupby("benign_snr").gain.mean().sort_index()
     if len(cells) < 2:
         return float("nan")

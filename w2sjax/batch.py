@@ -106,7 +106,7 @@ class Params:
 def point_index(config: Config) -> int:
     """31 bits of the setting's hash: folded into the key so a run's numbers depend only on its
     own setting and seed, never on what else is in the batch or grid."""
-    return int(config.point_hash()[:8], 16) & 0x7FFFFFFF
+    return int(config.point_hash[:8], 16) & 0x7FFFFFFF
 
 
 def stack_params(runs: Sequence[tuple[Config, int]]) -> Params:
@@ -123,5 +123,5 @@ def stack_params(runs: Sequence[tuple[Config, int]]) -> Params:
 def run_id(config: Config, seed: int) -> str:
     """Deterministic 16-hex id from the setting, base seed and seed: the same run in two sweeps
     has the same id, so tables join row by row."""
-    text = f"{config.point_hash()}:{config.base_seed}:{seed}"
+    text = f"{config.point_hash}:{config.base_seed}:{seed}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -10,6 +10,7 @@ allowed values, before any compute.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -196,8 +197,10 @@ class Config:
         """The fields that define one simulated setting: all but name, seeds and base_seed."""
         return {k: v for k, v in self.to_dict().items() if k not in ("name", "seeds", "base_seed")}
 
+    @functools.cached_property
     def point_hash(self) -> str:
-        """Hex digest of the setting, independent of name, seed count and base seed."""
+        """Hex digest of the setting, independent of name, seed count and base seed; computed
+        once per Config (run_id, the run's key and every table row use it)."""
         text = json.dumps(self.point_fields(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from w2sjax.analysis import w2s_gain  # noqa: E402
+
 LEARNING = {
     "test_acc": "test",
     "test_acc_hard": "test (hard-only)",
@@ -142,7 +144,7 @@ def phase_heatmap(
     """Heatmap of (metric - weak test accuracy), mean over seeds, over the grid axes x and y, each
     cell annotated; an axis whose values are geometric is drawn on a log scale. With snr_c, the
     contour benign_snr = snr_c is drawn (from the cells' benign_snr)."""
-    gain = runs.assign(gain=runs[metric] - runs.weak_test_acc)
+    gain = runs.assign(gain=w2s_gain(runs, metric))
     grid = gain.pivot_table(index=y, columns=x, values="gain", aggfunc="mean").sort_index()
     xs, ys = grid.columns.to_numpy(dtype=float), grid.index.to_numpy(dtype=float)
     log_x, log_y = _is_geometric(xs), _is_geometric(ys)

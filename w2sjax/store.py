@@ -176,9 +176,9 @@ def done_run_ids(root: Path) -> set[str]:
     return ids
 
 
-def remove_uncommitted(root: Path) -> int:
+def remove_uncommitted(root: Path) -> None:
     """Delete steps/filters parts of chunks with no runs part, and temporary files a killed
-    process left behind. Returns how many files were removed. Single writer only."""
+    process left behind. Single writer only."""
     committed = committed_chunks(root)
     stale = [
         p
@@ -189,7 +189,6 @@ def remove_uncommitted(root: Path) -> int:
     stale += [p for t in TABLES if (root / t).exists() for p in (root / t).rglob(".*.tmp-*")]
     for path in stale:
         path.unlink(missing_ok=True)
-    return len(stale)
 
 
 def write_chunk(
