@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # One prepared GPU session (see docs/BENCHMARKS.md): runs from the work tree on the device image's
 # own packages, writes everything under $OUT and prints a short summary last.
-#   [TESTS="pytest args"] [BENCH=0] [SWEEP_TIMEOUT=s] scripts/gpu_session.sh [SWEEP.toml ...]
+#   [TESTS="pytest args"] [BENCH=0] [BENCH_SWEEP=SPEC.toml] [SWEEP_TIMEOUT=s] \
+#     scripts/gpu_session.sh [SWEEP.toml ...]
 # 1. environment; 2. the core correctness tests on this jax/GPU (TESTS overrides which);
-# 3. `w2sjax bench` at GPU sizes (BENCH=0 skips it); 4. each sweep file given, then its
+# 3. `w2sjax bench` at GPU sizes (BENCH=0 skips it); with BENCH_SWEEP, also that sweep timed end
+# to end against the per-run loops (its tables kept; section "sweep" of bench.json); 4. each sweep
+# file given (one already run by BENCH_SWEEP resumes with nothing left to do), then its
 # per-grid-point table (analysis.summary_table) as CSV.
 set -u -o pipefail
 OUT=${OUT:-/tmp/w2sjax-gpu}
@@ -28,6 +31,26 @@ elif ! timeout 300 python3 -m w2sjax bench --out "$OUT" 2>&1 | tee "$OUT/bench.t
   timeout 200 python3 -m w2sjax bench --out "$OUT" --runs 32 2>&1 | tee "$OUT/bench.txt"
 fi
 
+if [ -n "${BENCH_SWEEP:-}" ]; then
+  log "end-to-end timing of $BENCH_SWEEP"
+  rm -rf "$OUT/sweep-bench"
+  if timeout "${SWEEP_TIMEOUT:-300}" python3 -m w2sjax bench --sizes none --sweep "$BENCH_SWEEP" \
+    --keep "$OUT/sweeps" --out "$OUT/sweep-bench" 2>&1 | tee "$OUT/sweep-bench.txt"; then
+    # bench.json keeps the buckets; the sweep's timing joins it as its "sweep" section.
+    python3 - "$OUT" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+timed = json.loads((out / "sweep-bench" / "bench.json").read_text())
+path = out / "bench.json"
+report = json.loads(path.read_text()) if path.exists() else dict(timed, buckets=[])
+report["sweep"] = timed["sweep"]
+path.write_text(json.dumps(report, indent=2) + "\n")
+PY
+  else
+    log "end-to-end timing failed or timed out"
+  fi
+fi
+
 for spec in "$@"; do
   log "sweep $spec"
   timeout "${SWEEP_TIMEOUT:-300}" python3 -m w2sjax sweep "$spec" --out "$OUT/sweeps" --quiet \
@@ -48,6 +71,7 @@ if [ -d "$OUT/sweeps" ]; then tar czf "$OUT/sweeps.tar.gz" -C "$OUT" sweeps && r
 log summary
 cat "$OUT/tests.txt"
 grep -E "ceiling|n_st=|skipped" "$OUT/bench.txt"
+[ -f "$OUT/sweep-bench.txt" ] && grep -E "^sweep " "$OUT/sweep-bench.txt"
 for csv in "$OUT"/*.csv; do
   [ -f "$csv" ] || continue
   echo "-- $(basename "$csv")"

@@ -1,16 +1,24 @@
-"""Summaries over seeds (the paper-table layout) and the bench report's keys."""
+"""Summaries over seeds (the paper-table layout); the bench: keys, device fill, sweep timing."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SMALL
 
-from w2sjax.analysis import boundary_fit, crossing, mean_interval, regime, summary_table
-from w2sjax.bench import run_bench, write
+import w2sjax.bench as bench
+from w2sjax.analysis import boundary_fit, crossing, load, mean_interval, regime, summary_table
+from w2sjax.batch import Shape
+from w2sjax.bench import run_bench, sweep_bench, write
+from w2sjax.cli import main
+from w2sjax.config import ConfigError, build, to_toml
+from w2sjax.grid import load_sweep
+from w2sjax.sweep import bytes_per_run
 
 
 def test_mean_interval_is_the_t_interval():
@@ -151,3 +159,67 @@ def test_boundary_fit_recovers_a_known_slope(exponent):
     np.testing.assert_allclose(
         fit["n_crit"].n_crit, 300 * fit["n_crit"].other ** exponent, rtol=0.15
     )
+    # A fixed level instead: the step reaches 0.08 at n = n0 (0.1 / 0.08 - 1)^(-1/3) = 4^(1/3) n0.
+    fixed = boundary_fit(pd.DataFrame(rows), "other", n_boot=0, level=0.08)
+    assert fixed["level"] == 0.08 and fixed["slope"] == pytest.approx(exponent, abs=0.15)
+    np.testing.assert_allclose(
+        fixed["n_crit"].n_crit, 4 ** (1 / 3) * 300 * fixed["n_crit"].other ** exponent, rtol=0.15
+    )
+
+
+def _two_point_spec(folder: Path) -> Path:
+    """A sweep file "two": SMALL at n_st = 8 (coefficient form) and 80 (dense), 2 seeds each."""
+    spec = folder / "two.toml"
+    spec.write_text(to_toml({**SMALL, "name": "two", "steps": 12}) + "\n[grid]\nn_st = [8, 80]\n")
+    return spec
+
+
+def test_sweep_bench_times_every_run_against_the_loops(tmp_path, monkeypatch):
+    # Fixed loop rates: 1000 run-steps/s for the JAX loop; PyTorch 500 at n_st = 8, absent at 80.
+    monkeypatch.setattr(bench, "jax_per_run", lambda n, d, m, steps: 1000.0)
+    monkeypatch.setattr(bench, "torch_per_run", lambda n, d, m, steps: 500.0 if n == 8 else None)
+    sweep = load_sweep(_two_point_spec(tmp_path))
+    keep = tmp_path / "kept"
+    result = sweep_bench(sweep, keep=keep, log=lambda *_: None)
+    assert result["runs"] == 4 and result["diverged"] == 0 and result["engine_s"] > 0
+    assert [(b["n_st"], b["form"], b["runs"], b["steps"]) for b in result["buckets"]] == [
+        (8, "coef", 2, 12),
+        (80, "dense", 2, 12),
+    ]
+    assert [b["baseline_s"] for b in result["buckets"]] == [2 * 12 / 1000.0] * 2
+    assert [b["torch_s"] for b in result["buckets"]] == [2 * 12 / 500.0, None]
+    assert result["baseline_s"] == pytest.approx(4 * 12 / 1000.0)
+    assert result["torch_s"] is None and result["speedup_over_torch"] is None
+    assert result["speedup_over_baseline"] == pytest.approx(0.048 / result["engine_s"])
+    runs, _ = load(keep / "two")  # --keep: the timed sweep's tables stay, complete
+    assert sorted(runs.n_st) == [8, 8, 80, 80]
+    with pytest.raises(ConfigError, match="--keep: .*two exists"):
+        sweep_bench(sweep, keep=keep, log=lambda *_: None)
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--sizes", "none"], "--sizes none"),
+        (["--sweep", "missing.toml"], "missing.toml"),
+        (["--keep", "."], "--keep"),
+        (["--seeds", "3"], "--seeds"),
+        (["--sweep", "{spec}", "--keep", "{tmp}"], "--keep"),
+        (["--sweep", "{spec}", "--keep", "{tmp}/blocker/x"], "--keep"),
+        (["--out", "{tmp}/blocker"], "--out"),
+    ],
+)
+def test_bench_rejects_bad_input_before_compute(args, field, tmp_path, capsys):
+    spec = _two_point_spec(tmp_path)
+    (tmp_path / "two").mkdir()  # "--keep {tmp}": a folder that already holds the sweep
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    assert main(["bench", *(a.format(tmp=tmp_path, spec=spec) for a in args)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and field in err[0]
+
+
+def test_bench_fills_the_device_like_a_sweep_chunk():
+    shape = Shape.of(build({"d": 64, "n_st": 8, "m": 4, "n_test": 500, "log_points": 3}))
+    per_run = bytes_per_run(shape)
+    fits = [bench.fill_runs(shape, k * per_run) for k in (3, 100, 10**6)]
+    assert fits == [bench.MIN_RUNS, 100, bench.FILL_RUNS]

@@ -179,11 +179,13 @@ def boundary_fit(
     metric: str = "final_test_acc",
     n_boot: int = 1000,
     seed: int = 0,
+    level: float | None = None,
 ) -> dict:
     """Phase boundary of a (n_axis x other) sweep: n_crit(other), the n where the seed-mean W2S gain
-    (metric - weak_test_acc) crosses half its range over the whole diagram, and the slope of
-    log n_crit against log other (Theorem 3.4: -2 for p_b, +4 for sigma_p). 95% intervals come
-    from a bootstrap over seeds (each cell's seeds resampled with replacement).
+    (metric - weak_test_acc) crosses half its range over the whole diagram (or a fixed `level`,
+    e.g. 0.05 for the benign regime's line), and the slope of log n_crit against log other
+    (Theorem 3.4: -2 for p_b, +4 for sigma_p). 95% intervals come from a bootstrap over seeds
+    (each cell's seeds resampled with replacement).
 
     Returns {"level", "slope", "slope_lo", "slope_hi", "n_crit": DataFrame(other, n_crit,
     n_crit_lo, n_crit_hi)}.
@@ -203,11 +205,11 @@ def boundary_fit(
     counts = np.isfinite(values).sum(-1)
 
     def fit(means: np.ndarray) -> tuple[float, np.ndarray, float]:
-        level = (np.nanmin(means) + np.nanmax(means)) / 2
-        n_crit = np.array([crossing(n_values, means[i], level) for i in range(len(others))])
-        return level, n_crit, _slope(others, n_crit)
+        at = (np.nanmin(means) + np.nanmax(means)) / 2 if level is None else level
+        n_crit = np.array([crossing(n_values, means[i], at) for i in range(len(others))])
+        return at, n_crit, _slope(others, n_crit)
 
-    level, n_crit, slope = fit(np.nanmean(values, -1))
+    crossed, n_crit, slope = fit(np.nanmean(values, -1))
     rng = np.random.default_rng(seed)
     boot_n, boot_slope = [], []
     for _ in range(n_boot):
@@ -226,7 +228,7 @@ def boundary_fit(
         )
     table = pd.DataFrame({other: others, "n_crit": n_crit, "n_crit_lo": n_lo, "n_crit_hi": n_hi})
     return {
-        "level": float(level),
+        "level": float(crossed),
         "slope": slope,
         "slope_lo": float(s_lo),
         "slope_hi": float(s_hi),

@@ -7,11 +7,16 @@ FLOP/s of a matmul ceiling measured in the same process at the same precision. T
 its form as sweeps do (`--form auto`: coefficients when n_st < d). FLOPs are counted as what the
 form does per run-step: dense, 8 m n_st d (the forward <w, xi> and the weight gradient, two
 (2m x d)(d x n_st) products); coefficients, 4 m n_st^2 (one (2m x n_st)(n_st x n_st) product).
+
+`sweep_bench` times a whole sweep file end to end (compile, sampling, the weak fit, evaluation
+and parquet writing included) against what the per-run loops would take for the same runs.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -22,16 +27,24 @@ import jax.numpy as jnp
 import optax
 
 from w2sjax.batch import Shape, stack_params
-from w2sjax.config import build
+from w2sjax.config import ConfigError, build
 from w2sjax.data import sample, signal_matrix
+from w2sjax.grid import Sweep
 from w2sjax.models import mm as einsum
 from w2sjax.simulate import simulate
+from w2sjax.sweep import BYTES_F32, chunk_size, execute, memory_budget, plan
 from w2sjax.train import Strong, strong_step
 
-# (n_st values, d, m, runs, engine steps, per-run loop steps) by platform.
+# (n_st values, d, m, runs, engine steps, per-run loop steps) by platform. runs None: fill the
+# device as a sweep's chunk would (memory budget), MIN_RUNS to FILL_RUNS: the throughput a sweep
+# with that many runs per bucket gets. The floor is the issue's 64 runs; the planner's estimate is
+# cautious (it plans 52 at n_st = 20000, d = 10000 on an H200, where 64 ran).
+MIN_RUNS, FILL_RUNS = 64, 4096
+CEILING_BYTES = 16 * 2**30  # bytes of the same-shape ceiling's noise operand, at most
 SIZES = {
-    "gpu": ((75, 2000, 20000), 10000, 20, 64, 400, 50),
+    "gpu": ((75, 2000, 20000), 10000, 20, None, 400, 50),
     "cpu": ((75, 500, 2000), 1000, 20, 8, 200, 20),
+    "none": ((), 0, 0, 0, 0, 0),  # `bench --sizes none --sweep SPEC`: the sweep timing only
 }
 
 
@@ -87,33 +100,32 @@ def shape_ceiling(
     return 2.0 * runs * 2 * m * k * n_st / seconds
 
 
+def fill_runs(shape: Shape, budget: int) -> int:
+    """Runs per bench bucket that fill a device with `budget` bytes as a sweep's chunk would,
+    clipped to [MIN_RUNS, FILL_RUNS]."""
+    return min(FILL_RUNS, max(MIN_RUNS, chunk_size(shape, FILL_RUNS, 1, budget)))
+
+
 def engine(
     n_st: int,
     d: int,
     m: int,
-    runs: int,
+    runs: int | None,
     steps: int,
     form: str = "auto",
     precision: str = "highest",
-) -> tuple[str, float, float]:
-    """(form used, compile seconds, run seconds) of `simulate` on `runs` seeds of one bucket."""
-    config = build(
-        {
-            "d": d,
-            "n_st": n_st,
-            "m": m,
-            "steps": steps,
-            "n_test": 500,
-            "log_points": 3,
-            "seeds": runs,
-        }
-    )
+) -> tuple[str, int, float, float]:
+    """(form used, runs, compile seconds, run seconds) of `simulate` on `runs` seeds of one
+    bucket; runs None: as many as a sweep's chunk would hold on this device (`fill_runs`)."""
+    config = build({"d": d, "n_st": n_st, "m": m, "steps": steps, "n_test": 500, "log_points": 3})
     shape = Shape.of(config, form=form, precision=precision)
+    if runs is None:
+        runs = fill_runs(shape, memory_budget(jax.devices()[0]))
     params = stack_params([(config, s) for s in range(runs)])
     start = time.perf_counter()
     compiled = simulate.lower(shape, params).compile()
     compile_s = time.perf_counter() - start
-    return shape.form, compile_s, _timed(compiled, params)
+    return shape.form, runs, compile_s, _timed(compiled, params)
 
 
 def jax_per_run(n_st: int, d: int, m: int, steps: int) -> float:
@@ -184,24 +196,26 @@ def run_bench(
     log=print,
     precision: str = "highest",
 ) -> dict:
-    """Measure every bucket of SIZES[sizes] ("auto": gpu sizes on a GPU, else cpu sizes), the
-    engine and both ceilings at `precision` (the per-run loops stay float32)."""
+    """Measure every bucket of SIZES[sizes] ("auto": gpu sizes on a GPU, else cpu sizes; "none":
+    no bucket), the engine and both ceilings at `precision` (the per-run loops stay float32)."""
     platform = jax.devices()[0].platform
     key = ("gpu" if platform == "gpu" else "cpu") if sizes == "auto" else sizes
-    n_values, d, m, default_runs, default_steps, loop_steps = SIZES[key]
-    runs, steps = runs or default_runs, steps or default_steps
     ceiling = matmul_ceiling(8192 if platform == "gpu" else 1024, precision=precision)
     log(f"matmul ceiling (float32, {precision}): {ceiling / 1e12:.2f} TFLOP/s")
     results = []
+    n_values, d, m, default_runs, default_steps, loop_steps = SIZES[key]
+    runs, steps = runs or default_runs, steps or default_steps
     for n_st in n_values:
-        form, compile_s, engine_s = engine(n_st, d, m, runs, steps, precision=precision)
-        engine_rate = runs * steps / engine_s
+        form, used, compile_s, engine_s = engine(n_st, d, m, runs, steps, precision=precision)
+        engine_rate = used * steps / engine_s
+        k = n_st if form == "coef" else d
+        ceiling_runs = min(used, max(1, CEILING_BYTES // (BYTES_F32 * k * n_st)))
         result = BucketResult(
             n_st=n_st,
             d=d,
             m=m,
             form=form,
-            runs=runs,
+            runs=used,
             steps=steps,
             compile_s=compile_s,
             engine_s=engine_s,
@@ -209,9 +223,7 @@ def run_bench(
             baseline_run_steps_per_s=jax_per_run(n_st, d, m, loop_steps),
             torch_run_steps_per_s=torch_per_run(n_st, d, m, loop_steps) if use_torch else None,
             ceiling_flops=ceiling,
-            shape_ceiling_flops=shape_ceiling(
-                n_st, n_st if form == "coef" else d, m, runs, precision=precision
-            ),
+            shape_ceiling_flops=shape_ceiling(n_st, k, m, ceiling_runs, precision=precision),
             achieved_flops=engine_rate * flops_per_run_step(n_st, d, m, form),
         )
         results.append(result)
@@ -224,6 +236,104 @@ def run_bench(
         "sizes": key,
         "buckets": [asdict(r) for r in results],
     }
+
+
+def writable_folder(folder: str | Path, option: str) -> Path:
+    """Create `folder` if missing; ConfigError naming `option` unless it is a writable folder."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{option}: cannot create {folder} ({err.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{option}: {folder} is not writable")
+    return folder
+
+
+def prepare_keep(keep: str | Path, sweep: Sweep) -> None:
+    """Create `keep` if missing; ConfigError unless it is a writable folder that holds no results
+    of `sweep` yet (a resumed sweep would skip runs and time nothing)."""
+    if (Path(keep) / sweep.name).exists():
+        raise ConfigError(f"--keep: {Path(keep) / sweep.name} exists; timing needs a new folder")
+    writable_folder(keep, "--keep")
+
+
+def sweep_bench(
+    sweep: Sweep,
+    use_torch: bool = True,
+    precision: str = "highest",
+    loop_steps: int | None = None,
+    keep: str | Path | None = None,
+    log=print,
+) -> dict:
+    """Wall time of running every run of `sweep` (into a temporary folder, or into `keep`, which
+    must not hold this sweep yet), from the call to the last parquet part (compile included),
+    against the per-run loops' time for the same runs. The loops' time is estimated per bucket
+    as runs x steps / (their run-steps/s measured here at the bucket's n_st, d, m over
+    `loop_steps` steps) and counts their training steps only, not sampling, the weak fit or
+    evaluation: the speedups err against the engine. Raises KeyboardInterrupt when the sweep
+    was stopped by Ctrl-C (its committed chunks stay in `keep`)."""
+    if keep:
+        prepare_keep(keep, sweep)
+    platform = jax.devices()[0].platform
+    loop_steps = loop_steps or SIZES["gpu" if platform == "gpu" else "cpu"][5]
+    with tempfile.TemporaryDirectory() as scratch:
+        start = time.perf_counter()
+        summary = execute(sweep, keep or scratch, quiet=True, precision=precision)
+        engine_s = time.perf_counter() - start
+    if summary["interrupted"]:  # a partial sweep's time says nothing
+        raise KeyboardInterrupt
+    rates: dict[tuple[int, int, int], tuple[float, float | None]] = {}
+    buckets = []
+    for bucket in plan(sweep, precision=precision):
+        shape, runs = bucket.shape, len(bucket.runs)
+        dims = (shape.n_st, shape.d, shape.m)
+        if dims not in rates:
+            rates[dims] = (
+                jax_per_run(*dims, loop_steps),
+                torch_per_run(*dims, loop_steps) if use_torch else None,
+            )
+        jax_rate, torch_rate = rates[dims]
+        buckets.append(
+            {
+                "n_st": shape.n_st,
+                "d": shape.d,
+                "m": shape.m,
+                "form": shape.form,
+                "runs": runs,
+                "steps": shape.steps,
+                "baseline_s": runs * shape.steps / jax_rate,
+                "torch_s": runs * shape.steps / torch_rate if torch_rate else None,
+            }
+        )
+    baseline_s = sum(b["baseline_s"] for b in buckets)
+    torch_s = sum(b["torch_s"] for b in buckets) if all(b["torch_s"] for b in buckets) else None
+    result = {
+        "name": sweep.name,
+        "runs": summary["ran"],
+        "devices": summary["devices"],
+        "diverged": summary["diverged"],
+        "engine_s": engine_s,
+        "baseline_s": baseline_s,
+        "torch_s": torch_s,
+        "speedup_over_baseline": baseline_s / engine_s,
+        "speedup_over_torch": torch_s / engine_s if torch_s else None,
+        "buckets": buckets,
+    }
+    torch_text = ""
+    if torch_s:
+        torch_text = f", PyTorch loop {torch_s:,.1f} s ({_times(torch_s / engine_s)})"
+    log(
+        f"sweep {sweep.name}: {summary['ran']} runs on {summary['devices']} in {engine_s:,.1f} s "
+        f"end to end; per-run loops for the same runs: JAX loop {baseline_s:,.1f} s "
+        f"({_times(baseline_s / engine_s)}){torch_text}"
+    )
+    return result
+
+
+def _times(ratio: float) -> str:
+    """A speedup for the log: 1,234x, 56x, 1.3x, 0.0042x."""
+    return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
 
 
 def format_row(r: BucketResult) -> str:

@@ -105,13 +105,25 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="results/bench", help="default: results/bench")
     bench.add_argument(
         "--sizes",
-        choices=("auto", "cpu", "gpu"),
+        choices=("auto", "cpu", "gpu", "none"),
         default="auto",
-        help="bucket sizes (auto: gpu sizes on a GPU)",
+        help="bucket sizes (auto: gpu sizes on a GPU; none: only --sweep)",
     )
-    bench.add_argument("--runs", type=_positive_int, help="runs per bucket")
-    bench.add_argument("--steps", type=_positive_int, help="engine steps per run")
+    bench.add_argument(
+        "--runs", type=_positive_int, help="runs per bucket (default: 8 on CPU, fill the GPU)"
+    )
+    bench.add_argument("--steps", type=_positive_int, help="engine steps per run of a bucket")
     bench.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop")
+    bench.add_argument(
+        "--sweep",
+        metavar="SPEC",
+        help="also time this sweep file end to end (into a temporary folder) against the "
+        "per-run loops for the same runs",
+    )
+    bench.add_argument("--seeds", type=_positive_int, help="seeds per grid point of --sweep")
+    bench.add_argument(
+        "--keep", metavar="OUT", help="write --sweep's tables under OUT/<name> (must be new)"
+    )
     bench.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -139,12 +151,42 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from w2sjax.bench import run_bench, write
+    try:
+        sweep = load_sweep(args.sweep, seeds=args.seeds) if args.sweep else None
+        if args.sizes == "none" and sweep is None:
+            raise ConfigError("--sizes none: needs --sweep SPEC (nothing to time otherwise)")
+        for name in ("seeds", "keep"):
+            if getattr(args, name) and sweep is None:
+                raise ConfigError(f"--{name}: needs --sweep SPEC")
+        from w2sjax.bench import prepare_keep, run_bench, sweep_bench, writable_folder, write
+        from w2sjax.sweep import OutOfMemory
 
-    report = run_bench(
-        args.sizes, args.runs, args.steps, use_torch=not args.no_torch, precision=args.precision
-    )
-    print(f"wrote {write(report, args.out)}")
+        writable_folder(args.out, "--out")
+        if args.keep:
+            prepare_keep(args.keep, sweep)
+    except ConfigError as err:
+        print(f"w2sjax: error: {err}", file=sys.stderr)
+        return 2
+
+    use_torch = not args.no_torch
+    try:
+        report = run_bench(
+            args.sizes, args.runs, args.steps, use_torch=use_torch, precision=args.precision
+        )
+        path = write(report, args.out)
+        if sweep is not None:
+            report["sweep"] = sweep_bench(
+                sweep, use_torch=use_torch, precision=args.precision, keep=args.keep
+            )
+            write(report, args.out)
+    except KeyboardInterrupt:
+        kept = f"; {Path(args.keep) / sweep.name} holds a partial sweep" if args.keep else ""
+        print(f"w2sjax: bench interrupted{kept}", file=sys.stderr)
+        return 130
+    except (OSError, OutOfMemory) as err:
+        print(f"w2sjax: error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
     return 0
 
 
