@@ -138,14 +138,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(err: Exception | str, status: int) -> int:
+    """Print `err` as the one-line error users see and return the exit status."""
+    print(f"w2sjax: error: {err}", file=sys.stderr)
+    return status
+
+
 def _report(args: argparse.Namespace) -> int:
     from w2sjax.report import write_report
 
     try:
         path = write_report(args.dir, args.format)
     except (FileNotFoundError, ConfigError) as err:
-        print(f"w2sjax: error: {err}", file=sys.stderr)
-        return 2
+        return _error(err, 2)
     print(f"report: {path}")
     return 0
 
@@ -165,8 +170,7 @@ def _bench(args: argparse.Namespace) -> int:
         if args.keep:
             prepare_keep(args.keep, sweep)
     except ConfigError as err:
-        print(f"w2sjax: error: {err}", file=sys.stderr)
-        return 2
+        return _error(err, 2)
 
     use_torch = not args.no_torch
     try:
@@ -184,8 +188,7 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"w2sjax: bench interrupted{kept}", file=sys.stderr)
         return 130
     except (OSError, OutOfMemory) as err:
-        print(f"w2sjax: error: {err}", file=sys.stderr)
-        return 1
+        return _error(err, 1)
     print(f"wrote {path}")
     return 0
 
@@ -245,8 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sweep = _load(args)
     except ConfigError as err:
-        print(f"w2sjax: error: {err}", file=sys.stderr)
-        return 2
+        return _error(err, 2)
     # jax loads only once the input is known to be good.
     from w2sjax.store import SpecMismatch
     from w2sjax.sweep import OutOfMemory, execute
@@ -269,11 +271,9 @@ def main(argv: list[str] | None = None) -> int:
             barrier=barrier,
         )
     except (OSError, SpecMismatch) as err:
-        print(f"w2sjax: error: {err}", file=sys.stderr)
-        return 2
+        return _error(err, 2)
     except OutOfMemory as err:
-        print(f"w2sjax: error: {err}; chunks written so far are kept", file=sys.stderr)
-        return 1
+        return _error(f"{err}; chunks written so far are kept", 1)
     except KeyboardInterrupt:
         print(
             f"w2sjax: interrupted; the chunk in flight was discarded, the rest is kept; {resume}",
