@@ -101,7 +101,7 @@ def test_regime_rule(values, expected):
 def test_bench_report_has_the_documented_keys(tmp_path):
     report = run_bench("cpu", runs=2, steps=3, use_torch=False, log=lambda *_: None)
     saved = json.loads(write(report, tmp_path).read_text())
-    assert {"device", "jax_version"} <= set(saved)
+    assert {"device", "jax_version"} <= set(saved) and saved["ceiling_flops"] > 0
     keys = {
         "form",
         "n_st",

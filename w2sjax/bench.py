@@ -234,6 +234,7 @@ def run_bench(
         "jax_version": jax.__version__,
         "precision": precision,
         "sizes": key,
+        "ceiling_flops": ceiling,
         "buckets": [asdict(r) for r in results],
     }
 
