@@ -68,6 +68,11 @@ class BucketResult:
     achieved_flops: float
 
 
+def device_sizes() -> str:
+    """The SIZES key of the local device: "gpu" on a GPU, else "cpu"."""
+    return "gpu" if jax.devices()[0].platform == "gpu" else "cpu"
+
+
 def flops_per_run_step(n_st: int, d: int, m: int, form: str) -> float:
     return 4.0 * m * n_st * n_st if form == "coef" else 8.0 * m * n_st * d
 
@@ -199,7 +204,7 @@ def run_bench(
     """Measure every bucket of SIZES[sizes] ("auto": gpu sizes on a GPU, else cpu sizes; "none":
     no bucket), the engine and both ceilings at `precision` (the per-run loops stay float32)."""
     platform = jax.devices()[0].platform
-    key = ("gpu" if platform == "gpu" else "cpu") if sizes == "auto" else sizes
+    key = device_sizes() if sizes == "auto" else sizes
     ceiling = matmul_ceiling(8192 if platform == "gpu" else 1024, precision=precision)
     log(f"matmul ceiling (float32, {precision}): {ceiling / 1e12:.2f} TFLOP/s")
     results = []
@@ -276,8 +281,7 @@ def sweep_bench(
     was stopped by Ctrl-C (its committed chunks stay in `keep`)."""
     if keep:
         prepare_keep(keep, sweep)
-    platform = jax.devices()[0].platform
-    loop_steps = loop_steps or SIZES["gpu" if platform == "gpu" else "cpu"][5]
+    loop_steps = loop_steps or SIZES[device_sizes()][5]
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         summary = execute(sweep, keep or scratch, quiet=True, precision=precision)
