@@ -3,13 +3,21 @@ materialises every patch (the engine never does)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import w2sjax
 from w2sjax.config import Config, build
 from w2sjax.data import EASY, HARD, Sample
+
+REPO = Path(__file__).resolve().parents[1]
 
 SMALL = dict(
     d=64,
@@ -107,3 +115,35 @@ def assert_same_tables(a, b, exact: bool = False) -> None:
                 np.testing.assert_allclose(x[col], y[col], rtol=1e-5, atol=1e-6, err_msg=col)
             else:
                 np.testing.assert_array_equal(x[col].to_numpy(), y[col].to_numpy(), err_msg=col)
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    """(runs, steps) of the sweep of SWEEP_TEXT in one process, one chunk per bucket."""
+    from w2sjax.grid import load_sweep
+    from w2sjax.sweep import execute
+
+    tmp = tmp_path_factory.mktemp("ref")
+    (tmp / "sw.toml").write_text(SWEEP_TEXT)
+    execute(load_sweep(tmp / "sw.toml"), tmp / "out", quiet=True)
+    return w2sjax.load(tmp / "out" / "sw")
+
+
+def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    """`python -m w2sjax ARGS` from the work tree, in a process of its own."""
+    environ = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "w2sjax", *args],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def finish(proc: subprocess.Popen) -> str:
+    """Wait for a `cli` process; its stdout, after asserting it exited 0."""
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    return out

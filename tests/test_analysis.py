@@ -15,10 +15,10 @@ import w2sjax.bench as bench
 from w2sjax.analysis import boundary_fit, crossing, load, mean_interval, regime, summary_table
 from w2sjax.batch import Shape
 from w2sjax.bench import run_bench, sweep_bench, write
+from w2sjax.buckets import bytes_per_run
 from w2sjax.cli import main
 from w2sjax.config import ConfigError, build, to_toml
 from w2sjax.grid import load_sweep
-from w2sjax.sweep import bytes_per_run
 
 
 def test_mean_interval_is_the_t_interval():

@@ -44,6 +44,12 @@ def test_unknown_keys(raw, field):
         ({"eval": {"log": 3}}, "eval.log"),
         ({"seeds": [1, 2]}, "seeds"),
         ({"name": "has space"}, "name"),
+        # A name is one folder under --out: never ".", "..", hidden, a path or too long.
+        ({"name": "."}, "name"),
+        ({"name": ".."}, "name"),
+        ({"name": ".x"}, "name"),
+        ({"name": "a/b"}, "name"),
+        ({"name": "x" * 201}, "name"),
     ],
 )
 def test_wrong_types(raw, field):

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from w2sjax.buckets import bytes_per_run, chunk_size, plan
 from w2sjax.config import ConfigError
 from w2sjax.grid import load_sweep
 from w2sjax.simulate import TRACES
-from w2sjax.sweep import bytes_per_run, chunk_size, execute, plan
+from w2sjax.sweep import execute
 
 
 def _write(tmp_path, text: str):
@@ -109,7 +110,7 @@ def test_one_trace_per_bucket_however_many_chunks(sweep_file, tmp_path):
     shapes = [b.shape for b in plan(sweep)]
     before = {s: TRACES[s] for s in shapes}
     summary = execute(sweep, tmp_path / "out", quiet=True, max_chunk=2)
-    assert summary["chunks"] == 6 and summary["ran"] == 12
+    assert summary.chunks == 6 and summary.ran == 12
     assert all(TRACES[s] - before[s] == 1 for s in shapes)
 
 

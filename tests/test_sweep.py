@@ -5,66 +5,34 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_same_tables
+from conftest import assert_same_tables, cli, finish
 
 import w2sjax
 from w2sjax.cli import main
 from w2sjax.grid import load_sweep
+from w2sjax.layout import part_path
+from w2sjax.lock import DatasetLock
 from w2sjax.report import PAPER_COLUMNS
-from w2sjax.store import SpecMismatch, part_path
+from w2sjax.store import SpecMismatch
 from w2sjax.sweep import execute
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
-    environ = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "w2sjax", *args],
-        env=environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
-
-
-def _finish(proc: subprocess.Popen) -> str:
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-2000:]
-    return out
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The sweep of conftest.SWEEP_TEXT in one process, one chunk per bucket."""
-    from conftest import SWEEP_TEXT
-
-    tmp = tmp_path_factory.mktemp("ref")
-    (tmp / "sw.toml").write_text(SWEEP_TEXT)
-    execute(load_sweep(tmp / "sw.toml"), tmp / "out", quiet=True)
-    return w2sjax.load(tmp / "out" / "sw")
 
 
 @pytest.mark.parametrize("max_chunk", [1, 3])
 def test_chunk_size_changes_nothing(sweep_file, tmp_path, reference, max_chunk):
     summary = execute(load_sweep(sweep_file), tmp_path, quiet=True, max_chunk=max_chunk)
-    assert summary["chunks"] == 2 * -(-6 // max_chunk)
+    assert summary.chunks == 2 * -(-6 // max_chunk)
     assert_same_tables(w2sjax.load(tmp_path / "sw"), reference)
 
 
 def test_four_devices_change_nothing(sweep_file, tmp_path, reference):
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    out = _finish(_cli("sweep", str(sweep_file), "--out", str(tmp_path), "--quiet", env=env))
+    out = finish(cli("sweep", str(sweep_file), "--out", str(tmp_path), "--quiet", env=env))
     assert "on 4 cpu device(s)" in out
     assert_same_tables(w2sjax.load(tmp_path / "sw"), reference)
 
@@ -76,26 +44,37 @@ def _free_port() -> int:
 
 
 def test_two_processes_write_the_same_union(sweep_file, tmp_path, reference):
-    port = _free_port()
-    procs = [
-        _cli(
-            "sweep",
-            str(sweep_file),
-            "--out",
-            str(tmp_path),
-            "--quiet",
-            "--distributed",
-            "--coordinator",
-            f"127.0.0.1:{port}",
-            "--num-processes",
-            "2",
-            "--process-id",
-            str(i),
-            env={"JAX_PLATFORMS": "cpu"},
-        )
-        for i in range(2)
-    ]
-    outs = [_finish(p) for p in procs]
+    def both() -> list:
+        port = _free_port()
+        return [
+            cli(
+                "sweep",
+                str(sweep_file),
+                "--out",
+                str(tmp_path),
+                "--quiet",
+                "--distributed",
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+                env={"JAX_PLATFORMS": "cpu"},
+            )
+            for i in range(2)
+        ]
+
+    # While another writer holds the dataset, process 0 is refused and process 1 learns it:
+    # both exit 2 instead of waiting at a barrier for each other.
+    with DatasetLock(tmp_path / "sw"):
+        refused = both()
+        errs = [p.communicate(timeout=120)[1] for p in refused]
+    assert [p.returncode for p in refused] == [2, 2], errs
+    assert f"being written by pid {os.getpid()}" in errs[0]
+    assert "process 0 could not set up" in errs[1]
+    assert not (tmp_path / "sw" / "runs").exists()
+    outs = [finish(p) for p in both()]
     assert all("6 runs simulated" in out for out in outs)  # each process did its half
     assert_same_tables(w2sjax.load(tmp_path / "sw"), reference)
 
@@ -116,7 +95,7 @@ def test_sigkill_three_times_then_resume(sweep_file, tmp_path):
     parts = lambda: len(list(runs_dir.glob("*/*.parquet")))  # noqa: E731
     kills = 0
     for target in (1, 3, 5):
-        proc = _cli(*args)
+        proc = cli(*args)
         deadline = time.monotonic() + 120
         while parts() < target and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -125,10 +104,10 @@ def test_sigkill_three_times_then_resume(sweep_file, tmp_path):
             kills += 1
         proc.wait()
     assert kills == 3 and 0 < parts() < 12
-    out = _finish(_cli(*args))
+    out = finish(cli(*args))
     assert "already written" in out and parts() == 12
-    _finish(
-        _cli(
+    finish(
+        cli(
             "sweep",
             str(sweep_file),
             "--out",
@@ -156,10 +135,10 @@ def test_rerun_skips_written_runs_and_cleans_uncommitted(sweep_file, tmp_path):
     runs, steps = w2sjax.load(root)
     assert len(runs) == 6 and set(steps.run_id) == set(runs.run_id)  # load hides the orphan
     summary = execute(sweep, tmp_path, quiet=True, max_chunk=6)
-    assert summary["ran"] == 6 and summary["skipped"] == 6
+    assert summary.ran == 6 and summary.skipped == 6
     assert len(list(root.glob("steps/*/*.parquet"))) == 2  # the orphan was replaced, not kept
     summary = execute(sweep, tmp_path, quiet=True)
-    assert summary["ran"] == 0 and summary["skipped"] == 12
+    assert summary.ran == 0 and summary.skipped == 12
 
 
 def test_changed_spec_is_refused_unless_fresh(sweep_file, tmp_path, capsys):
@@ -169,13 +148,13 @@ def test_changed_spec_is_refused_unless_fresh(sweep_file, tmp_path, capsys):
         execute(changed, tmp_path, quiet=True)
     with pytest.raises(SpecMismatch):  # another precision must not be mixed in by a resume
         execute(load_sweep(sweep_file), tmp_path, quiet=True, precision="bf16")
-    assert execute(load_sweep(sweep_file), tmp_path, quiet=True, form="dense")["ran"] == 0
+    assert execute(load_sweep(sweep_file), tmp_path, quiet=True, form="dense").ran == 0
     assert (
         main(["sweep", str(sweep_file), "--out", str(tmp_path), "--set", "eta=0.1", "--quiet"]) == 2
     )
     assert "--fresh" in capsys.readouterr().err
     summary = execute(changed, tmp_path, quiet=True, fresh=True)
-    assert summary["ran"] == 12
+    assert summary.ran == 12
     runs, _ = w2sjax.load(tmp_path / "sw")
     assert (runs.eta == 0.1).all() and len(runs) == 12
 
@@ -270,7 +249,7 @@ def test_out_of_memory_halves_the_chunk_and_changes_nothing(
 
     monkeypatch.setattr(engine, "simulate", tight_device)
     summary = execute(load_sweep(sweep_file), tmp_path, quiet=True)  # plans 6 runs per chunk
-    assert summary["ran"] == 12 and summary["chunks"] == 6
+    assert summary.ran == 12 and summary.chunks == 6
     assert sizes == [6, 3, 2, 2, 2, 6, 3, 2, 2, 2]  # one failed halving per bucket, then 2s
     assert_same_tables(w2sjax.load(tmp_path / "sw"), reference)
 
@@ -290,10 +269,11 @@ def test_out_of_memory_at_one_run_is_a_clear_error(sweep_file, tmp_path, monkeyp
 def test_full_disk_fails_before_compute(sweep_file, tmp_path, monkeypatch, capsys):
     import shutil as shutil_module
 
+    import w2sjax.buckets as buckets
     import w2sjax.sweep as engine
 
     monkeypatch.setattr(
-        engine.shutil,
+        buckets.shutil,
         "disk_usage",
         lambda path: shutil_module._ntuple_diskusage(10**9, 10**9, 1000),
     )
@@ -306,7 +286,7 @@ def test_full_disk_fails_before_compute(sweep_file, tmp_path, monkeypatch, capsy
 def test_ctrl_c_commits_the_chunk_in_flight_and_resumes(sweep_file, tmp_path, reference):
     args = ["sweep", str(sweep_file), "--out", str(tmp_path), "--quiet", "--max-chunk", "1"]
     runs_dir = tmp_path / "sw" / "runs"
-    proc = _cli(*args)
+    proc = cli(*args)
     deadline = time.monotonic() + 120
     while not list(runs_dir.glob("*/*.parquet")) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -316,6 +296,6 @@ def test_ctrl_c_commits_the_chunk_in_flight_and_resumes(sweep_file, tmp_path, re
     assert "rerun the same command to resume" in err and "Traceback" not in err
     written = len(list(runs_dir.glob("*/*.parquet")))
     assert 0 < written < 12 and not list((tmp_path / "sw").rglob(".*tmp*"))
-    out = _finish(_cli(*args))
+    out = finish(cli(*args))
     assert f"{written} already written" in out
     assert_same_tables(w2sjax.load(tmp_path / "sw"), reference)

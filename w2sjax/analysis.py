@@ -10,26 +10,47 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from w2sjax.integrity import DamagedDataset, require_intact, unreadable_line
+
 PARTITIONING = ds.partitioning(pa.schema([("bucket", pa.string())]), flavor="hive")
+# Parts carry page checksums (store.write_parquet): a damaged page fails the read, never reads
+# as numbers.
+PARQUET = ds.ParquetFileFormat(
+    default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True)
+)
 
 
 def read_table(path: str | Path, table: str) -> pd.DataFrame:
     """One table ("runs", "steps" or "filters") of the sweep folder `path`, with `bucket` as a
-    plain string column (not pandas' categorical default for partition columns)."""
-    folder = Path(path) / table
+    plain string column (not pandas' categorical default for partition columns). A damaged
+    dataset raises integrity.DamagedDataset, one line naming the file and the repair command."""
+    require_intact(path)
+    return _read(Path(path) / table)
+
+
+def _read(folder: Path) -> pd.DataFrame:
+    """A table folder as pandas; a part that fails to read past its footer (a damaged data page,
+    which integrity's cheap check cannot see) raises DamagedDataset naming it."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such table (has the sweep run?)")
-    return ds.dataset(folder, format="parquet", partitioning=PARTITIONING).to_table().to_pandas()
+    try:
+        table = ds.dataset(folder, format=PARQUET, partitioning=PARTITIONING).to_table()
+    except (pa.ArrowException, OSError) as err:
+        raise DamagedDataset(unreadable_line(folder, err)) from None
+    return table.to_pandas()
 
 
 def load(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, steps) of a sweep folder such as results/default, sorted by run_id (and step).
 
     Steps of chunks that were never committed (a crash between writing a chunk's steps and its
-    runs part) are left out, so both tables describe the same runs.
+    runs part) are left out, so both tables describe the same runs. A damaged dataset (a part
+    that does not read, a committed chunk missing rows, a stray file in a table) raises
+    integrity.DamagedDataset naming the file and `w2sjax check --repair`.
     """
-    runs = read_table(path, "runs").sort_values("run_id", ignore_index=True)
-    steps = read_table(path, "steps")
+    require_intact(path)
+    runs = _read(Path(path) / "runs").sort_values("run_id", ignore_index=True)
+    steps = _read(Path(path) / "steps")
     steps = steps[steps.run_id.isin(runs.run_id)].sort_values(["run_id", "step"], ignore_index=True)
     return runs, steps
 

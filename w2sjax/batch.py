@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import chex
 import jax.numpy as jnp
-import numpy as np
 
-from w2sjax.config import FORMS, PRECISIONS, Config
+from w2sjax.config import FORMS, PRECISIONS, Config, log_steps
 
 SHAPE_FIELDS = (
     "d",
@@ -76,12 +75,8 @@ class Shape:
         )
 
     def log_steps(self) -> tuple[int, ...]:
-        """Logged steps, 0 and `steps` included: geometric (log-spaced from 1) or linear."""
-        if self.log == "geometric":
-            grid = np.geomspace(1, self.steps, self.log_points - 1)
-        else:
-            grid = np.linspace(0, self.steps, self.log_points)
-        return tuple(sorted({0, self.steps, *np.rint(grid).astype(int).tolist()}))
+        """Logged steps, 0 and `steps` included (config.log_steps)."""
+        return log_steps(self.steps, self.log, self.log_points)
 
 
 @chex.dataclass(frozen=True)

@@ -27,12 +27,13 @@ import jax.numpy as jnp
 import optax
 
 from w2sjax.batch import Shape, stack_params
+from w2sjax.buckets import BYTES_F32, chunk_size, memory_budget, plan
 from w2sjax.config import ConfigError, build
 from w2sjax.data import sample, signal_matrix
 from w2sjax.grid import Sweep
 from w2sjax.models import mm as einsum
 from w2sjax.simulate import simulate
-from w2sjax.sweep import BYTES_F32, chunk_size, execute, memory_budget, plan
+from w2sjax.sweep import execute
 from w2sjax.train import Strong, strong_step
 
 # (n_st values, d, m, runs, engine steps, per-run loop steps) by platform. runs None: fill the
@@ -286,7 +287,7 @@ def sweep_bench(
         start = time.perf_counter()
         summary = execute(sweep, keep or scratch, quiet=True, precision=precision)
         engine_s = time.perf_counter() - start
-    if summary["interrupted"]:  # a partial sweep's time says nothing
+    if summary.interrupted:  # a partial sweep's time says nothing
         raise KeyboardInterrupt
     rates: dict[tuple[int, int, int], tuple[float, float | None]] = {}
     buckets = []
@@ -315,9 +316,9 @@ def sweep_bench(
     torch_s = sum(b["torch_s"] for b in buckets) if all(b["torch_s"] for b in buckets) else None
     result = {
         "name": sweep.name,
-        "runs": summary["ran"],
-        "devices": summary["devices"],
-        "diverged": summary["diverged"],
+        "runs": summary.ran,
+        "devices": summary.devices,
+        "diverged": summary.diverged,
         "engine_s": engine_s,
         "baseline_s": baseline_s,
         "torch_s": torch_s,
@@ -329,7 +330,7 @@ def sweep_bench(
     if torch_s:
         torch_text = f", PyTorch loop {torch_s:,.1f} s ({_times(torch_s / engine_s)})"
     log(
-        f"sweep {sweep.name}: {summary['ran']} runs on {summary['devices']} in {engine_s:,.1f} s "
+        f"sweep {sweep.name}: {summary.ran} runs on {summary.devices} in {engine_s:,.1f} s "
         f"end to end; per-run loops for the same runs: JAX loop {baseline_s:,.1f} s "
         f"({_times(baseline_s / engine_s)}){torch_text}"
     )

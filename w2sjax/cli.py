@@ -135,6 +135,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("dir", help="a sweep folder, e.g. results/default")
     report.add_argument("--format", choices=("png", "pdf"), default="png", help="figure format")
+    check = sub.add_parser(
+        "check",
+        help="a dataset's integrity: chunks, runs, step rows, damaged or stray files; exit 0 "
+        "when clean, 1 when not",
+    )
+    check.add_argument("dir", help="a sweep folder, e.g. results/default")
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="take the dataset's lock and move damaged chunks and stray files to DIR/quarantine/; "
+        "rerunning the sweep then recomputes exactly their runs",
+    )
     return parser
 
 
@@ -145,14 +157,29 @@ def _error(err: Exception | str, status: int) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from w2sjax.layout import DatasetRefused
     from w2sjax.report import write_report
 
     try:
         path = write_report(args.dir, args.format)
-    except (FileNotFoundError, ConfigError) as err:
+    except (FileNotFoundError, ConfigError, DatasetRefused) as err:
         return _error(err, 2)
     print(f"report: {path}")
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from w2sjax.check import check
+    from w2sjax.layout import DatasetRefused
+
+    try:
+        result = check(args.dir, args.repair)
+    except DatasetRefused as err:
+        return _error(err, 2)
+    except OSError as err:
+        return _error(f"{args.dir}: cannot repair ({err.strerror or err})", 2)
+    print("\n".join(result.lines))
+    return 0 if result.clean else 1
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -207,23 +234,26 @@ def _load(args: argparse.Namespace) -> Sweep:
 
 
 def _processes(args: argparse.Namespace):
-    """Initialise jax.distributed if asked; this process's share and a cross-process barrier."""
+    """Initialise jax.distributed if asked; this process's share and how the processes meet."""
     import jax
 
     from w2sjax.sweep import Processes
 
     if not args.distributed:
-        return Processes(), lambda name: None
+        return Processes()
     jax.distributed.initialize(
         coordinator_address=args.coordinator,
         num_processes=args.num_processes,
         process_id=args.process_id,
     )
+    import numpy as np
     from jax.experimental import multihost_utils
 
-    return (
-        Processes(jax.process_index(), jax.process_count()),
-        multihost_utils.sync_global_devices,
+    return Processes(
+        jax.process_index(),
+        jax.process_count(),
+        barrier=multihost_utils.sync_global_devices,
+        agree=lambda ok: bool(multihost_utils.broadcast_one_to_all(np.int32(ok))),
     )
 
 
@@ -245,15 +275,17 @@ def main(argv: list[str] | None = None) -> int:
         return _bench(args)
     if args.command == "report":
         return _report(args)
+    if args.command == "check":
+        return _check(args)
     try:
         sweep = _load(args)
     except ConfigError as err:
         return _error(err, 2)
     # jax loads only once the input is known to be good.
-    from w2sjax.store import SpecMismatch
+    from w2sjax.layout import DatasetRefused
     from w2sjax.sweep import OutOfMemory, execute
 
-    procs, barrier = _processes(args)
+    procs = _processes(args)
     words = argv if argv is not None else sys.argv[1:]
     resume = f"rerun the same command to resume: w2sjax {' '.join(words)}"
     try:
@@ -268,9 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             precision=args.precision,
             memory_budget_bytes=args.memory_budget,
             procs=procs,
-            barrier=barrier,
         )
-    except (OSError, SpecMismatch) as err:
+    except (OSError, DatasetRefused) as err:
         return _error(err, 2)
     except OutOfMemory as err:
         return _error(f"{err}; chunks written so far are kept", 1)
@@ -280,25 +311,28 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    if summary["interrupted"]:
+    if summary.interrupted:
         print(
-            f"w2sjax: interrupted after {summary['chunks']} chunks ({summary['ran']} runs) "
+            f"w2sjax: interrupted after {summary.chunks} chunks ({summary.ran} runs) "
             f"were written; {resume}",
             file=sys.stderr,
         )
         return 130
-    root = summary["root"]
+    root = summary.root
     print(
-        f"{summary['ran']} runs simulated in {summary['chunks']} chunks on {summary['devices']}, "
-        f"{summary['skipped']} already written; {summary['seconds']:.1f} s"
+        f"{summary.ran} runs simulated in {summary.chunks} chunks on {summary.devices}, "
+        f"{summary.skipped} already written; {summary.seconds:.1f} s"
     )
-    if summary["diverged"]:
+    if summary.diverged:
         print(
-            f"{summary['diverged']} runs diverged (non-finite state): see the diverged and "
+            f"{summary.diverged} runs diverged (non-finite state): see the diverged and "
             f"diverged_step columns of {root / 'runs'}; their rows from that step on are NaN"
         )
     if procs.index == 0:
-        figure = _figure(sweep, root)
+        try:
+            figure = _figure(sweep, root)
+        except (OSError, DatasetRefused) as err:  # e.g. another writer's --fresh took the folder
+            return _error(f"the tables are written, the figure is not ({err})", 1)
         print(
             f"tables: {root / 'runs'} and {root / 'steps'}"
             + (f"; figure: {figure}" if figure else "")

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 PROB_FIELDS = ("p_e", "p_h", "p_b")
 # Engine choices (not config fields: they change neither a run's random numbers nor its run_id).
 FORMS = ("auto", "dense", "coef")
@@ -66,7 +68,12 @@ def _prob(default: float) -> FieldSpec:
 
 # Order here is column order in tables and key order when a config is written back.
 FIELDS: dict[str, FieldSpec] = {
-    "name": FieldSpec(None, "name", "w2s", "a non-empty name of letters, digits, '_', '-', '.'"),
+    "name": FieldSpec(
+        None,
+        "name",
+        "w2s",
+        "a folder name of 1-200 letters, digits, '_', '-', '.', not starting with '.'",
+    ),
     "seeds": _pos_int(None, 8),
     "base_seed": FieldSpec(None, "int", 0, "an integer in [0, 2147483647]", low=0, high=2**31 - 1),
     "d": _pos_int("data", 10000, low=5),
@@ -98,7 +105,9 @@ FIELDS: dict[str, FieldSpec] = {
     "log_points": _pos_int("eval", 60, low=2),
 }
 SECTIONS = ("data", "weak", "strong", "eval")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+# One path component that is never ".", ".." or hidden: the name becomes a folder under --out, and
+# the dataset's lock and a --fresh deletion in progress use hidden names beside it.
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}$")
 
 
 def _qualified(field: str) -> str:
@@ -298,3 +307,13 @@ def to_toml(values: Mapping[str, Any]) -> str:
             f"{f} = {_toml_value(full[f])}" for f, s in FIELDS.items() if s.section == section
         ]
     return "\n".join(lines) + "\n"
+
+
+def log_steps(steps: int, log: str, log_points: int) -> tuple[int, ...]:
+    """Logged steps of a run, 0 and `steps` included: geometric (log-spaced from 1) or linear.
+    Jax-free, so a dataset's integrity check can count the step rows a run must have."""
+    if log == "geometric":
+        grid = np.geomspace(1, steps, log_points - 1)
+    else:
+        grid = np.linspace(0, steps, log_points)
+    return tuple(sorted({0, steps, *np.rint(grid).astype(int).tolist()}))

@@ -21,6 +21,7 @@ from w2sjax.config import (
     Config,
     ConfigError,
     build,
+    check_field,
     flatten,
     read_toml,
     to_toml,
@@ -133,16 +134,27 @@ def load_sweep(
 ) -> Sweep:
     """Read a sweep (or plain config) file, apply `--set` overrides and `--seeds`, validate every
     point. An override of an axis field replaces that axis with the single value."""
-    raw = dict(read_toml(path))
+    return sweep_from(read_toml(path), Path(path).stem, overrides, seeds)
+
+
+def sweep_from(
+    raw: Mapping[str, Any],
+    default_name: str,
+    overrides: Mapping[str, Any] | None = None,
+    seeds: int | None = None,
+) -> Sweep:
+    """A sweep from parsed TOML (as `load_sweep`); `default_name` when it names none."""
+    raw = dict(raw)
     grid = _axes("grid", raw.pop("grid", {}))
     zipped = _axes("zip", raw.pop("zip", {}))
     base = flatten(raw)
-    base.setdefault("name", Path(path).stem)
+    base.setdefault("name", default_name)
     for name, value in (overrides or {}).items():
         grid.pop(name, None)
         zipped.pop(name, None)
         base[name] = value
     if seeds is not None:
         base["seeds"] = seeds
+    base["name"] = check_field("name", base["name"])  # before any point: it names a folder
     points = expand(base, grid, zipped)
     return Sweep(base=base, grid=grid, zip=zipped, points=points)

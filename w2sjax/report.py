@@ -25,8 +25,8 @@ from w2sjax.analysis import (
     summary_table,
 )
 from w2sjax.grid import load_sweep
+from w2sjax.layout import SPEC_FILE
 from w2sjax.plots import curves, phase_heatmap
-from w2sjax.store import SPEC_FILE
 
 COLUMNS = {  # summary column: markdown header
     "weak_test_acc": "weak",

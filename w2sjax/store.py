@@ -1,19 +1,21 @@
-"""Tables of a chunk of runs (pandas) and the sweep's parquet dataset on disk.
+"""Tables of a chunk of runs (pandas) and writing them into the sweep's dataset on disk.
 
-Layout under <out>/<name>/: spec.toml, and the tables runs/ (one row per run), steps/ (one row per
-run and logged step) and, opt-in, filters/ (one row per run, logged step, class j and filter r),
-each hive-partitioned as <table>/bucket=<bucket id>/part-<chunk id>.parquet.
+The tables (layout.py has where they live): runs (one row per run), steps (one row per run and
+logged step) and, opt-in, filters (one row per run, logged step, class j and filter r).
 
 A chunk is committed when its runs part exists: its steps and filters parts are written first, each
 under a temporary name renamed into place, so a crash leaves at most uncommitted parts, which
-`remove_uncommitted` deletes and readers ignore.
+`integrity.remove_uncommitted` deletes and readers ignore. Every change to the folder is made by
+the one process holding the dataset's lock (lock.py).
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,6 +28,16 @@ import pyarrow.parquet as pq
 from w2sjax import __version__
 from w2sjax.batch import Shape, run_id
 from w2sjax.config import FIELDS, Config
+from w2sjax.layout import (
+    SPEC_FILE,
+    DatasetRefused,
+    deleting_leftovers,
+    deleting_path,
+    existing_spec,
+    is_dataset,
+    part_path,
+    parts,
+)
 from w2sjax.theory import abundance, benign_snr
 from w2sjax.train import RUN_METRICS, STEP_METRICS
 
@@ -142,7 +154,8 @@ def write_parquet(df: pd.DataFrame, path: Path, metadata: dict[str, str]) -> Non
     """df as one parquet file at path, `metadata` added to its schema, written atomically."""
     table = pa.Table.from_pandas(df, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    replace_atomically(path, lambda tmp: pq.write_table(table, tmp))
+    # Page checksums let a reader tell a damaged page from data (integrity.py, analysis.load).
+    replace_atomically(path, lambda tmp: pq.write_table(table, tmp, write_page_checksum=True))
 
 
 def write_text(path: Path, text: str) -> None:
@@ -150,45 +163,12 @@ def write_text(path: Path, text: str) -> None:
     replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
-TABLES = ("runs", "steps", "filters")
-SPEC_FILE = "spec.toml"
-
-
-def part_path(root: Path, table: str, bucket: str, chunk: str) -> Path:
-    """<root>/<table>/bucket=<bucket>/part-<chunk>.parquet"""
-    return root / table / f"bucket={bucket}" / f"part-{chunk}.parquet"
-
-
-def _parts(root: Path, table: str) -> list[Path]:
-    return sorted((root / table).glob("bucket=*/part-*.parquet"))
-
-
-def committed_chunks(root: Path) -> set[str]:
-    """Chunk ids whose runs part exists."""
-    return {p.stem.removeprefix("part-") for p in _parts(root, "runs")}
-
-
 def done_run_ids(root: Path) -> set[str]:
     """run_ids of every committed chunk."""
     ids: set[str] = set()
-    for path in _parts(root, "runs"):
+    for path in parts(root, "runs"):
         ids.update(pq.read_table(path, columns=["run_id"]).column("run_id").to_pylist())
     return ids
-
-
-def remove_uncommitted(root: Path) -> None:
-    """Delete steps/filters parts of chunks with no runs part, and temporary files a killed
-    process left behind. Single writer only."""
-    committed = committed_chunks(root)
-    stale = [
-        p
-        for t in TABLES[1:]
-        for p in _parts(root, t)
-        if p.stem.removeprefix("part-") not in committed
-    ]
-    stale += [p for t in TABLES if (root / t).exists() for p in (root / t).rglob(".*.tmp-*")]
-    for path in stale:
-        path.unlink(missing_ok=True)
 
 
 def write_chunk(
@@ -199,13 +179,8 @@ def write_chunk(
         write_parquet(tables[name], part_path(root, name, bucket, chunk), metadata)
 
 
-class SpecMismatch(ValueError):
+class SpecMismatch(DatasetRefused):
     """An existing dataset was made by a different spec."""
-
-
-def existing_spec(root: Path) -> str | None:
-    path = root / SPEC_FILE
-    return path.read_text() if path.exists() else None
 
 
 def check_spec(root: Path, spec_text: str) -> None:
@@ -216,3 +191,33 @@ def check_spec(root: Path, spec_text: str) -> None:
             f"{root}: holds results of a different spec (see {root / SPEC_FILE}); "
             f"rerun with --fresh to replace them, or choose another name or --out"
         )
+
+
+def discard(root: Path) -> None:
+    """--fresh: delete the dataset folder `root`, which must be a folder strictly inside its
+    parent (the --out folder) holding a w2sjax spec.toml, or be empty or missing; DatasetRefused
+    otherwise. The folder is renamed aside first, so a kill during the deletion leaves the old
+    files under a hidden name (removed by `discard_leftovers`), never inside the new dataset."""
+    if not root.exists() and not root.is_symlink():
+        return
+    inside = root.resolve().parent == root.parent.resolve()
+    if root.is_symlink() or not root.is_dir() or not inside:
+        raise DatasetRefused(
+            f"--fresh: {root} is not a folder inside {root.parent}; delete it yourself or "
+            f"choose another name or --out"
+        )
+    if any(root.iterdir()) and not is_dataset(root):
+        raise DatasetRefused(
+            f"--fresh: {root} holds no w2sjax {SPEC_FILE} for a sweep named {root.name!r}, so "
+            f"it is not deleted; delete it yourself or choose another name or --out"
+        )
+    aside = deleting_path(root, os.getpid())
+    os.rename(root, aside)
+    shutil.rmtree(aside)
+
+
+def discard_leftovers(root: Path) -> None:
+    """Finish the deletions of killed --fresh runs of this dataset (see `discard`)."""
+    for old in deleting_leftovers(root):
+        print(f"w2sjax: removing {old}, left by an interrupted --fresh", file=sys.stderr)
+        shutil.rmtree(old)

@@ -1,119 +1,55 @@
-"""The sweep engine: grid points -> buckets (one compiled program each) -> memory-sized chunks,
-sharded over every local device -> parquet parts, resumable.
+"""The sweep engine: a dataset folder taken and set up under its lock, then the chunks of each
+bucket (buckets.py) simulated, sharded over every local device, and committed as parquet parts;
+resumable.
 
-A bucket holds the runs that share a Shape. Its runs go through `simulate` in chunks of one fixed
-size (the last padded by repeating a run), so a bucket traces and compiles once. The runs axis of a
-chunk is sharded over a mesh of the local devices. With several processes (--distributed) each
-process takes every process_count-th run of each bucket and writes its own parts.
+The runs axis of a chunk is sharded over a mesh of the local devices. With several processes
+(--distributed) each process takes every process_count-th run of each bucket and writes its own
+parts; process 0 alone holds the lock and changes the folder before the others start.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from w2sjax.batch import Shape, run_id, stack_params
-from w2sjax.config import Config
+from w2sjax.batch import Shape, stack_params
+from w2sjax.buckets import (
+    Run,
+    Work,
+    check_disk,
+    chunk_id,
+    memory_budget,
+    plan,
+    schedule,
+    split,
+)
 from w2sjax.grid import Sweep
+from w2sjax.integrity import inspect, quarantine, remove_uncommitted
+from w2sjax.layout import SPEC_FILE, DatasetRefused
+from w2sjax.lock import DatasetLock
 from w2sjax.simulate import simulate
 from w2sjax.store import (
-    SPEC_FILE,
     check_spec,
     chunk_tables,
+    discard,
+    discard_leftovers,
     done_run_ids,
-    remove_uncommitted,
     table_metadata,
     write_chunk,
     write_text,
 )
-from w2sjax.train import STEP_METRICS
-
-Run = tuple[Config, int]
-BYTES_F32 = 4
-# Fraction of a device's memory a chunk may plan to use: XLA needs room for its own buffers.
-GPU_MEMORY_FRACTION = 0.6
-CPU_MEMORY_FRACTION = 0.25
-
-
-@dataclass(frozen=True)
-class Bucket:
-    """Runs that share one Shape, in grid order then seed order."""
-
-    shape: Shape
-    runs: tuple[Run, ...]
-
-    @property
-    def id(self) -> str:
-        return hashlib.sha256(repr(self.shape).encode()).hexdigest()[:10]
-
-
-def plan(
-    sweep: Sweep, filters: bool = False, form: str = "auto", precision: str = "highest"
-) -> list[Bucket]:
-    """Group the sweep's runs (every point x seed) into buckets by Shape, in first-seen order."""
-    groups: dict[Shape, list[Run]] = {}
-    for config in sweep.points:
-        shape = Shape.of(config, filters=filters, form=form, precision=precision)
-        groups.setdefault(shape, []).extend((config, seed) for seed in range(config.seeds))
-    return [Bucket(shape, tuple(runs)) for shape, runs in groups.items()]
-
-
-def bytes_per_run(shape: Shape) -> int:
-    """Planning estimate of device memory for one run of `shape` (inputs, state, temporaries)."""
-    n_all = shape.n_wk + shape.n_st + shape.n_test
-    filters = 2 * shape.m * shape.d
-    floats = (
-        n_all * shape.d  # the three noise matrices
-        + 6 * filters  # W, W0, gradient, update and temporaries
-        + 8 * shape.m * shape.n_st  # noise and signal pre-activations, masks, rho, its update
-        + 6 * shape.m * shape.n_test  # test pre-activations
-        + len(shape.log_steps()) * (len(STEP_METRICS) + (8 * shape.m if shape.filters else 0))
-        + (shape.n_st * (shape.n_st + shape.n_test) if shape.form == "coef" else 0)  # the K's
-    )
-    return int(1.5 * BYTES_F32 * floats)
-
-
-def memory_budget(device: jax.Device) -> int:
-    """Bytes a chunk may use per device: a fixed fraction of the device's total memory (not of
-    what is free now, so a rerun plans the same chunks). CPU devices share the host's memory."""
-    stats = device.memory_stats() if device.platform != "cpu" else None
-    if stats and "bytes_limit" in stats:
-        return int(GPU_MEMORY_FRACTION * stats["bytes_limit"])
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return int(CPU_MEMORY_FRACTION * total) // len(jax.local_devices())
-
-
-def chunk_size(
-    shape: Shape, n_runs: int, n_devices: int, budget_per_device: int, max_chunk: int | None = None
-) -> int:
-    """Runs per chunk: as many as fit the memory budget on every device, at most n_runs and
-    max_chunk, rounded up to a multiple of n_devices (so the runs axis shards evenly)."""
-    fit = max(1, budget_per_device // bytes_per_run(shape)) * n_devices
-    size = max(1, min(fit, n_runs, max_chunk or n_runs))
-    return -(-size // n_devices) * n_devices
-
-
-def chunk_id(runs: list[Run]) -> str:
-    """Content hash of a chunk: its sorted run_ids."""
-    ids = sorted(run_id(c, s) for c, s in runs)
-    return hashlib.sha256(",".join(ids).encode()).hexdigest()[:16]
-
-
-def split(runs: list[Run], size: int) -> list[list[Run]]:
-    return [runs[i : i + size] for i in range(0, len(runs), size)]
 
 
 class _Interrupt:
@@ -144,12 +80,25 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def _alone(name: str) -> None:
+    """The barrier of a single process."""
+
+
+def _own(ok: bool) -> bool:
+    """`agree` of a single process: its own value."""
+    return ok
+
+
 @dataclass(frozen=True)
 class Processes:
-    """Which share of the work this process does: runs index % count == index."""
+    """Which share of the work this process does (runs index % count == index) and how the
+    processes meet: `barrier(name)` returns once all reach it; `agree(ok)` returns process 0's
+    `ok` to every process (a barrier too)."""
 
     index: int = 0
     count: int = 1
+    barrier: Callable[[str], None] = _alone
+    agree: Callable[[bool], bool] = _own
 
 
 class DeviceOOM(RuntimeError):
@@ -176,31 +125,6 @@ def run_chunk(
     return jax.tree_util.tree_map(lambda a: np.asarray(a)[: len(runs)], out)
 
 
-def expected_output_bytes(buckets: list[Bucket]) -> int:
-    """A generous estimate of the parquet bytes a sweep writes (uncompressed float columns)."""
-    per_step_row = 8 * (len(STEP_METRICS) + 4)
-    return sum(
-        len(b.runs)
-        * (
-            2048
-            + len(b.shape.log_steps())
-            * per_step_row
-            * (1 + (2 * b.shape.m if b.shape.filters else 0))
-        )
-        for b in buckets
-    )
-
-
-def check_disk(root: Path, buckets: list[Bucket]) -> None:
-    """Fail before compute when the output folder's disk cannot hold the sweep's tables."""
-    need, free = expected_output_bytes(buckets), shutil.disk_usage(root).free
-    if need > free:
-        raise OSError(
-            f"--out: {root} has {free / 1e6:,.0f} MB free, the sweep needs about "
-            f"{need / 1e6:,.0f} MB; free space or choose another --out"
-        )
-
-
 def stored_spec(sweep: Sweep, precision: str) -> str:
     """What spec.toml holds: the sweep's canonical text, and a non-default precision (a resume
     must not mix in results at another precision; the form may differ, both forms are exact)."""
@@ -208,75 +132,101 @@ def stored_spec(sweep: Sweep, precision: str) -> str:
     return text if precision == "highest" else text + f"\n# --precision {precision}\n"
 
 
-def prepare(
-    root: Path, spec_text: str, fresh: bool, procs: Processes, barrier: Callable[[str], None]
-) -> None:
-    """Check and set up the dataset folder before any compute. Every process checks the spec;
-    only process 0 changes files, then all meet at a barrier."""
-    if not fresh:
-        check_spec(root, spec_text)
+def set_up(root: Path, spec_text: str, fresh: bool) -> None:
+    """Make `root` ready for the sweep whose spec.toml is `spec_text`; only under its lock. Finish
+    a killed --fresh's deletion; apply --fresh (store.discard) or refuse another spec; remove what
+    a killed writer left uncommitted; move damaged chunks and stray files to quarantine/, so
+    their runs are recomputed; write spec.toml."""
+    try:
+        discard_leftovers(root)
+        if fresh:
+            discard(root)
+        else:
+            check_spec(root, spec_text)
+        root.mkdir(parents=True, exist_ok=True)
+        remove_uncommitted(root)
+        found = inspect(root, spec_text)
+        moved = quarantine(root, found.to_quarantine)
+        if moved is not None:
+            print(
+                f"w2sjax: {len(found.damaged)} damaged chunk(s) and {len(found.stray)} stray "
+                f"file(s) moved to {moved}; their runs are recomputed",
+                file=sys.stderr,
+            )
+        write_text(root / SPEC_FILE, spec_text)
+    except OSError as err:
+        raise OSError(f"--out: cannot write {root} ({err.strerror or err})") from None
+
+
+def _take_lock(root: Path, hold: ExitStack) -> None:
+    try:
+        hold.enter_context(DatasetLock(root))
+    except OSError as err:
+        raise OSError(f"--out: cannot write {root.parent} ({err.strerror or err})") from None
+
+
+def prepare(root: Path, spec_text: str, fresh: bool, procs: Processes, hold: ExitStack) -> None:
+    """Before any compute: process 0 takes the dataset's lock (kept in `hold` until the sweep
+    ends) and sets the folder up; every process learns whether that worked, so none waits for a
+    process 0 that was refused. Raises DatasetRefused or OSError (one line) when it did not."""
+    failure: Exception | None = None
     if procs.index == 0:
         try:
-            if fresh and root.exists():
-                shutil.rmtree(root)
-            root.mkdir(parents=True, exist_ok=True)
-            remove_uncommitted(root)
-            write_text(root / SPEC_FILE, spec_text)
-        except OSError as err:
-            raise OSError(f"--out: cannot write {root} ({err.strerror or err})") from None
-    barrier("w2sjax-prepared")
+            _take_lock(root, hold)
+            set_up(root, spec_text, fresh)
+        except Exception as err:  # whatever stops process 0 must stop every process
+            failure = err
+    ok = procs.agree(failure is None)
+    if failure is not None:
+        raise failure
+    if not ok:
+        raise DatasetRefused(f"{root}: process 0 could not set up the dataset (see its error)")
+    if procs.index != 0:
+        check_spec(root, spec_text)
 
 
-def execute(
-    sweep: Sweep,
-    out: str | Path = "results",
-    *,
-    fresh: bool = False,
-    quiet: bool = False,
-    filters: bool = False,
-    max_chunk: int | None = None,
-    memory_budget_bytes: int | None = None,
-    form: str = "auto",
-    precision: str = "highest",
-    procs: Processes = Processes(),
-    barrier: Callable[[str], None] = lambda name: None,
-) -> dict:
-    """Run every not-yet-written run of `sweep` (this process's share) and write its parts under
-    <out>/<name>/. Returns a summary: root, ran (runs simulated now), skipped (already written),
-    chunks, interrupted (stopped by Ctrl-C after committing the chunk in flight), diverged (runs
-    simulated now whose state became non-finite), seconds, devices. A chunk that runs out of
-    device memory is retried in halves (the bucket's later chunks too), down to one run per
-    device; below that OutOfMemory is raised."""
-    root = Path(out) / sweep.name
-    spec = stored_spec(sweep, precision)
-    prepare(root, spec, fresh, procs, barrier)
-    done = done_run_ids(root)
-    devices = jax.local_devices()
+@dataclass(frozen=True)
+class Summary:
+    """What `execute` did: runs simulated now (`ran`) and already written (`skipped`), chunks
+    written, runs whose state became non-finite, whether Ctrl-C stopped it after committing the
+    chunk in flight, the devices and the wall seconds from the first chunk."""
+
+    root: Path
+    ran: int
+    skipped: int
+    chunks: int
+    diverged: int
+    interrupted: bool
+    devices: str
+    seconds: float
+
+
+class Done(NamedTuple):
+    """What `run_work` committed (runs, chunks, runs that diverged); whether Ctrl-C stopped it."""
+
+    ran: int
+    chunks: int
+    diverged: int
+    interrupted: bool
+
+
+def run_work(
+    work: list[Work], root: Path, meta: dict[str, str], devices: list, quiet: bool
+) -> Done:
+    """Simulate and commit every chunk of `work`.
+    A chunk that runs out of device memory is retried in halves (the bucket's later chunks too),
+    down to one run per device; below that OutOfMemory is raised."""
     sharding = NamedSharding(Mesh(np.array(devices), ("runs",)), PartitionSpec("runs"))
-    budget = memory_budget_bytes or memory_budget(devices[0])
-    meta = table_metadata(spec, sweep.spec_hash())
-
-    buckets = plan(sweep, filters, form, precision)
-    if procs.index == 0:
-        check_disk(root, buckets)
-    work, skipped = [], 0
-    for bucket in buckets:
-        mine = list(bucket.runs[procs.index :: procs.count])
-        todo = [r for r in mine if run_id(*r) not in done]
-        skipped += len(mine) - len(todo)
-        if todo:
-            size = chunk_size(bucket.shape, len(mine), len(devices), budget, max_chunk)
-            work += [(bucket, size, chunk) for chunk in split(todo, size)]
-
     start = time.perf_counter()
     ran = run_steps = diverged = chunks = 0
     caps: dict[str, int] = {}  # per bucket: the chunk size after out-of-memory halvings
     interrupted = _Interrupt()
     bar = tqdm(total=len(work), unit="chunk", disable=quiet, file=sys.stderr, dynamic_ncols=True)
     with interrupted:
-        for bucket, size, planned in work:
-            size = min(size, caps.get(bucket.id, size))
-            queue = split(planned, size)
+        for item in work:
+            bucket = item.bucket
+            size = min(item.size, caps.get(bucket.id, item.size))
+            queue = split(item.runs, size)
             while queue and not interrupted.requested:
                 runs = queue.pop(0)
                 try:
@@ -308,15 +258,51 @@ def execute(
             if interrupted.requested:
                 break
     bar.close()
-    if not interrupted.requested:
-        barrier("w2sjax-finished")
-    return {
-        "root": root,
-        "ran": ran,
-        "skipped": skipped,
-        "chunks": chunks,
-        "interrupted": interrupted.requested,
-        "diverged": diverged,
-        "devices": f"{len(devices)} {devices[0].platform} device(s)",
-        "seconds": time.perf_counter() - start,
-    }
+    return Done(ran, chunks, diverged, interrupted.requested)
+
+
+def execute(
+    sweep: Sweep,
+    out: str | Path = "results",
+    *,
+    fresh: bool = False,
+    quiet: bool = False,
+    filters: bool = False,
+    max_chunk: int | None = None,
+    memory_budget_bytes: int | None = None,
+    form: str = "auto",
+    precision: str = "highest",
+    procs: Processes = Processes(),
+) -> Summary:
+    """Run every not-yet-written run of `sweep` (this process's share) and write its parts under
+    <out>/<name>/. Process 0 holds the dataset's lock from before it touches the folder until
+    every process is done, so a second writer gets LockHeld (a DatasetRefused), one line, before
+    anything is written. Out of device memory at one run per device: OutOfMemory."""
+    root = Path(out) / sweep.name
+    spec = stored_spec(sweep, precision)
+    with ExitStack() as hold:
+        prepare(root, spec, fresh, procs, hold)
+        devices = jax.local_devices()
+        buckets = plan(sweep, filters, form, precision)
+        if procs.index == 0:
+            check_disk(root, buckets)
+        budget = memory_budget_bytes or memory_budget(devices[0])
+        work, skipped = schedule(
+            buckets, done_run_ids(root), procs.index, procs.count, len(devices), budget, max_chunk
+        )
+        start = time.perf_counter()
+        meta = table_metadata(spec, sweep.spec_hash())
+        done = run_work(work, root, meta, devices, quiet)
+        seconds = time.perf_counter() - start
+        if not done.interrupted:
+            procs.barrier("w2sjax-finished")
+    return Summary(
+        root=root,
+        ran=done.ran,
+        skipped=skipped,
+        chunks=done.chunks,
+        diverged=done.diverged,
+        interrupted=done.interrupted,
+        devices=f"{len(devices)} {devices[0].platform} device(s)",
+        seconds=seconds,
+    )

@@ -1,0 +1,75 @@
+"""Where a dataset's files live, and which names belong to w2sjax (jax-free).
+
+Under <out>/<name>/: spec.toml, the tables runs/, steps/ and (opt-in) filters/, each
+hive-partitioned as <table>/bucket=<bucket id>/part-<chunk id>.parquet, and the project's own
+folders report/ and quarantine/. Beside it in <out>: the dataset's lock file `.<name>.lock`, and
+while a `--fresh` deletion runs, the old folder renamed to `.<name>.deleting-<pid>`. Names never
+start with "." (config's name rule), so these hidden names cannot meet another dataset's.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+TABLES = ("runs", "steps", "filters")
+SPEC_FILE = "spec.toml"
+QUARANTINE = "quarantine"
+REPORT = "report"
+# Files and folders of a dataset's top level that w2sjax writes (the figure: `w2sjax sweep`).
+OWN_TOP_LEVEL = (*TABLES, SPEC_FILE, QUARANTINE, REPORT, "phase_final_gain.png")
+
+
+class DatasetRefused(ValueError):
+    """The dataset folder cannot be used as asked (held by another writer, a different spec, an
+    unsafe --fresh, damage); str() is one line for the user."""
+
+
+def part_path(root: Path, table: str, bucket: str, chunk: str) -> Path:
+    """<root>/<table>/bucket=<bucket>/part-<chunk>.parquet"""
+    return root / table / f"bucket={bucket}" / f"part-{chunk}.parquet"
+
+
+def parts(root: Path, table: str) -> list[Path]:
+    """The table's part files, sorted."""
+    return sorted((root / table).glob("bucket=*/part-*.parquet"))
+
+
+def chunk_of(part: Path) -> str:
+    """The chunk id in a part's file name."""
+    return part.stem.removeprefix("part-")
+
+
+def is_temporary(path: Path) -> bool:
+    """A file being written (or left by a killed writer) under store.replace_atomically's name."""
+    return path.name.startswith(".") and ".tmp-" in path.name
+
+
+def lock_path(root: Path) -> Path:
+    """The dataset's lock file, beside its folder so --fresh never deletes it."""
+    return root.parent / f".{root.name}.lock"
+
+
+def deleting_path(root: Path, pid: int) -> Path:
+    """Where --fresh renames the old folder before deleting it."""
+    return root.parent / f".{root.name}.deleting-{pid}"
+
+
+def deleting_leftovers(root: Path) -> list[Path]:
+    """Old folders a killed --fresh renamed aside but did not finish deleting."""
+    return sorted(root.parent.glob(f".{root.name}.deleting-*"))
+
+
+def existing_spec(root: Path) -> str | None:
+    """The text of root's spec.toml, or None."""
+    path = root / SPEC_FILE
+    return path.read_text() if path.is_file() else None
+
+
+def is_dataset(root: Path) -> bool:
+    """True when root holds a spec.toml that w2sjax wrote for a sweep of this folder's name."""
+    try:
+        spec = tomllib.loads(existing_spec(root) or "")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    return spec.get("name") == root.name and isinstance(spec.get("strong"), dict)
