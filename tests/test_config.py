@@ -50,6 +50,8 @@ def test_unknown_keys(raw, field):
         ({"name": ".x"}, "name"),
         ({"name": "a/b"}, "name"),
         ({"name": "x" * 201}, "name"),
+        ({"name": "sw\n"}, "name"),
+        ({"name": "-x"}, "name"),
     ],
 )
 def test_wrong_types(raw, field):

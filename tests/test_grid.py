@@ -71,6 +71,7 @@ def test_override_replaces_an_axis(tmp_path):
         ("[zip]\nn_st = [1, 2]\np_b = [0.1]\n", "zip: fields must have equal-length lists"),
         ("[grid]\nn_st = [1]\n[zip]\nn_st = [2]\n", "zip.n_st: field is also a [grid] axis"),
         ("[grid]\nn_st = [10, -3]\n", "grid point n_st=-3: strong.n_st: must be"),
+        ("[grid]\nn_st = [20, 30, 20]\n", "grid point n_st=20: the same setting as grid point"),
         (
             '[data]\np_e = "rest"\np_h = 0.5\n[grid]\np_b = [0.2, 0.7]\n',
             "grid point p_b=0.7: data.p_e",

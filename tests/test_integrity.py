@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 
 import pandas as pd
@@ -22,8 +23,9 @@ from w2sjax.analysis import read_table
 from w2sjax.cli import main
 from w2sjax.grid import load_sweep
 from w2sjax.integrity import DamagedDataset, inspect
-from w2sjax.layout import deleting_path, lock_path, parts
+from w2sjax.layout import TABLES, deleting_path, lock_path, parts
 from w2sjax.lock import DatasetLock, LockHeld
+from w2sjax.store import SpecMismatch
 from w2sjax.sweep import execute
 
 CHUNK = 2  # runs per chunk: 12 runs, 6 chunks
@@ -68,14 +70,42 @@ def _garbage(path):
     path.write_text("not a parquet file\n")
 
 
-DAMAGES = {
-    "runs-truncated": ("runs", _truncate),
-    "runs-garbage": ("runs", _garbage),
-    "steps-truncated": ("steps", _truncate),
-    "steps-garbage": ("steps", _garbage),
-    "filters-truncated": ("filters", _truncate),
-    "filters-garbage": ("filters", _garbage),
-    "steps-missing": ("steps", lambda path: path.unlink()),
+def _rows(keep):
+    """Rewrite a part with only its rows [:keep(n)]: footer, schema and spec record intact."""
+
+    def harm(path):
+        table = pq.read_table(path)
+        pq.write_table(table.slice(0, keep(table.num_rows)), path, write_page_checksum=True)
+
+    return harm
+
+
+def _spec_byte(path):
+    """One byte of the spec recorded in the footer (which has no checksum) turned to 0xff."""
+    data = bytearray(path.read_bytes())
+    data[data.index(b'name = "sw"') + 8] = 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _folder(path):
+    path.unlink()
+    path.mkdir()  # an empty folder where the part belongs
+
+
+DAMAGES = {  # name: (table of the damaged part, harm, tables whose parts quarantine then holds)
+    "runs-truncated": ("runs", _truncate, TABLES),
+    "runs-garbage": ("runs", _garbage, TABLES),
+    "runs-no-rows": ("runs", _rows(lambda n: 0), TABLES),
+    "runs-spec-byte": ("runs", _spec_byte, TABLES),
+    "steps-truncated": ("steps", _truncate, TABLES),
+    "steps-garbage": ("steps", _garbage, TABLES),
+    "steps-a-row-short": ("steps", _rows(lambda n: n - 1), TABLES),
+    "steps-missing": ("steps", lambda path: path.unlink(), ("runs", "filters")),
+    "steps-a-folder": ("steps", _folder, TABLES),
+    "filters-truncated": ("filters", _truncate, TABLES),
+    "filters-garbage": ("filters", _garbage, TABLES),
+    "filters-a-row-short": ("filters", _rows(lambda n: n - 1), TABLES),
+    "filters-missing": ("filters", lambda path: path.unlink(), ("runs", "steps")),
 }
 
 
@@ -84,7 +114,7 @@ def test_a_damaged_part_is_named_quarantined_and_its_chunk_recomputed(
     damage, copy, pristine, capsys
 ):
     sweep, root = copy
-    table, harm = DAMAGES[damage]
+    table, harm, moved_tables = DAMAGES[damage]
     victim = parts(root, table)[1]
     harm(victim)
     rel = victim.relative_to(root)
@@ -99,12 +129,12 @@ def test_a_damaged_part_is_named_quarantined_and_its_chunk_recomputed(
 
     summary = _resume(sweep, root.parent)
     assert (summary.ran, summary.skipped) == (CHUNK, 12 - CHUNK)  # exactly the damaged chunk
-    assert "1 damaged chunk(s) and 0 stray file(s) moved" in capsys.readouterr().err
+    assert "1 damaged chunk(s)" in capsys.readouterr().err
     assert_same_tables(w2sjax.load(root), w2sjax.load(pristine[1]), exact=True)
     pd.testing.assert_frame_equal(_filters(root), _filters(pristine[1]))
     moved = {p.parts[-3] for p in (root / "quarantine").rglob(victim.name)}
-    kept = {"runs", "steps", "filters"} - ({"steps"} if damage == "steps-missing" else set())
-    assert moved == kept  # the chunk's parts, all of them, kept for inspection
+    assert moved == set(moved_tables)  # the chunk's parts, all of them, kept for inspection
+    assert main(["check", str(root)]) == 0
 
 
 def test_a_damaged_page_behind_a_sound_footer_is_found_by_readers_and_check(copy, pristine, capsys):
@@ -124,7 +154,7 @@ def test_a_damaged_page_behind_a_sound_footer_is_found_by_readers_and_check(copy
     assert_same_tables(w2sjax.load(root), w2sjax.load(pristine[1]), exact=True)
 
 
-def test_stray_files_are_quarantined_and_nothing_recomputed(copy, pristine, capsys):
+def test_stray_entries_are_quarantined_hidden_ones_ignored(copy, pristine, capsys):
     sweep, root = copy
     bucket = parts(root, "steps")[0].parent
     strays = [root / "runs" / "notes.txt", bucket / "part-x.csv", root / "filters" / "junk" / "a"]
@@ -132,12 +162,35 @@ def test_stray_files_are_quarantined_and_nothing_recomputed(copy, pristine, caps
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("mine\n")
     (root / "my_analysis.txt").write_text("not a table file\n")
-    with pytest.raises(DamagedDataset, match="not a part file"):
+    for hidden in (root / "runs" / ".DS_Store", bucket / ".nfs0001", bucket / "_SUCCESS"):
+        hidden.write_text("the file system's or another tool's, never w2sjax's to move")
+    with pytest.raises(DamagedDataset, match="not a"):
         w2sjax.load(root)
     summary = _resume(sweep, root.parent)
     assert summary.ran == 0 and "0 damaged chunk(s) and 3 stray file(s)" in capsys.readouterr().err
     assert not any(p.exists() for p in strays) and (root / "my_analysis.txt").exists()
+    assert (bucket / ".nfs0001").exists() and (root / "runs" / ".DS_Store").exists()
     assert_same_tables(w2sjax.load(root), w2sjax.load(pristine[1]), exact=True)
+
+
+@pytest.mark.parametrize("damage", [b"", b"\xff\xfe not text", b'name = "sw"\n[data\n'])
+def test_a_damaged_spec_toml_is_restored_from_the_parts(damage, copy, pristine, capsys):
+    sweep, root = copy
+    original = (root / "spec.toml").read_text()
+    (root / "spec.toml").write_bytes(damage)
+    assert main(["check", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "spec.toml is damaged" in out and "--repair restores it" in out
+    assert "\ndamaged: " not in out  # the parts are sound: none is called another spec's
+    assert main(["check", str(root), "--repair"]) == 0
+    assert (root / "spec.toml").read_text() == original
+    (root / "spec.toml").write_bytes(damage)  # a resume restores it too, recomputing nothing
+    assert _resume(sweep, root.parent).ran == 0
+    assert "was damaged" in capsys.readouterr().err
+    assert (root / "spec.toml").read_text() == original
+    (root / "spec.toml").write_bytes(damage)  # but not for a sweep its parts do not record
+    with pytest.raises(SpecMismatch, match="damaged"):
+        _resume(_sweep(root.parent, eta=0.7), root.parent)
 
 
 def test_parts_of_another_spec_or_repeated_runs_are_damage(copy, pristine, tmp_path):
@@ -151,7 +204,7 @@ def test_parts_of_another_spec_or_repeated_runs_are_damage(copy, pristine, tmp_p
         target = root / table / foreign.parent.name / foreign.name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source, target)
-    for table in ("runs", "steps"):  # and a committed chunk repeated under another chunk id
+    for table in TABLES:  # and a committed chunk repeated under another chunk id
         source = root / table / again.parent.name / again.name
         shutil.copy(source, source.with_name("part-0000000000000000.parquet"))
     found = inspect(root)
@@ -183,22 +236,25 @@ def test_check_reports_repairs_and_the_sweep_recomputes_exactly_those_runs(copy,
     assert main(["check", str(root)]) == 0
 
 
-def test_check_while_a_writer_holds_the_lock(copy, capsys):
+def test_check_while_a_writer_holds_the_lock(copy, capsys, monkeypatch):
     _, root = copy
     in_flight = root / "steps" / parts(root, "steps")[0].parent.name / "part-inflight.parquet"
     in_flight.write_text("half written")  # a chunk in flight: its runs part comes last
+    (root.parent / "link").symlink_to(root)
     with DatasetLock(root):
-        assert main(["check", str(root)]) == 0
-        out = capsys.readouterr().out
-        assert f"being written by pid {os.getpid()}" in out and "1 file(s) of chunks" in out
-        assert main(["check", str(root), "--repair"]) == 2
-        assert "being written by" in capsys.readouterr().err
-    assert in_flight.exists()
+        for spelling in (str(root), str(root.parent / "link"), "."):  # one lock, any spelling
+            monkeypatch.chdir(root)
+            assert main(["check", spelling]) == 0
+            out = capsys.readouterr().out
+            assert f"being written by pid {os.getpid()}" in out and "1 file(s) of chunks" in out
+            assert main(["check", spelling, "--repair"]) == 2
+            assert "being written by" in capsys.readouterr().err
+    assert in_flight.exists() and not (root / "..lock").exists()
     assert main(["check", "/nonexistent/sw"]) == 2
     assert "not a w2sjax dataset" in capsys.readouterr().err
 
 
-def test_the_lock_names_its_holder_and_a_dead_holder_is_taken_over(tmp_path, capsys):
+def test_the_lock_names_its_holder_and_takes_over_only_what_it_can_check(tmp_path, capsys):
     root = tmp_path / "sw"
     with DatasetLock(root, wait_s=0.0):
         holder = json.loads(lock_path(root).read_text())
@@ -206,20 +262,42 @@ def test_the_lock_names_its_holder_and_a_dead_holder_is_taken_over(tmp_path, cap
         with pytest.raises(LockHeld) as info:
             DatasetLock(root, wait_s=0.0).__enter__()
         assert f"pid {os.getpid()} on {holder['host']} since {holder['since']}" in str(info.value)
-        with pytest.raises(LockHeld):  # a reader that must not watch a writer is refused too
+        with pytest.raises(LockHeld):  # a reader asking whether a writer is at work learns it
             DatasetLock(root, shared=True, wait_s=0.0).__enter__()
     assert lock_path(root).read_text() == ""  # released cleanly: no holder left behind
-    # A writer that died keeps its record but not its lock.
-    dead = {"pid": 2**22 + 12345, "host": holder["host"], "since": "2026-01-01T00:00:00Z"}
-    lock_path(root).write_text(json.dumps(dead))
-    with DatasetLock(root, wait_s=0.0):
-        pass
-    err = capsys.readouterr().err
-    assert "taking over the lock" in err and f"pid {dead['pid']}" in err
-    assert len(err.strip().splitlines()) == 1
+    since = "2026-01-01T00:00:00Z"
+    records = {  # a record left behind: which a writer on this host may take over
+        "dead": ({"pid": 2**22 + 12345, "host": holder["host"], "since": since}, "no longer"),
+        "alive, lock free": (
+            {"pid": os.getppid(), "host": holder["host"], "since": since},
+            "does not hold it",
+        ),
+        "another host": ({"pid": 77, "host": "node-elsewhere", "since": since}, None),
+        "garbage": ({"pid": "77", "host": 3}, ""),
+    }
+    for record, notice in records.values():
+        lock_path(root).write_text(json.dumps(record))
+        if notice is None:
+            with pytest.raises(LockHeld, match="cannot check; if that process is gone, delete"):
+                DatasetLock(root, wait_s=0.0).__enter__()
+            continue
+        with DatasetLock(root, wait_s=0.0):
+            pass
+        err = capsys.readouterr().err
+        if notice:
+            assert f"taking over the lock of {root} left by pid {record['pid']}" in err
+            assert notice in err and len(err.strip().splitlines()) == 1
+        else:
+            assert err == ""
+    (tmp_path / "notes.txt").write_text("mine")
+    lock_path(root).unlink()
+    lock_path(root).symlink_to(tmp_path / "notes.txt")
+    with pytest.raises(OSError):  # a lock file planted as a link truncates nothing
+        DatasetLock(root, wait_s=0.0).__enter__()
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-def test_without_file_system_locks_the_record_still_refuses_a_live_writer(tmp_path, monkeypatch):
+def test_without_file_system_locks_the_record_decides(tmp_path, monkeypatch, capsys):
     import errno
     import fcntl
 
@@ -231,6 +309,37 @@ def test_without_file_system_locks_the_record_still_refuses_a_live_writer(tmp_pa
     with DatasetLock(root, wait_s=0.0):
         with pytest.raises(LockHeld, match=f"pid {os.getpid()}"):
             DatasetLock(root, wait_s=0.0).__enter__()
+    capsys.readouterr()
+    dead = {"pid": 2**22 + 12345, "host": socket.gethostname(), "since": "2026-01-01T00:00:00Z"}
+    lock_path(root).write_text(json.dumps(dead))
+    with DatasetLock(root, wait_s=0.0):
+        pass
+    err = capsys.readouterr().err
+    assert f"left by pid {dead['pid']}" in err and "refuses locks" in err
+
+
+def test_a_dataset_named_like_a_deletion_is_left_alone(tmp_path, capsys):
+    spec = tmp_path / "sw.toml"
+    spec.write_text(SWEEP_TEXT.replace("seeds = 3", "seeds = 1"))
+    out = tmp_path / "out"
+    assert (
+        main(["sweep", str(spec), "--out", str(out), "--quiet", "--set", 'name="sw.deleting-1"'])
+        == 0
+    )
+    assert main(["sweep", str(spec), "--out", str(out), "--quiet"]) == 0
+    assert "removing" not in capsys.readouterr().err
+    assert (out / ".sw.deleting-1.lock").exists() and (out / "sw.deleting-1" / "runs").is_dir()
+
+
+def test_bench_keep_refuses_a_dataset_another_writer_holds(tmp_path, capsys):
+    spec = tmp_path / "sw.toml"
+    spec.write_text(SWEEP_TEXT)
+    keep = tmp_path / "keep"
+    with DatasetLock(keep / "sw"):
+        args = ["bench", "--sizes", "none", "--no-torch", "--sweep", str(spec), "--seeds", "1"]
+        assert main([*args, "--keep", str(keep), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "being written by" in err
 
 
 def test_a_second_writer_is_refused_and_the_first_completes(tmp_path, reference, capsys):

@@ -177,7 +177,7 @@ def _check(args: argparse.Namespace) -> int:
     except DatasetRefused as err:
         return _error(err, 2)
     except OSError as err:
-        return _error(f"{args.dir}: cannot repair ({err.strerror or err})", 2)
+        return _error(f"{args.dir}: cannot {'repair' if args.repair else 'check'} it ({err})", 2)
     print("\n".join(result.lines))
     return 0 if result.clean else 1
 
@@ -191,6 +191,7 @@ def _bench(args: argparse.Namespace) -> int:
             if getattr(args, name) and sweep is None:
                 raise ConfigError(f"--{name}: needs --sweep SPEC")
         from w2sjax.bench import prepare_keep, run_bench, sweep_bench, writable_folder, write
+        from w2sjax.layout import DatasetRefused
         from w2sjax.sweep import OutOfMemory
 
         writable_folder(args.out, "--out")
@@ -214,6 +215,8 @@ def _bench(args: argparse.Namespace) -> int:
         kept = f"; {Path(args.keep) / sweep.name} holds a partial sweep" if args.keep else ""
         print(f"w2sjax: bench interrupted{kept}", file=sys.stderr)
         return 130
+    except DatasetRefused as err:  # --keep's dataset taken by another writer meanwhile
+        return _error(err, 2)
     except (OSError, OutOfMemory) as err:
         return _error(err, 1)
     print(f"wrote {path}")

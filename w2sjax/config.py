@@ -72,7 +72,7 @@ FIELDS: dict[str, FieldSpec] = {
         None,
         "name",
         "w2s",
-        "a folder name of 1-200 letters, digits, '_', '-', '.', not starting with '.'",
+        "a folder name of 1-200 letters, digits, '_', '-', '.', not starting with '.' or '-'",
     ),
     "seeds": _pos_int(None, 8),
     "base_seed": FieldSpec(None, "int", 0, "an integer in [0, 2147483647]", low=0, high=2**31 - 1),
@@ -107,7 +107,7 @@ FIELDS: dict[str, FieldSpec] = {
 SECTIONS = ("data", "weak", "strong", "eval")
 # One path component that is never ".", ".." or hidden: the name becomes a folder under --out, and
 # the dataset's lock and a --fresh deletion in progress use hidden names beside it.
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
 
 
 def _qualified(field: str) -> str:
@@ -127,7 +127,7 @@ def check_field(field: str, value: Any) -> Any:
     spec = FIELDS[field]
     if spec.kind in ("choice", "name"):
         ok = isinstance(value, str) and (
-            value in spec.choices if spec.kind == "choice" else bool(_NAME_RE.match(value))
+            value in spec.choices if spec.kind == "choice" else bool(_NAME_RE.fullmatch(value))
         )
         if not ok:
             raise _fail(field, value, spec)

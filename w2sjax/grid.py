@@ -120,12 +120,21 @@ def expand(
         raise ConfigError(f"zip.{sorted(both)[0]}: field is also a [grid] axis; use one")
     rows = [dict(zip(zipped, row, strict=True)) for row in zip(*zipped.values(), strict=True)]
     points = []
+    labels: dict[str, str] = {}  # point_hash -> the first grid point with that setting
     for combo in itertools.product(*grid.values(), rows or [{}]):
         values = {**dict(zip(grid, combo[:-1], strict=True)), **combo[-1]}
         try:
-            points.append(build({**base, **values}))
+            point = build({**base, **values})
         except ConfigError as err:
             raise ConfigError(f"grid point {_point_label(values)}: {err}") from None
+        label = _point_label(values)
+        if point.point_hash in labels:  # its runs would be the same runs, twice
+            raise ConfigError(
+                f"grid point {label}: the same setting as grid point {labels[point.point_hash]}; "
+                f"each setting runs once (raise seeds for more runs)"
+            )
+        labels[point.point_hash] = label
+        points.append(point)
     return tuple(points)
 
 

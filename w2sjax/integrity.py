@@ -3,13 +3,17 @@ moving those into <dataset>/quarantine/ so a resumed sweep recomputes exactly th
 
 The check is cheap: each part's parquet footer, and of each runs part the five columns that say how
 many rows its steps (runs x logged steps) and filters (x 2 x m) parts must hold. A chunk is whole
-when its runs part reads, its steps part (and filters part, if any) has exactly those rows, every
-part was made by the dataset's spec, and none of its runs is in another chunk. Data pages are not
-read (except by `inspect(..., deep=True)`, which `w2sjax check` uses), so a part with a sound
-footer and a damaged page passes the cheap check and fails when it is read, naming the file: parts
-carry page checksums (store.write_parquet), verified on every read.
+when its runs part reads and holds runs, its steps part (and its filters part, where the dataset
+has a filters table) has exactly those rows, every part was made by the dataset's spec, and none
+of its runs is in another chunk. Data pages are not read (except by `inspect(..., deep=True)`,
+which `w2sjax check` uses), so a part with a sound footer and a damaged page passes the cheap
+check and fails when it is read, naming the file: parts carry page checksums (store.write_parquet),
+verified on every read.
+
 Steps or filters parts without a runs part, and temporary files, belong to a chunk not yet
 committed (in flight, or left by a killed writer, which the next sweep removes): never damage.
+Other names starting with "." or "_" (.DS_Store, an NFS .nfs file) are ignored, as pyarrow ignores
+them when reading.
 """
 
 from __future__ import annotations
@@ -46,10 +50,12 @@ class DamagedDataset(DatasetRefused):
 
 @dataclass(frozen=True)
 class Fault:
-    """A damaged chunk (its first fault) or a stray file, by path relative to the dataset."""
+    """A damaged chunk (its first fault) or a stray file, by path relative to the dataset. kind:
+    "unreadable", "rows", "missing", "spec" (made by another spec), "repeat" or "stray"."""
 
     path: Path
     reason: str
+    kind: str
 
 
 @dataclass(frozen=True)
@@ -62,12 +68,13 @@ class Inspection:
     step_rows_expected: int  # over committed chunks whose runs part reads
     step_rows_found: int
     damaged: tuple[Fault, ...]  # one per damaged chunk
-    stray: tuple[Fault, ...]  # files inside the tables that no chunk owns
-    to_quarantine: tuple[Path, ...]  # every part of each damaged chunk, and the stray files
+    stray: tuple[Fault, ...]  # files or folders inside the tables that no chunk owns
+    to_quarantine: tuple[Path, ...]  # every part of each damaged chunk, and the stray entries
     uncommitted: tuple[Path, ...]  # parts of chunks not committed, temporary files
     other: tuple[Path, ...]  # top-level entries w2sjax does not write (left alone)
-    spec_runs: int | None  # runs the spec.toml describes (None without a readable spec.toml)
-    spec_problem: str | None  # spec.toml missing or unreadable
+    spec_runs: int | None  # runs the spec describes (None when it does not read as a sweep)
+    spec_problem: str | None  # spec.toml missing or damaged
+    parts_spec: str | None  # the spec text every readable runs part records, if they agree
 
     @property
     def clean(self) -> bool:
@@ -93,39 +100,51 @@ def _open(path: Path, deep: bool) -> tuple[pq.ParquetFile | None, str | None]:
 
 
 def _spec_of(part: pq.ParquetFile) -> str | None:
-    meta = part.metadata.metadata or {}
-    value = meta.get(b"w2sjax.spec")
-    return value.decode() if value is not None else None
+    value = (part.metadata.metadata or {}).get(b"w2sjax.spec")
+    return value.decode(errors="replace") if value is not None else None
+
+
+def _ignored(path: Path) -> bool:
+    return path.name.startswith((".", "_")) and not is_temporary(path)
 
 
 def _walk(root: Path) -> tuple[dict, list[Fault], list[Path]]:
-    """Files under the table folders: {(table, bucket, chunk): path}, strays, temporaries."""
+    """Entries of the table folders: {(table, bucket, chunk): part path}, strays (files or whole
+    folders, moved as they are), temporary files. Paths relative to root."""
     found: dict[tuple[str, str, str], Path] = {}
     stray: list[Fault] = []
     temporary: list[Path] = []
+
+    def is_folder(path: Path) -> bool:
+        return path.is_dir() and not path.is_symlink()
+
     for table in TABLES:
         folder = root / table
-        if not folder.is_dir():
-            if folder.exists():
-                stray.append(Fault(Path(table), "a file where a table folder belongs"))
+        if not is_folder(folder):
+            if folder.exists() or folder.is_symlink():
+                stray.append(Fault(Path(table), "not a folder", "stray"))
             continue
-        for path in sorted(folder.rglob("*")):
-            if path.is_dir() and not path.is_symlink():
+        for bucket in sorted(folder.iterdir()):
+            if _ignored(bucket):
                 continue
-            rel = path.relative_to(root)
-            parts = rel.parts
-            if is_temporary(path):
-                temporary.append(rel)
-            elif (
-                len(parts) == 3
-                and parts[1].startswith("bucket=")
-                and parts[2].startswith("part-")
-                and parts[2].endswith(".parquet")
-                and path.is_file()
-            ):
-                found[(table, parts[1].removeprefix("bucket="), chunk_of(path))] = rel
-            else:
-                stray.append(Fault(rel, "not a part file of this table"))
+            if not (is_folder(bucket) and bucket.name.startswith("bucket=")):
+                stray.append(Fault(bucket.relative_to(root), "not a bucket folder", "stray"))
+                continue
+            for path in sorted(bucket.iterdir()):
+                rel = path.relative_to(root)
+                if is_temporary(path):
+                    temporary.append(rel)
+                elif _ignored(path):
+                    continue
+                elif (
+                    path.name.startswith("part-")
+                    and path.name.endswith(".parquet")
+                    and path.is_file()
+                    and not path.is_symlink()
+                ):
+                    found[(table, bucket.name.removeprefix("bucket="), chunk_of(path))] = rel
+                else:
+                    stray.append(Fault(rel, "not a part file", "stray"))
     return found, stray, temporary
 
 
@@ -135,49 +154,54 @@ def _uncommitted(found: dict, temporary: list[Path]) -> tuple[Path, ...]:
     return tuple(sorted(temporary + parts))
 
 
-def _count_spec_runs(spec: str) -> int:
-    """Runs of the sweep a spec.toml text describes; ConfigError when it describes none."""
+def read_spec(text: str | None) -> tuple[int | None, str | None]:
+    """(runs the spec text describes, None) or (None, what is wrong with it)."""
+    if text is None:
+        return None, f"{SPEC_FILE} is missing"
     try:
-        raw = tomllib.loads(spec)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"not valid TOML ({err})") from None
-    return sum(p.seeds for p in sweep_from(raw, "").points)
+        sweep = sweep_from(tomllib.loads(text), "")
+    except (tomllib.TOMLDecodeError, ConfigError) as err:
+        return None, f"{SPEC_FILE} is damaged: it does not read as a sweep ({_reason(err)})"
+    return sum(p.seeds for p in sweep.points), None
 
 
-def inspect(root: str | Path, spec_text: str | None = None, deep: bool = False) -> Inspection:
+def inspect(
+    root: str | Path,
+    spec_text: str | None = None,
+    deep: bool = False,
+    filters: bool | None = None,
+) -> Inspection:
     """Check every committed chunk of the dataset at `root` against `spec_text` (default: its
-    spec.toml): footers and row counts (see the module docstring), and with `deep` every page."""
+    spec.toml; no spec comparison when that does not read as a sweep): footers and row counts (see
+    the module docstring), and with `deep` every page. filters: whether every chunk must have a
+    filters part (None: where the dataset has any)."""
     root = Path(root)
     spec = spec_text if spec_text is not None else existing_spec(root)
+    spec_runs, spec_problem = read_spec(spec)
     found, stray, temporary = _walk(root)
+    if filters is None:
+        filters = any(t == "filters" for t, _, _ in found)
     damaged: list[Fault] = []
     quarantine: list[Path] = [f.path for f in stray]
-    seen: dict[str, Path] = {}  # run_id -> runs part that holds it
+    seen: dict[str, Path] = {}  # run_id -> runs part of a whole chunk that holds it
+    part_specs: set[str | None] = set()
     chunks = runs = expected = rows = 0
     for bucket, chunk in [(b, c) for t, b, c in found if t == "runs"]:
-        members = [found[(t, bucket, chunk)] for t in TABLES if (t, bucket, chunk) in found]
-        fault, n_runs, n_expected, n_rows = _check_chunk(
-            root, found, bucket, chunk, spec, seen, deep
-        )
-        expected, rows = expected + n_expected, rows + n_rows
+        check = _Chunk(root, found, bucket, chunk, None if spec_problem else spec, deep, filters)
+        fault = check.run(seen)
+        expected, rows = expected + check.expected, rows + check.rows
+        part_specs |= check.specs
         if fault is None:
-            chunks, runs = chunks + 1, runs + n_runs
+            chunks, runs = chunks + 1, runs + check.n_runs
         else:
             damaged.append(fault)
-            quarantine += members
+            quarantine += [found[(t, bucket, chunk)] for t in TABLES if (t, bucket, chunk) in found]
     other = sorted(
         p.relative_to(root)
         for p in (root.iterdir() if root.is_dir() else ())
-        if p.name not in OWN_TOP_LEVEL and not is_temporary(p)
+        if p.name not in OWN_TOP_LEVEL and not is_temporary(p) and not _ignored(p)
     )
-    spec_runs, spec_problem = None, None
-    if spec is None:
-        spec_problem = f"{SPEC_FILE} is missing"
-    else:
-        try:
-            spec_runs = _count_spec_runs(spec)
-        except ConfigError as err:
-            spec_problem = f"{SPEC_FILE} does not read as a sweep ({err})"
+    agreed = part_specs.pop() if len(part_specs) == 1 else None
     return Inspection(
         root=root,
         chunks=chunks,
@@ -191,67 +215,86 @@ def inspect(root: str | Path, spec_text: str | None = None, deep: bool = False) 
         other=tuple(other),
         spec_runs=spec_runs,
         spec_problem=spec_problem,
+        parts_spec=agreed,
     )
 
 
-def _check_chunk(
-    root: Path,
-    found: dict,
-    bucket: str,
-    chunk: str,
-    spec: str | None,
-    seen: dict[str, Path],
-    deep: bool,
-) -> tuple[Fault | None, int, int, int]:
-    """(first fault or None, runs, expected step rows, found step rows) of one committed chunk;
-    a whole chunk's run_ids go into `seen` (run_id -> its runs part)."""
-    runs_rel = found[("runs", bucket, chunk)]
-    part, problem = _open(root / runs_rel, deep)
-    if part is None:
-        return Fault(runs_rel, problem), 0, 0, 0
-    try:
-        table = part.read(columns=_COUNT_COLUMNS)
-    except (pa.ArrowException, OSError, ValueError, KeyError) as err:
-        return Fault(runs_rel, f"its columns do not read ({_reason(err)})"), 0, 0, 0
-    cols = table.to_pydict()
-    per_run = [
-        len(log_steps(*run))
-        for run in zip(cols["steps"], cols["log"], cols["log_points"], strict=True)
-    ]
-    n_runs, n_expected = len(per_run), sum(per_run)
-    fault = None
-    if n_runs == 0:
-        fault = Fault(runs_rel, "holds no runs")
-    elif spec is not None and _spec_of(part) != spec:
-        fault = Fault(runs_rel, f"was made by another spec than {SPEC_FILE}")
-    n_rows = 0
-    filter_rows = sum(k * 2 * m for k, m in zip(per_run, cols["m"], strict=True))
-    wants = {"steps": n_expected, "filters": filter_rows}
-    for table_name, want in wants.items():
-        rel = found.get((table_name, bucket, chunk))
-        if rel is None:
-            if table_name == "steps" and fault is None:
-                missing = Path("steps", *runs_rel.parts[1:])
-                fault = Fault(missing, "missing, though its chunk's runs part is committed")
-            continue
-        other, problem = _open(root / rel, deep)
-        got = other.metadata.num_rows if other is not None else 0
-        if table_name == "steps":
-            n_rows = got
-        if fault is not None:
-            continue
-        if other is None:
-            fault = Fault(rel, problem)
-        elif got != want:
-            fault = Fault(rel, f"has {got} rows, its chunk needs {want}")
-        elif spec is not None and _spec_of(other) != spec:
-            fault = Fault(rel, f"was made by another spec than {SPEC_FILE}")
-    repeated = next((r for r in cols["run_id"] if r in seen), None)
-    if fault is None and repeated is not None:
-        fault = Fault(runs_rel, f"repeats run {repeated} of {seen[repeated]}")
-    if fault is None:
-        seen.update(dict.fromkeys(cols["run_id"], runs_rel))
-    return fault, n_runs, n_expected, n_rows
+class _Chunk:
+    """The check of one committed chunk: run(seen) gives its first fault or None, and leaves its
+    runs, expected and found step rows and the specs its parts record."""
+
+    def __init__(
+        self,
+        root: Path,
+        found: dict,
+        bucket: str,
+        chunk: str,
+        spec: str | None,
+        deep: bool,
+        filters: bool,
+    ) -> None:
+        self.root, self.found, self.key = root, found, (bucket, chunk)
+        self.spec, self.deep, self.filters = spec, deep, filters
+        self.n_runs = self.expected = self.rows = 0
+        self.specs: set[str | None] = set()
+
+    def _part(self, table: str) -> Path:
+        return self.found.get(
+            (table, *self.key), Path(table, f"bucket={self.key[0]}", f"part-{self.key[1]}.parquet")
+        )
+
+    def _check(self, table: str, want: int) -> tuple[Fault | None, int]:
+        """(fault, rows) of the chunk's part in `table`, which should hold `want` rows."""
+        rel = self._part(table)
+        if (table, *self.key) not in self.found:
+            why = {
+                "steps": "missing, though its chunk's runs part is committed",
+                "filters": "missing, though the dataset has a filters table (a sweep with "
+                "--filters recomputes it)",
+            }[table]
+            return Fault(rel, why, "missing"), 0
+        part, problem = _open(self.root / rel, self.deep)
+        if part is None:
+            return Fault(rel, problem, "unreadable"), 0
+        got = part.metadata.num_rows
+        if got != want:
+            return Fault(rel, f"has {got} rows, its chunk needs {want}", "rows"), got
+        if self.spec is not None and _spec_of(part) != self.spec:
+            return Fault(rel, f"was made by another spec than {SPEC_FILE}", "spec"), got
+        return None, got
+
+    def run(self, seen: dict[str, Path]) -> Fault | None:
+        rel = self._part("runs")
+        part, problem = _open(self.root / rel, self.deep)
+        if part is None:
+            return Fault(rel, problem, "unreadable")
+        try:
+            cols = part.read(columns=_COUNT_COLUMNS).to_pydict()
+        except (pa.ArrowException, OSError, ValueError, KeyError) as err:
+            return Fault(rel, f"its columns do not read ({_reason(err)})", "unreadable")
+        self.specs.add(_spec_of(part))
+        per_run = [
+            len(log_steps(*run))
+            for run in zip(cols["steps"], cols["log"], cols["log_points"], strict=True)
+        ]
+        self.n_runs, self.expected = len(per_run), sum(per_run)
+        faults: list[Fault | None] = []
+        if not per_run:
+            faults.append(Fault(rel, "holds no runs", "rows"))
+        if self.spec is not None and _spec_of(part) != self.spec:
+            faults.append(Fault(rel, f"was made by another spec than {SPEC_FILE}", "spec"))
+        fault, self.rows = self._check("steps", self.expected)
+        faults.append(fault)
+        if self.filters:
+            want = sum(k * 2 * m for k, m in zip(per_run, cols["m"], strict=True))
+            faults.append(self._check("filters", want)[0])
+        repeated = next((r for r in cols["run_id"] if r in seen), None)
+        if repeated is not None:
+            faults.append(Fault(rel, f"repeats run {repeated} of {seen[repeated]}", "repeat"))
+        first = next((f for f in faults if f is not None), None)
+        if first is None:
+            seen.update(dict.fromkeys(cols["run_id"], rel))
+        return first
 
 
 def remove_uncommitted(root: Path) -> None:
@@ -262,15 +305,16 @@ def remove_uncommitted(root: Path) -> None:
         (root / rel).unlink(missing_ok=True)
 
 
-def quarantine(root: str | Path, files: Iterable[Path]) -> Path | None:
-    """Move `files` (relative to root) into root/quarantine/<UTC time>-<pid>/, keeping their
-    relative paths; the folder, or None when there was nothing to move."""
-    root, files = Path(root), list(files)
-    if not files:
+def quarantine(root: str | Path, entries: Iterable[Path]) -> Path | None:
+    """Move `entries` (files or folders, relative to root) into
+    root/quarantine/<UTC time>-<pid>/, keeping their relative paths; the folder, or None when
+    there was nothing to move."""
+    root, entries = Path(root), list(entries)
+    if not entries:
         return None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     folder = root / QUARANTINE / f"{stamp}-{os.getpid()}"
-    for rel in files:
+    for rel in entries:
         target = folder / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(root / rel, target)
@@ -290,22 +334,23 @@ def damage_line(ins: Inspection) -> str:
 
 def unreadable_line(folder: Path, err: Exception) -> str:
     """One line for a table folder that failed to read past the cheap check: the first part that
-    does not read in full, and the deep check that finds and repairs it."""
+    does not read in full (or the error), and the deep check that finds and repairs it."""
+    root, culprit = folder.parent, folder
     for path in sorted(folder.glob("bucket=*/part-*.parquet")):
         try:
             pq.ParquetFile(path, page_checksum_verification=True).read()
         except (pa.ArrowException, OSError) as bad:
-            err, folder = bad, path
+            err, culprit = bad, path
             break
     return (
-        f"{folder}: does not read ({_reason(err)}); run `w2sjax check {folder.parents[2]} "
-        f"--repair`, then rerun the sweep to recompute those runs"
+        f"{culprit}: does not read ({_reason(err)}); run `w2sjax check {root} --repair`, then "
+        f"rerun the sweep to recompute those runs"
     )
 
 
 def require_intact(root: str | Path) -> None:
     """Raise DamagedDataset (one line) unless every committed chunk of root is whole and no
-    stray file sits in its tables."""
+    stray entry sits in its tables."""
     ins = inspect(root)
     if ins.damaged or ins.stray:
         raise DamagedDataset(damage_line(ins))

@@ -9,8 +9,12 @@ start with "." (config's name rule), so these hidden names cannot meet another d
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 TABLES = ("runs", "steps", "filters")
 SPEC_FILE = "spec.toml"
@@ -56,20 +60,37 @@ def deleting_path(root: Path, pid: int) -> Path:
 
 
 def deleting_leftovers(root: Path) -> list[Path]:
-    """Old folders a killed --fresh renamed aside but did not finish deleting."""
-    return sorted(root.parent.glob(f".{root.name}.deleting-*"))
+    """Old folders a killed --fresh renamed aside but did not finish deleting: exactly
+    `.<name>.deleting-<pid>` folders (not, say, the lock file of a dataset named
+    "<name>.deleting-x")."""
+    pattern = re.compile(rf"\.{re.escape(root.name)}\.deleting-[0-9]+")
+    return sorted(
+        p
+        for p in root.parent.glob(f".{root.name}.deleting-*")
+        if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink()
+    )
 
 
 def existing_spec(root: Path) -> str | None:
-    """The text of root's spec.toml, or None."""
+    """The text of root's spec.toml, or None. Bytes that are not UTF-8 (damage) are replaced, so
+    a damaged file reads as a text no sweep has."""
     path = root / SPEC_FILE
-    return path.read_text() if path.is_file() else None
+    return path.read_bytes().decode(errors="replace") if path.is_file() else None
 
 
 def is_dataset(root: Path) -> bool:
-    """True when root holds a spec.toml that w2sjax wrote for a sweep of this folder's name."""
+    """True when root holds a spec.toml that w2sjax wrote for a sweep of this folder's name, or,
+    when that file is damaged, a table part that w2sjax wrote (each carries its spec)."""
     try:
         spec = tomllib.loads(existing_spec(root) or "")
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return False
-    return spec.get("name") == root.name and isinstance(spec.get("strong"), dict)
+        if spec.get("name") == root.name and isinstance(spec.get("strong"), dict):
+            return True
+    except (OSError, tomllib.TOMLDecodeError):
+        pass
+    for part in (p for t in TABLES for p in parts(root, t)):
+        try:
+            if b"w2sjax.spec" in (pq.read_schema(part).metadata or {}):
+                return True
+        except (pa.ArrowException, OSError):
+            continue
+    return False

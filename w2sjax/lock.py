@@ -2,10 +2,12 @@
 
 A writer (a sweep, bench --keep, check --repair) holds it exclusively from before it deletes or
 writes anything until it is done, and writes who it is into the file (pid, host, since) so a second
-writer's refusal can name it. The kernel releases the lock of a process that dies, so a killed
-writer's lock is simply taken over (with a notice naming it). A reader that must not watch a writer
-start half-way through (`w2sjax check`) takes it shared. The file is never deleted: deleting a
-lock file lets two processes lock two different files of the same name.
+writer's refusal can name it; a clean exit empties the record. The kernel releases the lock of a
+process that dies, so a killed writer's lock is taken over with a notice naming it, when that
+writer ran on this host; a record from another host is refused (that host may be alive, on a file
+system whose locks do not reach across machines), with what to do. A reader that asks whether a
+writer is at work (`w2sjax check`) takes it shared for a moment. The file is never deleted:
+deleting a lock file lets two processes lock two different files of the same name.
 
 Where the file system refuses advisory locks (some network file systems), the record alone is
 checked: a live holder on this host, or any holder on another host, refuses; that check is not
@@ -65,11 +67,18 @@ class LockHeld(DatasetRefused):
 
 
 def _read_holder(fd: int) -> Holder | None:
+    """The record in the lock file, or None (empty: released cleanly; or unreadable)."""
     text = os.pread(fd, 4096, 0).decode(errors="replace")
     try:
-        return Holder(**json.loads(text))
-    except (ValueError, TypeError):
+        record = json.loads(text)
+    except ValueError:
         return None
+    if not isinstance(record, dict):
+        return None
+    pid, host, since = (record.get(k) for k in ("pid", "host", "since"))
+    if isinstance(pid, int) and isinstance(host, str) and isinstance(since, str):
+        return Holder(pid, host, since)
+    return None
 
 
 class DatasetLock:
@@ -79,17 +88,19 @@ class DatasetLock:
 
     def __init__(self, root: str | Path, shared: bool = False, wait_s: float = WAIT_S) -> None:
         self.root = Path(root)
-        self.path = lock_path(self.root)
+        # One lock file however the dataset's path is spelled ("." from inside it, a symlink).
+        self.path = lock_path(self.root.resolve())
         self.shared = shared
         self.wait_s = wait_s
         self._fd: int | None = None
 
     def _refusal(self, holder: Holder | None) -> LockHeld:
-        who = str(holder) if holder else "another w2sjax process (a check, or one starting)"
+        live = holder is not None and holder.alive()
+        who = str(holder) if live else "another w2sjax process (a check, or one starting)"
         return LockHeld(
             f"{self.root}: being written by {who} (lock file {self.path}); wait for it to "
             f"finish or stop it",
-            holder,
+            holder if live else None,
         )
 
     def _flock(self, fd: int) -> bool:
@@ -109,32 +120,49 @@ class DatasetLock:
                     return False
                 raise
 
+    def _take_over(self, previous: Holder, locked: bool) -> None:
+        """Refuse, or say whose lock this writer takes over. A record names a writer that did not
+        finish cleanly (a clean exit empties it). A holder on another host cannot be checked from
+        here (a crashed node, or a live writer on a file system whose locks do not reach across
+        machines): refused, with what to do."""
+        if previous.host != socket.gethostname():
+            raise LockHeld(
+                f"{self.root}: its lock file {self.path} names {previous}, which this host "
+                f"cannot check; if that process is gone, delete the lock file and rerun",
+                previous,
+            )
+        if not locked and previous.alive():
+            raise self._refusal(previous)
+        state = "which does not hold it" if previous.alive() else "no longer running"
+        print(
+            f"w2sjax: taking over the lock of {self.root} left by {previous} ({state})",
+            file=sys.stderr,
+        )
+
     def __enter__(self) -> DatasetLock:
+        flags = os.O_NOFOLLOW  # a lock file planted as a link must not truncate its target
         if self.shared:
             # A reader creates nothing: with no lock file, no writer has started.
             try:
-                fd = os.open(self.path, os.O_RDONLY)
+                fd = os.open(self.path, os.O_RDONLY | flags)
             except FileNotFoundError:
                 return self
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | flags, 0o644)
         try:
             locked = self._flock(fd)
             previous = _read_holder(fd)
-            if not locked and previous is not None and previous.alive():
-                raise self._refusal(previous)
-            if not self.shared:
+            if self.shared:
+                if not locked and previous is not None and previous.alive():
+                    raise self._refusal(previous)
+            else:
+                if previous is not None:
+                    self._take_over(previous, locked)
                 if not locked:
                     print(
                         f"w2sjax: {self.path}: this file system refuses locks; only its record "
                         f"guards against a second writer",
-                        file=sys.stderr,
-                    )
-                elif previous is not None:
-                    print(
-                        f"w2sjax: taking over the lock of {self.root} left by {previous} "
-                        f"(no longer running)",
                         file=sys.stderr,
                     )
                 me = Holder(

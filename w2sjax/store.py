@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from w2sjax import __version__
 from w2sjax.batch import Shape, run_id
 from w2sjax.config import FIELDS, Config
+from w2sjax.integrity import read_spec
 from w2sjax.layout import (
     SPEC_FILE,
     DatasetRefused,
@@ -183,14 +184,17 @@ class SpecMismatch(DatasetRefused):
     """An existing dataset was made by a different spec."""
 
 
-def check_spec(root: Path, spec_text: str) -> None:
-    """Refuse to mix two different specs in one dataset folder."""
+def check_spec(root: Path, spec_text: str) -> str | None:
+    """Refuse to mix two different specs in one dataset folder; the text of its spec.toml (None:
+    there is none). A spec.toml that does not read as a sweep (damage) is left to the caller,
+    since the parts' own records can still tell whether they belong to `spec_text`."""
     old = existing_spec(root)
-    if old is not None and old != spec_text:
+    if old is not None and old != spec_text and read_spec(old)[1] is None:
         raise SpecMismatch(
             f"{root}: holds results of a different spec (see {root / SPEC_FILE}); "
             f"rerun with --fresh to replace them, or choose another name or --out"
         )
+    return old
 
 
 def discard(root: Path) -> None:

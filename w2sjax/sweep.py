@@ -41,6 +41,7 @@ from w2sjax.layout import SPEC_FILE, DatasetRefused
 from w2sjax.lock import DatasetLock
 from w2sjax.simulate import simulate
 from w2sjax.store import (
+    SpecMismatch,
     check_spec,
     chunk_tables,
     discard,
@@ -132,28 +133,41 @@ def stored_spec(sweep: Sweep, precision: str) -> str:
     return text if precision == "highest" else text + f"\n# --precision {precision}\n"
 
 
-def set_up(root: Path, spec_text: str, fresh: bool) -> None:
+def set_up(root: Path, spec_text: str, fresh: bool, filters: bool) -> None:
     """Make `root` ready for the sweep whose spec.toml is `spec_text`; only under its lock. Finish
     a killed --fresh's deletion; apply --fresh (store.discard) or refuse another spec; remove what
     a killed writer left uncommitted; move damaged chunks and stray files to quarantine/, so
-    their runs are recomputed; write spec.toml."""
+    their runs are recomputed; write spec.toml if it changed. A damaged spec.toml is rewritten
+    when every part records this sweep's spec, and refused otherwise."""
     try:
         discard_leftovers(root)
         if fresh:
             discard(root)
-        else:
-            check_spec(root, spec_text)
+        old = check_spec(root, spec_text)
+        if old is not None and old != spec_text:
+            found = inspect(root, spec_text, filters=filters)
+            if any(f.kind == "spec" for f in found.damaged):
+                raise SpecMismatch(
+                    f"{root}: its {SPEC_FILE} is damaged and its parts were made by another "
+                    f"spec; rerun with --fresh to replace them, or choose another name or --out"
+                )
+            print(
+                f"w2sjax: {root / SPEC_FILE} was damaged; every part was made by this sweep, so "
+                f"it is written anew",
+                file=sys.stderr,
+            )
         root.mkdir(parents=True, exist_ok=True)
         remove_uncommitted(root)
-        found = inspect(root, spec_text)
+        found = inspect(root, spec_text, filters=filters)
         moved = quarantine(root, found.to_quarantine)
         if moved is not None:
             print(
                 f"w2sjax: {len(found.damaged)} damaged chunk(s) and {len(found.stray)} stray "
-                f"file(s) moved to {moved}; their runs are recomputed",
+                f"file(s) moved to {moved}; the damaged chunks' runs are recomputed",
                 file=sys.stderr,
             )
-        write_text(root / SPEC_FILE, spec_text)
+        if old != spec_text:  # rewritten only when it changes: each write is a window for damage
+            write_text(root / SPEC_FILE, spec_text)
     except OSError as err:
         raise OSError(f"--out: cannot write {root} ({err.strerror or err})") from None
 
@@ -165,7 +179,14 @@ def _take_lock(root: Path, hold: ExitStack) -> None:
         raise OSError(f"--out: cannot write {root.parent} ({err.strerror or err})") from None
 
 
-def prepare(root: Path, spec_text: str, fresh: bool, procs: Processes, hold: ExitStack) -> None:
+def prepare(
+    root: Path,
+    spec_text: str,
+    fresh: bool,
+    filters: bool,
+    procs: Processes,
+    hold: ExitStack,
+) -> None:
     """Before any compute: process 0 takes the dataset's lock (kept in `hold` until the sweep
     ends) and sets the folder up; every process learns whether that worked, so none waits for a
     process 0 that was refused. Raises DatasetRefused or OSError (one line) when it did not."""
@@ -173,7 +194,7 @@ def prepare(root: Path, spec_text: str, fresh: bool, procs: Processes, hold: Exi
     if procs.index == 0:
         try:
             _take_lock(root, hold)
-            set_up(root, spec_text, fresh)
+            set_up(root, spec_text, fresh, filters)
         except Exception as err:  # whatever stops process 0 must stop every process
             failure = err
     ok = procs.agree(failure is None)
@@ -281,7 +302,7 @@ def execute(
     root = Path(out) / sweep.name
     spec = stored_spec(sweep, precision)
     with ExitStack() as hold:
-        prepare(root, spec, fresh, procs, hold)
+        prepare(root, spec, fresh, filters, procs, hold)
         devices = jax.local_devices()
         buckets = plan(sweep, filters, form, precision)
         if procs.index == 0:
