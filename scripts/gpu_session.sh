@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # One prepared GPU session (see docs/BENCHMARKS.md): runs from the work tree on the device image's
 # own packages, writes everything under $OUT and prints a short summary last.
-#   [TESTS="pytest args"] [BENCH=0] [BENCH_SWEEP=SPEC.toml] [SWEEP_TIMEOUT=s] \
+#   [TESTS="pytest args"] [BENCH=0] [BENCH_SWEEP=SPEC.toml] [SWEEP_TIMEOUT=s] [BENCH_D=1] \
 #     scripts/gpu_session.sh [SWEEP.toml ...]
 # 1. environment; 2. the core correctness tests on this jax/GPU (TESTS overrides which);
 # 3. `w2sjax bench` at GPU sizes (BENCH=0 skips it); with BENCH_SWEEP, also that sweep timed end
-# to end against the per-run loops (its tables kept; section "sweep" of bench.json); 4. each sweep
-# file given (one already run by BENCH_SWEEP resumes with nothing left to do), then its
-# per-grid-point table (analysis.summary_table) as CSV.
+# to end against the per-run loops (its tables kept; section "sweep" of bench.json); with BENCH_D,
+# the cost-against-d table of both noise samplers (bench_d.json); 4. each sweep file given (one
+# already run by BENCH_SWEEP resumes with nothing left to do), then its per-grid-point table
+# (analysis.summary_table) as CSV.
 set -u -o pipefail
 OUT=${OUT:-/tmp/w2sjax-gpu}
 mkdir -p "$OUT"
@@ -49,6 +50,13 @@ PY
   else
     log "end-to-end timing failed or timed out"
   fi
+fi
+
+if [ -n "${BENCH_D:-}" ]; then
+  # Cost against d under each noise sampler (docs/BENCHMARKS.md, "Cost against d").
+  log "bench over d"
+  timeout "${BENCH_D_TIMEOUT:-400}" python3 -m w2sjax bench --over-d --out "$OUT" 2>&1 \
+    | tee "$OUT/bench-d.txt" | grep -E "^\|"
 fi
 
 for spec in "$@"; do

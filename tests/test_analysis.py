@@ -14,7 +14,8 @@ from conftest import SMALL
 import w2sjax.bench as bench
 from w2sjax.analysis import boundary_fit, crossing, load, mean_interval, regime, summary_table
 from w2sjax.batch import Shape
-from w2sjax.bench import run_bench, sweep_bench, write
+from w2sjax.bench import run_bench, write
+from w2sjax.bench_sweep import sweep_bench
 from w2sjax.buckets import bytes_per_run
 from w2sjax.cli import main
 from w2sjax.config import ConfigError, build, to_toml
@@ -104,6 +105,8 @@ def test_bench_report_has_the_documented_keys(tmp_path):
     assert {"device", "jax_version"} <= set(saved) and saved["ceiling_flops"] > 0
     keys = {
         "form",
+        "noise",
+        "dim",
         "n_st",
         "d",
         "m",
@@ -120,9 +123,14 @@ def test_bench_report_has_the_documented_keys(tmp_path):
     for bucket in saved["buckets"]:
         assert keys <= set(bucket) and bucket["torch_run_steps_per_s"] is None
         assert bucket["engine_run_steps_per_s"] > 0 and bucket["ceiling_flops"] > 0
-        n, d, m = bucket["n_st"], bucket["d"], bucket["m"]
-        assert bucket["form"] == ("coef" if n < d else "dense")
-        flops = 4 * m * n * n if bucket["form"] == "coef" else 8 * m * n * d
+        n, d, m, dim = bucket["n_st"], bucket["d"], bucket["m"], bucket["dim"]
+        # auto: the reduced sampler where d' > M = 2m + n_wk + n_st (n_wk = 200), so D = 4 + M
+        M = 2 * m + 200 + n
+        assert (bucket["noise"], dim) == (("reduced", 4 + M) if d - 4 > M else ("full", d))
+        assert bucket["form"] == (
+            "coef" if n < dim - 4 * (bucket["noise"] == "reduced") else "dense"
+        )
+        flops = 4 * m * n * n if bucket["form"] == "coef" else 8 * m * n * dim
         assert bucket["achieved_flops"] == pytest.approx(bucket["engine_run_steps_per_s"] * flops)
 
 
@@ -223,3 +231,25 @@ def test_bench_fills_the_device_like_a_sweep_chunk():
     per_run = bytes_per_run(shape)
     fits = [bench.fill_runs(shape, k * per_run) for k in (3, 100, 10**6)]
     assert fits == [bench.MIN_RUNS, 100, bench.FILL_RUNS]
+
+
+def test_the_over_d_table_measures_only_what_fits():
+    from w2sjax.bench_dims import DIMS, KINDS, N_ST, Case, markdown, plan_case
+
+    at_1e8 = plan_case("reduced", 2000, 10**8)
+    assert isinstance(at_1e8, Case) and at_1e8.runs >= 1  # reduced: the size of d = 10^4's
+    assert plan_case("reduced", 2000, 10**4) == at_1e8._replace(d=10**4)
+    assert plan_case("full", 2000, 10**8).startswith("n/a (one run needs")
+    assert plan_case("torch", 2000, 10**8).startswith("n/a (patches need")
+    rows = [
+        {"kind": k, "n_st": n, "d": d, "run_steps_per_s": 1234.5, "peak_rss_gib": 1.25}
+        for n in N_ST
+        for d in DIMS
+        for k in KINDS
+    ]
+    rows[1] = {**rows[1], "skipped": "n/a (one run needs 9 GiB)"}
+    table = markdown(rows).splitlines()
+    assert len(table) == 2 + len(N_ST) * len(DIMS)
+    assert (
+        table[2] == "| 75 | 10^4 | 1,234 (1.2 GiB) | n/a (one run needs 9 GiB) | 1,234 (1.2 GiB) |"
+    )

@@ -28,6 +28,7 @@ RUN_COLUMNS = [
     "final_test_acc",
     "best_test_acc",
     "best_step",
+    "noise",  # the sampler
     "bucket",  # the hive partition, added on reading
 ]
 

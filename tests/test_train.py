@@ -12,44 +12,56 @@ import pytest
 from conftest import reference_patches, reference_strong_output, small_config
 
 from w2sjax.batch import Shape, stack_params
-from w2sjax.data import sample, signal_matrix
+from w2sjax.config import build
+from w2sjax.data import Sample, labels
 from w2sjax.models import logistic_loss, sign, weak_output
+from w2sjax.noise import SAMPLERS
 from w2sjax.simulate import simulate
-from w2sjax.train import STEP_METRICS, Strong, fit_weak, signal_coefs, strong_step
+from w2sjax.train import STEP_METRICS, Strong, draw_run, fit_weak, signal_coefs, strong_step
 
 
-def test_proposition_2_1_weak_model_guesses_on_hard_data():
-    d, mu, nu, sigma_p = 200, jnp.float32(4.0), jnp.float32(4.0), jnp.float32(1.0)
-    signals = signal_matrix(d, "orthogonal", mu, nu)
-    draw = partial(sample, d=d, easy_signal="orthogonal", sigma_p=sigma_p)
-    train = draw(jax.random.PRNGKey(0), 200, p_e=0.35, p_h=0.3)
-    w = fit_weak(signals, train, jnp.float32(0.01), 200)
+def _one(config, seed: int = 0):
+    """Params of one run of `config` (no runs axis)."""
+    return jax.tree_util.tree_map(lambda a: a[0], stack_params([(config, seed)]))
+
+
+@pytest.mark.parametrize("noise", SAMPLERS)
+def test_proposition_2_1_weak_model_guesses_on_hard_data(noise):
+    config = small_config(d=1000, n_wk=200, steps_wk=200, n_st=10, m=2, eta_wk=0.01)
+    config = build({**config.to_dict(), "mu_norm": 4.0, "nu_norm": 4.0, "sigma_p": 1.0})
+    shape = Shape.of(config, noise=noise)
+    run = draw_run(shape, _one(config))
+    w = fit_weak(run.signals, run.weak, jnp.float32(0.01), 200)
     acc = {}
     for key, (p_e, p_h) in enumerate([(0.0, 1.0), (1.0, 0.0), (0.0, 0.0)]):
-        test = draw(jax.random.PRNGKey(100 + key), 20000, p_e=p_e, p_h=p_h)
-        acc[(p_e, p_h)] = float((sign(weak_output(w, signals, test)) == test.y).mean())
+        y, c, a, k_xi = labels(jax.random.PRNGKey(100 + key), 20000, p_e, p_h)
+        xi = SAMPLERS[noise].evaluation(shape, k_xi, 20000, jnp.float32(1.0))
+        test = Sample(y=y, c=c, a=a, xi=xi)
+        acc[(p_e, p_h)] = float((sign(weak_output(w, run.signals, test)) == test.y).mean())
     hard, easy, both = acc[(0.0, 1.0)], acc[(1.0, 0.0)], acc[(0.0, 0.0)]
     assert abs(hard - 0.5) <= 3 * np.sqrt(0.25 / 20000), hard
     assert easy >= 0.95 and both >= 0.95, (easy, both)
 
 
-def _strong_setup(seed: int, easy_signal: str = "orthogonal", d=48, m=3, n=30):
-    """A random small strong-training problem: (state, signals, data, yhat, eta, opt)."""
-    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
-    signals = signal_matrix(d, easy_signal, jnp.float32(3.0), jnp.float32(2.5))
-    data = sample(keys[0], n, d, easy_signal, 0.3, 0.3, jnp.float32(1.0))
-    flip = jax.random.bernoulli(keys[1], 0.2, (n,))
+def _strong_setup(seed: int, easy_signal: str = "orthogonal", noise: str = "full", m=3, n=30):
+    """A random small strong-training problem: (state, signals, data, yhat, eta, opt), its data
+    and W0 drawn by the `noise` sampler at d = 48 (reduced: k = M = 2m + 5 + n coordinates)."""
+    config = small_config(d=48, n_wk=5, n_st=n, m=m, sigma_0=0.3, easy_signal=easy_signal)
+    config = build({**config.to_dict(), "mu_norm": 3.0, "nu_norm": 2.5})
+    run = draw_run(Shape.of(config, noise=noise), _one(config, seed))
+    data, W0 = run.train, run.W0
+    flip = jax.random.bernoulli(jax.random.PRNGKey(seed), 0.2, (n,))
     yhat = jnp.where(flip, -data.y, data.y)  # pseudo-labels with some flips
-    W0 = 0.3 * jax.random.normal(keys[2], (2, m, d))
     eta = jnp.float32(0.7)
     opt = optax.sgd(eta)
     state = Strong(W=W0, rho=jnp.zeros((2, m, n)), opt_state=opt.init(W0))
-    return state, signals, data, yhat, eta, opt
+    return state, run.signals, data, yhat, eta, opt
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_gd_step_equals_w_minus_eta_grad(seed):
-    state, signals, data, yhat, eta, opt = _strong_setup(seed)
+@pytest.mark.parametrize("noise", SAMPLERS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gd_step_equals_w_minus_eta_grad(seed, noise):
+    state, signals, data, yhat, eta, opt = _strong_setup(seed, noise=noise)
     X = jnp.asarray(reference_patches(data, np.asarray(signals)), jnp.float32)
 
     def reference_loss(W):  # L_S written from SPEC section 3 with materialised patches
@@ -65,11 +77,10 @@ def test_gd_step_equals_w_minus_eta_grad(seed):
         np.testing.assert_allclose(state.W, expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    "seed, easy_signal", [(0, "orthogonal"), (1, "antipodal"), (2, "orthogonal")]
-)
-def test_signal_noise_decomposition_is_exact(seed, easy_signal):
-    state, signals, data, yhat, eta, opt = _strong_setup(seed, easy_signal)
+@pytest.mark.parametrize("noise", SAMPLERS)
+@pytest.mark.parametrize("seed, easy_signal", [(0, "orthogonal"), (1, "antipodal")])
+def test_signal_noise_decomposition_is_exact(seed, easy_signal, noise):
+    state, signals, data, yhat, eta, opt = _strong_setup(seed, easy_signal, noise)
     W0 = state.W
     init_proj = jnp.einsum("jrd,sd->jrs", W0, signals, precision="highest")
     step = jax.jit(
@@ -107,14 +118,15 @@ def _select(tree, idx):
     return jax.tree_util.tree_map(lambda a: np.asarray(a)[idx], tree)
 
 
-def test_batching_never_changes_a_run():
+@pytest.mark.parametrize("noise", SAMPLERS)
+def test_batching_never_changes_a_run(noise):
     base = small_config(steps=60, n_st=50)
     variants = [base] + [
         small_config(steps=60, n_st=50, p_b=pb, p_e="rest", sigma_p=sp, eta=eta)
         for pb, sp, eta in [(0.5, 0.8, 0.3), (0.1, 1.2, 0.9), (0.35, 1.0, 0.5)]
     ]
     runs = [(c, s) for c in variants for s in range(2)]  # 8 runs
-    shape = Shape.of(base)
+    shape = Shape.of(base, noise=noise)
     full = simulate(shape, stack_params(runs))
     k = 5
     alone = simulate(shape, stack_params([runs[k]]))

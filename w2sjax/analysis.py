@@ -34,10 +34,19 @@ def _read(folder: Path) -> pd.DataFrame:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such table (has the sweep run?)")
     try:
-        table = ds.dataset(folder, format=PARQUET, partitioning=PARTITIONING).to_table()
+        dataset = ds.dataset(folder, format=PARQUET, partitioning=PARTITIONING)
+        schemas = [f.physical_schema for f in dataset.get_fragments()]
+        if any(not schema.equals(schemas[0]) for schema in schemas):
+            # Parts written before a column existed (e.g. runs' `noise`) lack it: read the union
+            # of the parts' columns, not only the first part's.
+            union = pa.unify_schemas([*schemas, PARTITIONING.schema])
+            dataset = ds.dataset(folder, format=PARQUET, partitioning=PARTITIONING, schema=union)
+        df = dataset.to_table().to_pandas()
     except (pa.ArrowException, OSError) as err:
         raise DamagedDataset(unreadable_line(folder, err)) from None
-    return table.to_pandas()
+    if folder.name == "runs":  # runs written before the sampler choice existed used "full"
+        df["noise"] = df["noise"].fillna("full") if "noise" in df else "full"
+    return df[[c for c in df.columns if c != "bucket"] + ["bucket"]]
 
 
 def load(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -7,6 +7,7 @@ share one compiled program.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 import chex
 import jax.numpy as jnp
 
-from w2sjax.config import FORMS, PRECISIONS, Config, log_steps
+from w2sjax.config import FORMS, NOISES, PRECISIONS, Config, check_engine, log_steps
+from w2sjax.data import noise_rank
 
 SHAPE_FIELDS = (
     "d",
@@ -28,15 +30,38 @@ SHAPE_FIELDS = (
     "log_points",
     "easy_signal",
 )
+SIGNAL_AXES = 4  # the working coordinates' first axes: mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}
 PARAM_FIELDS = ("p_e", "p_h", "p_b", "sigma_p", "mu_norm", "nu_norm", "sigma_0", "eta", "eta_wk")
+
+
+def span_size(n_wk: int, n_st: int, m: int) -> int:
+    """M, how many vectors the reduced sampler draws jointly: W0's 2m filters and both training
+    sets' noise patches (noise.py)."""
+    return 2 * m + n_wk + n_st
+
+
+def reduced_is_exact(config: Config, precision: str) -> bool:
+    """Whether the reduced sampler is exact for `config`: every weight stays in the span of W0,
+    the training noise and the signals (gradient descent), and products keep float32 precision
+    (config.check_engine). An update that leaves the span (Adam, say) adds its condition here."""
+    return precision == "highest"
+
+
+def choose_noise(config: Config, precision: str) -> str:
+    """--noise auto: "reduced" where it is exact and smaller than the full sampler (d' > M),
+    else "full"."""
+    M = span_size(config.n_wk, config.n_st, config.m)
+    smaller = noise_rank(config.d, config.easy_signal) > M
+    return "reduced" if smaller and reduced_is_exact(config, precision) else "full"
 
 
 @dataclass(frozen=True)
 class Shape:
-    """Shape-setting values of a bucket of runs (see SHAPE_FIELDS), and three engine choices:
+    """Shape-setting values of a bucket of runs (see SHAPE_FIELDS), and four engine choices:
     `filters` adds the per-filter coefficient output (2 x m x 4 per logged step); `form` picks
-    the state the GD loop carries and `precision` its products' precision (see `of`). None of
-    them changes a run's setting, key or run_id."""
+    the state the GD loop carries, `precision` its products' precision and `noise` the noise
+    sampler (noise.py; `dim` is its working dimension). None of them changes a run's setting,
+    key or run_id."""
 
     d: int
     n_wk: int
@@ -51,28 +76,52 @@ class Shape:
     filters: bool = False
     form: str = "dense"
     precision: str = "highest"
+    noise: str = "full"
 
     @classmethod
     def of(
-        cls, config: Config, filters: bool = False, form: str = "auto", precision: str = "highest"
+        cls,
+        config: Config,
+        filters: bool = False,
+        form: str = "auto",
+        precision: str = "highest",
+        noise: str = "full",
     ) -> Shape:
-        """The Shape of `config`. form: "dense" (state W, 8 m n_st d FLOPs a step), "coef" (state
-        gamma, rho: 4 m n_st^2 a step, exact for GD) or "auto" (coef when n_st < d). precision
-        of the noise products: see models.mm."""
+        """The Shape of `config`. form: "dense" (state W, 8 m n_st D FLOPs a step), "coef" (state
+        gamma, rho: 4 m n_st^2 a step, exact for GD) or "auto" (coef when n_st is below the
+        number of noise coordinates). precision of the noise products: see models.mm. noise:
+        "full", "reduced" or "auto" (choose_noise)."""
         if form not in FORMS:
             raise ValueError(f"form: must be one of {', '.join(FORMS)}, got {form!r}")
         if precision not in PRECISIONS:
             raise ValueError(
                 f"precision: must be one of {', '.join(PRECISIONS)}, got {precision!r}"
             )
-        if form == "auto":
-            form = "coef" if config.n_st < config.d else "dense"
-        return cls(
+        if noise not in NOISES:
+            raise ValueError(f"noise: must be one of {', '.join(NOISES)}, got {noise!r}")
+        check_engine(noise, precision)
+        if noise == "auto":
+            noise = choose_noise(config, precision)
+        shape = cls(
             **{f: getattr(config, f) for f in SHAPE_FIELDS},
             filters=filters,
             form=form,
             precision=precision,
+            noise=noise,
         )
+        if form == "auto":
+            coords = shape.dim - SIGNAL_AXES if noise == "reduced" else config.d
+            shape = dataclasses.replace(shape, form="coef" if config.n_st < coords else "dense")
+        return shape
+
+    @property
+    def dim(self) -> int:
+        """D, the length of the run's vectors: d under the full sampler; under the reduced one
+        the signal axes and k = min(M, d') noise coordinates."""
+        if self.noise == "full":
+            return self.d
+        k = min(span_size(self.n_wk, self.n_st, self.m), noise_rank(self.d, self.easy_signal))
+        return SIGNAL_AXES + k
 
     def log_steps(self) -> tuple[int, ...]:
         """Logged steps, 0 and `steps` included (config.log_steps)."""

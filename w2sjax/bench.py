@@ -8,32 +8,29 @@ its form as sweeps do (`--form auto`: coefficients when n_st < d). FLOPs are cou
 form does per run-step: dense, 8 m n_st d (the forward <w, xi> and the weight gradient, two
 (2m x d)(d x n_st) products); coefficients, 4 m n_st^2 (one (2m x n_st)(n_st x n_st) product).
 
-`sweep_bench` times a whole sweep file end to end (compile, sampling, the weak fit, evaluation
-and parquet writing included) against what the per-run loops would take for the same runs.
+bench_sweep.py times a whole sweep end to end; bench_dims.py measures cost against d under each
+noise sampler.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from w2sjax.batch import Shape, stack_params
-from w2sjax.buckets import BYTES_F32, chunk_size, memory_budget, plan
-from w2sjax.config import ConfigError, build
+from w2sjax.buckets import BYTES_F32, chunk_size, memory_budget
+from w2sjax.config import build
 from w2sjax.data import sample, signal_matrix
-from w2sjax.grid import Sweep
 from w2sjax.models import mm as einsum
 from w2sjax.simulate import simulate
-from w2sjax.sweep import execute
 from w2sjax.train import Strong, strong_step
 
 # (n_st values, d, m, runs, engine steps, per-run loop steps) by platform. runs None: fill the
@@ -57,6 +54,8 @@ class BucketResult:
     d: int
     m: int
     form: str
+    noise: str
+    dim: int
     runs: int
     steps: int
     compile_s: float
@@ -74,8 +73,9 @@ def device_sizes() -> str:
     return "gpu" if jax.devices()[0].platform == "gpu" else "cpu"
 
 
-def flops_per_run_step(n_st: int, d: int, m: int, form: str) -> float:
-    return 4.0 * m * n_st * n_st if form == "coef" else 8.0 * m * n_st * d
+def flops_per_run_step(n_st: int, dim: int, m: int, form: str) -> float:
+    """FLOPs of one GD step of the form: dim is the run's working dimension (Shape.dim)."""
+    return 4.0 * m * n_st * n_st if form == "coef" else 8.0 * m * n_st * dim
 
 
 def _timed(fn, *args) -> float:
@@ -112,6 +112,16 @@ def fill_runs(shape: Shape, budget: int) -> int:
     return min(FILL_RUNS, max(MIN_RUNS, chunk_size(shape, FILL_RUNS, 1, budget)))
 
 
+class EngineTiming(NamedTuple):
+    """One timed bucket of `simulate`: its Shape (form and noise sampler resolved), runs, and
+    compile and run seconds."""
+
+    shape: Shape
+    runs: int
+    compile_s: float
+    engine_s: float
+
+
 def engine(
     n_st: int,
     d: int,
@@ -120,18 +130,21 @@ def engine(
     steps: int,
     form: str = "auto",
     precision: str = "highest",
-) -> tuple[str, int, float, float]:
-    """(form used, runs, compile seconds, run seconds) of `simulate` on `runs` seeds of one
-    bucket; runs None: as many as a sweep's chunk would hold on this device (`fill_runs`)."""
+    noise: str = "auto",
+    repeats: int = 1,
+) -> EngineTiming:
+    """`simulate` timed on `runs` seeds of one bucket (the fastest of `repeats` calls); runs None:
+    as many as a sweep's chunk would hold on this device (`fill_runs`)."""
     config = build({"d": d, "n_st": n_st, "m": m, "steps": steps, "n_test": 500, "log_points": 3})
-    shape = Shape.of(config, form=form, precision=precision)
+    shape = Shape.of(config, form=form, precision=precision, noise=noise)
     if runs is None:
         runs = fill_runs(shape, memory_budget(jax.devices()[0]))
     params = stack_params([(config, s) for s in range(runs)])
     start = time.perf_counter()
     compiled = simulate.lower(shape, params).compile()
     compile_s = time.perf_counter() - start
-    return shape.form, runs, compile_s, _timed(compiled, params)
+    engine_s = min(_timed(compiled, params) for _ in range(repeats))
+    return EngineTiming(shape, runs, compile_s, engine_s)
 
 
 def jax_per_run(n_st: int, d: int, m: int, steps: int) -> float:
@@ -201,9 +214,11 @@ def run_bench(
     use_torch: bool = True,
     log=print,
     precision: str = "highest",
+    noise: str = "auto",
 ) -> dict:
     """Measure every bucket of SIZES[sizes] ("auto": gpu sizes on a GPU, else cpu sizes; "none":
-    no bucket), the engine and both ceilings at `precision` (the per-run loops stay float32)."""
+    no bucket), the engine and both ceilings at `precision` (the per-run loops stay float32, in
+    all d coordinates). The engine samples noise as `noise` says (auto: as sweeps do)."""
     platform = jax.devices()[0].platform
     key = device_sizes() if sizes == "auto" else sizes
     ceiling = matmul_ceiling(8192 if platform == "gpu" else 1024, precision=precision)
@@ -212,25 +227,28 @@ def run_bench(
     n_values, d, m, default_runs, default_steps, loop_steps = SIZES[key]
     runs, steps = runs or default_runs, steps or default_steps
     for n_st in n_values:
-        form, used, compile_s, engine_s = engine(n_st, d, m, runs, steps, precision=precision)
-        engine_rate = used * steps / engine_s
-        k = n_st if form == "coef" else d
+        timed = engine(n_st, d, m, runs, steps, precision=precision, noise=noise)
+        form, dim, used = timed.shape.form, timed.shape.dim, timed.runs
+        engine_rate = used * steps / timed.engine_s
+        k = n_st if form == "coef" else dim
         ceiling_runs = min(used, max(1, CEILING_BYTES // (BYTES_F32 * k * n_st)))
         result = BucketResult(
             n_st=n_st,
             d=d,
             m=m,
             form=form,
+            noise=timed.shape.noise,
+            dim=dim,
             runs=used,
             steps=steps,
-            compile_s=compile_s,
-            engine_s=engine_s,
+            compile_s=timed.compile_s,
+            engine_s=timed.engine_s,
             engine_run_steps_per_s=engine_rate,
             baseline_run_steps_per_s=jax_per_run(n_st, d, m, loop_steps),
             torch_run_steps_per_s=torch_per_run(n_st, d, m, loop_steps) if use_torch else None,
             ceiling_flops=ceiling,
             shape_ceiling_flops=shape_ceiling(n_st, k, m, ceiling_runs, precision=precision),
-            achieved_flops=engine_rate * flops_per_run_step(n_st, d, m, form),
+            achieved_flops=engine_rate * flops_per_run_step(n_st, dim, m, form),
         )
         results.append(result)
         log(format_row(result))
@@ -239,107 +257,11 @@ def run_bench(
         "platform": platform,
         "jax_version": jax.__version__,
         "precision": precision,
+        "noise": noise,
         "sizes": key,
         "ceiling_flops": ceiling,
         "buckets": [asdict(r) for r in results],
     }
-
-
-def writable_folder(folder: str | Path, option: str) -> Path:
-    """Create `folder` if missing; ConfigError naming `option` unless it is a writable folder."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"{option}: cannot create {folder} ({err.strerror})") from None
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(f"{option}: {folder} is not writable")
-    return folder
-
-
-def prepare_keep(keep: str | Path, sweep: Sweep) -> None:
-    """Create `keep` if missing; ConfigError unless it is a writable folder that holds no results
-    of `sweep` yet (a resumed sweep would skip runs and time nothing)."""
-    if (Path(keep) / sweep.name).exists():
-        raise ConfigError(f"--keep: {Path(keep) / sweep.name} exists; timing needs a new folder")
-    writable_folder(keep, "--keep")
-
-
-def sweep_bench(
-    sweep: Sweep,
-    use_torch: bool = True,
-    precision: str = "highest",
-    loop_steps: int | None = None,
-    keep: str | Path | None = None,
-    log=print,
-) -> dict:
-    """Wall time of running every run of `sweep` (into a temporary folder, or into `keep`, which
-    must not hold this sweep yet), from the call to the last parquet part (compile included),
-    against the per-run loops' time for the same runs. The loops' time is estimated per bucket
-    as runs x steps / (their run-steps/s measured here at the bucket's n_st, d, m over
-    `loop_steps` steps) and counts their training steps only, not sampling, the weak fit or
-    evaluation: the speedups err against the engine. Raises KeyboardInterrupt when the sweep
-    was stopped by Ctrl-C (its committed chunks stay in `keep`)."""
-    if keep:
-        prepare_keep(keep, sweep)
-    loop_steps = loop_steps or SIZES[device_sizes()][5]
-    with tempfile.TemporaryDirectory() as scratch:
-        start = time.perf_counter()
-        summary = execute(sweep, keep or scratch, quiet=True, precision=precision)
-        engine_s = time.perf_counter() - start
-    if summary.interrupted:  # a partial sweep's time says nothing
-        raise KeyboardInterrupt
-    rates: dict[tuple[int, int, int], tuple[float, float | None]] = {}
-    buckets = []
-    for bucket in plan(sweep, precision=precision):
-        shape, runs = bucket.shape, len(bucket.runs)
-        dims = (shape.n_st, shape.d, shape.m)
-        if dims not in rates:
-            rates[dims] = (
-                jax_per_run(*dims, loop_steps),
-                torch_per_run(*dims, loop_steps) if use_torch else None,
-            )
-        jax_rate, torch_rate = rates[dims]
-        buckets.append(
-            {
-                "n_st": shape.n_st,
-                "d": shape.d,
-                "m": shape.m,
-                "form": shape.form,
-                "runs": runs,
-                "steps": shape.steps,
-                "baseline_s": runs * shape.steps / jax_rate,
-                "torch_s": runs * shape.steps / torch_rate if torch_rate else None,
-            }
-        )
-    baseline_s = sum(b["baseline_s"] for b in buckets)
-    torch_s = sum(b["torch_s"] for b in buckets) if all(b["torch_s"] for b in buckets) else None
-    result = {
-        "name": sweep.name,
-        "runs": summary.ran,
-        "devices": summary.devices,
-        "diverged": summary.diverged,
-        "engine_s": engine_s,
-        "baseline_s": baseline_s,
-        "torch_s": torch_s,
-        "speedup_over_baseline": baseline_s / engine_s,
-        "speedup_over_torch": torch_s / engine_s if torch_s else None,
-        "buckets": buckets,
-    }
-    torch_text = ""
-    if torch_s:
-        torch_text = f", PyTorch loop {torch_s:,.1f} s ({_times(torch_s / engine_s)})"
-    log(
-        f"sweep {sweep.name}: {summary.ran} runs on {summary.devices} in {engine_s:,.1f} s "
-        f"end to end; per-run loops for the same runs: JAX loop {baseline_s:,.1f} s "
-        f"({_times(baseline_s / engine_s)}){torch_text}"
-    )
-    return result
-
-
-def _times(ratio: float) -> str:
-    """A speedup for the log: 1,234x, 56x, 1.3x, 0.0042x."""
-    return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
 
 
 def format_row(r: BucketResult) -> str:
@@ -349,7 +271,8 @@ def format_row(r: BucketResult) -> str:
         else "torch n/a"
     )
     return (
-        f"n_st={r.n_st:>6} d={r.d} m={r.m} {r.form} runs={r.runs} steps={r.steps}: "
+        f"n_st={r.n_st:>6} d={r.d} m={r.m} {r.form} {r.noise} (D={r.dim}) runs={r.runs} "
+        f"steps={r.steps}: "
         f"{r.engine_run_steps_per_s:,.0f} run-steps/s "
         f"({r.engine_run_steps_per_s / r.baseline_run_steps_per_s:,.0f}x jax loop, "
         f"{torch_ratio}); {r.achieved_flops / 1e12:.2f} TFLOP/s = "

@@ -7,17 +7,20 @@ a per-run memory estimate against the device's budget.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import jax
 
-from w2sjax.batch import Shape, run_id
+from w2sjax.batch import Shape, choose_noise, run_id, span_size
 from w2sjax.config import Config
 from w2sjax.grid import Sweep
+from w2sjax.layout import DatasetRefused
 from w2sjax.train import STEP_METRICS
 
 Run = tuple[Config, int]
@@ -36,16 +39,76 @@ class Bucket:
 
     @property
     def id(self) -> str:
-        return hashlib.sha256(repr(self.shape).encode()).hexdigest()[:10]
+        """10 hex of the Shape's text. The full sampler, the default, stays out of the text, so
+        buckets of datasets written before the noise choice existed keep their ids."""
+        fields = dataclasses.asdict(self.shape)
+        if fields["noise"] == "full":
+            del fields["noise"]
+        text = f"Shape({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+NOISE_RECORD = "# --noise reduced: "  # spec.toml's line for each noise key sampled reduced
+
+
+def noise_key(config: Config) -> str:
+    """The values the noise sampler's choice depends on, as spec.toml records them."""
+    return (
+        f"d={config.d}, n_wk={config.n_wk}, n_st={config.n_st}, m={config.m}, "
+        f"easy_signal={config.easy_signal}"
+    )
+
+
+def assign_noise(
+    sweep: Sweep, choice: str, precision: str, existing: str | None = None
+) -> dict[str, str]:
+    """The sampler ("full" or "reduced") of each noise key of the sweep. A new dataset takes
+    `choice` (auto: batch.choose_noise). A dataset that exists (`existing`: its spec.toml text)
+    keeps what it recorded, so a resume never mixes samplers; keys it does not record ran
+    "full", as in every dataset written before the choice existed. An explicit `choice` that
+    disagrees with the record raises DatasetRefused."""
+    configs = {noise_key(c): c for c in sweep.points}
+    if existing is None:
+        return {
+            key: choose_noise(c, precision) if choice == "auto" else choice
+            for key, c in configs.items()
+        }
+    reduced = {
+        line.removeprefix(NOISE_RECORD)
+        for line in existing.splitlines()
+        if line.startswith(NOISE_RECORD)
+    }
+    assigned = {key: "reduced" if key in reduced else "full" for key in configs}
+    clash = next((key for key, used in assigned.items() if choice not in ("auto", used)), None)
+    if clash is not None:
+        raise DatasetRefused(
+            f"--noise {choice}: this dataset was written with the {assigned[clash]} sampler at "
+            f"{clash}; leave --noise at auto to resume it, or use --fresh"
+        )
+    return assigned
+
+
+def noise_record(assigned: Mapping[str, str]) -> str:
+    """spec.toml's lines for `assigned`: one per key sampled reduced, none when all are full (so
+    the text of a dataset written before the choice existed is unchanged)."""
+    return "".join(
+        f"{NOISE_RECORD}{key}\n" for key in sorted(assigned) if assigned[key] == "reduced"
+    )
 
 
 def plan(
-    sweep: Sweep, filters: bool = False, form: str = "auto", precision: str = "highest"
+    sweep: Sweep,
+    filters: bool = False,
+    form: str = "auto",
+    precision: str = "highest",
+    noise: Mapping[str, str] | None = None,
 ) -> list[Bucket]:
-    """Group the sweep's runs (every point x seed) into buckets by Shape, in first-seen order."""
+    """Group the sweep's runs (every point x seed) into buckets by Shape, in first-seen order.
+    noise: the sampler per noise key (assign_noise); None: all "full"."""
     groups: dict[Shape, list[Run]] = {}
     for config in sweep.points:
-        shape = Shape.of(config, filters=filters, form=form, precision=precision)
+        sampler = noise[noise_key(config)] if noise is not None else "full"
+        shape = Shape.of(config, filters=filters, form=form, precision=precision, noise=sampler)
         groups.setdefault(shape, []).extend((config, seed) for seed in range(config.seeds))
     return [Bucket(shape, tuple(runs)) for shape, runs in groups.items()]
 
@@ -53,10 +116,13 @@ def plan(
 def bytes_per_run(shape: Shape) -> int:
     """Planning estimate of device memory for one run of `shape` (inputs, state, temporaries)."""
     n_all = shape.n_wk + shape.n_st + shape.n_test
-    filters = 2 * shape.m * shape.d
+    D = shape.dim
+    filters = 2 * shape.m * D
     floats = (
-        n_all * shape.d  # the three noise matrices
+        n_all * D  # the three noise matrices
         + 6 * filters  # W, W0, gradient, update and temporaries
+        # the reduced sampler's joint draw: normals, mask and scaled copy of (M, D)
+        + (3 * span_size(shape.n_wk, shape.n_st, shape.m) * D if shape.noise == "reduced" else 0)
         + 8 * shape.m * shape.n_st  # noise and signal pre-activations, masks, rho, its update
         + 6 * shape.m * shape.n_test  # test pre-activations
         + len(shape.log_steps()) * (len(STEP_METRICS) + (8 * shape.m if shape.filters else 0))

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
-from w2sjax.config import FORMS, PRECISIONS, ConfigError, parse_overrides
+from w2sjax.config import FORMS, NOISES, PRECISIONS, ConfigError, check_engine, parse_overrides
 from w2sjax.grid import Sweep, load_sweep
 
 
@@ -35,8 +36,26 @@ def _bytes(text: str) -> int:
     return int(value)
 
 
+NOISE_OPTION = dict(
+    choices=NOISES,
+    default="auto",
+    help="noise sampler: full (all d coordinates) or reduced (k = min(M, d') coordinates of the "
+    "span the run uses, equal in distribution; needs --precision highest); auto: reduced "
+    "where d' > M = 2m + n_wk + n_st",
+)
+
+
+class _UsageError(Exception):
+    """A command line argparse rejects; main prints it as one line (no usage block), status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{self.prog}: {message}")
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--set",
         dest="overrides",
@@ -74,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         help="precision of the products with the noise patches: float32 (default), the GPU's "
         "TF32, or bf16 operands; the faster ones pass tests/test_train.py's agreement test",
     )
+    common.add_argument("--noise", **NOISE_OPTION)
     common.add_argument(
         "--filters",
         action="store_true",
@@ -90,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     dist.add_argument("--num-processes", type=_positive_int)
     dist.add_argument("--process-id", type=int)
 
-    parser = argparse.ArgumentParser(prog="w2sjax", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="w2sjax", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser(
         "sweep", parents=[common], help="run a sweep file ([grid], [zip] axes)"
@@ -129,6 +149,14 @@ def _parser() -> argparse.ArgumentParser:
         choices=PRECISIONS,
         default="highest",
         help="precision of the engine and the ceilings (see `sweep --precision`)",
+    )
+    bench.add_argument("--noise", **NOISE_OPTION)
+    bench.add_argument(
+        "--over-d",
+        action="store_true",
+        help="instead: one bucket per n_st in (75, 2000) and d in 10^4..10^8 under each noise "
+        "sampler and the PyTorch loop, each in a process of its own (peak memory); writes "
+        "OUT/bench_d.json and prints the table of docs/BENCHMARKS.md",
     )
     report = sub.add_parser(
         "report", help="markdown summary and figures of a sweep folder (written to DIR/report/)"
@@ -182,6 +210,19 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if result.clean else 1
 
 
+def _bench_over_d(out: str) -> int:
+    import json
+
+    from w2sjax.bench_dims import markdown, over_d
+
+    rows = over_d()
+    path = Path(out) / "bench_d.json"
+    path.write_text(json.dumps(rows, indent=2) + "\n")
+    print(markdown(rows))
+    print(f"wrote {path}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     try:
         sweep = load_sweep(args.sweep, seeds=args.seeds) if args.sweep else None
@@ -190,7 +231,9 @@ def _bench(args: argparse.Namespace) -> int:
         for name in ("seeds", "keep"):
             if getattr(args, name) and sweep is None:
                 raise ConfigError(f"--{name}: needs --sweep SPEC")
-        from w2sjax.bench import prepare_keep, run_bench, sweep_bench, writable_folder, write
+        check_engine(args.noise, args.precision)
+        from w2sjax.bench import run_bench, write
+        from w2sjax.bench_sweep import prepare_keep, sweep_bench, writable_folder
         from w2sjax.layout import DatasetRefused
         from w2sjax.sweep import OutOfMemory
 
@@ -200,15 +243,26 @@ def _bench(args: argparse.Namespace) -> int:
     except ConfigError as err:
         return _error(err, 2)
 
+    if args.over_d:
+        return _bench_over_d(args.out)
     use_torch = not args.no_torch
     try:
         report = run_bench(
-            args.sizes, args.runs, args.steps, use_torch=use_torch, precision=args.precision
+            args.sizes,
+            args.runs,
+            args.steps,
+            use_torch=use_torch,
+            precision=args.precision,
+            noise=args.noise,
         )
         path = write(report, args.out)
         if sweep is not None:
             report["sweep"] = sweep_bench(
-                sweep, use_torch=use_torch, precision=args.precision, keep=args.keep
+                sweep,
+                use_torch=use_torch,
+                precision=args.precision,
+                keep=args.keep,
+                noise=args.noise,
             )
             write(report, args.out)
     except KeyboardInterrupt:
@@ -233,6 +287,7 @@ def _load(args: argparse.Namespace) -> Sweep:
         args.coordinator or args.num_processes or args.process_id is not None
     ):
         raise ConfigError("--coordinator/--num-processes/--process-id: need --distributed")
+    check_engine(args.noise, args.precision)
     return sweep
 
 
@@ -273,7 +328,10 @@ def _figure(sweep: Sweep, root: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except _UsageError as err:
+        return _error(err, 2)
     if args.command == "bench":
         return _bench(args)
     if args.command == "report":
@@ -301,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             max_chunk=args.max_chunk,
             form=args.form,
             precision=args.precision,
+            noise=args.noise,
             memory_budget_bytes=args.memory_budget,
             procs=procs,
         )

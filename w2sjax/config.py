@@ -27,6 +27,7 @@ PROB_FIELDS = ("p_e", "p_h", "p_b")
 # Engine choices (not config fields: they change neither a run's random numbers nor its run_id).
 FORMS = ("auto", "dense", "coef")
 PRECISIONS = ("highest", "tf32", "bf16")
+NOISES = ("auto", "full", "reduced")
 PROB_TOLERANCE = 1e-9
 REST = "rest"
 
@@ -317,3 +318,14 @@ def log_steps(steps: int, log: str, log_points: int) -> tuple[int, ...]:
     else:
         grid = np.linspace(0, steps, log_points)
     return tuple(sorted({0, steps, *np.rint(grid).astype(int).tolist()}))
+
+
+def check_engine(noise: str, precision: str) -> None:
+    """ConfigError unless the engine choices go together: the reduced sampler keeps all of a
+    noise vector's length in one coordinate (about sqrt(d) sigma), which a low-precision product
+    rounds by more than the vector's natural spread at large d."""
+    if noise == "reduced" and precision != "highest":
+        raise ConfigError(
+            f"--noise reduced: needs --precision highest, got {precision} (or use --noise auto, "
+            f"which takes the full sampler at lower precision)"
+        )

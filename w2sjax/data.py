@@ -48,6 +48,23 @@ def noise_mask(d: int, easy_signal: str) -> chex.Array:
     return jnp.ones(d, jnp.float32).at[jnp.array(signal_axes)].set(0.0)
 
 
+def noise_rank(d: int, easy_signal: str) -> int:
+    """d', the dimension of the noise subspace: d less the axes the signals use."""
+    return d - (4 if easy_signal == "orthogonal" else 3)
+
+
+def labels(
+    key: chex.PRNGKey, n: int, p_e: chex.Array, p_h: chex.Array
+) -> tuple[chex.Array, chex.Array, chex.Array, chex.PRNGKey]:
+    """(y, c, a) of n i.i.d. samples, each (n,), and the key of their noise patches. Category from
+    one uniform: easy if u < p_e, hard if u < p_e + p_h, else both (p_b = 1 - p_e - p_h)."""
+    k_y, k_c, k_a, k_xi = jax.random.split(key, 4)
+    sign = lambda k: jnp.where(jax.random.bernoulli(k, 0.5, (n,)), 1.0, -1.0)  # noqa: E731
+    u = jax.random.uniform(k_c, (n,))
+    c = (u >= p_e).astype(jnp.float32) + (u >= p_e + p_h).astype(jnp.float32)
+    return sign(k_y), c, sign(k_a), k_xi
+
+
 def sample(
     key: chex.PRNGKey,
     n: int,
@@ -57,14 +74,10 @@ def sample(
     p_h: chex.Array,
     sigma_p: chex.Array,
 ) -> Sample:
-    """n i.i.d. samples. Category from one uniform: easy if u < p_e, hard if u < p_e + p_h, else
-    both (p_b = 1 - p_e - p_h is implied)."""
-    k_y, k_c, k_a, k_xi = jax.random.split(key, 4)
-    sign = lambda k: jnp.where(jax.random.bernoulli(k, 0.5, (n,)), 1.0, -1.0)  # noqa: E731
-    u = jax.random.uniform(k_c, (n,))
-    c = (u >= p_e).astype(jnp.float32) + (u >= p_e + p_h).astype(jnp.float32)
+    """n i.i.d. samples with their noise patches drawn in all d coordinates (see `labels`)."""
+    y, c, a, k_xi = labels(key, n, p_e, p_h)
     xi = sigma_p * jax.random.normal(k_xi, (n, d)) * noise_mask(d, easy_signal)
-    return Sample(y=sign(k_y), c=c, a=sign(k_a), xi=xi)
+    return Sample(y=y, c=c, a=a, xi=xi)
 
 
 def patch_coefs(s: Sample) -> chex.Array:

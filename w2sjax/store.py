@@ -49,8 +49,8 @@ def runs_table(
     runs: Sequence[tuple[Config, int]], per_run: dict, per_step: dict, shape: Shape
 ) -> pd.DataFrame:
     """One row per run: run_id, every config field, seed, the per-run metrics, benign_snr,
-    abundance, diverged (bool) with diverged_step (the first non-finite step, else null), and
-    final / best (over logged steps) test accuracy with the best step."""
+    abundance, diverged (bool) with diverged_step (the first non-finite step, else null),
+    final / best (over logged steps) test accuracy with the best step, and the noise sampler."""
     df = pd.DataFrame([{**c.to_dict(), "seed": s} for c, s in runs], columns=[*FIELDS, "seed"])
     df.insert(0, "run_id", [run_id(c, s) for c, s in runs])
     for name in RUN_METRICS:
@@ -65,6 +65,7 @@ def runs_table(
     df["final_test_acc"] = test_acc[:, -1]
     df["best_test_acc"] = test_acc[np.arange(len(df)), best]
     df["best_step"] = np.asarray(shape.log_steps())[best]
+    df["noise"] = shape.noise
     return df
 
 

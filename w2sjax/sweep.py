@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,16 +28,18 @@ from w2sjax.batch import Shape, stack_params
 from w2sjax.buckets import (
     Run,
     Work,
+    assign_noise,
     check_disk,
     chunk_id,
     memory_budget,
+    noise_record,
     plan,
     schedule,
     split,
 )
 from w2sjax.grid import Sweep
 from w2sjax.integrity import inspect, quarantine, remove_uncommitted
-from w2sjax.layout import SPEC_FILE, DatasetRefused
+from w2sjax.layout import SPEC_FILE, DatasetRefused, existing_spec
 from w2sjax.lock import DatasetLock
 from w2sjax.simulate import simulate
 from w2sjax.store import (
@@ -126,11 +128,15 @@ def run_chunk(
     return jax.tree_util.tree_map(lambda a: np.asarray(a)[: len(runs)], out)
 
 
-def stored_spec(sweep: Sweep, precision: str) -> str:
-    """What spec.toml holds: the sweep's canonical text, and a non-default precision (a resume
-    must not mix in results at another precision; the form may differ, both forms are exact)."""
+def stored_spec(sweep: Sweep, precision: str, noise: Mapping[str, str]) -> str:
+    """What spec.toml holds: the sweep's canonical text, a non-default precision and the noise
+    keys sampled reduced (buckets.noise_record). A resume must not mix in results at another
+    precision or from another sampler; the form may differ, both forms are exact."""
     text = sweep.to_toml()
-    return text if precision == "highest" else text + f"\n# --precision {precision}\n"
+    if precision != "highest":
+        text += f"\n# --precision {precision}\n"
+    record = noise_record(noise)
+    return text + ("\n" + record if record else "")
 
 
 def set_up(root: Path, spec_text: str, fresh: bool, filters: bool) -> None:
@@ -181,20 +187,30 @@ def _take_lock(root: Path, hold: ExitStack) -> None:
 
 def prepare(
     root: Path,
-    spec_text: str,
+    sweep: Sweep,
+    precision: str,
+    noise: str,
     fresh: bool,
     filters: bool,
     procs: Processes,
     hold: ExitStack,
-) -> None:
+) -> tuple[str, dict[str, str]]:
     """Before any compute: process 0 takes the dataset's lock (kept in `hold` until the sweep
     ends) and sets the folder up; every process learns whether that worked, so none waits for a
-    process 0 that was refused. Raises DatasetRefused or OSError (one line) when it did not."""
+    process 0 that was refused. Returns the spec.toml text and the sampler of each noise key (a
+    dataset that exists keeps its samplers: buckets.assign_noise). Raises DatasetRefused or
+    OSError (one line) when it did not work."""
+
+    def spec_of(existing: str | None) -> tuple[str, dict[str, str]]:
+        assigned = assign_noise(sweep, noise, precision, existing)
+        return stored_spec(sweep, precision, assigned), assigned
+
     failure: Exception | None = None
     if procs.index == 0:
         try:
             _take_lock(root, hold)
-            set_up(root, spec_text, fresh, filters)
+            spec, assigned = spec_of(None if fresh else existing_spec(root))
+            set_up(root, spec, fresh, filters)
         except Exception as err:  # whatever stops process 0 must stop every process
             failure = err
     ok = procs.agree(failure is None)
@@ -203,7 +219,9 @@ def prepare(
     if not ok:
         raise DatasetRefused(f"{root}: process 0 could not set up the dataset (see its error)")
     if procs.index != 0:
-        check_spec(root, spec_text)
+        spec, assigned = spec_of(existing_spec(root))
+        check_spec(root, spec)
+    return spec, assigned
 
 
 @dataclass(frozen=True)
@@ -257,7 +275,9 @@ def run_work(
                         raise OutOfMemory(
                             f"out of device memory with {size} run(s) per call at n_st="
                             f"{bucket.shape.n_st}, d={bucket.shape.d}, n_test="
-                            f"{bucket.shape.n_test} ({err}); lower them or use a larger device"
+                            f"{bucket.shape.n_test} ({bucket.shape.noise} noise, "
+                            f"{bucket.shape.dim} coordinates; {err}); lower them or use a "
+                            f"larger device"
                         ) from None
                     size = caps[bucket.id] = max(
                         len(devices), -(-size // 2 // len(devices)) * len(devices)
@@ -293,6 +313,7 @@ def execute(
     memory_budget_bytes: int | None = None,
     form: str = "auto",
     precision: str = "highest",
+    noise: str = "auto",
     procs: Processes = Processes(),
 ) -> Summary:
     """Run every not-yet-written run of `sweep` (this process's share) and write its parts under
@@ -300,11 +321,10 @@ def execute(
     every process is done, so a second writer gets LockHeld (a DatasetRefused), one line, before
     anything is written. Out of device memory at one run per device: OutOfMemory."""
     root = Path(out) / sweep.name
-    spec = stored_spec(sweep, precision)
     with ExitStack() as hold:
-        prepare(root, spec, fresh, filters, procs, hold)
+        spec, assigned = prepare(root, sweep, precision, noise, fresh, filters, procs, hold)
         devices = jax.local_devices()
-        buckets = plan(sweep, filters, form, precision)
+        buckets = plan(sweep, filters, form, precision, assigned)
         if procs.index == 0:
             check_disk(root, buckets)
         budget = memory_budget_bytes or memory_budget(devices[0])

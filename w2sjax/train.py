@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -26,8 +26,8 @@ from w2sjax.data import (
     NU_NEG,
     NU_POS,
     Sample,
+    labels,
     patch_coefs,
-    sample,
     signal_matrix,
 )
 from w2sjax.models import (
@@ -40,6 +40,7 @@ from w2sjax.models import (
     strong_preacts,
     weak_output,
 )
+from w2sjax.noise import SAMPLERS, NoiseKeys
 
 RUN_METRICS = ("weak_test_acc", "weak_test_acc_hard", "pseudo_label_error")
 STEP_METRICS = (
@@ -246,10 +247,35 @@ def coef_step(
     return Coef(gamma=state.gamma + dgamma, rho=state.rho + drho)
 
 
-def run_keys(p: Params) -> tuple[chex.PRNGKey, ...]:
-    """(weak data, strong data, test data, init) keys from fold_in(base_seed, point, seed)."""
+class RunData(NamedTuple):
+    """A run's draws in its working coordinates (D = Shape.dim): the signals (4, D), the weak,
+    training and test samples, and W0 (2, m, D)."""
+
+    signals: chex.Array
+    weak: Sample
+    train: Sample
+    test: Sample
+    W0: chex.Array
+
+
+def draw_run(shape: Shape, p: Params) -> RunData:
+    """Every random draw of one run, from its key fold_in(fold_in(key(base_seed), point), seed):
+    split in four (weak data, strong data, test data, init), each set's labels from its key, and
+    the noise from the sampler Shape.noise names (noise.py)."""
     key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(p.base_seed), p.point), p.seed)
-    return tuple(jax.random.split(key, 4))
+    k_wk, k_st, k_test, k_init = jax.random.split(key, 4)
+    sets = [
+        labels(k, n, p.p_e, p.p_h)
+        for k, n in ((k_wk, shape.n_wk), (k_st, shape.n_st), (k_test, shape.n_test))
+    ]
+    keys = NoiseKeys(key, *(k_xi for *_, k_xi in sets), k_init)
+    noise = SAMPLERS[shape.noise].draw(shape, p, keys)
+    weak, train, test = (
+        Sample(y=y, c=c, a=a, xi=xi)
+        for (y, c, a, _), xi in zip(sets, (noise.weak, noise.train, noise.test), strict=True)
+    )
+    signals = signal_matrix(shape.dim, shape.easy_signal, p.mu_norm, p.nu_norm)
+    return RunData(signals, weak, train, test, noise.W0)
 
 
 def dense_loop(
@@ -327,16 +353,7 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
     over the K logged steps of `shape.log_steps()` (and "filters" to (K, 2, m, 4)), NaN from the
     divergence on.
     """
-    k_wk, k_st, k_test, k_init = run_keys(p)
-    signals = signal_matrix(shape.d, shape.easy_signal, p.mu_norm, p.nu_norm)
-    draw = partial(
-        sample, d=shape.d, easy_signal=shape.easy_signal, p_e=p.p_e, p_h=p.p_h, sigma_p=p.sigma_p
-    )
-    weak_data, train, test = (
-        draw(k_wk, shape.n_wk),
-        draw(k_st, shape.n_st),
-        draw(k_test, shape.n_test),
-    )
+    signals, weak_data, train, test, W0 = draw_run(shape, p)
 
     w = fit_weak(signals, weak_data, p.eta_wk, shape.steps_wk)
     yhat = sign(weak_output(w, signals, train))
@@ -347,7 +364,6 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
         "pseudo_label_error": (yhat != train.y).mean(),
     }
 
-    W0 = p.sigma_0 * jax.random.normal(k_init, (2, shape.m, shape.d))
     loop = coef_loop if shape.form == "coef" else dense_loop
     state, step, views = loop(W0, signals, train, test, yhat, p.eta, shape.precision)
 

@@ -1,0 +1,116 @@
+"""`w2sjax bench --sweep SPEC`: a whole sweep timed end to end (compile, sampling, the weak fit,
+evaluation and parquet writing included) against what the per-run loops (bench.py) would take for
+the same runs."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from w2sjax import bench as loops
+from w2sjax.buckets import assign_noise, plan
+from w2sjax.config import ConfigError
+from w2sjax.grid import Sweep
+from w2sjax.sweep import execute
+
+
+def writable_folder(folder: str | Path, option: str) -> Path:
+    """Create `folder` if missing; ConfigError naming `option` unless it is a writable folder."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{option}: cannot create {folder} ({err.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{option}: {folder} is not writable")
+    return folder
+
+
+def prepare_keep(keep: str | Path, sweep: Sweep) -> None:
+    """Create `keep` if missing; ConfigError unless it is a writable folder that holds no results
+    of `sweep` yet (a resumed sweep would skip runs and time nothing)."""
+    if (Path(keep) / sweep.name).exists():
+        raise ConfigError(f"--keep: {Path(keep) / sweep.name} exists; timing needs a new folder")
+    writable_folder(keep, "--keep")
+
+
+def sweep_bench(
+    sweep: Sweep,
+    use_torch: bool = True,
+    precision: str = "highest",
+    loop_steps: int | None = None,
+    keep: str | Path | None = None,
+    log=print,
+    noise: str = "auto",
+) -> dict:
+    """Wall time of running every run of `sweep` (into a temporary folder, or into `keep`, which
+    must not hold this sweep yet), from the call to the last parquet part (compile included),
+    against the per-run loops' time for the same runs. The loops' time is estimated per bucket
+    as runs x steps / (their run-steps/s measured here at the bucket's n_st, d, m over
+    `loop_steps` steps) and counts their training steps only, not sampling, the weak fit or
+    evaluation: the speedups err against the engine. Raises KeyboardInterrupt when the sweep
+    was stopped by Ctrl-C (its committed chunks stay in `keep`)."""
+    if keep:
+        prepare_keep(keep, sweep)
+    loop_steps = loop_steps or loops.SIZES[loops.device_sizes()][5]
+    with tempfile.TemporaryDirectory() as scratch:
+        start = time.perf_counter()
+        summary = execute(sweep, keep or scratch, quiet=True, precision=precision, noise=noise)
+        engine_s = time.perf_counter() - start
+    if summary.interrupted:  # a partial sweep's time says nothing
+        raise KeyboardInterrupt
+    rates: dict[tuple[int, int, int], tuple[float, float | None]] = {}
+    buckets = []
+    assigned = assign_noise(sweep, noise, precision)
+    for bucket in plan(sweep, precision=precision, noise=assigned):
+        shape, runs = bucket.shape, len(bucket.runs)
+        dims = (shape.n_st, shape.d, shape.m)
+        if dims not in rates:
+            rates[dims] = (
+                loops.jax_per_run(*dims, loop_steps),
+                loops.torch_per_run(*dims, loop_steps) if use_torch else None,
+            )
+        jax_rate, torch_rate = rates[dims]
+        buckets.append(
+            {
+                "n_st": shape.n_st,
+                "d": shape.d,
+                "m": shape.m,
+                "form": shape.form,
+                "noise": shape.noise,
+                "runs": runs,
+                "steps": shape.steps,
+                "baseline_s": runs * shape.steps / jax_rate,
+                "torch_s": runs * shape.steps / torch_rate if torch_rate else None,
+            }
+        )
+    baseline_s = sum(b["baseline_s"] for b in buckets)
+    torch_s = sum(b["torch_s"] for b in buckets) if all(b["torch_s"] for b in buckets) else None
+    result = {
+        "name": sweep.name,
+        "runs": summary.ran,
+        "devices": summary.devices,
+        "diverged": summary.diverged,
+        "engine_s": engine_s,
+        "baseline_s": baseline_s,
+        "torch_s": torch_s,
+        "speedup_over_baseline": baseline_s / engine_s,
+        "speedup_over_torch": torch_s / engine_s if torch_s else None,
+        "buckets": buckets,
+    }
+    torch_text = ""
+    if torch_s:
+        torch_text = f", PyTorch loop {torch_s:,.1f} s ({_times(torch_s / engine_s)})"
+    log(
+        f"sweep {sweep.name}: {summary.ran} runs on {summary.devices} in {engine_s:,.1f} s "
+        f"end to end; per-run loops for the same runs: JAX loop {baseline_s:,.1f} s "
+        f"({_times(baseline_s / engine_s)}){torch_text}"
+    )
+    return result
+
+
+def _times(ratio: float) -> str:
+    """A speedup for the log: 1,234x, 56x, 1.3x, 0.0042x."""
+    return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2g}x"

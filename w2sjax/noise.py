@@ -1,0 +1,138 @@
+"""Noise samplers: how a run draws its noise vectors, by name (`SAMPLERS`, chosen by Shape.noise).
+
+Every quantity a run computes is an inner product among M = 2m + n_wk + n_st vectors: the noise
+parts of W0's 2m filters and the weak and strong training noise patches (gradient descent keeps
+every weight in the span of W0, the training noise and the signals), plus each evaluation (test)
+patch's inner products with them. They are independent isotropic Gaussians in the noise subspace
+of dimension d' (data.noise_rank).
+
+- "full" draws each of them in all d coordinates (noise masked off the signal axes).
+- "reduced" draws their coordinates in an orthonormal basis of their span, k = min(M, d') of them:
+  the law of the transposed R factor of a Gaussian QR (the Bartlett decomposition; see
+  `bartlett`), each row then scaled by its standard deviation (sigma_0 for W0, sigma_p for noise
+  patches). An evaluation patch is independent of all of them, so its coordinates in that basis
+  are iid N(0, sigma_p^2) (its part outside the span never meets a weight vector). A run in these
+  coordinates is equal in distribution to the d-dimensional run, and once d' >= M its cost does
+  not depend on d. Exact only while the weights stay in the span (gradient descent at float32
+  precision: batch.reduced_is_exact).
+
+Working coordinates (Shape.dim = D): axes 0-3 are the signal axes (data.signal_matrix). "reduced"
+puts its k coordinates on axes 4 to 3 + k (with antipodal signals axis 1 stays empty) and draws
+W0's components on the signal axes separately, iid N(0, sigma_0^2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from w2sjax.batch import SIGNAL_AXES, Params, Shape
+from w2sjax.data import noise_mask, noise_rank
+
+# The reduced sampler's key is fold_in(run key, REDUCED_SALT): a draw of its own, never one of the
+# run's four split keys (which are fold_in-like counters 0-3), so no other draw of a run changes.
+REDUCED_SALT = 0x4E4F4953
+
+
+class RunNoise(NamedTuple):
+    """A run's noise in its working coordinates (D = Shape.dim): W0 (2, m, D) and the noise
+    patches of the weak (n_wk, D), training (n_st, D) and test (n_test, D) sets."""
+
+    W0: chex.Array
+    weak: chex.Array
+    train: chex.Array
+    test: chex.Array
+
+
+class NoiseKeys(NamedTuple):
+    """The keys a sampler may use: the run's own key, each set's noise key, W0's key."""
+
+    run: chex.PRNGKey
+    weak: chex.PRNGKey
+    train: chex.PRNGKey
+    test: chex.PRNGKey
+    init: chex.PRNGKey
+
+
+@dataclass(frozen=True)
+class NoiseSampler:
+    """draw(shape, p, keys) -> RunNoise; evaluation(shape, key, n, sigma_p) -> (n, D) patches of
+    an evaluation set (independent of the weights: test now, any validation set later)."""
+
+    draw: Callable[[Shape, Params, NoiseKeys], RunNoise]
+    evaluation: Callable[[Shape, chex.PRNGKey, int, chex.Array], chex.Array]
+
+
+def _full_patches(shape: Shape, key: chex.PRNGKey, n: int, sigma_p: chex.Array) -> chex.Array:
+    return sigma_p * jax.random.normal(key, (n, shape.d)) * noise_mask(shape.d, shape.easy_signal)
+
+
+def _full(shape: Shape, p: Params, keys: NoiseKeys) -> RunNoise:
+    """Every vector in all d coordinates, as every run before the reduced sampler existed."""
+    return RunNoise(
+        W0=p.sigma_0 * jax.random.normal(keys.init, (2, shape.m, shape.d)),
+        weak=_full_patches(shape, keys.weak, shape.n_wk, p.sigma_p),
+        train=_full_patches(shape, keys.train, shape.n_st, p.sigma_p),
+        test=_full_patches(shape, keys.test, shape.n_test, p.sigma_p),
+    )
+
+
+def bartlett(key: chex.PRNGKey, rows: int, d_noise: int) -> chex.Array:
+    """(rows, k), k = min(rows, d_noise): the coordinates of `rows` iid N(0, I_{d_noise}) vectors
+    in an orthonormal basis of their span (the transposed R of their QR). Row i has N(0, 1)
+    entries before column min(i, k), sqrt(chi-square(d_noise - i)) at column i when i < k, zeros
+    after; rows i >= k are N(0, 1) k-vectors."""
+    k = min(rows, d_noise)
+    k_normal, k_chi = jax.random.split(key)
+    row, col = jnp.arange(rows)[:, None], jnp.arange(k)[None, :]
+    below = jnp.where(col < row, jax.random.normal(k_normal, (rows, k)), 0.0)
+    df = (d_noise - jnp.arange(k)).astype(jnp.float32)
+    chi = jnp.sqrt(2.0 * jax.random.gamma(k_chi, df / 2.0))
+    return below + jnp.where(col == row, chi[None, :], 0.0)
+
+
+def _embed(coords: chex.Array) -> chex.Array:
+    """(..., k) noise coordinates -> (..., 4 + k), zero on the signal axes."""
+    pad = [(0, 0)] * (coords.ndim - 1) + [(SIGNAL_AXES, 0)]
+    return jnp.pad(coords, pad)
+
+
+def _reduced_patches(shape: Shape, key: chex.PRNGKey, n: int, sigma_p: chex.Array) -> chex.Array:
+    return _embed(sigma_p * jax.random.normal(key, (n, shape.dim - SIGNAL_AXES)))
+
+
+def _reduced(shape: Shape, p: Params, keys: NoiseKeys) -> RunNoise:
+    """W0 and both training sets jointly in k coordinates (one Bartlett draw), the test set iid."""
+    m2 = 2 * shape.m
+    rows = m2 + shape.n_wk + shape.n_st
+    scale = jnp.concatenate(
+        [jnp.full((m2,), p.sigma_0), jnp.full((shape.n_wk + shape.n_st,), p.sigma_p)]
+    )
+    coords = _embed(
+        scale[:, None]
+        * bartlett(
+            jax.random.fold_in(keys.run, REDUCED_SALT),
+            rows,
+            noise_rank(shape.d, shape.easy_signal),
+        )
+    )
+    on_signal_axes = 1.0 - noise_mask(SIGNAL_AXES, shape.easy_signal)  # antipodal: axis 1 is noise
+    W0_signal = p.sigma_0 * jax.random.normal(keys.init, (2, shape.m, SIGNAL_AXES)) * on_signal_axes
+    W0 = coords[:m2].reshape(2, shape.m, -1).at[..., :SIGNAL_AXES].set(W0_signal)
+    return RunNoise(
+        W0=W0,
+        weak=coords[m2 : m2 + shape.n_wk],
+        train=coords[m2 + shape.n_wk :],
+        test=_reduced_patches(shape, keys.test, shape.n_test, p.sigma_p),
+    )
+
+
+SAMPLERS: dict[str, NoiseSampler] = {
+    "full": NoiseSampler(draw=_full, evaluation=_full_patches),
+    "reduced": NoiseSampler(draw=_reduced, evaluation=_reduced_patches),
+}
