@@ -1,4 +1,4 @@
-"""Shared helpers: small configs and an independent reference of the SPEC.md models that
+"""Shared helpers: small configs and an independent reference of the docs/MODEL.md models that
 materialises every patch (the engine never does)."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def small_config(**fields) -> Config:
 
 
 def reference_patches(s: Sample, signals: np.ndarray) -> np.ndarray:
-    """(n, 3, d) patches written out from SPEC section 1: easy (mu_y, mu_y, xi), hard
+    """(n, 3, d) patches written out from MODEL.md section 1: easy (mu_y, mu_y, xi), hard
     (a nu_y, a nu_y, xi), both (mu_y, a nu_y, xi).
     signals rows: mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}."""
     y, c, a, xi = (np.asarray(v) for v in (s.y, s.c, s.a, s.xi))

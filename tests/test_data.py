@@ -1,5 +1,5 @@
-"""Data distribution (SPEC section 1) and the models' patch-free evaluation against materialised
-patches."""
+"""Data distribution (docs/MODEL.md section 1) and the models' patch-free evaluation against
+materialised patches."""
 
 from __future__ import annotations
 

@@ -64,7 +64,7 @@ def test_gd_step_equals_w_minus_eta_grad(seed, noise):
     state, signals, data, yhat, eta, opt = _strong_setup(seed, noise=noise)
     X = jnp.asarray(reference_patches(data, np.asarray(signals)), jnp.float32)
 
-    def reference_loss(W):  # L_S written from SPEC section 3 with materialised patches
+    def reference_loss(W):  # L_S of MODEL.md section 3 with materialised patches
         return logistic_loss(yhat * reference_strong_output(W, X)).mean()
 
     xi_sq = (data.xi**2).sum(-1)
@@ -95,7 +95,8 @@ def test_signal_noise_decomposition_is_exact(seed, easy_signal, noise):
         )
     )
     # Signal part: project onto the signal span by the pseudo-inverse of its Gram matrix (for
-    # orthogonal signals this is SPEC's sum_s g_s s / ||s||^2; it also handles antipodal mu).
+    # orthogonal signals this is MODEL.md section 4's sum_s g_s s / ||s||^2; it also handles
+    # antipodal mu).
     to_span = np.linalg.pinv(np.asarray(signals @ signals.T, np.float64)) @ np.asarray(
         signals, np.float64
     )

@@ -1,4 +1,5 @@
-"""w2sjax: vectorized JAX simulations of weak-to-strong generalization (see SPEC.md).
+"""w2sjax: vectorized JAX simulations of weak-to-strong generalization (docs/MODEL.md says
+what it simulates).
 
 `w2sjax.load(path)` reads a sweep folder into (runs, steps) DataFrames.
 """

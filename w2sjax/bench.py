@@ -174,7 +174,7 @@ def jax_per_run(n_st: int, d: int, m: int, steps: int) -> float:
 
 
 def torch_per_run(n_st: int, d: int, m: int, steps: int) -> float | None:
-    """Run-steps/s of the per-run PyTorch loop researchers write (DESIGN.md): materialised
+    """Run-steps/s of the per-run PyTorch loop researchers write: materialised
     patches (n, d, 3), Conv1d with kernel 1 as the 2m filters, autograd, SGD, float32 without
     TF32. None when torch is not importable."""
     try:

@@ -2,9 +2,9 @@
 
 A config file has sections [data], [weak], [strong], [eval] and three top-level keys (name, seeds,
 base_seed). Field names are flat and unique across sections; they are also the column names of every
-table. Every field has a default (the SPEC.md section 8 parameter set), so a file names only what it
-changes. Anything malformed raises ConfigError with a one-line message naming the field and the
-allowed values, before any compute.
+table. Every field has a default (docs/MODEL.md section 8's parameter set), so a file names only
+what it changes. Anything malformed raises ConfigError with a one-line message naming the field
+and the allowed values, before any compute.
 """
 
 from __future__ import annotations
@@ -175,7 +175,8 @@ def resolve_probs(values: Mapping[str, Any]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Config:
-    """One validated configuration; probabilities resolved to floats. Field names as in SPEC.md."""
+    """One validated configuration; probabilities resolved to floats. Field names as in
+    docs/MODEL.md."""
 
     name: str
     seeds: int

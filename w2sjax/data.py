@@ -1,4 +1,4 @@
-"""Data distribution D(p_e, p_h, p_b, sigma_p, ||mu||, ||nu||, d) of SPEC.md section 1.
+"""Data distribution D(p_e, p_h, p_b, sigma_p, ||mu||, ||nu||, d) of docs/MODEL.md section 1.
 
 Signal patches are never materialised: a sample is its label y, category c, hard-signal sign a and
 noise patch xi. Its two signal patches are coefficient vectors over the four signals

@@ -1,4 +1,4 @@
-"""The two models of SPEC.md sections 2 and 3 as pure functions on a `Sample`.
+"""The two models of docs/MODEL.md sections 2 and 3 as pure functions on a `Sample`.
 
 Weak: f_wk(w, X) = sum_p <w, x^(p)>. Strong: f_st(W, X) = F_{+1} - F_{-1},
 F_j = (1/m) sum_r sum_p ReLU(<w_{j,r}, x^(p)>). Class index 0 of W is j = +1, index 1 is j = -1.
@@ -66,7 +66,7 @@ def strong_preacts(
 
 def strong_output_of(pre: Preacts) -> chex.Array:
     """(n,) f_st from pre-activations: F_j = mean over r of the ReLU sum over patches."""
-    relu = jax.nn.relu  # ReLU'(0) = 0, as SPEC section 3 requires
+    relu = jax.nn.relu  # ReLU'(0) = 0, as MODEL.md section 3 says
     F = (relu(pre.signal).sum(2) + relu(pre.noise)).mean(1)
     return F[0] - F[1]
 

@@ -1,4 +1,5 @@
-"""Theory quantities of SPEC.md section 6, as functions of config values (scalars or arrays)."""
+"""Theory quantities of docs/MODEL.md section 6, as functions of config values (scalars or
+arrays)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training and recording for one run (SPEC.md sections 2 to 5): weak fit, pseudo-labels, the
+"""Training and recording for one run (docs/MODEL.md sections 2 to 5): weak fit, pseudo-labels, the
 strong GD loop with its exact noise coefficients, and the per-step metrics.
 
 Everything here is a pure function of one run's scalars; `simulate` vmaps it over runs.
@@ -110,7 +110,7 @@ def strong_step(
     xi_sq: chex.Array,
     precision: str = "highest",
 ) -> Strong:
-    """One full-batch GD step on L_S, and the exact rho recursion of SPEC section 4:
+    """One full-batch GD step on L_S, and the exact rho recursion of MODEL.md section 4:
     rho += -(eta / (n m)) l'_i ReLU'(<w_{j,r}, xi_i>) ||xi_i||^2 j yhat_i, all at W^(t).
     xi_sq (n,) is ||xi_i||^2, passed in so the loop does not recompute it."""
     grad_fn = jax.value_and_grad(partial(strong_loss, precision=precision), has_aux=True)
@@ -133,7 +133,7 @@ def signal_coefs(W: chex.Array, init_proj: chex.Array, signals: chex.Array) -> c
 def coef_summaries(
     coefs: chex.Array, rho: chex.Array, yhat: chex.Array, flipped: chex.Array
 ) -> dict[str, chex.Array]:
-    """SPEC section 5 coefficient summaries from coefs (2, m, 4) and rho (2, m, n)."""
+    """MODEL.md section 5 coefficient summaries from coefs (2, m, 4) and rho (2, m, n)."""
     own_mu = jnp.stack([coefs[0, :, MU_POS], coefs[1, :, MU_NEG]])  # (2, m): gmu_{j,r,j}
     own_nu = jnp.stack([coefs[0, :, NU_POS], coefs[1, :, NU_NEG]])  # (2, m): gnu_{j,r,j}
     is_bar = (J_SIGN[:, None] == yhat[None, :])[:, None, :]  # (2, 1, n): j = yhat_i
@@ -159,8 +159,8 @@ def record(
     test: Sample,
     filters: bool,
 ) -> dict[str, chex.Array]:
-    """Every SPEC section 5 metric (scalars) from the current pre-activations on the training and
-    test sets, the signal coefficients (2, m, 4) and rho (2, m, n); plus `filters` if asked."""
+    """Every MODEL.md section 5 metric (scalars) from the current pre-activations on the training
+    and test sets, the signal coefficients (2, m, 4) and rho (2, m, n); plus `filters` if asked."""
     f_train = strong_output_of(train_pre)
     pred_train = sign(f_train)
     pred_test = sign(strong_output_of(test_pre))
@@ -234,7 +234,7 @@ def coef_step(
     precision: str = "highest",
 ) -> Coef:
     """One GD step on L_S in coefficient space, equal to `strong_step` in exact arithmetic:
-    rho by SPEC section 4's recursion, and gamma_s += <Delta W, s> with Delta W = -eta grad L_S,
+    rho by MODEL.md section 4's recursion, and gamma_s += <Delta W, s> with Delta W = -eta grad L_S,
     whose signal-patch part is sum_p ReLU'(<w, x^(p)>) <x^(p), s> (signal_gram (4, 4) = S S^T)."""
     pre = coef_preacts(state, data, precision)
     margin = yhat * strong_output_of(pre)
@@ -346,7 +346,7 @@ def coef_loop(
 
 
 def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
-    """One run of SPEC sections 1 to 5 for scalar Params.
+    """One run of MODEL.md sections 1 to 5 for scalar Params.
 
     Returns (per_run, per_step): per_run maps RUN_METRICS to scalars and "diverged_step" to the
     first step whose state is not finite (-1: none); per_step maps STEP_METRICS to (K,) arrays
