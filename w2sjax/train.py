@@ -247,6 +247,20 @@ def coef_step(
     return Coef(gamma=state.gamma + dgamma, rho=state.rho + drho)
 
 
+def teacher_metrics(
+    test_pred: chex.Array, test: Sample, yhat: chex.Array, train_y: chex.Array
+) -> dict[str, chex.Array]:
+    """RUN_METRICS from the teacher's test predictions (n_test,) and its pseudo-labels yhat
+    (n_st,) of training samples with true labels train_y: its test accuracy, overall and on
+    hard-only samples, and the fraction of pseudo-labels that are wrong."""
+    right = test_pred == test.y
+    return {
+        "weak_test_acc": right.mean(),
+        "weak_test_acc_hard": masked_mean(right, test.c == HARD),
+        "pseudo_label_error": (yhat != train_y).mean(),
+    }
+
+
 class RunData(NamedTuple):
     """A run's draws in its working coordinates (D = Shape.dim): the signals (4, D), the weak,
     training and test samples, and W0 (2, m, D)."""
@@ -357,12 +371,7 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
 
     w = fit_weak(signals, weak_data, p.eta_wk, shape.steps_wk)
     yhat = sign(weak_output(w, signals, train))
-    weak_right = sign(weak_output(w, signals, test)) == test.y
-    per_run = {
-        "weak_test_acc": weak_right.mean(),
-        "weak_test_acc_hard": masked_mean(weak_right, test.c == HARD),
-        "pseudo_label_error": (yhat != train.y).mean(),
-    }
+    per_run = teacher_metrics(sign(weak_output(w, signals, test)), test, yhat, train.y)
 
     loop = coef_loop if shape.form == "coef" else dense_loop
     state, step, views = loop(W0, signals, train, test, yhat, p.eta, shape.precision)
