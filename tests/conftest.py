@@ -27,6 +27,7 @@ SMALL = dict(
     m=4,
     steps=30,
     n_test=80,
+    n_val=40,
     log_points=8,
     seeds=2,
     sigma_0=0.1,
@@ -89,6 +90,7 @@ steps = 25
 
 [eval]
 n_test = 60
+n_val = 30
 log_points = 6
 
 [grid]

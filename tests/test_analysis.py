@@ -32,13 +32,17 @@ def test_mean_interval_is_the_t_interval():
 
 
 def _synthetic():
-    """Two n_st rows x 3 seeds; test accuracy peaks at step 10 for n_st = 200 only."""
+    """Two n_st rows x 3 seeds. For n_st = 200 the test accuracy peaks at step 10; two of its
+    runs stop early there (their validation peak), the third at step 100. For n_st = 75 the
+    curves are flat and every run stops at step 0 (the first maximum)."""
     runs = pd.DataFrame(
         {
             "run_id": [f"r{i}" for i in range(6)],
             "n_st": [75] * 3 + [200] * 3,
             "weak_test_acc": [0.84, 0.85, 0.86] * 2,
             "pseudo_label_error": [0.15] * 6,
+            "best_step": [0, 0, 0, 10, 10, 100],
+            "oracle_test_acc": [0.85, 0.86, 0.87, 0.97, 0.98, 0.99],
         }
     )
     rows = []
@@ -53,26 +57,36 @@ def _synthetic():
                     "train_acc_pseudo": 0.88 if peak else 1.0,
                     "train_acc_true": 0.95 if peak else 0.85,
                     "flip_corrected": 0.9 if peak else 0.1,
+                    **{
+                        f"test_acc_{c}": 0.5 + 0.1 * k
+                        for k, c in enumerate(("easy", "hard", "both"))
+                    },
                 }
             )
     return runs, pd.DataFrame(rows)
 
 
-def test_summary_reads_the_best_step_of_the_mean_curve():
+def test_summary_reads_each_run_at_its_own_early_stopping_step():
     table = summary_table(*_synthetic(), by=["n_st"]).set_index("n_st")
     assert list(table.seeds) == [3, 3]
-    assert table.loc[200, "best_step"] == 10 and table.loc[200, "best_test_acc"] == pytest.approx(
-        0.98
-    )
-    assert table.loc[200, "train_acc_pseudo_best"] == pytest.approx(0.88)
-    assert table.loc[200, "flip_corrected_best"] == pytest.approx(0.9)
+    # n_st = 200: runs 3 and 4 read at step 10 (0.97, 0.98), run 5 at step 100 (0.87).
+    assert table.loc[200, "best_step"] == 10  # the median of 10, 10, 100
+    assert table.loc[200, "best_test_acc"] == pytest.approx((0.97 + 0.98 + 0.87) / 3)
+    assert table.loc[200, "train_acc_pseudo_best"] == pytest.approx((0.88 + 0.88 + 1.0) / 3)
+    assert table.loc[200, "flip_corrected_best"] == pytest.approx((0.9 + 0.9 + 0.1) / 3)
+    assert table.loc[200, "oracle_test_acc"] == pytest.approx(0.98)  # the test set's own pick
     assert table.loc[200, "final_test_acc"] == pytest.approx(0.86)
-    assert table.loc[75, "best_step"] == 0  # flat curve: the first maximum
+    assert table.loc[200, "best_test_acc_hard"] == pytest.approx(0.6)
+    assert table.loc[75, "best_step"] == 0
     assert table.loc[75, "weak_test_acc"] == pytest.approx(0.85)
     assert table.loc[75, "weak_test_acc_lo"] < 0.85 < table.loc[75, "weak_test_acc_hi"]
     assert list(table.regime) == ["harmful", "label_correction"]
     whole = summary_table(*_synthetic(), by=[])
     assert len(whole) == 1 and whole.seeds[0] == 6
+    runs, steps = _synthetic()  # runs written before the validation set: no early stopping
+    old = summary_table(runs.assign(best_step=pd.array([pd.NA] * 6, "Int64")), steps, ["n_st"])
+    assert old.best_test_acc.isna().all() and old.best_step.isna().all()
+    assert old.final_test_acc.notna().all()
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ from w2sjax.batch import Shape
 from w2sjax.cli import main
 from w2sjax.config import FIELDS, to_toml
 from w2sjax.grid import load_sweep
+from w2sjax.metrics import RUN_METRICS, STEP_METRICS
 from w2sjax.store import FILTER_COLUMNS
-from w2sjax.train import RUN_METRICS, STEP_METRICS
 
 RUN_COLUMNS = [
     "run_id",
@@ -29,6 +29,9 @@ RUN_COLUMNS = [
     "best_test_acc",
     "best_step",
     "noise",  # the sampler
+    "best_val_acc",
+    "oracle_test_acc",
+    "oracle_step",
     "bucket",  # the hive partition, added on reading
 ]
 
@@ -62,7 +65,7 @@ def test_tables_have_spec_columns(written):
     (config,) = load_sweep(written / "spec.toml").points
     K = len(Shape.of(config).log_steps())
     assert len(runs) == 3 and len(steps) == 3 * K and runs.run_id.is_unique
-    assert (runs.n_st == 24).all() and (runs.eta == 0.25).all() and list(runs.seed) == [0, 1, 2]
+    assert (runs.n_st == 24).all() and (runs.eta == 0.25).all() and sorted(runs.seed) == [0, 1, 2]
     assert config.n_st == 24 and config.name == "demo"
 
 
@@ -71,8 +74,12 @@ def test_run_summaries_agree_with_steps(written):
     for run in runs.itertuples():
         curve = steps[steps.run_id == run.run_id].sort_values("step")
         assert run.final_test_acc == curve.test_acc.iloc[-1]
-        assert run.best_test_acc == curve.test_acc.max()
-        assert run.best_step == curve.step.iloc[int(np.argmax(curve.test_acc.to_numpy()))]
+        assert run.oracle_test_acc == curve.test_acc.max()
+        assert run.oracle_step == curve.step.iloc[int(np.argmax(curve.test_acc.to_numpy()))]
+        stop = int(np.argmax(curve.val_acc.to_numpy()))  # the first step of highest validation
+        assert run.best_step == curve.step.iloc[stop]
+        assert run.best_test_acc == curve.test_acc.iloc[stop]
+        assert run.best_val_acc == curve.val_acc.iloc[stop]
     expected_snr = runs.n_st * runs.p_b**2 * runs.nu_norm**4 / (runs.sigma_p**4 * runs.d)
     np.testing.assert_allclose(runs.benign_snr, expected_snr)
 

@@ -12,9 +12,9 @@ import pytest
 from w2sjax.batch import Shape
 from w2sjax.config import build
 from w2sjax.data import BOTH, EASY, HARD, Sample
+from w2sjax.metrics import STEP_METRICS, record, teacher_metrics
 from w2sjax.models import Preacts
 from w2sjax.store import runs_table
-from w2sjax.train import STEP_METRICS, record, teacher_metrics
 
 E, H, B = EASY, HARD, BOTH
 
@@ -39,6 +39,9 @@ F_TRAIN = [2.0, 0.5, -1.0, -0.5, 1.0, 3.0]  # predictions + + - - + +
 TEST_Y = [1, -1, 1, 1, -1, 1, -1, 1]
 TEST_C = [E, H, B, H, B, E, H, H]
 F_TEST = [1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0]  # right on 0, 2, 3, 4, 6
+# Validation set: 3 samples, evaluated after the test set in the same pre-activations.
+VAL_Y = [1, 1, -1]
+F_VAL = [1.0, -1.0, -1.0]  # right on 0 and 2
 
 
 def _record(rho=None, coefs=None) -> dict:
@@ -46,12 +49,13 @@ def _record(rho=None, coefs=None) -> dict:
     coefs = jnp.zeros((2, 1, 4)) if coefs is None else jnp.asarray(coefs, jnp.float32)
     out = record(
         _preacts(F_TRAIN),
-        _preacts(F_TEST),
+        _preacts(F_TEST + F_VAL),
         coefs,
         rho,
         train=_sample(TRAIN_Y, [E] * 6),
         yhat=jnp.asarray(YHAT, jnp.float32),
         test=_sample(TEST_Y, TEST_C),
+        val=_sample(VAL_Y, [E, H, B]),
         filters=False,
     )
     return {k: float(v) for k, v in out.items()}
@@ -71,23 +75,26 @@ def test_accuracies_and_loss():
     assert got["test_acc_easy"] == pytest.approx(1 / 2)
     assert got["test_acc_hard"] == pytest.approx(2 / 4)
     assert got["test_acc_both"] == pytest.approx(2 / 2)
+    assert got["val_acc"] == pytest.approx(2 / 3)  # the 3 samples after the test set's 8
     margins = np.asarray(YHAT) * np.asarray(F_TRAIN)  # 2, -0.5, 1, 0.5, 1, -3
     assert got["train_loss"] == pytest.approx(np.log1p(np.exp(-margins)).mean(), rel=1e-6)
     assert set(got) == set(STEP_METRICS)
 
 
-def test_flip_corrected_is_nan_without_flipped_samples():
+def test_flip_corrected_is_nan_without_flipped_samples_and_val_is_its_own_set():
     got = record(
         _preacts([1.0, -1.0]),
-        _preacts([1.0]),
+        _preacts([1.0, -1.0, -1.0]),  # test: one sample, right; validation: two, both wrong
         jnp.zeros((2, 1, 4)),
         jnp.zeros((2, 1, 2)),
         train=_sample([1, -1], [E, E]),
         yhat=jnp.asarray([1.0, -1.0]),
         test=_sample([1], [E]),
+        val=_sample([1, 1], [E, E]),
         filters=False,
     )
     assert np.isnan(float(got["flip_corrected"])) and np.isnan(float(got["test_acc_hard"]))
+    assert float(got["test_acc"]) == 1.0 and float(got["val_acc"]) == 0.0
 
 
 def test_noise_coefficient_summaries():
@@ -158,7 +165,8 @@ def test_final_and_best_columns_of_the_runs_table():
     shape = Shape.of(config)
     assert shape.log_steps() == (0, 1, 2, 3, 4)
     curves = np.array([[0.5, 0.9, 0.7, 0.9, 0.6], [0.4, 0.5, np.nan, np.nan, np.nan]])
-    per_step = {"test_acc": curves}
+    val = np.array([[0.5, 0.6, 0.8, 0.8, 0.7], [0.6, 0.5, np.nan, np.nan, np.nan]])
+    per_step = {"test_acc": curves, "val_acc": val}
     per_run = {
         "weak_test_acc": np.array([0.8, 0.7]),
         "weak_test_acc_hard": np.array([0.5, 0.5]),
@@ -166,9 +174,12 @@ def test_final_and_best_columns_of_the_runs_table():
         "diverged_step": np.array([-1, 2]),
     }
     df = runs_table([(config, 0), (config, 1)], per_run, per_step, shape)
-    # run 0: best 0.9 first reached at step 1 (not 3); final 0.6. Run 1 diverged at step 2: its
-    # NaN rows never win, its final is NaN.
-    assert list(df.best_step) == [1, 1] and list(df.best_test_acc) == [0.9, 0.5]
+    # Run 0: validation peaks first at step 2 (0.8; not step 3), where test reads 0.7; the test
+    # set's own argmax (the oracle) is step 1 (0.9, first reached; not 3); final 0.6. Run 1
+    # diverged at step 2: its NaN rows never win (validation peaks at step 0), its final is NaN.
+    assert list(df.best_step) == [2, 0] and list(df.best_test_acc) == [0.7, 0.4]
+    assert list(df.best_val_acc) == [0.8, 0.6]
+    assert list(df.oracle_step) == [1, 1] and list(df.oracle_test_acc) == [0.9, 0.5]
     assert df.final_test_acc[0] == 0.6 and np.isnan(df.final_test_acc[1])
     assert list(df.diverged) == [False, True]
     assert df.diverged_step[1] == 2 and pd.isna(df.diverged_step[0])

@@ -14,10 +14,12 @@ from conftest import reference_patches, reference_strong_output, small_config
 from w2sjax.batch import Shape, stack_params
 from w2sjax.config import build
 from w2sjax.data import Sample, labels
+from w2sjax.loops import Strong, signal_coefs, strong_step
+from w2sjax.metrics import STEP_METRICS
 from w2sjax.models import logistic_loss, sign, weak_output
 from w2sjax.noise import SAMPLERS
 from w2sjax.simulate import simulate
-from w2sjax.train import STEP_METRICS, Strong, draw_run, fit_weak, signal_coefs, strong_step
+from w2sjax.train import draw_run, fit_weak
 
 
 def _one(config, seed: int = 0):

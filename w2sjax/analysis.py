@@ -44,9 +44,28 @@ def _read(folder: Path) -> pd.DataFrame:
         df = dataset.to_table().to_pandas()
     except (pa.ArrowException, OSError) as err:
         raise DamagedDataset(unreadable_line(folder, err)) from None
-    if folder.name == "runs":  # runs written before the sampler choice existed used "full"
-        df["noise"] = df["noise"].fillna("full") if "noise" in df else "full"
+    if folder.name == "runs":
+        df = _runs_as_today(df)
     return df[[c for c in df.columns if c != "bucket"] + ["bucket"]]
+
+
+def _runs_as_today(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs written by earlier versions, in today's columns. Before the sampler choice they all
+    used the full sampler. Before the validation set, their best_* columns were the test set's
+    argmax, which today's tables call oracle_*; they have no early-stopping step (best_* NaN)."""
+    df["noise"] = df["noise"].fillna("full") if "noise" in df else "full"
+    for column in ("best_val_acc", "oracle_test_acc", "oracle_step"):
+        if column not in df:
+            df[column] = np.nan
+    old = df.oracle_test_acc.isna().to_numpy()
+    if old.any():
+        for column in ("best_step", "oracle_step"):
+            df[column] = df[column].astype("Int64")
+        df.loc[old, "oracle_test_acc"] = df.loc[old, "best_test_acc"]
+        df.loc[old, "oracle_step"] = df.loc[old, "best_step"]
+        df.loc[old, "best_test_acc"] = np.nan
+        df.loc[old, "best_step"] = pd.NA
+    return df
 
 
 def load(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -111,17 +130,25 @@ def mean_interval(values: pd.Series) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+# name: (where it is read, column). "runs": the runs table; "last": each run's last logged step;
+# "best": each run's early-stopping step (best_step: its first step of highest validation
+# accuracy). Every metric is then a mean over the point's seeds.
 SUMMARY_METRICS = {
-    # name: (column of steps, where it is read) or the per-run column
     "weak_test_acc": ("runs", "weak_test_acc"),
     "pseudo_label_error": ("runs", "pseudo_label_error"),
     "final_test_acc": ("last", "test_acc"),
     "best_test_acc": ("best", "test_acc"),
+    "oracle_test_acc": ("runs", "oracle_test_acc"),
     "train_acc_pseudo_final": ("last", "train_acc_pseudo"),
     "train_acc_pseudo_best": ("best", "train_acc_pseudo"),
     "train_acc_true_final": ("last", "train_acc_true"),
     "train_acc_true_best": ("best", "train_acc_true"),
     "flip_corrected_best": ("best", "flip_corrected"),
+    **{
+        f"{when}_test_acc_{category}": (at, f"test_acc_{category}")
+        for when, at in (("final", "last"), ("best", "best"))
+        for category in ("easy", "hard", "both")
+    },
 }
 
 
@@ -133,29 +160,32 @@ def w2s_gain(runs: pd.DataFrame, metric: str = "final_test_acc") -> pd.Series:
 def summary_table(runs: pd.DataFrame, steps: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """One row per grid point (the distinct values of the `by` columns), over its seeds.
 
-    The best step of a point is the argmax of its seed-mean test accuracy curve (one step for all
-    its seeds, so no per-seed selection bias); step metrics are read there and at the last step.
-    Every metric comes with _lo/_hi, its 95% t-interval over seeds. With by = [] the whole table
-    is one point.
+    Each run is read at its last logged step and at its own early-stopping step (best_step, the
+    first logged step of its highest validation accuracy: chosen without the test set), and
+    best_step is the median of those steps. oracle_test_acc is the mean of each run's highest
+    test accuracy (the test set choosing its own step: an upper bound, not a result). Every
+    metric comes with _lo/_hi, its 95% t-interval over seeds (NaN where no run of the point has
+    the metric, e.g. best_* of runs written before the validation set). With by = [] the whole
+    table is one point.
     """
     keys = list(by)
-    curves = steps.merge(runs[["run_id", *keys]], on="run_id")
+    curves = steps.merge(runs[["run_id", "best_step"]], on="run_id")
+    last = curves[curves.step == curves.groupby("run_id").step.transform("max")]
+    best = curves[curves.step.eq(curves.best_step).fillna(False).astype(bool)]
     groups = runs.groupby(keys, sort=True) if keys else [((), runs)]
     rows = []
     for value, point in groups:
-        curve = curves[curves.run_id.isin(point.run_id)]
-        mean_curve = curve.groupby("step").test_acc.mean()
-        best_step, last_step = int(mean_curve.idxmax()), int(mean_curve.index.max())
         at = {
-            "best": curve[curve.step == best_step],
-            "last": curve[curve.step == last_step],
+            "best": best[best.run_id.isin(point.run_id)],
+            "last": last[last.run_id.isin(point.run_id)],
             "runs": point,
         }
         row = dict(zip(keys, value if isinstance(value, tuple) else (value,), strict=True))
         row["seeds"] = len(point)
         for name, (where, column) in SUMMARY_METRICS.items():
             row[name], row[f"{name}_lo"], row[f"{name}_hi"] = mean_interval(at[where][column])
-        row["best_step"] = best_step
+        steps_at = point.best_step.dropna()
+        row["best_step"] = float(steps_at.median()) if len(steps_at) else float("nan")
         rows.append(row)
     table = pd.DataFrame(rows)
     table["regime"] = [regime(r) for r in table.itertuples()]

@@ -15,23 +15,15 @@ from dataclasses import dataclass
 import chex
 import jax.numpy as jnp
 
-from w2sjax.config import FORMS, NOISES, PRECISIONS, Config, check_engine, log_steps
+from w2sjax.config import FIELDS, FORMS, NOISES, PRECISIONS, Config, check_engine, log_steps
 from w2sjax.data import noise_rank
 
-SHAPE_FIELDS = (
-    "d",
-    "n_wk",
-    "steps_wk",
-    "n_st",
-    "m",
-    "steps",
-    "n_test",
-    "log",
-    "log_points",
-    "easy_signal",
-)
+# Which config fields select the compiled program and which are batched, as config.FIELDS
+# declares them (FieldSpec.static).
+SHAPE_FIELDS = tuple(f for f, spec in FIELDS.items() if spec.static)
+PARAM_FIELDS = tuple(f for f, spec in FIELDS.items() if spec.section and not spec.static)
 SIGNAL_AXES = 4  # the working coordinates' first axes: mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}
-PARAM_FIELDS = ("p_e", "p_h", "p_b", "sigma_p", "mu_norm", "nu_norm", "sigma_0", "eta", "eta_wk")
+ENGINE_CHOICES = ("filters", "form", "precision", "noise")  # Shape fields that are not settings
 
 
 def span_size(n_wk: int, n_st: int, m: int) -> int:
@@ -73,6 +65,7 @@ class Shape:
     log: str
     log_points: int
     easy_signal: str
+    n_val: int
     filters: bool = False
     form: str = "dense"
     precision: str = "highest"
@@ -145,6 +138,11 @@ class Params:
     base_seed: chex.Array
     point: chex.Array
     seed: chex.Array
+
+
+# The dataclasses hold exactly the fields config.FIELDS declares static or batched.
+assert {f.name for f in dataclasses.fields(Shape)} == {*SHAPE_FIELDS, *ENGINE_CHOICES}
+assert {f.name for f in dataclasses.fields(Params)} == {*PARAM_FIELDS, "base_seed", "point", "seed"}
 
 
 def point_index(config: Config) -> int:

@@ -29,9 +29,9 @@ from w2sjax.batch import Shape, stack_params
 from w2sjax.buckets import BYTES_F32, chunk_size, memory_budget
 from w2sjax.config import build
 from w2sjax.data import sample, signal_matrix
+from w2sjax.loops import Strong, strong_step
 from w2sjax.models import mm as einsum
 from w2sjax.simulate import simulate
-from w2sjax.train import Strong, strong_step
 
 # (n_st values, d, m, runs, engine steps, per-run loop steps) by platform. runs None: fill the
 # device as a sweep's chunk would (memory budget), MIN_RUNS to FILL_RUNS: the throughput a sweep

@@ -18,10 +18,10 @@ from pathlib import Path
 import jax
 
 from w2sjax.batch import Shape, choose_noise, run_id, span_size
-from w2sjax.config import Config
+from w2sjax.config import FIELDS, Config, at_silent_default
 from w2sjax.grid import Sweep
 from w2sjax.layout import DatasetRefused
-from w2sjax.train import STEP_METRICS
+from w2sjax.metrics import STEP_METRICS
 
 Run = tuple[Config, int]
 BYTES_F32 = 4
@@ -39,11 +39,14 @@ class Bucket:
 
     @property
     def id(self) -> str:
-        """10 hex of the Shape's text. The full sampler, the default, stays out of the text, so
-        buckets of datasets written before the noise choice existed keep their ids."""
-        fields = dataclasses.asdict(self.shape)
-        if fields["noise"] == "full":
-            del fields["noise"]
+        """10 hex of the Shape's text. The full sampler and silent-default fields at their
+        default stay out of the text, so buckets of datasets written before those existed keep
+        their ids."""
+        fields = {
+            k: v
+            for k, v in dataclasses.asdict(self.shape).items()
+            if not (k == "noise" and v == "full") and not (k in FIELDS and at_silent_default(k, v))
+        }
         text = f"Shape({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
@@ -115,7 +118,8 @@ def plan(
 
 def bytes_per_run(shape: Shape) -> int:
     """Planning estimate of device memory for one run of `shape` (inputs, state, temporaries)."""
-    n_all = shape.n_wk + shape.n_st + shape.n_test
+    n_eval = shape.n_test + shape.n_val  # the test and validation sets
+    n_all = shape.n_wk + shape.n_st + n_eval
     D = shape.dim
     filters = 2 * shape.m * D
     floats = (
@@ -124,9 +128,9 @@ def bytes_per_run(shape: Shape) -> int:
         # the reduced sampler's joint draw: normals, mask and scaled copy of (M, D)
         + (3 * span_size(shape.n_wk, shape.n_st, shape.m) * D if shape.noise == "reduced" else 0)
         + 8 * shape.m * shape.n_st  # noise and signal pre-activations, masks, rho, its update
-        + 6 * shape.m * shape.n_test  # test pre-activations
+        + 6 * shape.m * n_eval  # evaluation pre-activations
         + len(shape.log_steps()) * (len(STEP_METRICS) + (8 * shape.m if shape.filters else 0))
-        + (shape.n_st * (shape.n_st + shape.n_test) if shape.form == "coef" else 0)  # the K's
+        + (shape.n_st * (shape.n_st + n_eval) if shape.form == "coef" else 0)  # the K's
     )
     return int(1.5 * BYTES_F32 * floats)
 

@@ -42,7 +42,12 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """How one config field is checked. kind: int | float | prob | choice | name."""
+    """How one config field is checked (kind: int | float | prob | choice | name) and what it is
+    to the engine. `static`: it sets an array shape, a loop length or a code path, so runs that
+    differ in it need different compiled programs (batch.Shape); every other field of a section
+    is a number batched over runs (batch.Params). `silent_default`: a field added after datasets
+    existed; at its default it is left out of point_hash and of the stored spec text, so those
+    datasets resume and their runs keep their ids."""
 
     section: str | None
     kind: str
@@ -52,10 +57,23 @@ class FieldSpec:
     low_inclusive: bool = True
     high: float | None = None
     choices: tuple[str, ...] = ()
+    static: bool = False
+    silent_default: bool = False
 
 
-def _pos_int(section: str | None, default: int, low: int = 1) -> FieldSpec:
-    return FieldSpec(section, "int", default, f"an integer >= {low}", low=low)
+def _pos_int(
+    section: str | None, default: int, low: int = 1, silent_default: bool = False
+) -> FieldSpec:
+    """A count: static (it sizes arrays or loops) unless it is a top-level field."""
+    return FieldSpec(
+        section,
+        "int",
+        default,
+        f"an integer >= {low}",
+        low=low,
+        static=section is not None,
+        silent_default=silent_default,
+    )
 
 
 def _pos_float(section: str, default: float, allow_zero: bool = False) -> FieldSpec:
@@ -90,6 +108,7 @@ FIELDS: dict[str, FieldSpec] = {
         "orthogonal",
         '"orthogonal" or "antipodal"',
         choices=("orthogonal", "antipodal"),
+        static=True,
     ),
     "n_wk": _pos_int("weak", 200),
     "eta_wk": _pos_float("weak", 0.01),
@@ -101,9 +120,15 @@ FIELDS: dict[str, FieldSpec] = {
     "steps": _pos_int("strong", 4000),
     "n_test": _pos_int("eval", 2000),
     "log": FieldSpec(
-        "eval", "choice", "geometric", '"geometric" or "linear"', choices=("geometric", "linear")
+        "eval",
+        "choice",
+        "geometric",
+        '"geometric" or "linear"',
+        choices=("geometric", "linear"),
+        static=True,
     ),
     "log_points": _pos_int("eval", 60, low=2),
+    "n_val": _pos_int("eval", 1000, silent_default=True),
 }
 SECTIONS = ("data", "weak", "strong", "eval")
 # One path component that is never ".", ".." or hidden: the name becomes a folder under --out, and
@@ -200,13 +225,19 @@ class Config:
     n_test: int
     log: str
     log_points: int
+    n_val: int
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def point_fields(self) -> dict[str, Any]:
-        """The fields that define one simulated setting: all but name, seeds and base_seed."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("name", "seeds", "base_seed")}
+        """The fields that define one simulated setting: all but name, seeds and base_seed, and
+        but a silent-default field at its default (FieldSpec.silent_default)."""
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in ("name", "seeds", "base_seed") and not at_silent_default(k, v)
+        }
 
     @functools.cached_property
     def point_hash(self) -> str:
@@ -298,15 +329,26 @@ def _toml_value(value: Any) -> str:
     return repr(value)
 
 
+def at_silent_default(field: str, value: Any) -> bool:
+    """Whether `field` is a silent-default field at its default (FieldSpec.silent_default)."""
+    spec = FIELDS[field]
+    return spec.silent_default and value == spec.default
+
+
 def to_toml(values: Mapping[str, Any]) -> str:
     """Flat {field: value} (missing fields take defaults; "rest" kept as written) as sectioned
-    TOML text that `flatten(tomllib.loads(...))` reads back to the same values."""
-    full = {f: values.get(f, spec.default) for f, spec in FIELDS.items()}
-    lines = [f"{f} = {_toml_value(full[f])}" for f, s in FIELDS.items() if s.section is None]
+    TOML text that `flatten(tomllib.loads(...))` reads back to the same values. Silent-default
+    fields at their default are left out (FieldSpec.silent_default)."""
+    full = {
+        f: values.get(f, spec.default)
+        for f, spec in FIELDS.items()
+        if not at_silent_default(f, values.get(f, spec.default))
+    }
+    lines = [f"{f} = {_toml_value(v)}" for f, v in full.items() if FIELDS[f].section is None]
     for section in SECTIONS:
         lines += ["", f"[{section}]"]
         lines += [
-            f"{f} = {_toml_value(full[f])}" for f, s in FIELDS.items() if s.section == section
+            f"{f} = {_toml_value(v)}" for f, v in full.items() if FIELDS[f].section == section
         ]
     return "\n".join(lines) + "\n"
 

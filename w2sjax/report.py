@@ -1,9 +1,10 @@
 """`w2sjax report DIR`: a markdown summary of a sweep folder and its figures, under DIR/report/.
 
 Per grid point (summary.md, summary.csv; for a sweep over n_st alone also paper_table.csv, the
-layout of the paper's table): mean and 95% interval over seeds of the teacher's accuracy, final
-and best test accuracy (best step: argmax of the seed-mean curve), train accuracy vs pseudo-labels
-and vs truth, flip_corrected at the best step, and the regime label (analysis.REGIME_RULE).
+layout of the paper's table): mean and 95% interval over seeds of the teacher's accuracy, final,
+best (each run's early-stopping step, by its validation set) and oracle test accuracy, train
+accuracy vs pseudo-labels and vs truth, flip_corrected at the best step, accuracy by category,
+and the regime label (analysis.REGIME_RULE).
 Figures: learning and coefficient curves per grid point; for two-axis sweeps, heatmaps of final
 and best W2S gain with the fitted benign_snr = C contour, and, when one axis is n_st, the
 phase-boundary fit."""
@@ -32,6 +33,7 @@ COLUMNS = {  # summary column: markdown header
     "weak_test_acc": "weak",
     "final_test_acc": "final test",
     "best_test_acc": "best test",
+    "oracle_test_acc": "oracle test",
     "train_acc_pseudo_final": "train vs pseudo (final)",
     "train_acc_pseudo_best": "train vs pseudo (best)",
     "train_acc_true_final": "train vs truth (final)",
@@ -39,8 +41,9 @@ COLUMNS = {  # summary column: markdown header
 }
 
 
-# The layout of the paper's table (issue 4): one row per n_st, accuracies with 95% intervals.
-PAPER_COLUMNS = ["n_st", "seeds", "device", "best_step"] + [
+# The layout of the paper's table (issue 4): one row per n_st, accuracies with 95% intervals, the
+# category probabilities and accuracies by category, and the regime.
+PAPER_COLUMNS = ["n_st", "p_e", "p_h", "p_b", "seeds", "device", "best_step", "regime"] + [
     f"{name}{suffix}"
     for name in (
         "weak_test_acc",
@@ -49,6 +52,7 @@ PAPER_COLUMNS = ["n_st", "seeds", "device", "best_step"] + [
         "train_acc_pseudo_final",
         "train_acc_pseudo_best",
         "flip_corrected_best",
+        *(f"{w}_test_acc_{c}" for w in ("final", "best") for c in ("easy", "hard", "both")),
     )
     for suffix in ("", "_lo", "_hi")
 ]
@@ -64,7 +68,8 @@ def markdown_table(table: pd.DataFrame, axes: list[str]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():
         cells = [f"{row[a]:g}" if isinstance(row[a], float) else str(row[a]) for a in axes]
-        cells += [str(row.seeds), *(_cell(row, c) for c in COLUMNS), str(row.best_step), row.regime]
+        step = f"{row.best_step:g}" if np.isfinite(row.best_step) else "n/a"
+        cells += [str(row.seeds), *(_cell(row, c) for c in COLUMNS), step, row.regime]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -81,7 +86,8 @@ def write_report(path: str | Path, fmt: str = "png") -> Path:
     table = summary_table(runs, steps, axes)
     table.to_csv(out / "summary.csv", index=False)
     if axes == ["n_st"]:
-        paper = table.assign(device=meta.get("device_kind", ""))[PAPER_COLUMNS]
+        probs = {p: runs[p].iloc[0] for p in ("p_e", "p_h", "p_b")}  # one value: not an axis
+        paper = table.assign(device=meta.get("device_kind", ""), **probs)[PAPER_COLUMNS]
         paper.to_csv(out / "paper_table.csv", index=False)
 
     figures = [
@@ -130,8 +136,10 @@ def write_report(path: str | Path, fmt: str = "png") -> Path:
         f"device {meta.get('device_kind', '?')}, jax {meta.get('jax_version', '?')}, w2sjax "
         f"{meta.get('version', '?')}, commit {meta.get('git_commit') or 'unknown'}).",
         "",
-        "Mean over seeds [95% t-interval]. The best step is the argmax of the seed-mean test "
-        "curve; step metrics marked (best) are read there.",
+        "Mean over seeds [95% t-interval]. Each run is read at its last step (final) and at its "
+        "early-stopping step (best: its first logged step of highest validation accuracy, chosen "
+        "without the test set); best step is the median of those steps. Oracle test is each "
+        "run's highest test accuracy, the test set choosing its own step: an upper bound.",
         "",
         markdown_table(table, axes),
         "",

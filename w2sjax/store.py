@@ -39,8 +39,8 @@ from w2sjax.layout import (
     part_path,
     parts,
 )
+from w2sjax.metrics import RUN_METRICS, STEP_METRICS
 from w2sjax.theory import abundance, benign_snr
-from w2sjax.train import RUN_METRICS, STEP_METRICS
 
 FILTER_COLUMNS = ("gmu_plus1", "gmu_minus1", "gnu_plus1", "gnu_minus1")
 
@@ -49,8 +49,11 @@ def runs_table(
     runs: Sequence[tuple[Config, int]], per_run: dict, per_step: dict, shape: Shape
 ) -> pd.DataFrame:
     """One row per run: run_id, every config field, seed, the per-run metrics, benign_snr,
-    abundance, diverged (bool) with diverged_step (the first non-finite step, else null),
-    final / best (over logged steps) test accuracy with the best step, and the noise sampler."""
+    abundance, diverged (bool) with diverged_step (the first non-finite step, else null), the
+    final test accuracy, the noise sampler, and two readings of "best": the early-stopping step
+    (best_step: the first logged step of the highest validation accuracy; best_test_acc and
+    best_val_acc there) and the test set's own argmax (oracle_step, oracle_test_acc), which
+    chooses the step by the very accuracy it reports."""
     df = pd.DataFrame([{**c.to_dict(), "seed": s} for c, s in runs], columns=[*FIELDS, "seed"])
     df.insert(0, "run_id", [run_id(c, s) for c, s in runs])
     for name in RUN_METRICS:
@@ -60,12 +63,17 @@ def runs_table(
     diverged_step = np.asarray(per_run["diverged_step"])
     df["diverged"] = diverged_step >= 0
     df["diverged_step"] = pd.array([int(t) if t >= 0 else None for t in diverged_step], "Int64")
-    test_acc = np.asarray(per_step["test_acc"])
-    best = np.argmax(np.nan_to_num(test_acc, nan=-1.0), axis=1)  # NaN rows: after a divergence
+    test_acc, val_acc = (np.asarray(per_step[k]) for k in ("test_acc", "val_acc"))
+    logged, rows = np.asarray(shape.log_steps()), np.arange(len(df))
+    # The first logged step of the highest accuracy; NaN rows (after a divergence) never win.
+    best, oracle = (np.argmax(np.nan_to_num(a, nan=-1.0), axis=1) for a in (val_acc, test_acc))
     df["final_test_acc"] = test_acc[:, -1]
-    df["best_test_acc"] = test_acc[np.arange(len(df)), best]
-    df["best_step"] = np.asarray(shape.log_steps())[best]
+    df["best_test_acc"] = test_acc[rows, best]
+    df["best_step"] = logged[best]
     df["noise"] = shape.noise
+    df["best_val_acc"] = val_acc[rows, best]
+    df["oracle_test_acc"] = test_acc[rows, oracle]
+    df["oracle_step"] = logged[oracle]
     return df
 
 

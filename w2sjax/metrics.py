@@ -1,0 +1,113 @@
+"""What a run records (docs/MODEL.md section 5): the per-step metrics from pre-activations and
+coefficients, and the teacher's per-run metrics. Pure functions of one run's arrays."""
+
+from __future__ import annotations
+
+import chex
+import jax.numpy as jnp
+
+from w2sjax.data import BOTH, EASY, HARD, MU_NEG, MU_POS, NU_NEG, NU_POS, Sample
+from w2sjax.models import J_SIGN, Preacts, logistic_loss, sign, strong_output_of
+
+RUN_METRICS = ("weak_test_acc", "weak_test_acc_hard", "pseudo_label_error")
+STEP_METRICS = (
+    "train_loss",
+    "train_acc_pseudo",
+    "train_acc_true",
+    "flip_corrected",
+    "test_acc",
+    "test_acc_easy",
+    "test_acc_hard",
+    "test_acc_both",
+    "val_acc",
+    "gmu_own",
+    "gnu_pos",
+    "gnu_neg",
+    "rho_bar_max",
+    "rho_bar_mean_clean",
+    "rho_bar_mean_flipped",
+    "rho_under_min",
+)
+
+
+def masked_mean(x: chex.Array, mask: chex.Array) -> chex.Array:
+    """Mean of x over mask; NaN when the mask is empty (e.g. no flipped samples)."""
+    count = mask.sum()
+    return jnp.where(count > 0, jnp.where(mask, x, 0.0).sum() / jnp.maximum(count, 1), jnp.nan)
+
+
+def coef_summaries(
+    coefs: chex.Array, rho: chex.Array, yhat: chex.Array, flipped: chex.Array
+) -> dict[str, chex.Array]:
+    """MODEL.md section 5 coefficient summaries from coefs (2, m, 4) and rho (2, m, n)."""
+    own_mu = jnp.stack([coefs[0, :, MU_POS], coefs[1, :, MU_NEG]])  # (2, m): gmu_{j,r,j}
+    own_nu = jnp.stack([coefs[0, :, NU_POS], coefs[1, :, NU_NEG]])  # (2, m): gnu_{j,r,j}
+    is_bar = (J_SIGN[:, None] == yhat[None, :])[:, None, :]  # (2, 1, n): j = yhat_i
+    rho_own_max = jnp.where(yhat > 0, rho[0], rho[1]).max(0)  # (n,) max_r rho_{yhat_i, r, i}
+    return {
+        "gmu_own": own_mu.max(1).mean(),
+        "gnu_pos": own_nu.max(1).mean(),
+        "gnu_neg": (-own_nu).max(1).mean(),
+        "rho_bar_max": jnp.where(is_bar, rho, -jnp.inf).max(),
+        "rho_bar_mean_clean": masked_mean(rho_own_max, ~flipped),
+        "rho_bar_mean_flipped": masked_mean(rho_own_max, flipped),
+        "rho_under_min": jnp.where(is_bar, jnp.inf, rho).min(),
+    }
+
+
+def split_preacts(pre: Preacts, n: int) -> tuple[Preacts, Preacts]:
+    """Pre-activations on samples [:n] and [n:] (the sample axis is the last)."""
+    head = Preacts(signal=pre.signal[..., :n], noise=pre.noise[..., :n])
+    tail = Preacts(signal=pre.signal[..., n:], noise=pre.noise[..., n:])
+    return head, tail
+
+
+def record(
+    train_pre: Preacts,
+    eval_pre: Preacts,
+    coefs: chex.Array,
+    rho: chex.Array,
+    train: Sample,
+    yhat: chex.Array,
+    test: Sample,
+    val: Sample,
+    filters: bool,
+) -> dict[str, chex.Array]:
+    """Every MODEL.md section 5 metric (scalars) from the current pre-activations on the training
+    set and on the evaluation samples (the test set, then the validation set), the signal
+    coefficients (2, m, 4) and rho (2, m, n); plus `filters` if asked."""
+    test_pre, val_pre = split_preacts(eval_pre, test.y.shape[0])
+    f_train = strong_output_of(train_pre)
+    pred_train = sign(f_train)
+    pred_test = sign(strong_output_of(test_pre))
+    flipped = yhat != train.y
+    test_right = pred_test == test.y
+    out = {
+        "train_loss": logistic_loss(yhat * f_train).mean(),
+        "train_acc_pseudo": (pred_train == yhat).mean(),
+        "train_acc_true": (pred_train == train.y).mean(),
+        "flip_corrected": masked_mean(pred_train == train.y, flipped),
+        "test_acc": test_right.mean(),
+        "test_acc_easy": masked_mean(test_right, test.c == EASY),
+        "test_acc_hard": masked_mean(test_right, test.c == HARD),
+        "test_acc_both": masked_mean(test_right, test.c == BOTH),
+        "val_acc": (sign(strong_output_of(val_pre)) == val.y).mean(),
+        **coef_summaries(coefs, rho, yhat, flipped),
+    }
+    if filters:
+        out["filters"] = coefs
+    return out
+
+
+def teacher_metrics(
+    test_pred: chex.Array, test: Sample, yhat: chex.Array, train_y: chex.Array
+) -> dict[str, chex.Array]:
+    """RUN_METRICS from the teacher's test predictions (n_test,) and its pseudo-labels yhat
+    (n_st,) of training samples with true labels train_y: its test accuracy, overall and on
+    hard-only samples, and the fraction of pseudo-labels that are wrong."""
+    right = test_pred == test.y
+    return {
+        "weak_test_acc": right.mean(),
+        "weak_test_acc_hard": masked_mean(right, test.c == HARD),
+        "pseudo_label_error": (yhat != train_y).mean(),
+    }
