@@ -19,8 +19,10 @@ from w2sjax.buckets import bytes_per_run
 from w2sjax.cli import main
 from w2sjax.config import ConfigError, build
 from w2sjax.data import noise_mask, sample
+from w2sjax.grid import load_sweep
 from w2sjax.noise import SAMPLERS, NoiseKeys, bartlett
 from w2sjax.simulate import simulate
+from w2sjax.sweep import execute
 from w2sjax.train import draw_run
 
 DATA = Path(__file__).parent / "data"
@@ -64,30 +66,39 @@ def test_the_full_sampler_draws_what_every_earlier_run_drew():
         np.testing.assert_array_equal(getattr(run.train, name), getattr(old, name))
 
 
-def _grams(noise: str, d: int, draws: int) -> dict[str, np.ndarray]:
+def _grams(noise: str, d: int, easy_signal: str, draws: int) -> dict[str, np.ndarray]:
     """Monte Carlo over `draws` keys of what a run sees of its noise: the Gram matrix of its M
-    vectors (W0's noise parts at sigma_0, then the training patches at sigma_p) and the test
-    patches' inner products with them."""
-    config = small_config(d=d, n_wk=3, n_st=3, m=2, n_test=2, sigma_0=0.5, sigma_p=1.5)
+    vectors (W0's noise parts at sigma_0, then the training patches at sigma_p), the test
+    patches' inner products with them, and W0's components on the signal axes."""
+    config = small_config(
+        d=d, n_wk=3, n_st=3, m=2, n_test=2, sigma_0=0.5, sigma_p=1.5, easy_signal=easy_signal
+    )
     shape = Shape.of(config, noise=noise)
     p = jax.tree_util.tree_map(lambda a: a[0], stack_params([(config, 0)]))
-    noise_axes = noise_mask(shape.dim, "orthogonal") if noise == "full" else None
+    noise_axes = noise_mask(shape.dim, easy_signal)  # noise coordinates of the full layout
+    signal_axes = [0, 1, 2, 3] if easy_signal == "orthogonal" else [0, 2, 3]
 
     def one(key):
         drawn = SAMPLERS[noise].draw(shape, p, NoiseKeys(*jax.random.split(key, 5)))
         W0 = drawn.W0.reshape(-1, shape.dim)
+        on_signals = W0[:, jnp.asarray(signal_axes)]
         W0 = W0 * noise_axes if noise == "full" else W0.at[:, :SIGNAL_AXES].set(0.0)
         V = jnp.concatenate([W0, drawn.weak, drawn.train])
-        return V @ V.T, drawn.test @ V.T
+        return V @ V.T, drawn.test @ V.T, on_signals
 
-    gram, test = jax.vmap(one)(jax.random.split(jax.random.PRNGKey(11), draws))
-    return {"gram": np.asarray(gram, np.float64), "test": np.asarray(test, np.float64)}
+    gram, test, on_signals = jax.vmap(one)(jax.random.split(jax.random.PRNGKey(11), draws))
+    return {
+        "gram": np.asarray(gram, np.float64),
+        "test": np.asarray(test, np.float64),
+        "W0 on the signal axes": np.asarray(on_signals, np.float64),
+    }
 
 
 def _moments(sample: dict[str, np.ndarray], rank: int) -> dict[str, np.ndarray]:
     """Per draw, the statistics whose means are compared: first and second moments (so means
     and variances) of the diagonal and off-diagonal Gram entries by the rows' scales, of the
-    test patches' inner products, and the smallest of the Gram's `rank` nonzero eigenvalues."""
+    test patches' inner products and of W0's signal-axis components, and the smallest of the
+    Gram's `rank` nonzero eigenvalues."""
     gram, test = sample["gram"], sample["test"]
     M, w0 = gram.shape[1], 4  # the first 2m = 4 rows are W0's (sigma_0)
     diag = np.diagonal(gram, axis1=1, axis2=2)
@@ -99,6 +110,7 @@ def _moments(sample: dict[str, np.ndarray], rank: int) -> dict[str, np.ndarray]:
         "off-diagonal, W0-patch": off[:, :w0, w0:],
         "off-diagonal, patch-patch": off[:, w0:, w0:],
         "test inner products": test,
+        "W0 on the signal axes": sample["W0 on the signal axes"],
     }
     stats = {"smallest eigenvalue": np.linalg.eigvalsh(gram)[:, M - rank]}
     for name, x in entries.items():
@@ -108,15 +120,31 @@ def _moments(sample: dict[str, np.ndarray], rank: int) -> dict[str, np.ndarray]:
     return stats
 
 
-@pytest.mark.parametrize("d, rank", [(24, 10), (10, 6)])  # d' = 20 >= M = 10; d' = 6 < M
-def test_the_reduced_sampler_has_the_full_samplers_law(d, rank):
+@pytest.mark.parametrize(
+    "d, easy_signal, rank",
+    [  # M = 10 vectors: d' = 20 and 21 above it, d' = 6 and 7 below it (rank d')
+        (24, "orthogonal", 10),
+        (10, "orthogonal", 6),
+        (24, "antipodal", 10),
+        (10, "antipodal", 7),
+    ],
+)
+def test_the_reduced_sampler_has_the_full_samplers_law(d, easy_signal, rank):
     draws = 6000
-    full, reduced = (_moments(_grams(n, d, draws), rank) for n in ("full", "reduced"))
+    full, reduced = (_moments(_grams(n, d, easy_signal, draws), rank) for n in ("full", "reduced"))
     for name in full:
         a, b = full[name], reduced[name]
         se = np.sqrt(a.var() / len(a) + b.var() / len(b))
         assert abs(a.mean() - b.mean()) <= 4 * se, (name, a.mean(), b.mean(), se)
-    assert Shape.of(small_config(d=d, n_wk=3, n_st=3, m=2), noise="reduced").dim == 4 + rank
+    config = small_config(d=d, n_wk=3, n_st=3, m=2, easy_signal=easy_signal)
+    assert Shape.of(config, noise="reduced").dim == 4 + rank
+
+
+def test_bartlett_takes_any_d():
+    """d' beyond int32's range (d = 3 x 10^9): the chi-square degrees of freedom stay exact."""
+    L = bartlett(jax.random.PRNGKey(0), 3, 3 * 10**9)
+    assert bool(jnp.isfinite(L).all())
+    np.testing.assert_allclose(np.diag(np.asarray(L)) ** 2, 3e9, rtol=1e-3)
 
 
 def test_bartlett_rows_have_their_norms():
@@ -274,3 +302,36 @@ def test_reduced_coordinates_out_of_memory_is_the_usual_clear_line(tmp_path, mon
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "out of device memory with 1 run(s)" in err[0]
     assert "reduced noise, 70 coordinates" in err[0]  # 4 signal axes + M = 6 + 40 + 20
+
+
+def test_without_a_readable_spec_toml_a_resume_follows_the_parts_samplers(tmp_path, capsys):
+    """spec.toml lost (the old dataset: no record, so full) or damaged on a record line (a new
+    dataset, reduced): the samplers come from the spec the parts record, nothing is recomputed
+    and no chunk is called another spec's."""
+    out = tmp_path / "out"
+    shutil.copytree(DATA / "old_dataset", out / "old")
+    before = (out / "old" / "spec.toml").read_text()
+    (out / "old" / "spec.toml").unlink()
+    args = ["sweep", str(DATA / "old.toml"), "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    assert "4 already written" in capsys.readouterr().out
+    assert (out / "old" / "spec.toml").read_text() == before  # full: no record lines
+    fresh = tmp_path / "fresh"
+    assert main(["sweep", str(DATA / "old.toml"), "--out", str(fresh), "--quiet"]) == 0
+    spec = fresh / "old" / "spec.toml"
+    recorded = spec.read_bytes()
+    spec.write_bytes(recorded[: recorded.rindex(b"# --noise")] + b"\xff" + recorded[-20:])
+    capsys.readouterr()
+    assert main(["sweep", str(DATA / "old.toml"), "--out", str(fresh), "--quiet"]) == 0
+    assert "4 already written" in capsys.readouterr().out and spec.read_bytes() == recorded
+
+
+def test_chunking_changes_no_reduced_run(tmp_path):
+    """Under the reduced sampler too, a run's numbers do not depend on its chunk."""
+    sweep = load_sweep(DATA / "old.toml", {"n_st": 20})  # one bucket of 2 runs
+    whole = execute(sweep, tmp_path / "whole", quiet=True, noise="reduced")
+    ones = execute(sweep, tmp_path / "ones", quiet=True, noise="reduced", max_chunk=1)
+    assert (whole.chunks, ones.chunks) == (1, 2)
+    tables = [w2sjax.load(tmp_path / out / "old") for out in ("whole", "ones")]
+    assert (tables[0][0].noise == "reduced").all()
+    assert_same_tables(*tables)

@@ -199,13 +199,17 @@ def test_large_n_st_learns_both_signs_of_nu():
 
 
 @pytest.mark.parametrize(
-    "fields",
+    "fields, noise",
     [
-        dict(d=64, n_st=40, eta=0.5, sigma_0=0.1),
-        dict(d=100, n_st=60, eta=1.0, easy_signal="antipodal", p_e="rest", p_h=0.2, p_b=0.6),
+        (dict(d=64, n_st=40, eta=0.5, sigma_0=0.1), "full"),
+        (
+            dict(d=100, n_st=60, eta=1.0, easy_signal="antipodal", p_e="rest", p_h=0.2, p_b=0.6),
+            "full",
+        ),
+        (dict(d=400, n_st=40, eta=0.5, sigma_0=0.1), "reduced"),  # k = M = 108 of d' = 396
     ],
 )
-def test_coefficient_form_matches_dense_over_1000_steps(fields):
+def test_coefficient_form_matches_dense_over_1000_steps(fields, noise):
     """The exact coefficient-space form and the dense form record the same curves: coefficients
     to float32 round-off (1e-4 of each curve's scale: a pre-activation within round-off of the
     ReLU kink can take the other branch in one form, seen once in 1152 per-filter values),
@@ -213,7 +217,8 @@ def test_coefficient_form_matches_dense_over_1000_steps(fields):
     config = small_config(**fields, steps=1000, log_points=12)
     runs = stack_params([(config, s) for s in range(3)])
     dense, coef = (
-        simulate(Shape.of(config, filters=True, form=f), runs) for f in ("dense", "coef")
+        simulate(Shape.of(config, filters=True, form=f, noise=noise), runs)
+        for f in ("dense", "coef")
     )
     for name in dense[1]:
         a, b = np.asarray(dense[1][name]), np.asarray(coef[1][name])

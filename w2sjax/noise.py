@@ -30,12 +30,14 @@ from typing import NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from w2sjax.batch import SIGNAL_AXES, Params, Shape
 from w2sjax.data import noise_mask, noise_rank
 
 # The reduced sampler's key is fold_in(run key, REDUCED_SALT): a draw of its own, never one of the
-# run's four split keys (which are fold_in-like counters 0-3), so no other draw of a run changes.
+# run's four split keys (with partitionable threefry those hash counters 0-3, without it counter
+# pairs (i, i + 4); fold_in hashes (0, salt)), so no other draw of a run changes.
 REDUCED_SALT = 0x4E4F4953
 
 
@@ -91,7 +93,7 @@ def bartlett(key: chex.PRNGKey, rows: int, d_noise: int) -> chex.Array:
     k_normal, k_chi = jax.random.split(key)
     row, col = jnp.arange(rows)[:, None], jnp.arange(k)[None, :]
     below = jnp.where(col < row, jax.random.normal(k_normal, (rows, k)), 0.0)
-    df = (d_noise - jnp.arange(k)).astype(jnp.float32)
+    df = jnp.asarray(d_noise - np.arange(k), jnp.float32)  # numpy: d' may pass int32's range
     chi = jnp.sqrt(2.0 * jax.random.gamma(k_chi, df / 2.0))
     return below + jnp.where(col == row, chi[None, :], 0.0)
 

@@ -38,7 +38,7 @@ from w2sjax.buckets import (
     split,
 )
 from w2sjax.grid import Sweep
-from w2sjax.integrity import inspect, quarantine, remove_uncommitted
+from w2sjax.integrity import inspect, quarantine, read_spec, remove_uncommitted
 from w2sjax.layout import SPEC_FILE, DatasetRefused, existing_spec
 from w2sjax.lock import DatasetLock
 from w2sjax.simulate import simulate
@@ -178,6 +178,17 @@ def set_up(root: Path, spec_text: str, fresh: bool, filters: bool) -> None:
         raise OSError(f"--out: cannot write {root} ({err.strerror or err})") from None
 
 
+def recorded_spec(root: Path) -> str | None:
+    """The spec text whose noise record a resume follows: the dataset's spec.toml, or, where that
+    is missing or damaged, the spec every part records (the samplers the parts were made with);
+    None for a new dataset."""
+    text = existing_spec(root)
+    if read_spec(text)[1] is None:
+        return text
+    parts = inspect(root).parts_spec
+    return parts if read_spec(parts)[1] is None else text
+
+
 def _take_lock(root: Path, hold: ExitStack) -> None:
     try:
         hold.enter_context(DatasetLock(root))
@@ -209,7 +220,7 @@ def prepare(
     if procs.index == 0:
         try:
             _take_lock(root, hold)
-            spec, assigned = spec_of(None if fresh else existing_spec(root))
+            spec, assigned = spec_of(None if fresh else recorded_spec(root))
             set_up(root, spec, fresh, filters)
         except Exception as err:  # whatever stops process 0 must stop every process
             failure = err
@@ -219,7 +230,7 @@ def prepare(
     if not ok:
         raise DatasetRefused(f"{root}: process 0 could not set up the dataset (see its error)")
     if procs.index != 0:
-        spec, assigned = spec_of(existing_spec(root))
+        spec, assigned = spec_of(recorded_spec(root))
         check_spec(root, spec)
     return spec, assigned
 
