@@ -4,8 +4,10 @@ materialises every patch (the engine never does)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jax
@@ -62,6 +64,25 @@ def reference_strong_output(W, X):
         pre, xp = np.einsum("jrd,npd->jrnp", W, X), np
     F = xp.maximum(pre, 0).sum(-1).mean(1)
     return F[0] - F[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One persistent XLA compilation cache for the session, in a temporary folder outside the
+    work tree, shared with the `w2sjax` processes the tests start (through the environment): the
+    suite compiles the same small programs in many processes, and compiling is most of its time.
+    A cached executable is the one the compiler would make, so no result changes. (JAX caches
+    programs that took over a second to compile; caching every one cost more than it saved.)"""
+    cache = tempfile.mkdtemp(prefix="w2sjax-tests-xla-")
+    config.stash[_CACHE] = cache
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+    jax.config.update("jax_compilation_cache_dir", cache)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(config.stash.get(_CACHE, ""), ignore_errors=True)
+
+
+_CACHE = pytest.StashKey[str]()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -9,12 +10,13 @@ from conftest import small_config
 
 import w2sjax
 from w2sjax.analysis import read_table
-from w2sjax.batch import Shape
+from w2sjax.batch import Shape, run_id, stack_params
 from w2sjax.cli import main
 from w2sjax.config import FIELDS, to_toml
 from w2sjax.grid import load_sweep
 from w2sjax.metrics import RUN_METRICS, STEP_METRICS
-from w2sjax.store import FILTER_COLUMNS
+from w2sjax.store import FILTER_COLUMNS, INIT_COLUMNS
+from w2sjax.train import draw_run
 
 RUN_COLUMNS = [
     "run_id",
@@ -87,7 +89,8 @@ def test_run_summaries_agree_with_steps(written):
 def test_filters_table_matches_summaries(written):
     _, steps = w2sjax.load(written)
     filters = read_table(written, "filters")
-    assert list(filters.columns) == ["run_id", "step", "j", "r", *FILTER_COLUMNS, "bucket"]
+    columns = ["run_id", "step", "j", "r", *FILTER_COLUMNS, *INIT_COLUMNS, "bucket"]
+    assert list(filters.columns) == columns
     own_mu = np.where(filters.j == 1, filters.gmu_plus1, filters.gmu_minus1)
     gmu_own = (
         filters.assign(own=own_mu)
@@ -116,3 +119,21 @@ def test_unwritable_out_fails_before_compute(tmp_path, capsys):
     assert main(["run", str(config_path), "--out", str(blocker)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--out" in err[0]
+
+
+def test_filters_table_holds_each_filters_initial_projections(written):
+    """w0_* is <w^(0)_{j,r}, s> of the run's own W0, at every logged step: redrawn here from the
+    run's key (the draws of `w2sjax run` above: n_st = 24, eta = 0.25, seed 1)."""
+    runs, _ = w2sjax.load(written)
+    filters = read_table(written, "filters")
+    config = small_config(name="demo", seeds=3, n_st=24, eta=0.25)
+    run = runs.set_index("run_id").loc[run_id(config, 1)]
+    shape = Shape.of(config, filters=True, noise=run.noise)
+    draws = draw_run(shape, jax.tree_util.tree_map(lambda a: a[0], stack_params([(config, 1)])))
+    want = np.einsum("jrd,sd->jrs", np.asarray(draws.W0), np.asarray(draws.signals))  # (2, m, 4)
+    mine = filters[filters.run_id == run.name]
+    assert mine.step.nunique() > 1
+    for step, rows in mine.groupby("step"):
+        rows = rows.sort_values(["j", "r"], ascending=[False, True])  # j = +1 first, as in W0
+        got = rows[list(INIT_COLUMNS)].to_numpy().reshape(want.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=str(step))

@@ -76,8 +76,14 @@ def test_accuracies_and_loss():
     assert got["test_acc_hard"] == pytest.approx(2 / 4)
     assert got["test_acc_both"] == pytest.approx(2 / 2)
     assert got["val_acc"] == pytest.approx(2 / 3)  # the 3 samples after the test set's 8
-    margins = np.asarray(YHAT) * np.asarray(F_TRAIN)  # 2, -0.5, 1, 0.5, 1, -3
+    margins = np.asarray(YHAT) * np.asarray(F_TRAIN)  # 2, -0.5, 1, -0.5, 1, -3
     assert got["train_loss"] == pytest.approx(np.log1p(np.exp(-margins)).mean(), rel=1e-6)
+    # |l'_i| = sigmoid(-margin_i): 0.119, 0.622, 0.269, 0.622, 0.269, 0.953 (sum 2.855); the
+    # flipped samples 1 and 3 (both margin -0.5) weigh 1.245 of it. (Wrong: the samples the
+    # student gets wrong against yhat, 1, 3 and 5, 0.770; the flipped samples' count share, 1/3.)
+    weights = 1 / (1 + np.exp(margins))
+    assert got["flipped_grad_share"] == pytest.approx(weights[[1, 3]].sum() / weights.sum())
+    assert got["flipped_grad_share"] == pytest.approx(0.4361, abs=1e-4)
     assert set(got) == set(STEP_METRICS)
 
 

@@ -11,6 +11,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from w2sjax.integrity import DamagedDataset, require_intact, unreadable_line
+from w2sjax.regimes import regime
 
 PARTITIONING = ds.partitioning(pa.schema([("bucket", pa.string())]), flavor="hive")
 # Parts carry page checksums (store.write_parquet): a damaged page fails the read, never reads
@@ -149,6 +150,8 @@ SUMMARY_METRICS = {
         for when, at in (("final", "last"), ("best", "best"))
         for category in ("easy", "hard", "both")
     },
+    # with --filters only (regimes.filter_sign_agreement, joined to the runs by the report)
+    "filter_sign_agreement": ("runs", "filter_sign_agreement"),
 }
 
 
@@ -183,35 +186,14 @@ def summary_table(runs: pd.DataFrame, steps: pd.DataFrame, by: list[str]) -> pd.
         row = dict(zip(keys, value if isinstance(value, tuple) else (value,), strict=True))
         row["seeds"] = len(point)
         for name, (where, column) in SUMMARY_METRICS.items():
-            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = mean_interval(at[where][column])
+            values = at[where].get(column, pd.Series(dtype=float))  # absent: NaN
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = mean_interval(values)
         steps_at = point.best_step.dropna()
         row["best_step"] = float(steps_at.median()) if len(steps_at) else float("nan")
         rows.append(row)
     table = pd.DataFrame(rows)
     table["regime"] = [regime(r) for r in table.itertuples()]
     return table
-
-
-REGIME_RULE = (
-    "label_correction if flip_corrected_best >= 0.5 and train_acc_pseudo_best <= "
-    "1 - pseudo_label_error / 2; else benign if train_acc_pseudo_final >= 0.99 and "
-    "final_test_acc >= weak_test_acc + 0.05; else harmful if final_test_acc <= weak_test_acc + "
-    "0.02; else intermediate (all means over seeds)"
-)
-
-
-def regime(row) -> str:
-    """The regime label of one summary row, by REGIME_RULE."""
-    if (
-        row.flip_corrected_best >= 0.5
-        and row.train_acc_pseudo_best <= 1 - row.pseudo_label_error / 2
-    ):
-        return "label_correction"
-    if row.train_acc_pseudo_final >= 0.99 and row.final_test_acc >= row.weak_test_acc + 0.05:
-        return "benign"
-    if row.final_test_acc <= row.weak_test_acc + 0.02:
-        return "harmful"
-    return "intermediate"
 
 
 def crossing(n_values: np.ndarray, gains: np.ndarray, level: float) -> float:

@@ -4,6 +4,7 @@ coefficients, and the teacher's per-run metrics. Pure functions of one run's arr
 from __future__ import annotations
 
 import chex
+import jax
 import jax.numpy as jnp
 
 from w2sjax.data import BOTH, EASY, HARD, MU_NEG, MU_POS, NU_NEG, NU_POS, Sample
@@ -15,6 +16,7 @@ STEP_METRICS = (
     "train_acc_pseudo",
     "train_acc_true",
     "flip_corrected",
+    "flipped_grad_share",
     "test_acc",
     "test_acc_easy",
     "test_acc_hard",
@@ -82,11 +84,14 @@ def record(
     pred_test = sign(strong_output_of(test_pre))
     flipped = yhat != train.y
     test_right = pred_test == test.y
+    grad_weight = jax.nn.sigmoid(-yhat * f_train)  # |l'_i|: sample i's weight in the gradient
     out = {
         "train_loss": logistic_loss(yhat * f_train).mean(),
         "train_acc_pseudo": (pred_train == yhat).mean(),
         "train_acc_true": (pred_train == train.y).mean(),
         "flip_corrected": masked_mean(pred_train == train.y, flipped),
+        # Theorem 3.6's driver of forgetting: the wrongly pseudo-labelled samples' share of it.
+        "flipped_grad_share": jnp.where(flipped, grad_weight, 0.0).sum() / grad_weight.sum(),
         "test_acc": test_right.mean(),
         "test_acc_easy": masked_mean(test_right, test.c == EASY),
         "test_acc_hard": masked_mean(test_right, test.c == HARD),

@@ -17,9 +17,12 @@ from w2sjax.analysis import w2s_gain  # noqa: E402
 
 LEARNING = {
     "test_acc": "test",
+    "test_acc_easy": "test (easy-only)",
     "test_acc_hard": "test (hard-only)",
+    "test_acc_both": "test (both-signal)",
     "train_acc_pseudo": "train vs pseudo-labels",
     "flip_corrected": "flip_corrected",
+    "flipped_grad_share": "flipped_grad_share",
 }
 COEFFICIENTS = {
     "gmu_own": "gmu_own",
@@ -92,8 +95,9 @@ def curves(
     path: str | Path,
     kind: str = "learning",
 ) -> Path:
-    """One panel per grid point. kind "learning": test accuracy (all, hard-only), train accuracy vs
-    pseudo-labels and flip_corrected, with the teacher's accuracy as a dashed line. kind
+    """One panel per grid point. kind "learning": test accuracy (all, and per category), train
+    accuracy vs pseudo-labels, flip_corrected and flipped_grad_share, with the teacher's accuracy
+    as a dashed line (a column that tables of an earlier version lack is left out). kind
     "coefficients": gmu_own, gnu_pos, gnu_neg, rho_bar on clean and flipped samples (log y).
     Steps on a symlog axis (step 0 included)."""
     columns = LEARNING if kind == "learning" else COEFFICIENTS
@@ -102,7 +106,11 @@ def curves(
     fig, panels = _panels(len(groups), f"{title} (mean and +-1 sd over seeds)")
     for ax, (label, point) in zip(panels, groups, strict=True):
         curve = steps[steps.run_id.isin(point.run_id)]
-        drawn = [_band(ax, curve, c, name, log_y=kind != "learning") for c, name in columns.items()]
+        drawn = [
+            _band(ax, curve, c, name, log_y=kind != "learning")
+            for c, name in columns.items()
+            if c in curve
+        ]
         if kind == "learning":
             ax.axhline(point.weak_test_acc.mean(), color="k", ls="--", lw=1, label="weak model")
             ax.set_ylim(0, 1.02)

@@ -4,7 +4,8 @@ Per grid point (summary.md, summary.csv; for a sweep over n_st alone also paper_
 layout of the paper's table): mean and 95% interval over seeds of the teacher's accuracy, final,
 best (each run's early-stopping step, by its validation set) and oracle test accuracy, train
 accuracy vs pseudo-labels and vs truth, flip_corrected at the best step, accuracy by category,
-and the regime label (analysis.REGIME_RULE).
+the regime by mechanism (regimes.REGIME_RULE), and with a filters table the filters' sign
+agreement (regimes.filter_sign_agreement).
 Figures: learning and coefficient curves per grid point; for two-axis sweeps, heatmaps of final
 and best W2S gain with the fitted benign_snr = C contour, and, when one axis is n_st, the
 phase-boundary fit."""
@@ -18,16 +19,17 @@ import numpy as np
 import pandas as pd
 
 from w2sjax.analysis import (
-    REGIME_RULE,
     boundary_fit,
     load,
     provenance,
+    read_table,
     snr_threshold,
     summary_table,
 )
 from w2sjax.grid import load_sweep
 from w2sjax.layout import SPEC_FILE
 from w2sjax.plots import curves, phase_heatmap
+from w2sjax.regimes import REGIME_RULE, filter_sign_agreement
 
 COLUMNS = {  # summary column: markdown header
     "weak_test_acc": "weak",
@@ -38,6 +40,12 @@ COLUMNS = {  # summary column: markdown header
     "train_acc_pseudo_best": "train vs pseudo (best)",
     "train_acc_true_final": "train vs truth (final)",
     "flip_corrected_best": "flip_corrected (best)",
+    # the regime's order parameters (regimes.py)
+    "final_test_acc_easy": "easy-only (final)",
+    "final_test_acc_hard": "hard-only (final)",
+    "final_test_acc_both": "both-signal (final)",
+    "best_test_acc_hard": "hard-only (best)",
+    "filter_sign_agreement": "filter sign agreement",
 }
 
 
@@ -64,12 +72,13 @@ def _cell(row: pd.Series, name: str) -> str:
 
 def markdown_table(table: pd.DataFrame, axes: list[str]) -> str:
     """The summary as a markdown table: mean [95% interval] per metric."""
-    header = [*axes, "seeds", *COLUMNS.values(), "best step", "regime"]
+    shown = [c for c in COLUMNS if table[c].notna().any()]  # e.g. no filters table: no agreement
+    header = [*axes, "seeds", *(COLUMNS[c] for c in shown), "best step", "regime"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():
         cells = [f"{row[a]:g}" if isinstance(row[a], float) else str(row[a]) for a in axes]
         step = f"{row.best_step:g}" if np.isfinite(row.best_step) else "n/a"
-        cells += [str(row.seeds), *(_cell(row, c) for c in COLUMNS), step, row.regime]
+        cells += [str(row.seeds), *(_cell(row, c) for c in shown), step, row.regime]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -80,6 +89,9 @@ def write_report(path: str | Path, fmt: str = "png") -> Path:
     sweep = load_sweep(root / SPEC_FILE)
     axes = sweep.axes()
     runs, steps = load(root)
+    if (root / "filters").is_dir():
+        agreement = filter_sign_agreement(read_table(root, "filters"))
+        runs = runs.join(agreement.rename("filter_sign_agreement"), on="run_id")
     meta = provenance(root)
     out = root / "report"
     out.mkdir(exist_ok=True)

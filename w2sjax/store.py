@@ -43,6 +43,7 @@ from w2sjax.metrics import RUN_METRICS, STEP_METRICS
 from w2sjax.theory import abundance, benign_snr
 
 FILTER_COLUMNS = ("gmu_plus1", "gmu_minus1", "gnu_plus1", "gnu_minus1")
+INIT_COLUMNS = ("w0_mu_plus1", "w0_mu_minus1", "w0_nu_plus1", "w0_nu_minus1")
 
 
 def runs_table(
@@ -86,10 +87,14 @@ def steps_table(runs: Sequence[tuple[Config, int]], per_step: dict, shape: Shape
     return pd.DataFrame(cols)
 
 
-def filters_table(runs: Sequence[tuple[Config, int]], per_step: dict, shape: Shape) -> pd.DataFrame:
+def filters_table(
+    runs: Sequence[tuple[Config, int]], per_run: dict, per_step: dict, shape: Shape
+) -> pd.DataFrame:
     """One row per run, logged step, class j (+1, -1) and filter r: <w_{j,r} - w_{j,r}^(0), s>
-    for s = mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}."""
+    (FILTER_COLUMNS) and the initial projection <w_{j,r}^(0), s> (INIT_COLUMNS) for
+    s = mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}."""
     coefs = np.asarray(per_step["filters"])  # (runs, K, 2, m, 4)
+    init = np.broadcast_to(np.asarray(per_run["filter_init"])[:, None], coefs.shape)
     R, K, _, m, _ = coefs.shape
     idx = np.indices((R, K, 2, m)).reshape(4, -1)
     ids = np.asarray([run_id(c, s) for c, s in runs])
@@ -100,6 +105,7 @@ def filters_table(runs: Sequence[tuple[Config, int]], per_step: dict, shape: Sha
         "r": idx[3],
     }
     cols.update({name: coefs[..., k].ravel() for k, name in enumerate(FILTER_COLUMNS)})
+    cols.update({name: init[..., k].ravel() for k, name in enumerate(INIT_COLUMNS)})
     return pd.DataFrame(cols)
 
 
@@ -112,7 +118,7 @@ def chunk_tables(
         "steps": steps_table(runs, per_step, shape),
     }
     if shape.filters:
-        tables["filters"] = filters_table(runs, per_step, shape)
+        tables["filters"] = filters_table(runs, per_run, per_step, shape)
     return tables
 
 

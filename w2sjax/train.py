@@ -18,7 +18,7 @@ from w2sjax.batch import Params, Shape
 from w2sjax.data import Sample, labels, signal_matrix
 from w2sjax.loops import LOOPS, Coef, Strong
 from w2sjax.metrics import record, teacher_metrics
-from w2sjax.models import logistic_loss, sign, weak_output
+from w2sjax.models import logistic_loss, mm, sign, weak_output
 from w2sjax.noise import SAMPLERS, NoiseKeys
 
 
@@ -82,15 +82,18 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
     """One run of MODEL.md sections 1 to 5 for scalar Params.
 
     Returns (per_run, per_step): per_run maps RUN_METRICS to scalars and "diverged_step" to the
-    first step whose state is not finite (-1: none); per_step maps STEP_METRICS to (K,) arrays
-    over the K logged steps of `shape.log_steps()` (and "filters" to (K, 2, m, 4)), NaN from the
-    divergence on. The test and validation sets are evaluated together, one product per step.
+    first step whose state is not finite (-1: none), and with shape.filters "filter_init" to the
+    initial projections (2, m, 4); per_step maps STEP_METRICS to (K,) arrays over the K logged
+    steps of `shape.log_steps()` (and "filters" to (K, 2, m, 4)), NaN from the divergence on.
+    The test and validation sets are evaluated together, one product per step.
     """
     signals, weak_data, train, test, val, W0 = draw_run(shape, p)
 
     w = fit_weak(signals, weak_data, p.eta_wk, shape.steps_wk)
     yhat = sign(weak_output(w, signals, train))
     per_run = teacher_metrics(sign(weak_output(w, signals, test)), test, yhat, train.y)
+    if shape.filters:
+        per_run["filter_init"] = mm("jrd,sd->jrs", W0, signals)  # <w^(0), s>, the filters' start
 
     evaluation = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), test, val)
     state, step, views = LOOPS[shape.form](
