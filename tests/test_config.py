@@ -42,6 +42,7 @@ def test_unknown_keys(raw, field):
         ({"strong": {"m": True}}, "strong.m"),
         ({"data": {"sigma_p": "1"}}, "data.sigma_p"),
         ({"eval": {"log": 3}}, "eval.log"),
+        ({"weak": {"hard_labels": "coins"}}, "weak.hard_labels"),
         ({"seeds": [1, 2]}, "seeds"),
         ({"name": "has space"}, "name"),
         # A name is one folder under --out: never ".", "..", hidden, a path or too long.
@@ -185,3 +186,15 @@ def test_echoed_line_breaks_stay_on_one_line():
     with pytest.raises(ConfigError) as info:
         build(flatten({"strong": {"a\nb": 1}}))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("field", [f for f, spec in FIELDS.items() if spec.silent_default])
+def test_a_silent_field_at_its_default_changes_no_hash_and_no_text(field):
+    """A field added after datasets existed (n_val, hard_labels): at its default the setting's
+    hash and the written config are those of a config that never named it; any other value
+    changes both."""
+    spec = FIELDS[field]
+    other = next(c for c in spec.choices if c != spec.default) if spec.choices else spec.default + 1
+    plain, named, changed = (build({}), build({field: spec.default}), build({field: other}))
+    assert named.point_hash == plain.point_hash and field not in to_toml(named.to_dict())
+    assert changed.point_hash != plain.point_hash and field in to_toml(changed.to_dict())

@@ -66,6 +66,7 @@ class Shape:
     log_points: int
     easy_signal: str
     n_val: int
+    hard_labels: str
     filters: bool = False
     form: str = "dense"
     precision: str = "highest"

@@ -113,6 +113,15 @@ FIELDS: dict[str, FieldSpec] = {
     "n_wk": _pos_int("weak", 200),
     "eta_wk": _pos_float("weak", 0.01),
     "steps_wk": _pos_int("weak", 200),
+    "hard_labels": FieldSpec(
+        "weak",
+        "choice",
+        "teacher",
+        '"teacher" or "coin"',
+        choices=("teacher", "coin"),
+        static=True,
+        silent_default=True,
+    ),
     "n_st": _pos_int("strong", 2000),
     "m": _pos_int("strong", 20),
     "sigma_0": _pos_float("strong", 0.01, allow_zero=True),
@@ -217,6 +226,7 @@ class Config:
     n_wk: int
     eta_wk: float
     steps_wk: int
+    hard_labels: str
     n_st: int
     m: int
     sigma_0: float

@@ -6,6 +6,7 @@ Everything here is a pure function of one run's scalars; `simulate` vmaps it ove
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import chex
@@ -15,7 +16,7 @@ import numpy as np
 import optax
 
 from w2sjax.batch import Params, Shape
-from w2sjax.data import Sample, labels, signal_matrix
+from w2sjax.data import HARD, Sample, labels, signal_matrix
 from w2sjax.loops import LOOPS, Coef, Strong
 from w2sjax.metrics import record, teacher_metrics
 from w2sjax.models import logistic_loss, mm, sign, weak_output
@@ -36,14 +37,35 @@ def fit_weak(signals: chex.Array, data: Sample, eta_wk: chex.Array, steps_wk: in
     return jax.lax.fori_loop(0, steps_wk, step, (w0, opt.init(w0)))[0]
 
 
-# The validation set's key is fold_in(run key, VAL_SALT): a draw of its own, so adding it changed
-# no other draw of a run (noise.REDUCED_SALT's reasoning).
+# The validation set's key is fold_in(run key, VAL_SALT), the hard_labels = "coin" control's
+# coins fold_in(run key, COIN_SALT): draws of their own, so adding them changed no other draw of a
+# run (noise.REDUCED_SALT's reasoning).
 VAL_SALT = 0x56414C31
+COIN_SALT = 0x434F494E
+
+
+def _teacher_labels(yhat: chex.Array, train: Sample, coins: chex.Array) -> chex.Array:
+    return yhat
+
+
+def _coin_labels(yhat: chex.Array, train: Sample, coins: chex.Array) -> chex.Array:
+    return jnp.where(train.c == HARD, coins, yhat)
+
+
+# `[weak] hard_labels`: the student's labels (n_st,) from the teacher's yhat (n_st,), the training
+# set and n_st fair coins in {+1, -1}. "teacher": yhat itself. "coin": on hard-only samples a fair
+# coin instead, Proposition 2.1's "random guessing" taken literally: the fitted teacher's labels
+# there are at chance against y but follow its own rule, which the student can learn.
+HARD_LABELS: dict[str, Callable[[chex.Array, Sample, chex.Array], chex.Array]] = {
+    "teacher": _teacher_labels,
+    "coin": _coin_labels,
+}
 
 
 class RunData(NamedTuple):
     """A run's draws in its working coordinates (D = Shape.dim): the signals (4, D), the weak,
-    training, test and validation samples, and W0 (2, m, D)."""
+    training, test and validation samples, W0 (2, m, D), and n_st fair coins (n_st,) in
+    {+1, -1} (read only by hard_labels = "coin")."""
 
     signals: chex.Array
     weak: Sample
@@ -51,6 +73,7 @@ class RunData(NamedTuple):
     test: Sample
     val: Sample
     W0: chex.Array
+    coins: chex.Array
 
 
 def draw_run(shape: Shape, p: Params) -> RunData:
@@ -75,7 +98,9 @@ def draw_run(shape: Shape, p: Params) -> RunData:
     val_xi = SAMPLERS[shape.noise].evaluation(shape, k_val, shape.n_val, p.sigma_p)
     val = Sample(y=val_labels[0], c=val_labels[1], a=val_labels[2], xi=val_xi)
     signals = signal_matrix(shape.dim, shape.easy_signal, p.mu_norm, p.nu_norm)
-    return RunData(signals, weak, train, test, val, noise.W0)
+    coin = jax.random.bernoulli(jax.random.fold_in(key, COIN_SALT), 0.5, (shape.n_st,))
+    coins = jnp.where(coin, 1.0, -1.0).astype(jnp.float32)
+    return RunData(signals, weak, train, test, val, noise.W0, coins)
 
 
 def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
@@ -87,10 +112,10 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
     steps of `shape.log_steps()` (and "filters" to (K, 2, m, 4)), NaN from the divergence on.
     The test and validation sets are evaluated together, one product per step.
     """
-    signals, weak_data, train, test, val, W0 = draw_run(shape, p)
+    signals, weak_data, train, test, val, W0, coins = draw_run(shape, p)
 
     w = fit_weak(signals, weak_data, p.eta_wk, shape.steps_wk)
-    yhat = sign(weak_output(w, signals, train))
+    yhat = HARD_LABELS[shape.hard_labels](sign(weak_output(w, signals, train)), train, coins)
     per_run = teacher_metrics(sign(weak_output(w, signals, test)), test, yhat, train.y)
     if shape.filters:
         per_run["filter_init"] = mm("jrd,sd->jrs", W0, signals)  # <w^(0), s>, the filters' start

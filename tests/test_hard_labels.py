@@ -1,0 +1,65 @@
+"""`[weak] hard_labels`: the student's labels from the teacher's, every entry of HARD_LABELS
+against its contract, and the "coin" control inside whole runs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import small_config
+
+from w2sjax.batch import Shape, stack_params
+from w2sjax.data import HARD
+from w2sjax.models import sign, weak_output
+from w2sjax.simulate import simulate
+from w2sjax.train import HARD_LABELS, draw_run, fit_weak
+
+
+def _one(params, i: int):
+    return jax.tree_util.tree_map(lambda a: a[i], params)
+
+
+@pytest.mark.parametrize("name", HARD_LABELS)
+def test_every_hard_label_rule_keeps_the_contract(name):
+    """Labels in {+1, -1}, one per training sample, the teacher's wherever the sample is not
+    hard-only; on hard-only samples either the teacher's or the run's coins."""
+    config = small_config(n_st=300, p_e=0.3, p_h=0.4, p_b="rest")
+    run = draw_run(Shape.of(config), _one(stack_params([(config, 0)]), 0))
+    yhat = jnp.where(jnp.arange(300) % 3 == 0, 1.0, -1.0)
+    got = np.asarray(HARD_LABELS[name](yhat, run.train, run.coins))
+    hard = np.asarray(run.train.c) == HARD
+    assert got.shape == (300,) and set(np.unique(got)) <= {-1.0, 1.0}
+    np.testing.assert_array_equal(got[~hard], np.asarray(yhat)[~hard])
+    source = {"teacher": yhat, "coin": run.coins}[name]
+    np.testing.assert_array_equal(got[hard], np.asarray(source)[hard])
+
+
+def test_coin_labels_hard_only_samples_by_fair_coins_and_leaves_the_rest():
+    """The same draws (Params of the teacher's setting) under both rules: the teacher and its test
+    accuracy unchanged; the pseudo-label error recomputed from the draws; on hard-only samples the
+    coins agree with the truth about half the time (binomial, 4 sd), and with the teacher's own
+    labels about half the time too (they are independent of it)."""
+    config = small_config(n_st=400, n_wk=200, steps_wk=100, p_e=0.3, p_h=0.4, p_b="rest")
+    params = stack_params([(config, s) for s in range(4)])
+    teacher = Shape.of(config)
+    coin = dataclasses.replace(teacher, hard_labels="coin")
+    (by_teacher, _), (by_coin, _) = simulate(teacher, params), simulate(coin, params)
+    np.testing.assert_array_equal(by_teacher["weak_test_acc"], by_coin["weak_test_acc"])
+    agree_y, agree_teacher, count = 0.0, 0.0, 0
+    for i in range(4):
+        run = draw_run(teacher, _one(params, i))
+        w = fit_weak(run.signals, run.weak, config.eta_wk, config.steps_wk)
+        yhat = np.asarray(sign(weak_output(w, run.signals, run.train)))
+        y, coins = np.asarray(run.train.y), np.asarray(run.coins)
+        hard = np.asarray(run.train.c) == HARD
+        labelled = np.where(hard, coins, yhat)
+        assert by_teacher["pseudo_label_error"][i] == pytest.approx((yhat != y).mean())
+        assert by_coin["pseudo_label_error"][i] == pytest.approx((labelled != y).mean())
+        agree_y += (coins[hard] == y[hard]).sum()
+        agree_teacher += (coins[hard] == yhat[hard]).sum()
+        count += hard.sum()
+    for agree in (agree_y, agree_teacher):
+        assert abs(agree / count - 0.5) <= 4 * np.sqrt(0.25 / count), agree / count
