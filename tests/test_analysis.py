@@ -11,7 +11,15 @@ import pytest
 from conftest import SMALL
 
 import w2sjax.bench as bench
-from w2sjax.analysis import boundary_fit, crossing, load, mean_interval, summary_table
+from w2sjax.analysis import (
+    boundary_fit,
+    crossing,
+    load,
+    mean_interval,
+    snr_threshold,
+    summary_table,
+    with_final,
+)
 from w2sjax.batch import Shape
 from w2sjax.bench import run_bench, write
 from w2sjax.bench_sweep import sweep_bench
@@ -244,3 +252,21 @@ def test_the_over_d_table_measures_only_what_fits():
     assert (
         table[2] == "| 75 | 10^4 | 1,234 (1.2 GiB) | n/a (one run needs 9 GiB) | 1,234 (1.2 GiB) |"
     )
+
+
+def test_final_values_and_the_snr_line_of_an_accuracy():
+    """with_final reads each run's last logged step; snr_threshold on the accuracy itself (not
+    its gain) puts C between the two benign_snr values where it jumps."""
+    runs = pd.DataFrame(
+        {"run_id": ["a", "b", "c", "d"], "benign_snr": [0.5, 2.0, 8.0, 32.0]}
+        | {"weak_test_acc": [0.9, 0.5, 0.9, 0.5]}
+    )
+    steps = pd.DataFrame(
+        {"run_id": list("aabbccdd"), "step": [0, 9] * 4}
+        | {"test_acc_hard": [0.5, 0.55, 0.5, 0.6, 0.5, 0.95, 0.5, 0.99]}
+    )
+    final = with_final(runs, steps, ["test_acc_hard"])
+    assert list(final.final_test_acc_hard) == [0.55, 0.6, 0.95, 0.99]
+    assert snr_threshold(final, "final_test_acc_hard", gain=False) == pytest.approx(4.0)
+    # Its gain over the (made-up) teacher jumps elsewhere: between 0.5 and 2.
+    assert snr_threshold(final, "final_test_acc_hard") == pytest.approx(1.0)

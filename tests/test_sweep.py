@@ -159,8 +159,9 @@ def test_changed_spec_is_refused_unless_fresh(sweep_file, tmp_path, capsys):
 
 def test_load_dtypes_and_figure(sweep_file, tmp_path, capsys):
     assert main(["sweep", str(sweep_file), "--out", str(tmp_path), "--quiet"]) == 0
-    assert "figure:" in capsys.readouterr().out
-    assert (tmp_path / "sw" / "phase_final_gain.png").stat().st_size > 1000
+    assert "figures:" in capsys.readouterr().out
+    for name in ("phase_final_gain.png", "phase_final_hard.png"):
+        assert (tmp_path / "sw" / name).stat().st_size > 1000, name
     runs, steps = w2sjax.load(tmp_path / "sw")
     assert pd.api.types.is_string_dtype(runs.bucket) and not any(
         isinstance(t, pd.CategoricalDtype) for t in [*runs.dtypes, *steps.dtypes]
@@ -183,7 +184,8 @@ def test_report_writes_summary_and_figures(sweep_file, tmp_path, capsys):
     rows = [line for line in text.splitlines() if line.startswith("| 2") or line.startswith("| 3")]
     assert len(rows) == 4  # one per (n_st, p_b) grid point
     assert "Regime rule:" in text and "Phase boundary: n_crit(p_b)" in text
-    for name in ("learning_curves", "coefficient_curves", "phase_final_gain", "phase_best_gain"):
+    curves = ("learning_curves", "coefficient_curves")
+    for name in (*curves, "phase_final_gain", "phase_best_gain", "phase_final_hard"):
         assert (report / f"{name}.pdf").stat().st_size > 1000, name
     summary = pd.read_csv(report / "summary.csv")
     regimes = {"harmful", "benign", *(f"label_correction_{w}_forgetting" for w in ("then", "no"))}

@@ -155,6 +155,18 @@ SUMMARY_METRICS = {
 }
 
 
+def last_rows(steps: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each run's last logged step."""
+    return steps[steps.step == steps.groupby("run_id").step.transform("max")]
+
+
+def with_final(runs: pd.DataFrame, steps: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """runs with final_<column> for each steps column: its value at the run's last logged step
+    (e.g. final_test_acc_hard, the order parameter of Theorem 3.4's phase diagram)."""
+    last = last_rows(steps).set_index("run_id")[columns].add_prefix("final_")
+    return runs.join(last, on="run_id")
+
+
 def w2s_gain(runs: pd.DataFrame, metric: str = "final_test_acc") -> pd.Series:
     """Per run: `metric` minus the teacher's test accuracy (the W2S gain)."""
     return runs[metric] - runs.weak_test_acc
@@ -173,7 +185,7 @@ def summary_table(runs: pd.DataFrame, steps: pd.DataFrame, by: list[str]) -> pd.
     """
     keys = list(by)
     curves = steps.merge(runs[["run_id", "best_step"]], on="run_id")
-    last = curves[curves.step == curves.groupby("run_id").step.transform("max")]
+    last = last_rows(curves)
     best = curves[curves.step.eq(curves.best_step).fillna(False).astype(bool)]
     groups = runs.groupby(keys, sort=True) if keys else [((), runs)]
     rows = []
@@ -278,12 +290,13 @@ def boundary_fit(
     }
 
 
-def snr_threshold(runs: pd.DataFrame, metric: str = "final_test_acc") -> float:
-    """C such that "benign_snr >= C" best matches "seed-mean gain >= half its range" over the grid
-    points (fewest mismatches; C the geometric mean of the two benign_snr values it falls
-    between). NaN with fewer than two distinct benign_snr values."""
-    gain = runs.assign(gain=w2s_gain(runs, metric))
-    cells = gain.groupby("benign_snr").gain.mean().sort_index()
+def snr_threshold(runs: pd.DataFrame, metric: str = "final_test_acc", gain: bool = True) -> float:
+    """C such that "benign_snr >= C" best matches "seed-mean value >= half its range" over the
+    grid points, the value being the gain of `metric` over the teacher (or `metric` itself when
+    not `gain`): fewest mismatches, C the geometric mean of the two benign_snr values it falls
+    between. NaN with fewer than two distinct benign_snr values."""
+    value = w2s_gain(runs, metric) if gain else runs[metric]
+    cells = runs.assign(value=value).groupby("benign_snr").value.mean().sort_index()
     if len(cells) < 2:
         return float("nan")
     high = (cells >= (cells.min() + cells.max()) / 2).to_numpy()

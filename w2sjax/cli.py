@@ -315,16 +315,24 @@ def _processes(args: argparse.Namespace):
     )
 
 
-def _figure(sweep: Sweep, root: Path) -> Path | None:
-    """The phase heatmap beside the tables when the sweep has exactly two axes."""
+def _figures(sweep: Sweep, root: Path) -> list[Path]:
+    """The phase heatmaps beside the tables when the sweep has exactly two axes: the final gain
+    over the teacher, and the final hard-only test accuracy (Theorem 3.4's order parameter) with
+    the benign_snr = C line fitted to it."""
     axes = sweep.axes()
     if len(axes) != 2:
-        return None
-    from w2sjax.analysis import load
+        return []
+    from w2sjax.analysis import load, snr_threshold, with_final
+    from w2sjax.layout import FIGURES
     from w2sjax.plots import phase_heatmap
 
-    runs, _ = load(root)
-    return phase_heatmap(runs, axes[0], axes[1], root / "phase_final_gain.png")
+    runs, steps = load(root)
+    hard = with_final(runs, steps, ["test_acc_hard"])
+    c = snr_threshold(hard, "final_test_acc_hard", gain=False)
+    return [
+        phase_heatmap(runs, *axes, root / FIGURES[0]),
+        phase_heatmap(hard, *axes, root / FIGURES[1], "final_test_acc_hard", snr_c=c, gain=False),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -392,12 +400,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     if procs.index == 0:
         try:
-            figure = _figure(sweep, root)
+            figures = _figures(sweep, root)
         except (OSError, DatasetRefused) as err:  # e.g. another writer's --fresh took the folder
-            return _error(f"the tables are written, the figure is not ({err})", 1)
+            return _error(f"the tables are written, the figures are not ({err})", 1)
         print(
             f"tables: {root / 'runs'} and {root / 'steps'}"
-            + (f"; figure: {figure}" if figure else "")
+            + (f"; figures: {', '.join(map(str, figures))}" if figures else "")
         )
     return 0
 

@@ -20,8 +20,9 @@ TABLES = ("runs", "steps", "filters")
 SPEC_FILE = "spec.toml"
 QUARANTINE = "quarantine"
 REPORT = "report"
-# Files and folders of a dataset's top level that w2sjax writes (the figure: `w2sjax sweep`).
-OWN_TOP_LEVEL = (*TABLES, SPEC_FILE, QUARANTINE, REPORT, "phase_final_gain.png")
+# Files and folders of a dataset's top level that w2sjax writes (the figures: `w2sjax sweep`).
+FIGURES = ("phase_final_gain.png", "phase_final_hard.png")
+OWN_TOP_LEVEL = (*TABLES, SPEC_FILE, QUARANTINE, REPORT, *FIGURES)
 
 
 class DatasetRefused(ValueError):

@@ -148,21 +148,27 @@ def phase_heatmap(
     path: str | Path,
     metric: str = "final_test_acc",
     snr_c: float | None = None,
+    gain: bool = True,
 ) -> Path:
-    """Heatmap of (metric - weak test accuracy), mean over seeds, over the grid axes x and y, each
-    cell annotated; an axis whose values are geometric is drawn on a log scale. With snr_c, the
-    contour benign_snr = snr_c is drawn (from the cells' benign_snr)."""
-    gain = runs.assign(gain=w2s_gain(runs, metric))
-    grid = gain.pivot_table(index=y, columns=x, values="gain", aggfunc="mean").sort_index()
+    """Heatmap over the grid axes x and y of the seed mean of (metric - weak test accuracy), or of
+    `metric` itself when not `gain` (an accuracy, coloured from 0.5 to 1), each cell annotated;
+    an axis whose values are geometric is drawn on a log scale. With snr_c, the contour
+    benign_snr = snr_c is drawn (from the cells' benign_snr): Theorem 3.4's line."""
+    values = runs.assign(value=w2s_gain(runs, metric) if gain else runs[metric])
+    grid = values.pivot_table(index=y, columns=x, values="value", aggfunc="mean").sort_index()
     xs, ys = grid.columns.to_numpy(dtype=float), grid.index.to_numpy(dtype=float)
     log_x, log_y = _is_geometric(xs), _is_geometric(ys)
     fig, ax = plt.subplots(figsize=(1.0 * len(xs) + 3.0, 0.7 * len(ys) + 2.2))
     limit = max(float(np.nanmax(np.abs(grid.to_numpy()))), 1e-3)
-    mesh = ax.pcolormesh(
-        _edges(xs, log_x), _edges(ys, log_y), grid.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit
+    colours = (
+        dict(cmap="RdBu", vmin=-limit, vmax=limit)
+        if gain
+        else dict(cmap="RdYlGn", vmin=0.5, vmax=1.0)
     )
+    mesh = ax.pcolormesh(_edges(xs, log_x), _edges(ys, log_y), grid.to_numpy(), **colours)
     for (i, j), value in np.ndenumerate(grid.to_numpy()):
-        ax.text(xs[j], ys[i], f"{value:+.3f}", ha="center", va="center", fontsize=7)
+        text = f"{value:+.3f}" if gain else f"{value:.3f}"
+        ax.text(xs[j], ys[i], text, ha="center", va="center", fontsize=7)
     if log_x:
         ax.set_xscale("log")
     if log_y:
@@ -188,6 +194,7 @@ def phase_heatmap(
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     seeds = runs.groupby([x, y]).size().min()
-    ax.set_title(f"{metric} - weak_test_acc (mean of {seeds} seeds)", fontsize=10)
+    what = f"{metric} - weak_test_acc" if gain else metric
+    ax.set_title(f"{what} (mean of {seeds} seeds)", fontsize=10)
     fig.colorbar(mesh, ax=ax)
     return _save(fig, Path(path))

@@ -7,8 +7,8 @@ accuracy vs pseudo-labels and vs truth, flip_corrected at the best step, accurac
 the regime by mechanism (regimes.REGIME_RULE), and with a filters table the filters' sign
 agreement (regimes.filter_sign_agreement).
 Figures: learning and coefficient curves per grid point; for two-axis sweeps, heatmaps of final
-and best W2S gain with the fitted benign_snr = C contour, and, when one axis is n_st, the
-phase-boundary fit."""
+and best W2S gain and of final hard-only test accuracy, each with its fitted benign_snr = C
+contour, and, when one axis is n_st, the phase-boundary fit."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from w2sjax.analysis import (
     read_table,
     snr_threshold,
     summary_table,
+    with_final,
 )
 from w2sjax.grid import load_sweep
 from w2sjax.layout import SPEC_FILE
@@ -120,9 +121,22 @@ def write_report(path: str | Path, fmt: str = "png") -> Path:
                     snr_c=c,
                 )
             )
+        hard = with_final(runs, steps, ["test_acc_hard"])
+        c_hard = snr_threshold(hard, "final_test_acc_hard", gain=False)
+        figures.append(
+            phase_heatmap(
+                hard,
+                *axes,
+                out / f"phase_final_hard.{fmt}",
+                "final_test_acc_hard",
+                snr_c=c_hard,
+                gain=False,
+            )
+        )
         sections.append(
             f"Fitted benign_snr threshold C = {c:.3g} (benign_snr >= C best separates "
-            f"grid points whose seed-mean final gain is above half its range)."
+            f"grid points whose seed-mean final gain is above half its range); C = "
+            f"{c_hard:.3g} for the final hard-only test accuracy (Theorem 3.4's order parameter)."
         )
         if "n_st" in axes:
             other = axes[1 - axes.index("n_st")]
