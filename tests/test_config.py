@@ -37,10 +37,9 @@ def test_unknown_keys(raw, field):
 @pytest.mark.parametrize(
     "raw, field",
     [
-        ({"strong": {"n_st": "many"}}, "strong.n_st"),
         ({"strong": {"n_st": 10.5}}, "strong.n_st"),
         ({"strong": {"m": True}}, "strong.m"),
-        ({"data": {"sigma_p": "1"}}, "data.sigma_p"),
+        ({"data": {"sigma_p": [1]}}, "data.sigma_p"),
         ({"eval": {"log": 3}}, "eval.log"),
         ({"weak": {"hard_labels": "coins"}}, "weak.hard_labels"),
         ({"seeds": [1, 2]}, "seeds"),
@@ -163,6 +162,8 @@ def test_bad_toml_and_missing_file(tmp_path):
         ("[strong\n", [], "not valid TOML"),
         ("", ["--set", "sigma_p=-1"], "data.sigma_p"),
         ("", ["--set", "unknown=1"], "--set unknown=1"),
+        ('[strong]\neta = "0.1 * n_st * bogus"\n', [], "strong.eta: formula"),
+        ("", ["--set", "n_st=2*m+", "--set", "m=n_st"], "strong.n_st: formula"),
     ],
 )
 def test_cli_exits_2_with_one_line(tmp_path, text, args, field):

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from w2sjax.formulas import Formula, FormulaError, parse
+
 PROB_FIELDS = ("p_e", "p_h", "p_b")
 # Engine choices (not config fields: they change neither a run's random numbers nor its run_id).
 FORMS = ("auto", "dense", "coef")
@@ -283,14 +285,70 @@ def flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def is_numeric(field: str) -> bool:
+    """Whether `field` is a numeric setting field: one a formula may read or be given for."""
+    spec = FIELDS.get(field)
+    return spec is not None and spec.section is not None and spec.kind in ("int", "float", "prob")
+
+
+def _is_formula(field: str, value: Any) -> bool:
+    return is_numeric(field) and isinstance(value, str) and value != REST
+
+
+def _formula(field: str, text: str) -> Formula:
+    try:
+        return parse(text, is_numeric)
+    except FormulaError as err:
+        raise ConfigError(f"{_qualified(field)}: formula {text!r}: {err}") from None
+
+
+def _evaluate(values: dict[str, Any], formulas: dict[str, Formula]) -> dict[str, Any]:
+    """values with every formula evaluated (in dependency order: a formula waits for the fields
+    it reads, and "rest" for the probabilities) and validated like a literal value; an int field
+    takes the nearest integer. A formula that waits on itself, through others or directly, is a
+    ConfigError."""
+    pending = dict(formulas)
+    probs_done = False
+    while True:
+        if not probs_done and not set(PROB_FIELDS) & set(pending):
+            values.update(resolve_probs(values))
+            probs_done = True
+        ready = [
+            f
+            for f, formula in pending.items()
+            if all(n not in pending and values[n] != REST for n in formula.names)
+        ]
+        if not pending:
+            return values
+        if not ready:
+            cycle = ", ".join(_qualified(f) for f in pending)
+            raise ConfigError(
+                f'{cycle}: formulas that wait on each other (a cycle, perhaps through "rest")'
+            )
+        for f in ready:
+            formula = pending.pop(f)
+            where = f"{_qualified(f)}: formula {formula.text!r}"
+            try:
+                value = formula.evaluate(values)
+            except FormulaError as err:
+                raise ConfigError(f"{where}: {err}") from None
+            value = round(value) if FIELDS[f].kind == "int" else value
+            try:
+                values[f] = check_field(f, value)
+            except ConfigError:
+                raise ConfigError(f"{where} gives {value:g}; must be {FIELDS[f].allowed}") from None
+
+
 def build(flat: Mapping[str, Any]) -> Config:
-    """Flat {field: raw value} (missing fields take defaults) -> validated Config."""
+    """Flat {field: raw value} (missing fields take defaults) -> validated Config. A numeric
+    field may be a formula of other numeric fields (formulas.py): the Config holds its value."""
     unknown = [k for k in flat if k not in FIELDS]
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown field; allowed: {', '.join(FIELDS)}")
-    values = {f: check_field(f, flat.get(f, spec.default)) for f, spec in FIELDS.items()}
-    values.update(resolve_probs(values))
-    return Config(**values)
+    raw = {f: flat.get(f, spec.default) for f, spec in FIELDS.items()}
+    formulas = {f: _formula(f, v) for f, v in raw.items() if _is_formula(f, v)}
+    values = {f: check_field(f, v) for f, v in raw.items() if f not in formulas}
+    return Config(**_evaluate(values, formulas))
 
 
 def parse_value(text: str) -> Any:
