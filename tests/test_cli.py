@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from conftest import small_config
@@ -119,6 +120,13 @@ def test_unwritable_out_fails_before_compute(tmp_path, capsys):
     assert main(["run", str(config_path), "--out", str(blocker)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--out" in err[0]
+
+
+def test_report_gives_the_filters_sign_agreement(written):
+    assert main(["report", str(written)]) == 0
+    summary = pd.read_csv(written / "report" / "summary.csv")
+    assert summary.filter_sign_agreement.between(0, 1).all()
+    assert "filter sign agreement" in (written / "report" / "summary.md").read_text()
 
 
 def test_filters_table_holds_each_filters_initial_projections(written):

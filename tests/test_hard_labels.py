@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import small_config
 
-from w2sjax.batch import Shape, stack_params
+from w2sjax.batch import Shape, run_id, stack_params
 from w2sjax.data import HARD
 from w2sjax.models import sign, weak_output
 from w2sjax.simulate import simulate
@@ -38,20 +38,23 @@ def test_every_hard_label_rule_keeps_the_contract(name):
 
 
 def test_coin_labels_hard_only_samples_by_fair_coins_and_leaves_the_rest():
-    """The same draws (Params of the teacher's setting) under both rules: the teacher and its test
-    accuracy unchanged; the pseudo-label error recomputed from the draws; on hard-only samples the
-    coins agree with the truth about half the time (binomial, 4 sd), and with the teacher's own
-    labels about half the time too (they are independent of it)."""
-    config = small_config(n_st=400, n_wk=200, steps_wk=100, p_e=0.3, p_h=0.4, p_b="rest")
-    params = stack_params([(config, s) for s in range(4)])
-    teacher = Shape.of(config)
-    coin = dataclasses.replace(teacher, hard_labels="coin")
-    (by_teacher, _), (by_coin, _) = simulate(teacher, params), simulate(coin, params)
+    """A coin setting is its own setting (point_hash, run_id, bucket) with its teacher setting's
+    draws (paired): the teacher and its test accuracy are the same run for run; the pseudo-label
+    error is recomputed from the draws; on hard-only samples the coins agree with the truth, and
+    with the teacher's own labels, about half the time (binomial, 4 sd)."""
+    fields = dict(n_st=400, n_wk=200, steps_wk=100, p_e=0.3, p_h=0.4, p_b="rest")
+    teacher, coin = small_config(**fields), small_config(**fields, hard_labels="coin")
+    assert coin.point_hash != teacher.point_hash and coin.key_hash == teacher.key_hash
+    assert run_id(coin, 0) != run_id(teacher, 0)
+    assert Shape.of(coin) == dataclasses.replace(Shape.of(teacher), hard_labels="coin")
+    params = {c.hard_labels: stack_params([(c, s) for s in range(4)]) for c in (teacher, coin)}
+    by_teacher = simulate(Shape.of(teacher), params["teacher"])[0]
+    by_coin = simulate(Shape.of(coin), params["coin"])[0]
     np.testing.assert_array_equal(by_teacher["weak_test_acc"], by_coin["weak_test_acc"])
     agree_y, agree_teacher, count = 0.0, 0.0, 0
     for i in range(4):
-        run = draw_run(teacher, _one(params, i))
-        w = fit_weak(run.signals, run.weak, config.eta_wk, config.steps_wk)
+        run = draw_run(Shape.of(teacher), _one(params["teacher"], i))
+        w = fit_weak(run.signals, run.weak, teacher.eta_wk, teacher.steps_wk)
         yhat = np.asarray(sign(weak_output(w, run.signals, run.train)))
         y, coins = np.asarray(run.train.y), np.asarray(run.coins)
         hard = np.asarray(run.train.c) == HARD

@@ -4,7 +4,6 @@ through summary_table, where the early-stopping step and the test set's argmax d
 from __future__ import annotations
 
 import re
-from dataclasses import astuple
 from types import SimpleNamespace
 
 import numpy as np
@@ -68,6 +67,10 @@ BENIGN = dict(
             {"flip_corrected_best": 0.9, "best_test_acc_hard": 0.97, "final_test_acc_hard": 0.82},
             "label_correction_no_forgetting",
         ),
+        (  # a fall of 0.2 up to round-off (0.97 - 0.77 = 0.19999999999999996) is forgetting
+            {"flip_corrected_best": 0.9, "best_test_acc_hard": 0.97, "final_test_acc_hard": 0.77},
+            "label_correction_then_forgetting",
+        ),
         ({"flip_corrected_best": 0.79}, "benign"),
         ({"flip_corrected_best": 0.9, "best_test_acc": 0.94}, "benign"),
         ({"flip_corrected_best": NAN}, "benign"),  # no flipped pseudo-label at all
@@ -127,11 +130,19 @@ def test_summary_rows_get_their_regime_at_the_early_stopping_step():
     }
 
 
-def test_model_md_states_every_threshold():
+def test_model_md_states_every_threshold_in_its_rule():
+    """Each numbered rule of MODEL.md section 8 states the thresholds the code uses for it."""
     text = (REPO / "docs" / "MODEL.md").read_text()
     section = text[text.index("## 8.") :]
-    numbers = set(re.findall(r"\d+\.\d+", section))
-    assert {f"{v:g}" for v in astuple(THRESHOLDS)} <= numbers
+    rules = re.split(r"\n\d\. ", section[section.index("\n1. ") :])[1:4]
+    t = THRESHOLDS
+    wanted = [
+        (t.corrected, t.peak, t.forgetting),
+        (t.fitted, t.learned),
+        (t.fitted, t.learned, t.harmful_hard),
+    ]
+    for rule, numbers in zip(rules, wanted, strict=True):
+        assert {f"{v:g}" for v in numbers} <= set(re.findall(r"\d+\.\d+", rule)), rule
 
 
 def test_filter_sign_agreement_reads_own_class_filters_at_the_last_step():
@@ -158,3 +169,18 @@ def test_filter_sign_agreement_reads_own_class_filters_at_the_last_step():
     old = pd.DataFrame(rows).drop(columns=["w0_nu_plus1", "w0_nu_minus1"])
     without = filter_sign_agreement(old)
     assert without.isna().all() and set(without.index) == {"a", "b"}
+
+
+def test_filter_sign_agreement_of_unlearned_diverged_and_empty_runs():
+    """A start of exactly 0 with nothing learned (sigma_0 = 0) does not agree; a diverged run (NaN
+    coefficients) and an empty table give NaN, not a number."""
+    rows = [
+        {"run_id": run, "step": 5, "j": j, "r": 0, "gnu_plus1": g, "gnu_minus1": g}
+        | {"w0_nu_plus1": 0.0, "w0_nu_minus1": 0.0}
+        for run, g in (("zero", 0.0), ("diverged", NAN))
+        for j in (1, -1)
+    ]
+    agreement = filter_sign_agreement(pd.DataFrame(rows))
+    assert agreement["zero"] == 0.0 and np.isnan(agreement["diverged"])
+    empty = pd.DataFrame(columns=["run_id", "step", "j", "r", "gnu_plus1", "w0_nu_plus1"])
+    assert filter_sign_agreement(empty).empty

@@ -52,9 +52,11 @@ def _read(folder: Path) -> pd.DataFrame:
 
 def _runs_as_today(df: pd.DataFrame) -> pd.DataFrame:
     """Runs written by earlier versions, in today's columns. Before the sampler choice they all
-    used the full sampler. Before the validation set, their best_* columns were the test set's
-    argmax, which today's tables call oracle_*; they have no early-stopping step (best_* NaN)."""
+    used the full sampler, before the coin control their teacher's labels. Before the validation
+    set, their best_* columns were the test set's argmax, which today's tables call oracle_*;
+    they have no early-stopping step (best_* NaN)."""
     df["noise"] = df["noise"].fillna("full") if "noise" in df else "full"
+    df["hard_labels"] = df["hard_labels"].fillna("teacher") if "hard_labels" in df else "teacher"
     for column in ("best_val_acc", "oracle_test_acc", "oracle_step"):
         if column not in df:
             df[column] = np.nan
@@ -294,10 +296,11 @@ def snr_threshold(runs: pd.DataFrame, metric: str = "final_test_acc", gain: bool
     """C such that "benign_snr >= C" best matches "seed-mean value >= half its range" over the
     grid points, the value being the gain of `metric` over the teacher (or `metric` itself when
     not `gain`): fewest mismatches, C the geometric mean of the two benign_snr values it falls
-    between. NaN with fewer than two distinct benign_snr values."""
+    between. NaN with fewer than two distinct benign_snr values with a value, or when all those
+    values are equal."""
     value = w2s_gain(runs, metric) if gain else runs[metric]
-    cells = runs.assign(value=value).groupby("benign_snr").value.mean().sort_index()
-    if len(cells) < 2:
+    cells = runs.assign(value=value).groupby("benign_snr").value.mean().sort_index().dropna()
+    if len(cells) < 2 or cells.min() == cells.max():  # no cells, or nothing to separate
         return float("nan")
     high = (cells >= (cells.min() + cells.max()) / 2).to_numpy()
     snr = cells.index.to_numpy(dtype=float)

@@ -147,9 +147,9 @@ assert {f.name for f in dataclasses.fields(Params)} == {*PARAM_FIELDS, "base_see
 
 
 def point_index(config: Config) -> int:
-    """31 bits of the setting's hash: folded into the key so a run's numbers depend only on its
-    own setting and seed, never on what else is in the batch or grid."""
-    return int(config.point_hash[:8], 16) & 0x7FFFFFFF
+    """31 bits of the setting's key hash (Config.key_hash): folded into the key so a run's numbers
+    depend only on its own setting and seed, never on what else is in the batch or grid."""
+    return int(config.key_hash[:8], 16) & 0x7FFFFFFF
 
 
 def stack_params(runs: Sequence[tuple[Config, int]]) -> Params:

@@ -330,8 +330,10 @@ def _figures(sweep: Sweep, root: Path) -> list[Path]:
     hard = with_final(runs, steps, ["test_acc_hard"])
     c = snr_threshold(hard, "final_test_acc_hard", gain=False)
     return [
-        phase_heatmap(runs, *axes, root / FIGURES[0]),
-        phase_heatmap(hard, *axes, root / FIGURES[1], "final_test_acc_hard", snr_c=c, gain=False),
+        phase_heatmap(runs, *axes, root / FIGURES["gain"]),
+        phase_heatmap(
+            hard, *axes, root / FIGURES["hard"], "final_test_acc_hard", snr_c=c, gain=False
+        ),
     ]
 
 

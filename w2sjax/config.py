@@ -49,7 +49,9 @@ class FieldSpec:
     differ in it need different compiled programs (batch.Shape); every other field of a section
     is a number batched over runs (batch.Params). `silent_default`: a field added after datasets
     existed; at its default it is left out of point_hash and of the stored spec text, so those
-    datasets resume and their runs keep their ids."""
+    datasets resume and their runs keep their ids. `paired`: a switch whose settings share every
+    random draw with its default's (left out of Config.key_hash, kept in point_hash and run_id),
+    so a control differs from the run it controls only by what it switches."""
 
     section: str | None
     kind: str
@@ -61,6 +63,7 @@ class FieldSpec:
     choices: tuple[str, ...] = ()
     static: bool = False
     silent_default: bool = False
+    paired: bool = False
 
 
 def _pos_int(
@@ -123,6 +126,7 @@ FIELDS: dict[str, FieldSpec] = {
         choices=("teacher", "coin"),
         static=True,
         silent_default=True,
+        paired=True,
     ),
     "n_st": _pos_int("strong", 2000),
     "m": _pos_int("strong", 20),
@@ -254,9 +258,18 @@ class Config:
     @functools.cached_property
     def point_hash(self) -> str:
         """Hex digest of the setting, independent of name, seed count and base seed; computed
-        once per Config (run_id, the run's key and every table row use it)."""
-        text = json.dumps(self.point_fields(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()
+        once per Config (run_id and every table row use it)."""
+        return _digest(self.point_fields())
+
+    @functools.cached_property
+    def key_hash(self) -> str:
+        """The digest the run's random key folds in: point_hash's fields less the paired ones
+        (FieldSpec.paired). Equal to point_hash wherever every paired field is at its default."""
+        return _digest({k: v for k, v in self.point_fields().items() if not FIELDS[k].paired})
+
+
+def _digest(fields: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 assert tuple(f.name for f in dataclasses.fields(Config)) == tuple(FIELDS)
@@ -300,14 +313,25 @@ def _formula(field: str, text: str) -> Formula:
         return parse(text, is_numeric)
     except FormulaError as err:
         raise ConfigError(f"{_qualified(field)}: formula {text!r}: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{_qualified(field)}: formula {text!r}: nested too deeply") from None
 
 
-def _evaluate(values: dict[str, Any], formulas: dict[str, Formula]) -> dict[str, Any]:
-    """values with every formula evaluated (in dependency order: a formula waits for the fields
-    it reads, and "rest" for the probabilities) and validated like a literal value; an int field
-    takes the nearest integer. A formula that waits on itself, through others or directly, is a
+def _settle(value: float, kind: str) -> float | int:
+    """A formula's value as the field stores it: 15 significant digits (so a last-bit difference
+    in pow between machines cannot change point_hash), an int field's rounded half up."""
+    if not math.isfinite(value):
+        return value  # check_field refuses it
+    value = float(f"{value:.15g}")
+    return math.floor(value + 0.5) if kind == "int" else value
+
+
+def _evaluate(literal: dict[str, Any], formulas: dict[str, Formula]) -> dict[str, Any]:
+    """The literal values with every formula evaluated (in dependency order: a formula waits for
+    the fields it reads, and "rest" for the probabilities), settled (`_settle`) and validated like
+    a literal value. A formula that waits on itself, through others or directly, is a
     ConfigError."""
-    pending = dict(formulas)
+    values, pending = dict(literal), dict(formulas)
     probs_done = False
     while True:
         if not probs_done and not set(PROB_FIELDS) & set(pending):
@@ -329,10 +353,11 @@ def _evaluate(values: dict[str, Any], formulas: dict[str, Formula]) -> dict[str,
             formula = pending.pop(f)
             where = f"{_qualified(f)}: formula {formula.text!r}"
             try:
-                value = formula.evaluate(values)
+                value = _settle(formula.evaluate(values), FIELDS[f].kind)
             except FormulaError as err:
                 raise ConfigError(f"{where}: {err}") from None
-            value = round(value) if FIELDS[f].kind == "int" else value
+            except RecursionError:
+                raise ConfigError(f"{where}: nested too deeply") from None
             try:
                 values[f] = check_field(f, value)
             except ConfigError:

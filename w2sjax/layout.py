@@ -21,8 +21,8 @@ SPEC_FILE = "spec.toml"
 QUARANTINE = "quarantine"
 REPORT = "report"
 # Files and folders of a dataset's top level that w2sjax writes (the figures: `w2sjax sweep`).
-FIGURES = ("phase_final_gain.png", "phase_final_hard.png")
-OWN_TOP_LEVEL = (*TABLES, SPEC_FILE, QUARANTINE, REPORT, *FIGURES)
+FIGURES = {"gain": "phase_final_gain.png", "hard": "phase_final_hard.png"}
+OWN_TOP_LEVEL = (*TABLES, SPEC_FILE, QUARANTINE, REPORT, *FIGURES.values())
 
 
 class DatasetRefused(ValueError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+from jax.scipy.special import logsumexp
 
 from w2sjax.data import BOTH, EASY, HARD, MU_NEG, MU_POS, NU_NEG, NU_POS, Sample
 from w2sjax.models import J_SIGN, Preacts, logistic_loss, sign, strong_output_of
@@ -84,14 +85,16 @@ def record(
     pred_test = sign(strong_output_of(test_pre))
     flipped = yhat != train.y
     test_right = pred_test == test.y
-    grad_weight = jax.nn.sigmoid(-yhat * f_train)  # |l'_i|: sample i's weight in the gradient
+    # log |l'_i|, sample i's weight in the gradient; in logs, so margins past ~88 (where float32
+    # sigmoid(-margin) underflows to 0) still give a share.
+    log_weight = jax.nn.log_sigmoid(-yhat * f_train)
     out = {
         "train_loss": logistic_loss(yhat * f_train).mean(),
         "train_acc_pseudo": (pred_train == yhat).mean(),
         "train_acc_true": (pred_train == train.y).mean(),
         "flip_corrected": masked_mean(pred_train == train.y, flipped),
         # Theorem 3.6's driver of forgetting: the wrongly pseudo-labelled samples' share of it.
-        "flipped_grad_share": jnp.where(flipped, grad_weight, 0.0).sum() / grad_weight.sum(),
+        "flipped_grad_share": jnp.exp(logsumexp(log_weight, b=flipped) - logsumexp(log_weight)),
         "test_acc": test_right.mean(),
         "test_acc_easy": masked_mean(test_right, test.c == EASY),
         "test_acc_hard": masked_mean(test_right, test.c == HARD),

@@ -53,9 +53,14 @@ REGIME_RULE = (
 )
 
 
+# Seed means land on a threshold only up to float round-off (0.97 - 0.77 < 0.2): the rule's
+# lines are inclusive within this.
+EPS = 1e-9
+
+
 def _at_least(value: float, level: float) -> bool:
     """value >= level, vacuously true for a category the test set does not hold (NaN)."""
-    return math.isnan(value) or value >= level
+    return math.isnan(value) or value >= level - EPS
 
 
 def regime(row, t: Thresholds = THRESHOLDS) -> str:
@@ -63,17 +68,17 @@ def regime(row, t: Thresholds = THRESHOLDS) -> str:
     best_test_acc, train_acc_pseudo_final, final_/best_test_acc_{easy,hard,both}), by REGIME_RULE:
     "label_correction_then_forgetting", "label_correction_no_forgetting", "benign", "harmful" or
     "outside: <what failed>"."""
-    if row.flip_corrected_best >= t.corrected and row.best_test_acc >= t.peak:
+    if row.flip_corrected_best >= t.corrected - EPS and row.best_test_acc >= t.peak - EPS:
         fall = row.best_test_acc_hard - row.final_test_acc_hard
-        return f"label_correction_{'then' if fall >= t.forgetting else 'no'}_forgetting"
+        return f"label_correction_{'then' if fall >= t.forgetting - EPS else 'no'}_forgetting"
     final = {c: float(getattr(row, f"final_test_acc_{c}")) for c in CATEGORIES}
-    failed = [NOT_FITTED] if not row.train_acc_pseudo_final >= t.fitted else []
+    failed = [NOT_FITTED] if not row.train_acc_pseudo_final >= t.fitted - EPS else []
     failed += [NOT_LEARNED[c] for c in ("easy", "both") if not _at_least(final[c], t.learned)]
     if not failed and _at_least(final["hard"], t.learned):
         return "benign"
-    if not failed and final["hard"] <= t.harmful_hard:
+    if not failed and final["hard"] <= t.harmful_hard + EPS:
         return "harmful"
-    if t.harmful_hard < final["hard"] < t.learned:
+    if t.harmful_hard + EPS < final["hard"] < t.learned - EPS:
         failed.append(HARD_BETWEEN)
     return "outside: " + ", ".join(failed)
 
@@ -83,14 +88,17 @@ def filter_sign_agreement(filters: pd.DataFrame) -> pd.Series:
     hard-signal coefficient gnu_{j,r,j} = <w_{j,r} - w_{j,r}^(0), nu_j> has the sign of the
     filter's initial projection <w_{j,r}^(0), nu_j> (the paper's ReLU argument: a filter starting
     on the +nu_j side fires on a = +1 samples and learns +nu_j, one on the -nu_j side learns
-    -nu_j, so a class covers both signs). A coefficient still exactly 0 does not agree. Needs a
-    filters table with the initial projections (parts written before they were added give NaN)."""
+    -nu_j, so a class covers both signs). A coefficient still exactly 0 does not agree, whatever
+    the start (sigma_0 = 0: nothing agrees). NaN for a run whose part predates the projections or
+    whose coefficients are not finite (diverged), and for an empty table."""
+    if filters.empty or "w0_nu_plus1" not in filters:
+        runs = filters.run_id.unique() if "run_id" in filters else []
+        return pd.Series(float("nan"), index=pd.Index(runs, name="run_id"), dtype=float)
     last = filters[filters.step == filters.groupby("run_id").step.transform("max")]
-    if "w0_nu_plus1" not in last:
-        return pd.Series(float("nan"), index=pd.Index(last.run_id.unique(), name="run_id"))
     own = last.j.to_numpy() > 0
     learned = np.where(own, last.gnu_plus1, last.gnu_minus1)
     start = np.where(own, last.w0_nu_plus1, last.w0_nu_minus1)
-    agree = np.where(np.isnan(start), np.nan, np.sign(learned) == np.sign(start))
+    agree = (np.sign(learned) == np.sign(start)) & (learned != 0)
+    agree = np.where(np.isnan(start) | np.isnan(learned), np.nan, agree)  # old part; diverged
     agree = pd.Series(agree, index=last.run_id.to_numpy())
     return agree.groupby(level=0).mean().rename_axis("run_id")

@@ -19,9 +19,9 @@ def simulate(shape: Shape, params: Params) -> tuple[dict, dict]:
     """Simulate a batch of runs that share `shape`.
 
     params: Params with leading axis (runs,). Returns (per_run, per_step) with per_run values of
-    shape (runs,) and per_step values (runs, K) over the K steps of `shape.log_steps()`
-    ("filters": (runs, K, 2, m, 4) when shape.filters). A run's results depend only on its own
-    Params row: its random numbers come from its own key.
+    shape (runs,) ("filter_init": (runs, 2, m, 4) when shape.filters) and per_step values
+    (runs, K) over the K steps of `shape.log_steps()` ("filters": (runs, K, 2, m, 4)). A run's
+    results depend only on its own Params row: its random numbers come from its own key.
     """
     TRACES[shape] += 1  # runs at trace time only
     return jax.vmap(partial(simulate_run, shape))(params)

@@ -118,7 +118,9 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
     yhat = HARD_LABELS[shape.hard_labels](sign(weak_output(w, signals, train)), train, coins)
     per_run = teacher_metrics(sign(weak_output(w, signals, test)), test, yhat, train.y)
     if shape.filters:
-        per_run["filter_init"] = mm("jrd,sd->jrs", W0, signals)  # <w^(0), s>, the filters' start
+        # <w^(0), s>: which side of each signal a filter starts on decides, by the ReLU argument,
+        # which sign of nu it learns (the report's filter_sign_agreement)
+        per_run["filter_init"] = mm("jrd,sd->jrs", W0, signals)
 
     evaluation = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), test, val)
     state, step, views = LOOPS[shape.form](
