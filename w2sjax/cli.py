@@ -158,6 +158,26 @@ def _parser() -> argparse.ArgumentParser:
         "sampler and the PyTorch loop, each in a process of its own (peak memory); writes "
         "OUT/bench_d.json and prints the table of docs/BENCHMARKS.md",
     )
+    boundary = sub.add_parser(
+        "boundary",
+        help="for every point of the file's other axes, where the seed mean of a metric at the "
+        "last step crosses a level along one [grid] axis (bisection on a geometric lattice)",
+    )
+    boundary.add_argument("spec", help="sweep file (TOML); --axis's [grid] values are its bracket")
+    boundary.add_argument("--axis", default="n_st", help="the axis searched (default: n_st)")
+    boundary.add_argument(
+        "--metric", default="test_acc_hard", help="a steps column (default: test_acc_hard)"
+    )
+    boundary.add_argument("--level", type=float, required=True, help="the level crossed")
+    boundary.add_argument(
+        "--ratio", type=float, default=1.1, help="the lattice's step; brackets end this narrow"
+    )
+    boundary.add_argument(
+        "--out", default="results/boundary", help="output folder (default: results/boundary)"
+    )
+    boundary.add_argument("--seeds", type=_positive_int, help="seeds per probe")
+    boundary.add_argument("--noise", **NOISE_OPTION)
+    boundary.add_argument("--quiet", action="store_true", help="no progress bars")
     report = sub.add_parser(
         "report", help="markdown summary and figures of a sweep folder (written to DIR/report/)"
     )
@@ -193,6 +213,29 @@ def _report(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ConfigError, DatasetRefused) as err:
         return _error(err, 2)
     print(f"report: {path}")
+    return 0
+
+
+def _boundary(args: argparse.Namespace) -> int:
+    from w2sjax.boundary_run import check_request
+
+    try:
+        sweep = load_sweep(args.spec, seeds=args.seeds)
+        request = check_request(sweep, args.axis, args.metric, args.level, args.ratio)
+    except ConfigError as err:
+        return _error(err, 2)
+    # jax loads only once the input is known to be good.
+    from w2sjax.boundary_run import run_boundary
+    from w2sjax.layout import DatasetRefused
+    from w2sjax.sweep import OutOfMemory
+
+    try:
+        paths = run_boundary(sweep, request, args.out, args.quiet, args.noise)
+    except (OSError, DatasetRefused) as err:
+        return _error(err, 2)
+    except OutOfMemory as err:
+        return _error(f"{err}; probes written so far are kept", 1)
+    print("boundary: " + ", ".join(map(str, paths)))
     return 0
 
 
@@ -346,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         return _bench(args)
     if args.command == "report":
         return _report(args)
+    if args.command == "boundary":
+        return _boundary(args)
     if args.command == "check":
         return _check(args)
     try:

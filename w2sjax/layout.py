@@ -22,7 +22,9 @@ QUARANTINE = "quarantine"
 REPORT = "report"
 # Files and folders of a dataset's top level that w2sjax writes (the figures: `w2sjax sweep`).
 FIGURES = {"gain": "phase_final_gain.png", "hard": "phase_final_hard.png"}
-OWN_TOP_LEVEL = (*TABLES, SPEC_FILE, QUARANTINE, REPORT, *FIGURES.values())
+# What `w2sjax boundary` writes beside its probes' tables.
+BOUNDARY_FILES = ("boundary.csv", "slopes.csv", "boundary.png")
+OWN_TOP_LEVEL = (*TABLES, SPEC_FILE, QUARANTINE, REPORT, *FIGURES.values(), *BOUNDARY_FILES)
 
 
 class DatasetRefused(ValueError):

@@ -198,3 +198,40 @@ def phase_heatmap(
     ax.set_title(f"{what} (mean of {seeds} seeds)", fontsize=10)
     fig.colorbar(mesh, ax=ax)
     return _save(fig, Path(path))
+
+
+def boundary_figure(
+    probes: pd.DataFrame,
+    table: pd.DataFrame,
+    axis: str,
+    others: list[str],
+    metric: str,
+    level: float,
+    path: str | Path,
+) -> Path:
+    """A boundary search on the plane (first other axis, searched axis), both log: every probe
+    coloured by its seed mean of `metric`, the n_crit found with its 95% interval, and the
+    theory's line benign_snr = C through the median benign_snr at the boundary (slope -2 against
+    p_b, +4 against sigma_p, ... when the searched axis is n_st)."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    x = others[0] if others else None
+    cells = probes.groupby([*others, axis])[metric].mean().reset_index()
+    xs = cells[x] if x else np.ones(len(cells))
+    dots = ax.scatter(xs, cells[axis], c=cells[metric], cmap="RdYlGn", vmin=0, vmax=1, s=28)
+    found = table[table.status == "found"] if "status" in table else table.iloc[:0]
+    if len(found):
+        fx = found[x] if x else np.ones(len(found))
+        err = np.abs(found[["n_crit_lo", "n_crit_hi"]].to_numpy().T - found.n_crit.to_numpy())
+        ax.errorbar(fx, found.n_crit, yerr=err, fmt="ko-", lw=1.4, label=f"{metric} = {level:g}")
+        if axis == "n_st" and "benign_snr" in found:
+            c = float(found.benign_snr.median())
+            line = found.n_crit * c / found.benign_snr  # benign_snr is linear in n_st
+            ax.plot(fx, line, "b--", lw=1, label=f"benign_snr = {c:.3g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(x or "")
+    ax.set_ylabel(axis)
+    ax.legend(fontsize=7)
+    ax.set_title(f"boundary of {metric} (probes: seed means)", fontsize=10)
+    fig.colorbar(dots, ax=ax)
+    return _save(fig, Path(path))

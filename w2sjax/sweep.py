@@ -9,11 +9,12 @@ parts; process 0 alone holds the lock and changes the folder before the others s
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +206,7 @@ def prepare(
     filters: bool,
     procs: Processes,
     hold: ExitStack,
+    locked: bool = False,
 ) -> tuple[str, dict[str, str]]:
     """Before any compute: process 0 takes the dataset's lock (kept in `hold` until the sweep
     ends) and sets the folder up; every process learns whether that worked, so none waits for a
@@ -219,7 +221,8 @@ def prepare(
     failure: Exception | None = None
     if procs.index == 0:
         try:
-            _take_lock(root, hold)
+            if not locked:  # else the caller holds it (a boundary search, for its whole search)
+                _take_lock(root, hold)
             spec, assigned = spec_of(None if fresh else recorded_spec(root))
             set_up(root, spec, fresh, filters)
         except Exception as err:  # whatever stops process 0 must stop every process
@@ -313,6 +316,10 @@ def run_work(
     return Done(ran, chunks, diverged, interrupted.requested)
 
 
+def _among(runs: tuple, only: Collection[str]) -> tuple:
+    return tuple((config, seed) for config, seed in runs if config.point_hash in only)
+
+
 def execute(
     sweep: Sweep,
     out: str | Path = "results",
@@ -326,16 +333,26 @@ def execute(
     precision: str = "highest",
     noise: str = "auto",
     procs: Processes = Processes(),
+    only: Collection[str] | None = None,
+    locked: bool = False,
 ) -> Summary:
     """Run every not-yet-written run of `sweep` (this process's share) and write its parts under
     <out>/<name>/. Process 0 holds the dataset's lock from before it touches the folder until
     every process is done, so a second writer gets LockHeld (a DatasetRefused), one line, before
-    anything is written. Out of device memory at one run per device: OutOfMemory."""
+    anything is written (`locked`: the caller holds it already). `only`: run just the grid points
+    with these point_hashes (a boundary search's probes); the dataset is still the whole
+    sweep's. Out of device memory at one run per device: OutOfMemory."""
     root = Path(out) / sweep.name
     with ExitStack() as hold:
-        spec, assigned = prepare(root, sweep, precision, noise, fresh, filters, procs, hold)
+        spec, assigned = prepare(root, sweep, precision, noise, fresh, filters, procs, hold, locked)
         devices = jax.local_devices()
         buckets = plan(sweep, filters, form, precision, assigned)
+        if only is not None:
+            buckets = [
+                b
+                for b in (dataclasses.replace(b, runs=_among(b.runs, only)) for b in buckets)
+                if b.runs
+            ]
         if procs.index == 0:
             check_disk(root, buckets)
         budget = memory_budget_bytes or memory_budget(devices[0])

@@ -1,0 +1,126 @@
+"""`w2sjax boundary`: the bisection on synthetic monotone metrics with a known crossing and a
+known slope, its lattice and fits, bad requests, and one small real search."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SWEEP_TEXT
+
+import w2sjax
+from w2sjax.boundary import bisect, interval, lattice, n_crit, replicates, slopes
+from w2sjax.boundary_run import check_request
+from w2sjax.cli import main
+from w2sjax.config import ConfigError
+from w2sjax.grid import sweep_from
+
+
+def test_the_lattice_is_fixed_geometric_and_ends_at_the_bracket():
+    values = lattice(10, 1000, 1.1, integer=False)
+    assert values[0] == pytest.approx(10) and values[-1] == pytest.approx(1000)
+    assert max(np.diff(np.log(values))) <= math.log(1.1) + 1e-12
+    assert lattice(10, 1000, 1.1, False) == values  # the same probes on every rerun
+    ints = lattice(10, 40, 1.1, integer=True)
+    assert ints == sorted(set(ints)) and ints[0] == 10 and ints[-1] == 40
+
+
+def _synthetic(points: dict, seeds: int, noise: float, calls: list, falling: bool = False):
+    """evaluate() of a metric rising (or falling) in log n through 0.5 at n = points[p]:
+    0.5 + 0.4 tanh(log(n / n_crit)) per seed plus a fixed seed offset of size `noise`."""
+    offsets = noise * np.linspace(-1, 1, seeds)
+
+    def evaluate(probes):
+        calls.append(list(probes))
+        out = {}
+        for p, k in probes:
+            rise = 0.4 * np.tanh(np.log(VALUES[k] / points[p]))
+            out[(p, k)] = 0.5 + (-rise if falling else rise) + offsets
+        return out
+
+    return evaluate
+
+
+VALUES = lattice(10, 10000, 1.05, integer=False)
+
+
+@pytest.mark.parametrize("falling", [False, True])
+def test_bisection_finds_a_known_crossing_and_slope(falling):
+    truth = {p: 40.0 * p**-2 for p in (0.1, 0.2, 0.4)}  # n_crit ~ p_b^-2, inside the bracket
+    truth[1.0] = 5.0  # below the bracket: reported, not an error
+    calls: list = []
+    found = bisect(list(truth), len(VALUES), 0.5, _synthetic(truth, 4, 0.01, calls, falling))
+    assert found[1.0].bracket is None
+    crit = {p: n_crit(found[p], VALUES, 0.5) for p in truth}
+    for p in (0.1, 0.2, 0.4):
+        a, b = found[p].bracket
+        assert b == a + 1 and VALUES[b] / VALUES[a] <= 1.05 + 1e-9
+        assert crit[p] == pytest.approx(truth[p], rel=0.01)
+    # every open bracket of every point in one call per round: the two ends, then ~log2(size)
+    assert len(calls) <= 2 + math.ceil(math.log2(len(VALUES)))
+    assert len(calls[0]) == 2 * len(truth)  # both ends of every point, in one call
+    assert all(len({p for p, _ in c}) == len(c) for c in calls[1:])  # then one probe per point
+    fit = slopes({"p_b": np.array([0.1, 0.2, 0.4])}, np.array([crit[p] for p in (0.1, 0.2, 0.4)]))
+    assert fit["p_b"] == pytest.approx(-2.0, abs=0.02)
+
+
+def test_bootstrap_intervals_cover_the_seed_spread():
+    truth = {0.2: 1000.0}
+    found = bisect([0.2], len(VALUES), 0.5, _synthetic(truth, 8, 0.05, []))
+    boots = replicates(found, VALUES, 0.5, 300)
+    lo, hi = interval(boots[:, 0])
+    assert lo < n_crit(found[0.2], VALUES, 0.5) < hi and hi / lo < 1.6
+    exact = bisect([0.2], len(VALUES), 0.5, _synthetic(truth, 8, 0.0, []))
+    assert np.ptp(replicates(exact, VALUES, 0.5, 50)) == pytest.approx(0.0, abs=1e-9)
+    assert np.isnan(interval(np.full(5, np.nan))).all()
+
+
+def test_joint_slopes_in_logs():
+    rng = np.random.default_rng(0)
+    p_b, sigma_p = rng.uniform(0.1, 0.6, 12), rng.uniform(0.5, 2.0, 12)
+    n = 50 * p_b**-2 * sigma_p**4
+    fit = slopes({"p_b": p_b, "sigma_p": sigma_p}, n)
+    assert fit == pytest.approx({"p_b": -2.0, "sigma_p": 4.0})
+    assert math.isnan(slopes({"p_b": p_b[:1]}, n[:1])["p_b"])
+
+
+SPEC = sweep_from({"data": {"p_e": "rest"}, "grid": {"n_st": [20, 80], "p_b": [0.2, 0.4]}}, "b")
+
+
+@pytest.mark.parametrize(
+    "axis, metric, level, ratio, fragment",
+    [
+        ("d", "test_acc_hard", 0.8, 1.1, "--axis d: must be a numeric [grid] axis"),
+        ("n_st", "bogus", 0.8, 1.1, "--metric bogus: must be a steps column"),
+        ("n_st", "test_acc_hard", 1.2, 1.1, "--level 1.2: test_acc_hard lies in [0, 1]"),
+        ("n_st", "test_acc_hard", 0.8, 1.0, "--ratio 1: must be > 1"),
+    ],
+)
+def test_bad_requests_fail_in_one_line(axis, metric, level, ratio, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+        check_request(SPEC, axis, metric, level, ratio)
+    one = sweep_from({"data": {"p_e": "rest"}, "grid": {"n_st": [20], "p_b": [0.2, 0.4]}}, "b")
+    with pytest.raises(ConfigError, match="at least two positive numbers"):
+        check_request(one, "n_st", "test_acc_hard", 0.8, 1.1)
+
+
+def test_a_small_search_keeps_its_probes_and_resumes(tmp_path, capsys):
+    spec = tmp_path / "sw.toml"
+    spec.write_text(SWEEP_TEXT.replace("n_st = [20, 30]", "n_st = [10, 40]"))
+    args = ["boundary", str(spec), "--level", "0.6", "--ratio", "1.6", "--out", str(tmp_path)]
+    assert main([*args, "--quiet"]) == 0
+    root = tmp_path / "sw"
+    table = pd.read_csv(root / "boundary.csv")
+    assert list(table.p_b) == [0.2, 0.4]
+    assert set(table.status) <= {"found", "does not straddle the level"}
+    assert (root / "slopes.csv").exists() and (root / "boundary.png").stat().st_size > 1000
+    runs, _ = w2sjax.load(root)
+    assert main(["check", str(root)]) == 0  # the outputs are the dataset's own files
+    assert main([*args, "--quiet"]) == 0  # a rerun reuses every probe
+    assert len(w2sjax.load(root)[0]) == len(runs)
+    assert pd.read_csv(root / "boundary.csv").equals(table)
+    capsys.readouterr()
+    assert main([*args[:2], "--level", "2", "--out", str(tmp_path)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -1,0 +1,128 @@
+"""`w2sjax boundary`: where a metric's seed mean at the last step crosses a level along one axis
+(usually n_st), found by bisection instead of a grid (docs/MODEL.md section 7: Theorem 3.4's
+boundary n_crit and its slopes).
+
+The search is `bisect`, a pure function of an `evaluate` callback, so it is tested on synthetic
+metrics; `run_boundary` gives it a callback that runs the probes as one ordinary sweep dataset
+(the file's other axes times a fixed geometric lattice of the searched axis), under the dataset's
+lock for the whole search, so a rerun reuses every probe already written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable
+from typing import NamedTuple
+
+import numpy as np
+
+from w2sjax.analysis import crossing
+
+# Probe = (point of the other axes, lattice index); evaluate returns each probe's seed values.
+Probe = tuple[Hashable, int]
+Evaluate = Callable[[list[Probe]], dict[Probe, np.ndarray]]
+
+
+def lattice(lo: float, hi: float, ratio: float, integer: bool) -> list[float]:
+    """The fixed geometric lattice lo, lo r, lo r^2, ... up to hi (hi included), each step at most
+    `ratio`; integers rounded and deduplicated for an integer field. The same bracket and ratio
+    always give the same values, so probes are reused across reruns."""
+    steps = max(1, math.ceil(math.log(hi / lo) / math.log(ratio) - 1e-9))
+    values = [lo * (hi / lo) ** (k / steps) for k in range(steps + 1)]
+    if integer:
+        values = sorted({int(round(v)) for v in values})
+    return values
+
+
+class Found(NamedTuple):
+    """One point's search: the lattice indices evaluated and their seed values, and the final
+    bracket (lo, hi) of adjacent indices whose means straddle the level (None where the file's
+    bracket does not straddle it)."""
+
+    values: dict[int, np.ndarray]
+    bracket: tuple[int, int] | None
+
+
+def bisect(points: list[Hashable], size: int, level: float, evaluate: Evaluate) -> dict:
+    """For each point, bisect lattice indices 0..size-1 until the seed mean of the metric crosses
+    `level` between adjacent indices (rising or falling). Every round evaluates all open probes
+    in one call. Returns {point: Found}."""
+    seen: dict[Hashable, dict[int, np.ndarray]] = {p: {} for p in points}
+
+    def run(probes: list[Probe]) -> None:
+        todo = [(p, k) for p, k in probes if k not in seen[p]]
+        for (p, k), v in evaluate(todo).items() if todo else ():
+            seen[p][k] = np.asarray(v, dtype=float)
+
+    run([(p, k) for p in points for k in (0, size - 1)])
+    brackets: dict[Hashable, tuple[int, int] | None] = {}
+    for p in points:
+        lo, hi = (np.nanmean(seen[p][k]) - level for k in (0, size - 1))
+        brackets[p] = (0, size - 1) if lo * hi <= 0 and lo != hi else None
+    while True:
+        open_ = {p: b for p, b in brackets.items() if b is not None and b[1] - b[0] > 1}
+        if not open_:
+            break
+        run([(p, (a + b) // 2) for p, (a, b) in open_.items()])
+        for p, (a, b) in open_.items():
+            mid = (a + b) // 2
+            below = (np.nanmean(seen[p][mid]) - level) * (np.nanmean(seen[p][a]) - level) > 0
+            brackets[p] = (mid, b) if below else (a, mid)
+    return {p: Found(seen[p], brackets[p]) for p in points}
+
+
+def n_crit(
+    found: Found, values: list[float], level: float, seeds: np.ndarray | None = None
+) -> float:
+    """The crossing of `level` by the seed mean (or the mean over `seeds`, indices into each
+    probe's seed values, for a bootstrap replicate) along the evaluated lattice values of the
+    final bracket, interpolated in log value; NaN without a bracket."""
+    if found.bracket is None:
+        return float("nan")
+    a, b = found.bracket
+    means = [
+        float(np.nanmean(found.values[k] if seeds is None else found.values[k][seeds]))
+        for k in (a, b)
+    ]
+    sign = 1.0 if means[1] >= means[0] else -1.0
+    x = np.array([values[a], values[b]], dtype=float)
+    return crossing(x, sign * np.array(means), sign * level)
+
+
+def replicates(
+    found: dict, values: list[float], level: float, n_boot: int, seed: int = 0
+) -> np.ndarray:
+    """(n_boot, points) n_crit of bootstrap resamples of each point's seeds (points in the order
+    of `found`), for intervals on n_crit and, fitted per replicate, on the slopes."""
+    rng = np.random.default_rng(seed)
+    out = np.full((n_boot, len(found)), np.nan)
+    for j, f in enumerate(found.values()):
+        if f.bracket is None:
+            continue
+        n_seeds = len(f.values[f.bracket[0]])
+        for b in range(n_boot):
+            out[b, j] = n_crit(f, values, level, rng.integers(0, n_seeds, n_seeds))
+    return out
+
+
+def interval(samples: np.ndarray) -> tuple[float, float]:
+    """The 95% percentile interval of the finite samples (NaN, NaN without any)."""
+    finite = samples[np.isfinite(samples)]
+    if not len(finite):
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(finite, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def slopes(axes: dict[str, np.ndarray], n: np.ndarray) -> dict[str, float]:
+    """Least-squares slopes of log n against the logs of every axis jointly (one axis: the
+    log-log slope); NaN where fewer finite points than unknowns."""
+    ok = np.isfinite(n) & (n > 0)
+    X = np.column_stack([np.ones(ok.sum()), *(np.log(v[ok]) for v in axes.values())])
+    if ok.sum() <= X.shape[1] - 1 or np.linalg.matrix_rank(X) < X.shape[1]:
+        return {a: float("nan") for a in axes}
+    coef = np.linalg.lstsq(X, np.log(n[ok]), rcond=None)[0]
+    return {a: float(c) for a, c in zip(axes, coef[1:], strict=True)}
+
+
+THEORY_SLOPES = {"p_b": -2.0, "nu_norm": -4.0, "sigma_p": 4.0, "d": 1.0}  # Theorem 3.4 for n_st

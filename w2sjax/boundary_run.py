@@ -1,0 +1,192 @@
+"""`w2sjax boundary SPEC --axis FIELD --metric M --level L`: boundary.bisect run on real sweeps.
+
+The probes of every round are grid points of one ordinary sweep dataset, <out>/<name>/: the
+file's other axes times boundary.lattice of FIELD, run with `execute(only=...)` while this
+process holds the dataset's lock for the whole search; a rerun reuses every probe written.
+Outputs beside the tables: boundary.csv, slopes.csv and boundary.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from w2sjax.analysis import load, with_final
+from w2sjax.batch import run_id
+from w2sjax.boundary import (
+    THEORY_SLOPES,
+    Found,
+    bisect,
+    interval,
+    lattice,
+    n_crit,
+    replicates,
+    slopes,
+)
+from w2sjax.config import FIELDS, Config, ConfigError, is_numeric
+from w2sjax.grid import Sweep, expand
+from w2sjax.metrics import STEP_METRICS
+from w2sjax.theory import abundance, benign_snr
+
+# Metrics that are fractions: a level outside [0, 1] can never be crossed.
+FRACTIONS = {m for m in STEP_METRICS if "acc" in m or m in ("flip_corrected", "flipped_grad_share")}
+N_BOOT = 1000
+
+
+class Request(NamedTuple):
+    """A validated search: the axis searched, the metric and level, the lattice ratio."""
+
+    axis: str
+    metric: str
+    level: float
+    ratio: float
+
+
+def check_request(sweep: Sweep, axis: str, metric: str, level: float, ratio: float) -> Request:
+    """ConfigError (one line) unless the request can run: `axis` a numeric [grid] axis of the
+    file with at least two positive values (its bracket), `metric` a steps column, `level`
+    inside the metric's range, `ratio` > 1."""
+    if axis not in sweep.grid or not is_numeric(axis):
+        numeric = ", ".join(a for a in sweep.grid if is_numeric(a)) or "none"
+        raise ConfigError(f"--axis {axis}: must be a numeric [grid] axis of the file ({numeric})")
+    values = sweep.grid[axis]
+    if len(set(values)) < 2 or any(not isinstance(v, (int, float)) or v <= 0 for v in values):
+        raise ConfigError(
+            f"grid.{axis}: the bracket needs at least two positive numbers, got {values!r}"
+        )
+    if metric not in STEP_METRICS:
+        raise ConfigError(f"--metric {metric}: must be a steps column: {', '.join(STEP_METRICS)}")
+    if not math.isfinite(level) or (metric in FRACTIONS and not 0 < level < 1):
+        raise ConfigError(f"--level {level:g}: {metric} lies in [0, 1]; choose a level inside")
+    if not ratio > 1:
+        raise ConfigError(f"--ratio {ratio:g}: must be > 1")
+    return Request(axis, metric, float(level), float(ratio))
+
+
+def probe_sweep(sweep: Sweep, req: Request) -> tuple[Sweep, list[float]]:
+    """The file's sweep with its axis replaced by the lattice over the file's bracket."""
+    bracket = sweep.grid[req.axis]
+    values = lattice(min(bracket), max(bracket), req.ratio, FIELDS[req.axis].kind == "int")
+    grid = {**sweep.grid, req.axis: values}
+    return dataclasses.replace(sweep, grid=grid, points=expand(sweep.base, grid, sweep.zip)), values
+
+
+def _other(config: Config, others: list[str]) -> tuple:
+    return tuple(getattr(config, a) for a in others)
+
+
+def search(sweep: Sweep, req: Request, out: Path, run) -> pd.DataFrame:
+    """Bisect every point of the other axes; `run(probe_sweep, point_hashes)` writes those
+    probes' runs (all seeds) into the dataset. Returns boundary.csv's table."""
+    probes, values = probe_sweep(sweep, req)
+    others = [a for a in probes.axes() if a != req.axis]
+    index = {v: k for k, v in enumerate(values)}
+    configs = {(_other(c, others), index[getattr(c, req.axis)]): c for c in probes.points}
+    points = sorted({p for p, _ in configs})
+    root = out / sweep.name
+
+    def evaluate(todo: list) -> dict:
+        run(probes, {configs[probe].point_hash for probe in todo})
+        runs, steps = load(root)
+        final = with_final(runs, steps, [req.metric]).set_index("run_id")[f"final_{req.metric}"]
+        return {
+            probe: final.loc[[run_id(configs[probe], s) for s in range(sweep.seeds)]].to_numpy()
+            for probe in todo
+        }
+
+    found = bisect(points, len(values), req.level, evaluate)
+    runs, steps = load(root)
+    categories = ["test_acc_easy", "test_acc_both"]
+    final = with_final(runs, steps, categories).set_index("run_id")
+    boots = replicates(found, values, req.level, N_BOOT)
+    rows = []
+    for j, (p, f) in enumerate(found.items()):
+        crit = n_crit(f, values, req.level)
+        row = dict(zip(others, p, strict=True))
+        lo, hi = interval(boots[:, j])
+        row |= {"n_crit": crit, "n_crit_lo": lo, "n_crit_hi": hi}
+        row |= _at_crossing(f, configs, p, req, crit, final, sweep.seeds, values)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs["boots"] = boots
+    return table
+
+
+def _at_crossing(
+    f: Found, configs: dict, p: tuple, req: Request, crit: float, final, seeds: int, values
+) -> dict:
+    """boundary.csv's columns beside n_crit: whether the bracket straddled (else the metric at
+    both ends), benign_snr and abundance with the axis at n_crit, and easy-only and both-signal
+    final accuracy over the final bracket's two probes."""
+    ends = (0, len(values) - 1)
+    at_ends = {f"{req.metric}_at_lo": np.nanmean(f.values[ends[0]])}
+    at_ends[f"{req.metric}_at_hi"] = np.nanmean(f.values[ends[1]])
+    if f.bracket is None:
+        return {"status": "does not straddle the level", **at_ends}
+    config = dataclasses.replace(configs[(p, f.bracket[0])], **{req.axis: crit})
+    args = (config.n_st, config.p_b, config.nu_norm, config.sigma_p, config.d)
+    ids = [run_id(configs[(p, k)], s) for k in f.bracket for s in range(seeds)]
+    return {
+        "status": "found",
+        **at_ends,
+        "benign_snr": benign_snr(*args),
+        "abundance": abundance(*args),
+        "final_test_acc_easy": float(final.loc[ids, "final_test_acc_easy"].mean()),
+        "final_test_acc_both": float(final.loc[ids, "final_test_acc_both"].mean()),
+    }
+
+
+def slope_table(table: pd.DataFrame, req: Request, others: list[str]) -> pd.DataFrame:
+    """slopes.csv: for each numeric other axis, d log n_crit / d log axis (a joint fit in logs
+    over all of them), its 95% bootstrap interval and Theorem 3.4's value where the searched
+    axis is n_st."""
+    numeric = [a for a in others if is_numeric(a)]
+    axes = {a: table[a].to_numpy(dtype=float) for a in numeric}
+    fit = slopes(axes, table.n_crit.to_numpy(dtype=float))
+    per_boot = [slopes(axes, b) for b in table.attrs["boots"]]
+    rows = []
+    for a in numeric:
+        lo, hi = interval(np.array([s[a] for s in per_boot]))
+        theory = THEORY_SLOPES.get(a, float("nan")) if req.axis == "n_st" else float("nan")
+        rows.append({"axis": a, "slope": fit[a], "lo": lo, "hi": hi, "theory": theory})
+    return pd.DataFrame(rows, columns=["axis", "slope", "lo", "hi", "theory"])
+
+
+def write_outputs(table: pd.DataFrame, req: Request, others: list[str], root: Path) -> list[Path]:
+    """boundary.csv, slopes.csv and boundary.png under the dataset folder `root`."""
+    from w2sjax.layout import BOUNDARY_FILES
+    from w2sjax.plots import boundary_figure
+
+    paths = [root / name for name in BOUNDARY_FILES]
+    table.to_csv(paths[0], index=False)
+    slope_table(table, req, others).to_csv(paths[1], index=False)
+    runs, steps = load(root)
+    probes = with_final(runs, steps, [req.metric])
+    boundary_figure(probes, table, req.axis, others, f"final_{req.metric}", req.level, paths[2])
+    return paths
+
+
+def run_boundary(
+    sweep: Sweep, req: Request, out: str | Path, quiet: bool = False, noise: str = "auto"
+) -> list[Path]:
+    """The whole search under the dataset's lock (so no other writer meets it between rounds),
+    then its outputs. Raises what `execute` raises (DatasetRefused, OSError, OutOfMemory)."""
+    from w2sjax.lock import DatasetLock
+    from w2sjax.sweep import execute
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = out / sweep.name
+
+    def run(probes: Sweep, hashes: set[str]) -> None:
+        execute(probes, out, quiet=quiet, noise=noise, only=hashes, locked=True)
+
+    with DatasetLock(root):
+        table = search(sweep, req, out, run)
+        others = [a for a in sweep.axes() if a != req.axis]
+        return write_outputs(table, req, others, root)
