@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -76,13 +77,21 @@ def probe_sweep(sweep: Sweep, req: Request) -> tuple[Sweep, list[float]]:
     return dataclasses.replace(sweep, grid=grid, points=expand(sweep.base, grid, sweep.zip)), values
 
 
+class Result(NamedTuple):
+    """A finished search: boundary.csv's table (one row per point of the other axes) and the
+    bootstrap replicates of n_crit (n_boot, points) behind its intervals and the slopes'."""
+
+    table: pd.DataFrame
+    boots: np.ndarray
+
+
 def _other(config: Config, others: list[str]) -> tuple:
     return tuple(getattr(config, a) for a in others)
 
 
-def search(sweep: Sweep, req: Request, out: Path, run) -> pd.DataFrame:
+def search(sweep: Sweep, req: Request, out: Path, run: Callable[[Sweep, set[str]], None]) -> Result:
     """Bisect every point of the other axes; `run(probe_sweep, point_hashes)` writes those
-    probes' runs (all seeds) into the dataset. Returns boundary.csv's table."""
+    probes' runs (all seeds) into the dataset."""
     probes, values = probe_sweep(sweep, req)
     others = [a for a in probes.axes() if a != req.axis]
     index = {v: k for k, v in enumerate(values)}
@@ -112,13 +121,18 @@ def search(sweep: Sweep, req: Request, out: Path, run) -> pd.DataFrame:
         row |= {"n_crit": crit, "n_crit_lo": lo, "n_crit_hi": hi}
         row |= _at_crossing(f, configs, p, req, crit, final, sweep.seeds, values)
         rows.append(row)
-    table = pd.DataFrame(rows)
-    table.attrs["boots"] = boots
-    return table
+    return Result(pd.DataFrame(rows), boots)
 
 
 def _at_crossing(
-    f: Found, configs: dict, p: tuple, req: Request, crit: float, final, seeds: int, values
+    f: Found,
+    configs: dict[tuple, Config],
+    p: tuple,
+    req: Request,
+    crit: float,
+    final: pd.DataFrame,
+    seeds: int,
+    values: list[float],
 ) -> dict:
     """boundary.csv's columns beside n_crit: whether the bracket straddled (else the metric at
     both ends), benign_snr and abundance with the axis at n_crit, and easy-only and both-signal
@@ -141,14 +155,14 @@ def _at_crossing(
     }
 
 
-def slope_table(table: pd.DataFrame, req: Request, others: list[str]) -> pd.DataFrame:
+def slope_table(result: Result, req: Request, others: list[str]) -> pd.DataFrame:
     """slopes.csv: for each numeric other axis, d log n_crit / d log axis (a joint fit in logs
     over all of them), its 95% bootstrap interval and Theorem 3.4's value where the searched
     axis is n_st."""
     numeric = [a for a in others if is_numeric(a)]
-    axes = {a: table[a].to_numpy(dtype=float) for a in numeric}
-    fit = slopes(axes, table.n_crit.to_numpy(dtype=float))
-    per_boot = [slopes(axes, b) for b in table.attrs["boots"]]
+    axes = {a: result.table[a].to_numpy(dtype=float) for a in numeric}
+    fit = slopes(axes, result.table.n_crit.to_numpy(dtype=float))
+    per_boot = [slopes(axes, b) for b in result.boots]
     rows = []
     for a in numeric:
         lo, hi = interval(np.array([s[a] for s in per_boot]))
@@ -157,17 +171,18 @@ def slope_table(table: pd.DataFrame, req: Request, others: list[str]) -> pd.Data
     return pd.DataFrame(rows, columns=["axis", "slope", "lo", "hi", "theory"])
 
 
-def write_outputs(table: pd.DataFrame, req: Request, others: list[str], root: Path) -> list[Path]:
+def write_outputs(result: Result, req: Request, others: list[str], root: Path) -> list[Path]:
     """boundary.csv, slopes.csv and boundary.png under the dataset folder `root`."""
     from w2sjax.layout import BOUNDARY_FILES
     from w2sjax.plots import boundary_figure
 
     paths = [root / name for name in BOUNDARY_FILES]
-    table.to_csv(paths[0], index=False)
-    slope_table(table, req, others).to_csv(paths[1], index=False)
+    result.table.to_csv(paths[0], index=False)
+    slope_table(result, req, others).to_csv(paths[1], index=False)
     runs, steps = load(root)
     probes = with_final(runs, steps, [req.metric])
-    boundary_figure(probes, table, req.axis, others, f"final_{req.metric}", req.level, paths[2])
+    metric = f"final_{req.metric}"
+    boundary_figure(probes, result.table, req.axis, others, metric, req.level, paths[2])
     return paths
 
 
@@ -187,6 +202,6 @@ def run_boundary(
         execute(probes, out, quiet=quiet, noise=noise, only=hashes, locked=True)
 
     with DatasetLock(root):
-        table = search(sweep, req, out, run)
+        result = search(sweep, req, out, run)
         others = [a for a in sweep.axes() if a != req.axis]
-        return write_outputs(table, req, others, root)
+        return write_outputs(result, req, others, root)
