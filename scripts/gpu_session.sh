@@ -23,6 +23,9 @@ log tests
 # shellcheck disable=SC2086
 timeout 240 python3 -m pytest -q -x -p no:cacheprovider ${TESTS:-tests/test_data.py tests/test_train.py} \
   2>&1 | tail -4 | tee "$OUT/tests.txt"
+# The gate for --precision tf32/bf16 is a `slow` test: it must pass on the GPU before either is used.
+timeout 240 python3 -m pytest -q -p no:cacheprovider -m slow tests/test_train.py \
+  -k faster_precisions 2>&1 | tail -4 | tee -a "$OUT/tests.txt"
 
 log bench
 if [ "${BENCH:-1}" = 0 ]; then

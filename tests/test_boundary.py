@@ -107,9 +107,12 @@ def test_bad_requests_fail_in_one_line(axis, metric, level, ratio, fragment):
 
 
 def test_a_small_search_keeps_its_probes_and_resumes(tmp_path, capsys):
+    """Along ||nu|| (a batched field: every probe shares one compiled program, which keeps the
+    test short; n_st would compile one per lattice value)."""
     spec = tmp_path / "sw.toml"
-    spec.write_text(SWEEP_TEXT.replace("n_st = [20, 30]", "n_st = [10, 40]"))
-    args = ["boundary", str(spec), "--level", "0.6", "--ratio", "1.6", "--out", str(tmp_path)]
+    spec.write_text(SWEEP_TEXT.replace("n_st = [20, 30]", "nu_norm = [0.5, 8.0]"))
+    args = ["boundary", str(spec), "--axis", "nu_norm", "--level", "0.6", "--ratio", "1.6"]
+    args += ["--out", str(tmp_path)]
     assert main([*args, "--quiet"]) == 0
     root = tmp_path / "sw"
     table = pd.read_csv(root / "boundary.csv")
@@ -122,5 +125,5 @@ def test_a_small_search_keeps_its_probes_and_resumes(tmp_path, capsys):
     assert len(w2sjax.load(root)[0]) == len(runs)
     assert pd.read_csv(root / "boundary.csv").equals(table)
     capsys.readouterr()
-    assert main([*args[:2], "--level", "2", "--out", str(tmp_path)]) == 2
+    assert main([*args[:4], "--level", "2", "--out", str(tmp_path)]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
