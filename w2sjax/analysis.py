@@ -221,11 +221,15 @@ def crossing(n_values: np.ndarray, gains: np.ndarray, level: float) -> float:
     return float("nan")
 
 
-def _slope(x: np.ndarray, y: np.ndarray) -> float:
-    ok = np.isfinite(y)
-    if ok.sum() < 2:
-        return float("nan")
-    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
+def slopes(axes: dict[str, np.ndarray], n: np.ndarray) -> dict[str, float]:
+    """Least-squares slopes of log n against the logs of every axis jointly (one axis: the
+    log-log slope); NaN where fewer finite points than unknowns."""
+    ok = np.isfinite(n) & (n > 0)
+    X = np.column_stack([np.ones(ok.sum()), *(np.log(v[ok]) for v in axes.values())])
+    if ok.sum() <= X.shape[1] - 1 or np.linalg.matrix_rank(X) < X.shape[1]:
+        return {a: float("nan") for a in axes}
+    coef = np.linalg.lstsq(X, np.log(n[ok]), rcond=None)[0]
+    return {a: float(c) for a, c in zip(axes, coef[1:], strict=True)}
 
 
 def boundary_fit(
@@ -263,7 +267,7 @@ def boundary_fit(
     def fit(means: np.ndarray) -> tuple[float, np.ndarray, float]:
         at = (np.nanmin(means) + np.nanmax(means)) / 2 if level is None else level
         n_crit = np.array([crossing(n_values, means[i], at) for i in range(len(others))])
-        return at, n_crit, _slope(others, n_crit)
+        return at, n_crit, slopes({other: others}, n_crit)[other]
 
     crossed, n_crit, slope = fit(np.nanmean(values, -1))
     rng = np.random.default_rng(seed)

@@ -114,15 +114,4 @@ def interval(samples: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def slopes(axes: dict[str, np.ndarray], n: np.ndarray) -> dict[str, float]:
-    """Least-squares slopes of log n against the logs of every axis jointly (one axis: the
-    log-log slope); NaN where fewer finite points than unknowns."""
-    ok = np.isfinite(n) & (n > 0)
-    X = np.column_stack([np.ones(ok.sum()), *(np.log(v[ok]) for v in axes.values())])
-    if ok.sum() <= X.shape[1] - 1 or np.linalg.matrix_rank(X) < X.shape[1]:
-        return {a: float("nan") for a in axes}
-    coef = np.linalg.lstsq(X, np.log(n[ok]), rcond=None)[0]
-    return {a: float(c) for a, c in zip(axes, coef[1:], strict=True)}
-
-
 THEORY_SLOPES = {"p_b": -2.0, "nu_norm": -4.0, "sigma_p": 4.0, "d": 1.0}  # Theorem 3.4 for n_st

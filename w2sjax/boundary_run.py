@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from w2sjax.analysis import load, with_final
+from w2sjax.analysis import load, slopes, with_final
 from w2sjax.batch import run_id
 from w2sjax.boundary import (
     THEORY_SLOPES,
@@ -27,7 +27,6 @@ from w2sjax.boundary import (
     lattice,
     n_crit,
     replicates,
-    slopes,
 )
 from w2sjax.config import FIELDS, Config, ConfigError, is_numeric
 from w2sjax.grid import Sweep, expand
