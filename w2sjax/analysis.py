@@ -152,7 +152,7 @@ SUMMARY_METRICS = {
         for when, at in (("final", "last"), ("best", "best"))
         for category in ("easy", "hard", "both")
     },
-    # with --filters only (regimes.filter_sign_agreement, joined to the runs by the report)
+    # with --filters only (filter_sign_agreement, joined to the runs by the report)
     "filter_sign_agreement": ("runs", "filter_sign_agreement"),
 }
 
@@ -167,6 +167,27 @@ def with_final(runs: pd.DataFrame, steps: pd.DataFrame, columns: list[str]) -> p
     (e.g. final_test_acc_hard, the order parameter of Theorem 3.4's phase diagram)."""
     last = last_rows(steps).set_index("run_id")[columns].add_prefix("final_")
     return runs.join(last, on="run_id")
+
+
+def filter_sign_agreement(filters: pd.DataFrame) -> pd.Series:
+    """Per run_id, at its last logged step: the fraction of own-class filters (j, r) whose learned
+    hard-signal coefficient gnu_{j,r,j} = <w_{j,r} - w_{j,r}^(0), nu_j> has the sign of the
+    filter's initial projection <w_{j,r}^(0), nu_j> (the paper's ReLU argument: a filter starting
+    on the +nu_j side fires on a = +1 samples and learns +nu_j, one on the -nu_j side learns
+    -nu_j, so a class covers both signs). A coefficient still exactly 0 does not agree, whatever
+    the start (sigma_0 = 0: nothing agrees). NaN for a run whose part predates the projections or
+    whose coefficients are not finite (diverged), and for an empty table."""
+    if filters.empty or "w0_nu_plus1" not in filters:
+        runs = filters.run_id.unique() if "run_id" in filters else []
+        return pd.Series(float("nan"), index=pd.Index(runs, name="run_id"), dtype=float)
+    last = last_rows(filters)
+    own = last.j.to_numpy() > 0
+    learned = np.where(own, last.gnu_plus1, last.gnu_minus1)
+    start = np.where(own, last.w0_nu_plus1, last.w0_nu_minus1)
+    agree = (np.sign(learned) == np.sign(start)) & (learned != 0)
+    agree = np.where(np.isnan(start) | np.isnan(learned), np.nan, agree)  # old part; diverged
+    agree = pd.Series(agree, index=last.run_id.to_numpy())
+    return agree.groupby(level=0).mean().rename_axis("run_id")
 
 
 def w2s_gain(runs: pd.DataFrame, metric: str = "final_test_acc") -> pd.Series:

@@ -11,9 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-import pandas as pd
-
 CATEGORIES = ("easy", "hard", "both")
 
 
@@ -81,24 +78,3 @@ def regime(row, t: Thresholds = THRESHOLDS) -> str:
     if t.harmful_hard + EPS < final["hard"] < t.learned - EPS:
         failed.append(HARD_BETWEEN)
     return "outside: " + ", ".join(failed)
-
-
-def filter_sign_agreement(filters: pd.DataFrame) -> pd.Series:
-    """Per run_id, at its last logged step: the fraction of own-class filters (j, r) whose learned
-    hard-signal coefficient gnu_{j,r,j} = <w_{j,r} - w_{j,r}^(0), nu_j> has the sign of the
-    filter's initial projection <w_{j,r}^(0), nu_j> (the paper's ReLU argument: a filter starting
-    on the +nu_j side fires on a = +1 samples and learns +nu_j, one on the -nu_j side learns
-    -nu_j, so a class covers both signs). A coefficient still exactly 0 does not agree, whatever
-    the start (sigma_0 = 0: nothing agrees). NaN for a run whose part predates the projections or
-    whose coefficients are not finite (diverged), and for an empty table."""
-    if filters.empty or "w0_nu_plus1" not in filters:
-        runs = filters.run_id.unique() if "run_id" in filters else []
-        return pd.Series(float("nan"), index=pd.Index(runs, name="run_id"), dtype=float)
-    last = filters[filters.step == filters.groupby("run_id").step.transform("max")]
-    own = last.j.to_numpy() > 0
-    learned = np.where(own, last.gnu_plus1, last.gnu_minus1)
-    start = np.where(own, last.w0_nu_plus1, last.w0_nu_minus1)
-    agree = (np.sign(learned) == np.sign(start)) & (learned != 0)
-    agree = np.where(np.isnan(start) | np.isnan(learned), np.nan, agree)  # old part; diverged
-    agree = pd.Series(agree, index=last.run_id.to_numpy())
-    return agree.groupby(level=0).mean().rename_axis("run_id")

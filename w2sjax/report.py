@@ -5,7 +5,7 @@ layout of the paper's table): mean and 95% interval over seeds of the teacher's 
 best (each run's early-stopping step, by its validation set) and oracle test accuracy, train
 accuracy vs pseudo-labels and vs truth, flip_corrected at the best step, accuracy by category,
 the regime by mechanism (regimes.REGIME_RULE), and with a filters table the filters' sign
-agreement (regimes.filter_sign_agreement).
+agreement (analysis.filter_sign_agreement).
 Figures: learning and coefficient curves per grid point; for two-axis sweeps, heatmaps of final
 and best W2S gain and of final hard-only test accuracy, each with its fitted benign_snr = C
 contour, and, when one axis is n_st, the phase-boundary fit."""
@@ -20,6 +20,7 @@ import pandas as pd
 
 from w2sjax.analysis import (
     boundary_fit,
+    filter_sign_agreement,
     load,
     provenance,
     read_table,
@@ -30,7 +31,7 @@ from w2sjax.analysis import (
 from w2sjax.grid import load_sweep
 from w2sjax.layout import SPEC_FILE
 from w2sjax.plots import curves, phase_heatmap
-from w2sjax.regimes import REGIME_RULE, filter_sign_agreement
+from w2sjax.regimes import REGIME_RULE
 
 COLUMNS = {  # summary column: markdown header
     "weak_test_acc": "weak",
