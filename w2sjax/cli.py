@@ -365,19 +365,13 @@ def _figures(sweep: Sweep, root: Path) -> list[Path]:
     axes = sweep.axes()
     if len(axes) != 2:
         return []
-    from w2sjax.analysis import load, snr_threshold, with_final
+    from w2sjax.analysis import load
     from w2sjax.layout import FIGURES
-    from w2sjax.plots import phase_heatmap
+    from w2sjax.plots import hard_heatmap, phase_heatmap
 
     runs, steps = load(root)
-    hard = with_final(runs, steps, ["test_acc_hard"])
-    c = snr_threshold(hard, "final_test_acc_hard", gain=False)
-    return [
-        phase_heatmap(runs, *axes, root / FIGURES["gain"]),
-        phase_heatmap(
-            hard, *axes, root / FIGURES["hard"], "final_test_acc_hard", snr_c=c, gain=False
-        ),
-    ]
+    gain = phase_heatmap(runs, *axes, root / FIGURES["gain"])
+    return [gain, hard_heatmap(runs, steps, *axes, root / FIGURES["hard"])[0]]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from w2sjax.analysis import w2s_gain  # noqa: E402
+from w2sjax.analysis import snr_threshold, w2s_gain, with_final  # noqa: E402
 
 LEARNING = {
     "test_acc": "test",
@@ -198,6 +198,16 @@ def phase_heatmap(
     ax.set_title(f"{what} (mean of {seeds} seeds)", fontsize=10)
     fig.colorbar(mesh, ax=ax)
     return _save(fig, Path(path))
+
+
+def hard_heatmap(
+    runs: pd.DataFrame, steps: pd.DataFrame, x: str, y: str, path: str | Path
+) -> tuple[Path, float]:
+    """The heatmap of final hard-only test accuracy (Theorem 3.4's order parameter) over x and y,
+    with the benign_snr = C line fitted to that accuracy itself; returns the figure and C."""
+    hard = with_final(runs, steps, ["test_acc_hard"])
+    c = snr_threshold(hard, "final_test_acc_hard", gain=False)
+    return phase_heatmap(hard, x, y, path, "final_test_acc_hard", snr_c=c, gain=False), c
 
 
 def boundary_figure(

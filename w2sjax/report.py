@@ -26,11 +26,10 @@ from w2sjax.analysis import (
     read_table,
     snr_threshold,
     summary_table,
-    with_final,
 )
 from w2sjax.grid import load_sweep
 from w2sjax.layout import SPEC_FILE
-from w2sjax.plots import curves, phase_heatmap
+from w2sjax.plots import curves, hard_heatmap, phase_heatmap
 from w2sjax.regimes import REGIME_RULE
 
 COLUMNS = {  # summary column: markdown header
@@ -122,18 +121,8 @@ def write_report(path: str | Path, fmt: str = "png") -> Path:
                     snr_c=c,
                 )
             )
-        hard = with_final(runs, steps, ["test_acc_hard"])
-        c_hard = snr_threshold(hard, "final_test_acc_hard", gain=False)
-        figures.append(
-            phase_heatmap(
-                hard,
-                *axes,
-                out / f"phase_final_hard.{fmt}",
-                "final_test_acc_hard",
-                snr_c=c_hard,
-                gain=False,
-            )
-        )
+        hard_figure, c_hard = hard_heatmap(runs, steps, *axes, out / f"phase_final_hard.{fmt}")
+        figures.append(hard_figure)
         sections.append(
             f"Fitted benign_snr threshold C = {c:.3g} (benign_snr >= C best separates "
             f"grid points whose seed-mean final gain is above half its range); C = "
