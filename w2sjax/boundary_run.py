@@ -77,11 +77,13 @@ def probe_sweep(sweep: Sweep, req: Request) -> tuple[Sweep, list[float]]:
 
 
 class Result(NamedTuple):
-    """A finished search: boundary.csv's table (one row per point of the other axes) and the
-    bootstrap replicates of n_crit (n_boot, points) behind its intervals and the slopes'."""
+    """A finished search: boundary.csv's table (one row per point of the other axes), the
+    bootstrap replicates of n_crit (n_boot, points) behind its intervals and the slopes', and
+    every probe run (the runs table with final_<metric>, final_test_acc_easy and _both)."""
 
     table: pd.DataFrame
     boots: np.ndarray
+    probes: pd.DataFrame
 
 
 def _other(config: Config, others: list[str]) -> tuple:
@@ -109,8 +111,10 @@ def search(sweep: Sweep, req: Request, out: Path, run: Callable[[Sweep, set[str]
 
     found = bisect(points, len(values), req.level, evaluate)
     runs, steps = load(root)
-    categories = ["test_acc_easy", "test_acc_both"]
-    final = with_final(runs, steps, categories).set_index("run_id")
+    # the metric itself may be one of the categories reported beside it
+    columns = list(dict.fromkeys([req.metric, "test_acc_easy", "test_acc_both"]))
+    probe_runs = with_final(runs, steps, columns)
+    final = probe_runs.set_index("run_id")
     boots = replicates(found, values, req.level, N_BOOT)
     rows = []
     for j, (p, f) in enumerate(found.items()):
@@ -120,7 +124,7 @@ def search(sweep: Sweep, req: Request, out: Path, run: Callable[[Sweep, set[str]
         row |= {"n_crit": crit, "n_crit_lo": lo, "n_crit_hi": hi}
         row |= _at_crossing(f, configs, p, req, crit, final, sweep.seeds, values)
         rows.append(row)
-    return Result(pd.DataFrame(rows), boots)
+    return Result(pd.DataFrame(rows), boots, probe_runs)
 
 
 def _at_crossing(
@@ -178,10 +182,8 @@ def write_outputs(result: Result, req: Request, others: list[str], root: Path) -
     paths = [root / name for name in BOUNDARY_FILES]
     result.table.to_csv(paths[0], index=False)
     slope_table(result, req, others).to_csv(paths[1], index=False)
-    runs, steps = load(root)
-    probes = with_final(runs, steps, [req.metric])
     metric = f"final_{req.metric}"
-    boundary_figure(probes, result.table, req.axis, others, metric, req.level, paths[2])
+    boundary_figure(result.probes, result.table, req.axis, others, metric, req.level, paths[2])
     return paths
 
 
