@@ -4,6 +4,7 @@ known slope, its lattice and fits, bad requests, and one small real search."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -128,3 +129,19 @@ def test_a_small_search_keeps_its_probes_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     assert main([*args[:4], "--level", "2", "--out", str(tmp_path)]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_the_figure_of_a_search_that_found_nothing_draws_without_warnings(tmp_path):
+    """No point straddles the level: the probes are drawn, with no empty legend (matplotlib warns
+    on one, and that warning reached every such search's stderr)."""
+    from w2sjax.plots import boundary_figure
+
+    probes = pd.DataFrame({"p_b": [0.3, 0.3, 0.6, 0.6], "n_st": [16, 4096, 16, 4096]})
+    probes["test_acc_hard"] = [0.6, 0.64, 0.7, 0.83]
+    table = pd.DataFrame({"p_b": [0.3, 0.6], "status": ["does not straddle the level"] * 2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = boundary_figure(
+            probes, table, "n_st", ["p_b"], "test_acc_hard", 0.85, tmp_path / "b.png"
+        )
+    assert path.stat().st_size > 0

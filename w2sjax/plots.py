@@ -241,7 +241,8 @@ def boundary_figure(
     ax.set_yscale("log")
     ax.set_xlabel(x or "")
     ax.set_ylabel(axis)
-    ax.legend(fontsize=7)
+    if len(found):  # nothing to label where no point's bracket straddles the level
+        ax.legend(fontsize=7)
     ax.set_title(f"boundary of {metric} (probes: seed means)", fontsize=10)
     fig.colorbar(dots, ax=ax)
     return _save(fig, Path(path))
