@@ -140,9 +140,10 @@ def _at_crossing(
     """boundary.csv's columns beside n_crit: whether the bracket straddled (else the metric at
     both ends), benign_snr and abundance with the axis at n_crit, and easy-only and both-signal
     final accuracy over the final bracket's two probes."""
-    ends = (0, len(values) - 1)
-    at_ends = {f"{req.metric}_at_lo": np.nanmean(f.values[ends[0]])}
-    at_ends[f"{req.metric}_at_hi"] = np.nanmean(f.values[ends[1]])
+    at_ends = {
+        f"{req.metric}_at_{end}": np.nanmean(f.values[k])
+        for end, k in (("lo", 0), ("hi", len(values) - 1))
+    }
     if f.bracket is None:
         return {"status": "does not straddle the level", **at_ends}
     config = dataclasses.replace(configs[(p, f.bracket[0])], **{req.axis: crit})

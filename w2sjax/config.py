@@ -337,13 +337,13 @@ def _evaluate(literal: dict[str, Any], formulas: dict[str, Formula]) -> dict[str
         if not probs_done and not set(PROB_FIELDS) & set(pending):
             values.update(resolve_probs(values))
             probs_done = True
+        if not pending:
+            return values
         ready = [
             f
             for f, formula in pending.items()
             if all(n not in pending and values[n] != REST for n in formula.names)
         ]
-        if not pending:
-            return values
         if not ready:
             cycle = ", ".join(_qualified(f) for f in pending)
             raise ConfigError(

@@ -228,21 +228,20 @@ def boundary_figure(
     cells = probes.groupby([*others, axis])[metric].mean().reset_index()
     xs = cells[x] if x else np.ones(len(cells))
     dots = ax.scatter(xs, cells[axis], c=cells[metric], cmap="RdYlGn", vmin=0, vmax=1, s=28)
-    found = table[table.status == "found"] if "status" in table else table.iloc[:0]
-    if len(found):
+    found = table[table.status == "found"]  # found rows carry n_crit and benign_snr
+    if len(found):  # else nothing to draw or label (matplotlib warns on an empty legend)
         fx = found[x] if x else np.ones(len(found))
         err = np.abs(found[["n_crit_lo", "n_crit_hi"]].to_numpy().T - found.n_crit.to_numpy())
         ax.errorbar(fx, found.n_crit, yerr=err, fmt="ko-", lw=1.4, label=f"{metric} = {level:g}")
-        if axis == "n_st" and "benign_snr" in found:
+        if axis == "n_st":
             c = float(found.benign_snr.median())
             line = found.n_crit * c / found.benign_snr  # benign_snr is linear in n_st
             ax.plot(fx, line, "b--", lw=1, label=f"benign_snr = {c:.3g}")
+        ax.legend(fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(x or "")
     ax.set_ylabel(axis)
-    if len(found):  # nothing to label where no point's bracket straddles the level
-        ax.legend(fontsize=7)
     ax.set_title(f"boundary of {metric} (probes: seed means)", fontsize=10)
     fig.colorbar(dots, ax=ax)
     return _save(fig, Path(path))
