@@ -8,7 +8,16 @@ import sys
 
 import pytest
 
-from w2sjax.config import FIELDS, ConfigError, build, flatten, parse_overrides, to_toml
+from w2sjax.batch import Shape
+from w2sjax.config import (
+    FIELDS,
+    ConfigError,
+    build,
+    flatten,
+    parse_overrides,
+    to_toml,
+    weak_set_size,
+)
 from w2sjax.grid import load_sweep
 
 
@@ -195,7 +204,42 @@ def test_a_silent_field_at_its_default_changes_no_hash_and_no_text(field):
     hash and the written config are those of a config that never named it; any other value
     changes both."""
     spec = FIELDS[field]
-    other = next(c for c in spec.choices if c != spec.default) if spec.choices else spec.default + 1
-    plain, named, changed = (build({}), build({field: spec.default}), build({field: other}))
+    if spec.choices:
+        other = next(c for c in spec.choices if c != spec.default)
+    else:
+        other = spec.default / 2 if spec.high is not None else spec.default + 1
+    # a field read only under some switch value is compared under it (build refuses it elsewhere)
+    base = {spec.only_with[0]: spec.only_with[1][0]} if spec.only_with else {}
+    plain, named = build(base), build(base | {field: spec.default})
+    changed = build(base | {field: other})
     assert named.point_hash == plain.point_hash and field not in to_toml(named.to_dict())
     assert changed.point_hash != plain.point_hash and field in to_toml(changed.to_dict())
+
+
+@pytest.mark.parametrize("field", [f for f, spec in FIELDS.items() if spec.only_with])
+def test_a_field_its_switch_leaves_unread_must_stay_at_its_default(field):
+    """n_wk, eta_wk, steps_wk are read only by the fitted teacher, flip_p only by "flip": set away
+    from its default under any other value of its switch, a field is a one-line error naming it,
+    its switch and both values; at its default it passes, and under its own switch any value."""
+    spec = FIELDS[field]
+    switch, reads = spec.only_with
+    other = spec.default / 2 if spec.kind == "float" else spec.default + 1
+    elsewhere = next(c for c in FIELDS[switch].choices if c not in reads)
+    assert getattr(build({switch: elsewhere, field: spec.default}), field) == spec.default
+    assert getattr(build({switch: reads[0], field: other}), field) == other
+    with pytest.raises(ConfigError) as info:
+        build({switch: elsewhere, field: other})
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{spec.section}.{field}: ")
+    assert f'{FIELDS[switch].section}.{switch} = "{elsewhere}"' in message
+    assert repr(other) in message
+
+
+def test_only_the_fitted_teacher_draws_a_weak_set():
+    """Shape.n_wk is the weak set as drawn: n_wk for the linear teacher, 0 for the others, so
+    the reduced sampler's joint draw holds 2m + n_st vectors without a fitted teacher."""
+    for teacher, drawn in (("linear", FIELDS["n_wk"].default), ("flip", 0), ("clean", 0)):
+        config = build({"teacher": teacher, "d": 5000, "n_st": 40, "m": 4})
+        shape = Shape.of(config, noise="reduced")
+        assert weak_set_size(config) == shape.n_wk == drawn
+        assert shape.dim == 4 + 2 * 4 + drawn + 40

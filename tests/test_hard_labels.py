@@ -15,7 +15,8 @@ from w2sjax.batch import Shape, run_id, stack_params
 from w2sjax.data import HARD
 from w2sjax.models import sign, weak_output
 from w2sjax.simulate import simulate
-from w2sjax.train import HARD_LABELS, draw_run, fit_weak
+from w2sjax.teachers import fit_weak
+from w2sjax.train import HARD_LABELS, draw_run
 
 
 def _one(params, i: int):

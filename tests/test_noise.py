@@ -170,11 +170,11 @@ LAW_METRICS = (
 
 def _law_runs(d: int, noise: str, seeds: int = 64, **fields) -> dict[str, np.ndarray]:
     """Per seed: the run metrics and the last step's metrics of LAW_METRICS."""
+    fitted = fields.get("teacher", "linear") == "linear"
     config = build(
         {
             "d": d,
-            "n_wk": 200,
-            "steps_wk": 100,
+            **({"n_wk": 200, "steps_wk": 100} if fitted else {}),
             "n_st": 100,
             "m": 5,
             "steps": 200,
@@ -213,6 +213,16 @@ def test_reduced_runs_equal_full_runs_in_law(d):
     assert _beyond(full, _law_runs(d, "reduced")) == []
     # The control: a real change (sigma_p x 1.3) fails the same comparison.
     assert _beyond(full, _law_runs(d, "reduced", sigma_p=1.3)) != []
+
+
+@pytest.mark.slow
+def test_without_a_weak_set_reduced_runs_equal_full_runs_in_law():
+    """With no teacher fitted the reduced sampler's joint draw is W0 and the training noise
+    alone (M = 2m + n_st): still the full sampler's law, and the control still fails."""
+    fields = {"teacher": "clean", "hard_labels": "coin"}
+    full = _law_runs(2000, "full", **fields)
+    assert _beyond(full, _law_runs(2000, "reduced", **fields)) == []
+    assert _beyond(full, _law_runs(2000, "reduced", sigma_p=1.3, **fields)) != []
 
 
 def test_auto_takes_reduced_where_it_is_exact_and_smaller():

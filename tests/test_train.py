@@ -19,7 +19,8 @@ from w2sjax.metrics import STEP_METRICS
 from w2sjax.models import logistic_loss, sign, weak_output
 from w2sjax.noise import SAMPLERS
 from w2sjax.simulate import simulate
-from w2sjax.train import draw_run, fit_weak
+from w2sjax.teachers import fit_weak
+from w2sjax.train import draw_run
 
 
 def _one(config, seed: int = 0):

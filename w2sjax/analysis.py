@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from w2sjax.config import FIELDS
 from w2sjax.integrity import DamagedDataset, require_intact, unreadable_line
 from w2sjax.regimes import regime
 
@@ -52,11 +53,14 @@ def _read(folder: Path) -> pd.DataFrame:
 
 def _runs_as_today(df: pd.DataFrame) -> pd.DataFrame:
     """Runs written by earlier versions, in today's columns. Before the sampler choice they all
-    used the full sampler, before the coin control their teacher's labels. Before the validation
+    used the full sampler, before the coin control their teacher's labels, before the teacher
+    choice the linear teacher (flip_p at its unread default). Before the validation
     set, their best_* columns were the test set's argmax, which today's tables call oracle_*;
     they have no early-stopping step (best_* NaN)."""
     df["noise"] = df["noise"].fillna("full") if "noise" in df else "full"
-    df["hard_labels"] = df["hard_labels"].fillna("teacher") if "hard_labels" in df else "teacher"
+    for field in ("hard_labels", "teacher", "flip_p"):
+        default = FIELDS[field].default
+        df[field] = df[field].fillna(default) if field in df else default
     for column in ("best_val_acc", "oracle_test_acc", "oracle_step"):
         if column not in df:
             df[column] = np.nan

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 import chex
 import jax.numpy as jnp
 
-from w2sjax.config import FIELDS, FORMS, NOISES, PRECISIONS, Config, check_engine, log_steps
+from w2sjax.config import (
+    FIELDS,
+    FORMS,
+    NOISES,
+    PRECISIONS,
+    Config,
+    check_engine,
+    log_steps,
+    weak_set_size,
+)
 from w2sjax.data import noise_rank
 
 # Which config fields select the compiled program and which are batched, as config.FIELDS
@@ -28,7 +37,7 @@ ENGINE_CHOICES = ("filters", "form", "precision", "noise")  # Shape fields that 
 
 def span_size(n_wk: int, n_st: int, m: int) -> int:
     """M, how many vectors the reduced sampler draws jointly: W0's 2m filters and both training
-    sets' noise patches (noise.py)."""
+    sets' noise patches (noise.py; n_wk = 0 where no teacher is fitted)."""
     return 2 * m + n_wk + n_st
 
 
@@ -42,7 +51,7 @@ def reduced_is_exact(config: Config, precision: str) -> bool:
 def choose_noise(config: Config, precision: str) -> str:
     """--noise auto: "reduced" where it is exact and smaller than the full sampler (d' > M),
     else "full"."""
-    M = span_size(config.n_wk, config.n_st, config.m)
+    M = span_size(weak_set_size(config), config.n_st, config.m)
     smaller = noise_rank(config.d, config.easy_signal) > M
     return "reduced" if smaller and reduced_is_exact(config, precision) else "full"
 
@@ -53,7 +62,8 @@ class Shape:
     `filters` adds the per-filter coefficient output (2 x m x 4 per logged step); `form` picks
     the state the GD loop carries, `precision` its products' precision and `noise` the noise
     sampler (noise.py; `dim` is its working dimension). None of them changes a run's setting,
-    key or run_id."""
+    key or run_id. n_wk is the weak training set's size as drawn: 0 where the teacher is not
+    fitted (config.weak_set_size)."""
 
     d: int
     n_wk: int
@@ -67,6 +77,7 @@ class Shape:
     easy_signal: str
     n_val: int
     hard_labels: str
+    teacher: str
     filters: bool = False
     form: str = "dense"
     precision: str = "highest"
@@ -97,7 +108,7 @@ class Shape:
         if noise == "auto":
             noise = choose_noise(config, precision)
         shape = cls(
-            **{f: getattr(config, f) for f in SHAPE_FIELDS},
+            **{f: getattr(config, f) for f in SHAPE_FIELDS} | {"n_wk": weak_set_size(config)},
             filters=filters,
             form=form,
             precision=precision,
@@ -136,6 +147,7 @@ class Params:
     sigma_0: chex.Array
     eta: chex.Array
     eta_wk: chex.Array
+    flip_p: chex.Array
     base_seed: chex.Array
     point: chex.Array
     seed: chex.Array

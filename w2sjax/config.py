@@ -64,10 +64,15 @@ class FieldSpec:
     static: bool = False
     silent_default: bool = False
     paired: bool = False
+    only_with: tuple[str, tuple[str, ...]] | None = None
 
 
 def _pos_int(
-    section: str | None, default: int, low: int = 1, silent_default: bool = False
+    section: str | None,
+    default: int,
+    low: int = 1,
+    silent_default: bool = False,
+    only_with: tuple[str, tuple[str, ...]] | None = None,
 ) -> FieldSpec:
     """A count: static (it sizes arrays or loops) unless it is a top-level field."""
     return FieldSpec(
@@ -78,12 +83,26 @@ def _pos_int(
         low=low,
         static=section is not None,
         silent_default=silent_default,
+        only_with=only_with,
     )
 
 
-def _pos_float(section: str, default: float, allow_zero: bool = False) -> FieldSpec:
+def _pos_float(
+    section: str,
+    default: float,
+    allow_zero: bool = False,
+    only_with: tuple[str, tuple[str, ...]] | None = None,
+) -> FieldSpec:
     allowed = "a finite number >= 0" if allow_zero else "a finite number > 0"
-    return FieldSpec(section, "float", default, allowed, low=0.0, low_inclusive=allow_zero)
+    return FieldSpec(
+        section, "float", default, allowed, low=0.0, low_inclusive=allow_zero, only_with=only_with
+    )
+
+
+# The teachers (`[weak] teacher`, teachers.TEACHERS): only "linear" is fitted, on a weak training
+# set of its own, so only it reads n_wk, eta_wk and steps_wk; only "flip" reads flip_p.
+TEACHERS = ("linear", "flip", "clean")
+FITTED = ("teacher", ("linear",))
 
 
 def _prob(default: float) -> FieldSpec:
@@ -115,9 +134,9 @@ FIELDS: dict[str, FieldSpec] = {
         choices=("orthogonal", "antipodal"),
         static=True,
     ),
-    "n_wk": _pos_int("weak", 200),
-    "eta_wk": _pos_float("weak", 0.01),
-    "steps_wk": _pos_int("weak", 200),
+    "n_wk": _pos_int("weak", 200, only_with=FITTED),
+    "eta_wk": _pos_float("weak", 0.01, only_with=FITTED),
+    "steps_wk": _pos_int("weak", 200, only_with=FITTED),
     "hard_labels": FieldSpec(
         "weak",
         "choice",
@@ -127,6 +146,25 @@ FIELDS: dict[str, FieldSpec] = {
         static=True,
         silent_default=True,
         paired=True,
+    ),
+    "teacher": FieldSpec(
+        "weak",
+        "choice",
+        "linear",
+        '"linear", "flip" or "clean"',
+        choices=TEACHERS,
+        static=True,
+        silent_default=True,
+    ),
+    "flip_p": FieldSpec(
+        "weak",
+        "float",
+        0.1,
+        "a number in [0, 1]",
+        low=0.0,
+        high=1.0,
+        silent_default=True,
+        only_with=("teacher", ("flip",)),
     ),
     "n_st": _pos_int("strong", 2000),
     "m": _pos_int("strong", 20),
@@ -233,6 +271,8 @@ class Config:
     eta_wk: float
     steps_wk: int
     hard_labels: str
+    teacher: str
+    flip_p: float
     n_st: int
     m: int
     sigma_0: float
@@ -373,7 +413,31 @@ def build(flat: Mapping[str, Any]) -> Config:
     raw = {f: flat.get(f, spec.default) for f, spec in FIELDS.items()}
     formulas = {f: _formula(f, v) for f, v in raw.items() if _is_formula(f, v)}
     values = {f: check_field(f, v) for f, v in raw.items() if f not in formulas}
-    return Config(**_evaluate(values, formulas))
+    return Config(**check_applies(_evaluate(values, formulas)))
+
+
+def check_applies(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` unchanged, or a ConfigError for a field set away from its default where its
+    switch makes it unread (FieldSpec.only_with): a setting that would silently do nothing."""
+    for field, spec in FIELDS.items():
+        if spec.only_with is None or values[field] == spec.default:
+            continue
+        switch, allowed = spec.only_with
+        if values[switch] not in allowed:
+            wanted = " or ".join(json.dumps(v) for v in allowed)
+            raise ConfigError(
+                f"{_qualified(field)}: is read only with {_qualified(switch)} = {wanted}; with "
+                f"{_qualified(switch)} = {json.dumps(values[switch])} leave it at its default "
+                f"{spec.default!r}, got {values[field]!r}"
+            )
+    return values
+
+
+def weak_set_size(config: Config) -> int:
+    """n_wk where the teacher is fitted on a weak training set, else 0: no weak set is drawn
+    (and none enters the reduced sampler's joint draw)."""
+    switch, fitted = FITTED
+    return config.n_wk if getattr(config, switch) in fitted else 0
 
 
 def parse_value(text: str) -> Any:

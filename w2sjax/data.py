@@ -8,6 +8,8 @@ products with the signals.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -27,6 +29,22 @@ class Sample:
     c: chex.Array
     a: chex.Array
     xi: chex.Array
+
+
+class RunData(NamedTuple):
+    """A run's draws in its working coordinates (D = Shape.dim): the signals (4, D), the weak,
+    training, test and validation samples, W0 (2, m, D), n_st fair coins (n_st,) in {+1, -1}
+    (read only by hard_labels = "coin"), and the run's key, from which a later draw of a run's
+    own takes fold_in(key, salt)."""
+
+    signals: chex.Array
+    weak: Sample
+    train: Sample
+    test: Sample
+    val: Sample
+    W0: chex.Array
+    coins: chex.Array
+    key: chex.PRNGKey
 
 
 def signal_matrix(d: int, easy_signal: str, mu_norm: chex.Array, nu_norm: chex.Array) -> chex.Array:

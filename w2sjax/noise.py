@@ -1,6 +1,7 @@
 """Noise samplers: how a run draws its noise vectors, by name (`SAMPLERS`, chosen by Shape.noise).
 
-Every quantity a run computes is an inner product among M = 2m + n_wk + n_st vectors: the noise
+Every quantity a run computes is an inner product among M = 2m + n_wk + n_st vectors (n_wk = 0
+without a fitted teacher): the noise
 parts of W0's 2m filters and the weak and strong training noise patches (gradient descent keeps
 every weight in the span of W0, the training noise and the signals), plus each evaluation (test)
 patch's inner products with them. They are independent isotropic Gaussians in the noise subspace

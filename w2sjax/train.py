@@ -1,4 +1,4 @@
-"""One run (docs/MODEL.md sections 1 to 5): its draws, the weak fit and pseudo-labels, the
+"""One run (docs/MODEL.md sections 1 to 5): its draws, the teacher's pseudo-labels, the
 student's GD loop (loops.py) stepped through the logged steps, and what it records (metrics.py).
 
 Everything here is a pure function of one run's scalars; `simulate` vmaps it over runs.
@@ -7,35 +7,19 @@ Everything here is a pure function of one run's scalars; `simulate` vmaps it ove
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from w2sjax.batch import Params, Shape
-from w2sjax.data import HARD, Sample, labels, signal_matrix
+from w2sjax.data import HARD, RunData, Sample, labels, signal_matrix
 from w2sjax.loops import LOOPS, Coef, Strong
 from w2sjax.metrics import record, teacher_metrics
-from w2sjax.models import logistic_loss, mm, sign, weak_output
+from w2sjax.models import mm
 from w2sjax.noise import SAMPLERS, NoiseKeys
-
-
-def fit_weak(signals: chex.Array, data: Sample, eta_wk: chex.Array, steps_wk: int) -> chex.Array:
-    """(d,) weak weights: full-batch GD from w = 0 on the logistic loss with TRUE labels."""
-    opt = optax.sgd(eta_wk)
-    loss = lambda w: logistic_loss(data.y * weak_output(w, signals, data)).mean()  # noqa: E731
-
-    def step(_: Any, carry: tuple) -> tuple:
-        w, opt_state = carry
-        updates, opt_state = opt.update(jax.grad(loss)(w), opt_state)
-        return optax.apply_updates(w, updates), opt_state
-
-    w0 = jnp.zeros(signals.shape[1], jnp.float32)
-    return jax.lax.fori_loop(0, steps_wk, step, (w0, opt.init(w0)))[0]
-
+from w2sjax.teachers import TEACHERS
 
 # The validation set's key is fold_in(run key, VAL_SALT), the hard_labels = "coin" control's
 # coins fold_in(run key, COIN_SALT): draws of their own, so adding them changed no other draw of a
@@ -62,20 +46,6 @@ HARD_LABELS: dict[str, Callable[[chex.Array, Sample, chex.Array], chex.Array]] =
 }
 
 
-class RunData(NamedTuple):
-    """A run's draws in its working coordinates (D = Shape.dim): the signals (4, D), the weak,
-    training, test and validation samples, W0 (2, m, D), and n_st fair coins (n_st,) in
-    {+1, -1} (read only by hard_labels = "coin")."""
-
-    signals: chex.Array
-    weak: Sample
-    train: Sample
-    test: Sample
-    val: Sample
-    W0: chex.Array
-    coins: chex.Array
-
-
 def draw_run(shape: Shape, p: Params) -> RunData:
     """Every random draw of one run, from its key fold_in(fold_in(key(base_seed), point), seed):
     split in four (weak data, strong data, test data, init), each set's labels from its key, and
@@ -100,7 +70,7 @@ def draw_run(shape: Shape, p: Params) -> RunData:
     signals = signal_matrix(shape.dim, shape.easy_signal, p.mu_norm, p.nu_norm)
     coin = jax.random.bernoulli(jax.random.fold_in(key, COIN_SALT), 0.5, (shape.n_st,))
     coins = jnp.where(coin, 1.0, -1.0).astype(jnp.float32)
-    return RunData(signals, weak, train, test, val, noise.W0, coins)
+    return RunData(signals, weak, train, test, val, noise.W0, coins, key)
 
 
 def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
@@ -112,11 +82,12 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
     steps of `shape.log_steps()` (and "filters" to (K, 2, m, 4)), NaN from the divergence on.
     The test and validation sets are evaluated together, one product per step.
     """
-    signals, weak_data, train, test, val, W0, coins = draw_run(shape, p)
+    run = draw_run(shape, p)
+    signals, _, train, test, val, W0, coins, _ = run
 
-    w = fit_weak(signals, weak_data, p.eta_wk, shape.steps_wk)
-    yhat = HARD_LABELS[shape.hard_labels](sign(weak_output(w, signals, train)), train, coins)
-    per_run = teacher_metrics(sign(weak_output(w, signals, test)), test, yhat, train.y)
+    taught = TEACHERS[shape.teacher].labels(run, p, shape)
+    yhat = HARD_LABELS[shape.hard_labels](taught.train, train, coins)
+    per_run = teacher_metrics(taught.test, test, yhat, train.y)
     if shape.filters:
         # <w^(0), s>: which side of each signal a filter starts on decides, by the ReLU argument,
         # which sign of nu it learns (the report's filter_sign_agreement)
