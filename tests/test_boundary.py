@@ -79,6 +79,20 @@ def test_bootstrap_intervals_cover_the_seed_spread():
     assert np.isnan(interval(np.full(5, np.nan))).all()
 
 
+def test_bootstrap_intervals_reach_past_the_final_bracket_and_say_when_censored():
+    """Seeds noisy against the bracket's width: replicates land on probes outside the final
+    bracket, so the interval is much wider than the bracket (an interval held inside it, the
+    ratio 1.05, fails) and still holds the truth; a crossing near the lattice's top end has
+    replicates that never cross inside it, and the interval's top is +inf, not a made-up bound."""
+    truth = {0.2: 300.0, 0.4: 9000.0}
+    found = bisect(list(truth), len(VALUES), 0.5, _synthetic(truth, 8, 0.2, []))
+    boots = replicates(found, VALUES, 0.5, 400)
+    lo, hi = interval(boots[:, 0])
+    assert 1.3 < hi / lo < 2.5 and lo < truth[0.2] < hi
+    lo, hi = interval(boots[:, 1])
+    assert math.isfinite(lo) and lo < truth[0.4] and hi == math.inf
+
+
 def test_joint_slopes_in_logs():
     rng = np.random.default_rng(0)
     p_b, sigma_p = rng.uniform(0.1, 0.6, 12), rng.uniform(0.5, 2.0, 12)

@@ -71,46 +71,61 @@ def bisect(points: list[Hashable], size: int, level: float, evaluate: Evaluate) 
     return {p: Found(seen[p], brackets[p]) for p in points}
 
 
-def n_crit(
-    found: Found, values: list[float], level: float, seeds: np.ndarray | None = None
-) -> float:
-    """The crossing of `level` by the seed mean (or the mean over `seeds`, indices into each
-    probe's seed values, for a bootstrap replicate) along the evaluated lattice values of the
-    final bracket, interpolated in log value; NaN without a bracket."""
+def _rising(found: Found) -> float:
+    """+1 where the metric rises through the level along the final bracket, -1 where it falls."""
+    a, b = found.bracket
+    return 1.0 if np.nanmean(found.values[b]) >= np.nanmean(found.values[a]) else -1.0
+
+
+def n_crit(found: Found, values: list[float], level: float) -> float:
+    """The crossing of `level` by the seed mean along the evaluated lattice values of the final
+    bracket, interpolated in log value; NaN without a bracket."""
     if found.bracket is None:
         return float("nan")
-    a, b = found.bracket
-    means = [
-        float(np.nanmean(found.values[k] if seeds is None else found.values[k][seeds]))
-        for k in (a, b)
-    ]
-    sign = 1.0 if means[1] >= means[0] else -1.0
-    x = np.array([values[a], values[b]], dtype=float)
-    return crossing(x, sign * np.array(means), sign * level)
+    sign = _rising(found)
+    ends = found.bracket
+    means = np.array([np.nanmean(found.values[k]) for k in ends])
+    return crossing(np.array([values[k] for k in ends], float), sign * means, sign * level)
+
+
+def _replicate(found: Found, values: list[float], level: float, rng: np.random.Generator) -> float:
+    """One bootstrap replicate of n_crit: every evaluated probe's seeds resampled (its own runs,
+    independent of the other probes'), then the first crossing along all evaluated values, not
+    only the final bracket's two, so a replicate may land anywhere the probes reach. Beyond them
+    it is censored: +inf (-inf) where its means stay below (past) the level at every probe."""
+    ks = sorted(found.values)
+    sign = _rising(found)
+    means = np.array(
+        [np.nanmean(v[rng.integers(0, len(v), len(v))]) for v in (found.values[k] for k in ks)]
+    )
+    crit = crossing(np.array([values[k] for k in ks], float), sign * means, sign * level)
+    if math.isnan(crit):
+        return math.inf if (sign * means < sign * level).all() else -math.inf
+    return crit
 
 
 def replicates(
     found: dict, values: list[float], level: float, n_boot: int, seed: int = 0
 ) -> np.ndarray:
-    """(n_boot, points) n_crit of bootstrap resamples of each point's seeds (points in the order
-    of `found`), for intervals on n_crit and, fitted per replicate, on the slopes."""
+    """(n_boot, points) bootstrap replicates of n_crit (`_replicate`; NaN for a point without a
+    bracket), points in the order of `found`, for intervals on n_crit and, fitted per replicate,
+    on the slopes."""
     rng = np.random.default_rng(seed)
     out = np.full((n_boot, len(found)), np.nan)
     for j, f in enumerate(found.values()):
-        if f.bracket is None:
-            continue
-        n_seeds = len(f.values[f.bracket[0]])
-        for b in range(n_boot):
-            out[b, j] = n_crit(f, values, level, rng.integers(0, n_seeds, n_seeds))
+        if f.bracket is not None:
+            out[:, j] = [_replicate(f, values, level, rng) for _ in range(n_boot)]
     return out
 
 
 def interval(samples: np.ndarray) -> tuple[float, float]:
-    """The 95% percentile interval of the finite samples (NaN, NaN without any)."""
-    finite = samples[np.isfinite(samples)]
-    if not len(finite):
+    """The 95% percentile interval of the samples that are not NaN (NaN, NaN without any), as
+    order statistics, so censored (infinite) replicates give an infinite end rather than a
+    bound that looks measured."""
+    kept = samples[~np.isnan(samples)]
+    if not len(kept):
         return float("nan"), float("nan")
-    lo, hi = np.percentile(finite, [2.5, 97.5])
+    lo, hi = np.percentile(kept, [2.5, 97.5], method="inverted_cdf")
     return float(lo), float(hi)
 
 

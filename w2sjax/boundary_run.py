@@ -162,11 +162,13 @@ def _at_crossing(
 def slope_table(result: Result, req: Request, others: list[str]) -> pd.DataFrame:
     """slopes.csv: for each numeric other axis, d log n_crit / d log axis (a joint fit in logs
     over all of them), its 95% bootstrap interval and Theorem 3.4's value where the searched
-    axis is n_st."""
+    axis is n_st. A replicate censored beyond the probes enters its fit at the bracket's end it
+    passed, a bound: with such replicates the true interval is wider than the one written."""
     numeric = [a for a in others if is_numeric(a)]
     axes = {a: result.table[a].to_numpy(dtype=float) for a in numeric}
     fit = slopes(axes, result.table.n_crit.to_numpy(dtype=float))
-    per_boot = [slopes(axes, b) for b in result.boots]
+    ends = result.probes[req.axis].min(), result.probes[req.axis].max()
+    per_boot = [slopes(axes, np.clip(b, *ends)) for b in result.boots]
     rows = []
     for a in numeric:
         lo, hi = interval(np.array([s[a] for s in per_boot]))
