@@ -8,16 +8,22 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import w2sjax
+from w2sjax.activations import RELU
+from w2sjax.batch import Shape, stack_params
 from w2sjax.config import Config, build
 from w2sjax.data import EASY, HARD, Sample
+from w2sjax.loops import Strong, strong_step
+from w2sjax.train import draw_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,15 +61,38 @@ def reference_patches(s: Sample, signals: np.ndarray) -> np.ndarray:
     return np.stack([first, second, xi], axis=1)
 
 
-def reference_strong_output(W, X):
-    """f_st(W, X) from materialised patches X (n, 3, d), W (2, m, d); numpy or jax arrays."""
+def reference_strong_output(W, X, activation=None):
+    """f_st(W, X) from materialised patches X (n, 3, d), W (2, m, d); numpy or jax arrays.
+    activation: an elementwise function (default ReLU)."""
     if isinstance(W, jax.Array):  # explicit: a GPU's default precision is TF32
         pre = jnp.einsum("jrd,npd->jrnp", W, X, precision=jax.lax.Precision.HIGHEST)
         xp = jnp
     else:
         pre, xp = np.einsum("jrd,npd->jrnp", W, X), np
-    F = xp.maximum(pre, 0).sum(-1).mean(1)
+    F = (xp.maximum(pre, 0) if activation is None else activation(pre)).sum(-1).mean(1)
     return F[0] - F[1]
+
+
+def strong_setup(seed: int, easy_signal: str = "orthogonal", noise: str = "full", m=3, n=30):
+    """A random small strong-training problem: (state, signals, data, yhat, eta, opt), its data
+    and W0 drawn by the `noise` sampler at d = 48 (reduced: k = M = 2m + 5 + n coordinates)."""
+    config = small_config(d=48, n_wk=5, n_st=n, m=m, sigma_0=0.3, easy_signal=easy_signal)
+    config = build({**config.to_dict(), "mu_norm": 3.0, "nu_norm": 2.5})
+    p = jax.tree_util.tree_map(lambda a: a[0], stack_params([(config, seed)]))
+    run = draw_run(Shape.of(config, noise=noise), p)
+    data, W0 = run.train, run.W0
+    flip = jax.random.bernoulli(jax.random.PRNGKey(seed), 0.2, (n,))
+    yhat = jnp.where(flip, -data.y, data.y)  # pseudo-labels with some flips
+    eta = jnp.float32(0.7)
+    opt = optax.sgd(eta)
+    state = Strong(W=W0, rho=jnp.zeros((2, m, n)), opt_state=opt.init(W0))
+    return state, run.signals, data, yhat, eta, opt
+
+
+def jitted_step(signals, data: Sample, yhat, eta, opt, act=RELU):
+    """loops.strong_step on one problem (strong_setup's), jitted: state -> state."""
+    step = partial(strong_step, opt=opt, eta=eta, signals=signals, data=data, yhat=yhat)
+    return jax.jit(partial(step, xi_sq=(data.xi**2).sum(-1), act=act))
 
 
 def pytest_configure(config: pytest.Config) -> None:

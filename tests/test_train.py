@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-from conftest import reference_patches, reference_strong_output, small_config
+from conftest import (
+    jitted_step,
+    reference_patches,
+    reference_strong_output,
+    small_config,
+    strong_setup,
+)
 
+from w2sjax.activations import RELU
 from w2sjax.batch import Shape, stack_params
 from w2sjax.config import build
 from w2sjax.data import Sample, labels
-from w2sjax.loops import Strong, signal_coefs, strong_step
+from w2sjax.loops import signal_coefs
 from w2sjax.metrics import STEP_METRICS
 from w2sjax.models import logistic_loss, sign, weak_output
 from w2sjax.noise import SAMPLERS
@@ -46,34 +50,16 @@ def test_proposition_2_1_weak_model_guesses_on_hard_data(noise):
     assert easy >= 0.95 and both >= 0.95, (easy, both)
 
 
-def _strong_setup(seed: int, easy_signal: str = "orthogonal", noise: str = "full", m=3, n=30):
-    """A random small strong-training problem: (state, signals, data, yhat, eta, opt), its data
-    and W0 drawn by the `noise` sampler at d = 48 (reduced: k = M = 2m + 5 + n coordinates)."""
-    config = small_config(d=48, n_wk=5, n_st=n, m=m, sigma_0=0.3, easy_signal=easy_signal)
-    config = build({**config.to_dict(), "mu_norm": 3.0, "nu_norm": 2.5})
-    run = draw_run(Shape.of(config, noise=noise), _one(config, seed))
-    data, W0 = run.train, run.W0
-    flip = jax.random.bernoulli(jax.random.PRNGKey(seed), 0.2, (n,))
-    yhat = jnp.where(flip, -data.y, data.y)  # pseudo-labels with some flips
-    eta = jnp.float32(0.7)
-    opt = optax.sgd(eta)
-    state = Strong(W=W0, rho=jnp.zeros((2, m, n)), opt_state=opt.init(W0))
-    return state, run.signals, data, yhat, eta, opt
-
-
 @pytest.mark.parametrize("noise", SAMPLERS)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_gd_step_equals_w_minus_eta_grad(seed, noise):
-    state, signals, data, yhat, eta, opt = _strong_setup(seed, noise=noise)
+    state, signals, data, yhat, eta, opt = strong_setup(seed, noise=noise)
     X = jnp.asarray(reference_patches(data, np.asarray(signals)), jnp.float32)
 
     def reference_loss(W):  # L_S of MODEL.md section 3 with materialised patches
         return logistic_loss(yhat * reference_strong_output(W, X)).mean()
 
-    xi_sq = (data.xi**2).sum(-1)
-    step = jax.jit(
-        partial(strong_step, opt=opt, eta=eta, signals=signals, data=data, yhat=yhat, xi_sq=xi_sq)
-    )
+    step = jitted_step(signals, data, yhat, eta, opt, RELU)
     for _ in range(5):
         expected = state.W - eta * jax.grad(reference_loss)(state.W)
         state = step(state)
@@ -83,20 +69,10 @@ def test_gd_step_equals_w_minus_eta_grad(seed, noise):
 @pytest.mark.parametrize("noise", SAMPLERS)
 @pytest.mark.parametrize("seed, easy_signal", [(0, "orthogonal"), (1, "antipodal")])
 def test_signal_noise_decomposition_is_exact(seed, easy_signal, noise):
-    state, signals, data, yhat, eta, opt = _strong_setup(seed, easy_signal, noise)
+    state, signals, data, yhat, eta, opt = strong_setup(seed, easy_signal, noise)
     W0 = state.W
     init_proj = jnp.einsum("jrd,sd->jrs", W0, signals, precision="highest")
-    step = jax.jit(
-        partial(
-            strong_step,
-            opt=opt,
-            eta=eta,
-            signals=signals,
-            data=data,
-            yhat=yhat,
-            xi_sq=(data.xi**2).sum(-1),
-        )
-    )
+    step = jitted_step(signals, data, yhat, eta, opt, RELU)
     # Signal part: project onto the signal span by the pseudo-inverse of its Gram matrix (for
     # orthogonal signals this is MODEL.md section 4's sum_s g_s s / ||s||^2; it also handles
     # antipodal mu).

@@ -71,6 +71,7 @@ class Shape:
     n_st: int
     m: int
     steps: int
+    activation: str
     n_test: int
     log: str
     log_points: int
@@ -146,6 +147,7 @@ class Params:
     nu_norm: chex.Array
     sigma_0: chex.Array
     eta: chex.Array
+    activation_param: chex.Array
     eta_wk: chex.Array
     flip_p: chex.Array
     base_seed: chex.Array

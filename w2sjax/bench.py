@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from w2sjax.activations import RELU
 from w2sjax.batch import Shape, stack_params
 from w2sjax.buckets import BYTES_F32, chunk_size, memory_budget
 from w2sjax.config import build
@@ -162,6 +163,7 @@ def jax_per_run(n_st: int, d: int, m: int, steps: int) -> float:
             data=data,
             yhat=data.y,
             xi_sq=(data.xi**2).sum(-1),
+            act=RELU,
         )
     )
     state = step(Strong(W=W0, rho=jnp.zeros((2, m, n_st)), opt_state=opt.init(W0)))

@@ -103,6 +103,14 @@ def _pos_float(
 # set of its own, so only it reads n_wk, eta_wk and steps_wk; only "flip" reads flip_p.
 TEACHERS = ("linear", "flip", "clean")
 FITTED = ("teacher", ("linear",))
+# The student's activations (activations.ACTIVATIONS) and what `activation_param` means to each
+# that reads it, with its allowed values.
+ACTIVATIONS = ("relu", "linear", "leaky_relu", "relu_pow", "softplus")
+ACTIVATION_PARAM = {
+    "leaky_relu": ("the slope alpha below 0, in [0, 1)", lambda v: 0.0 <= v < 1.0),
+    "relu_pow": ("the power q, >= 1", lambda v: v >= 1.0),
+    "softplus": ("the sharpness beta, > 0", lambda v: v > 0.0),
+}
 
 
 def _prob(default: float) -> FieldSpec:
@@ -171,6 +179,23 @@ FIELDS: dict[str, FieldSpec] = {
     "sigma_0": _pos_float("strong", 0.01, allow_zero=True),
     "eta": _pos_float("strong", 0.05),
     "steps": _pos_int("strong", 4000),
+    "activation": FieldSpec(
+        "strong",
+        "choice",
+        "relu",
+        '"relu", "linear", "leaky_relu", "relu_pow" or "softplus"',
+        choices=ACTIVATIONS,
+        static=True,
+        silent_default=True,
+    ),
+    "activation_param": FieldSpec(
+        "strong",
+        "float",
+        1.0,
+        "a finite number",
+        silent_default=True,
+        only_with=("activation", tuple(ACTIVATION_PARAM)),
+    ),
     "n_test": _pos_int("eval", 2000),
     "log": FieldSpec(
         "eval",
@@ -278,6 +303,8 @@ class Config:
     sigma_0: float
     eta: float
     steps: int
+    activation: str
+    activation_param: float
     n_test: int
     log: str
     log_points: int
@@ -413,7 +440,7 @@ def build(flat: Mapping[str, Any]) -> Config:
     raw = {f: flat.get(f, spec.default) for f, spec in FIELDS.items()}
     formulas = {f: _formula(f, v) for f, v in raw.items() if _is_formula(f, v)}
     values = {f: check_field(f, v) for f, v in raw.items() if f not in formulas}
-    return Config(**check_applies(_evaluate(values, formulas)))
+    return Config(**check_activation_param(check_applies(_evaluate(values, formulas))))
 
 
 def check_applies(values: dict[str, Any]) -> dict[str, Any]:
@@ -429,6 +456,20 @@ def check_applies(values: dict[str, Any]) -> dict[str, Any]:
                 f"{_qualified(field)}: is read only with {_qualified(switch)} = {wanted}; with "
                 f"{_qualified(switch)} = {json.dumps(values[switch])} leave it at its default "
                 f"{spec.default!r}, got {values[field]!r}"
+            )
+    return values
+
+
+def check_activation_param(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` unchanged, or a ConfigError where activation_param is outside what the chosen
+    activation allows (ACTIVATION_PARAM; the default 1 is leaky_relu's linear case, refused)."""
+    activation, param = values["activation"], values["activation_param"]
+    if activation in ACTIVATION_PARAM:
+        meaning, ok = ACTIVATION_PARAM[activation]
+        if not ok(param):
+            raise ConfigError(
+                f'strong.activation_param: with strong.activation = "{activation}" must be '
+                f"{meaning}, got {param!r}"
             )
     return values
 

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from w2sjax.activations import Act
 from w2sjax.data import Sample, patch_coefs
 from w2sjax.models import J_SIGN, Preacts, logistic_loss, mm, strong_output_of, strong_preacts
 
@@ -38,11 +39,16 @@ class Strong:
 
 
 def strong_loss(
-    W: chex.Array, signals: chex.Array, data: Sample, yhat: chex.Array, precision: str = "highest"
+    W: chex.Array,
+    signals: chex.Array,
+    data: Sample,
+    yhat: chex.Array,
+    act: Act,
+    precision: str = "highest",
 ) -> tuple:
     """L_S(W) on pseudo-labels, with aux (noise pre-activations (2, m, n), margins (n,))."""
     pre = strong_preacts(W, signals, data, precision)
-    margin = yhat * strong_output_of(pre)
+    margin = yhat * strong_output_of(pre, act)
     return logistic_loss(margin).mean(), (pre.noise, margin)
 
 
@@ -54,17 +60,18 @@ def strong_step(
     data: Sample,
     yhat: chex.Array,
     xi_sq: chex.Array,
+    act: Act,
     precision: str = "highest",
 ) -> Strong:
     """One full-batch GD step on L_S, and the exact rho recursion of MODEL.md section 4:
-    rho += -(eta / (n m)) l'_i ReLU'(<w_{j,r}, xi_i>) ||xi_i||^2 j yhat_i, all at W^(t).
+    rho += -(eta / (n m)) l'_i sigma'(<w_{j,r}, xi_i>) ||xi_i||^2 j yhat_i, all at W^(t).
     xi_sq (n,) is ||xi_i||^2, passed in so the loop does not recompute it."""
-    grad_fn = jax.value_and_grad(partial(strong_loss, precision=precision), has_aux=True)
+    grad_fn = jax.value_and_grad(partial(strong_loss, act=act, precision=precision), has_aux=True)
     (_, (noise_pre, margin)), grad = grad_fn(state.W, signals, data, yhat)
     updates, opt_state = opt.update(grad, state.opt_state, state.W)
     _, m, n = noise_pre.shape
     l_prime = -jax.nn.sigmoid(-margin)
-    drho = -(eta / (n * m)) * (noise_pre > 0) * (l_prime * xi_sq * yhat) * J_SIGN[:, None, None]
+    drho = -(eta / (n * m)) * act.grad(noise_pre) * (l_prime * xi_sq * yhat) * J_SIGN[:, None, None]
     return Strong(
         W=optax.apply_updates(state.W, updates), rho=state.rho + drho, opt_state=opt_state
     )
@@ -125,18 +132,19 @@ def coef_step(
     yhat: chex.Array,
     xi_sq: chex.Array,
     signal_gram: chex.Array,
+    act: Act,
     precision: str = "highest",
 ) -> Coef:
     """One GD step on L_S in coefficient space, equal to `strong_step` in exact arithmetic:
     rho by MODEL.md section 4's recursion, and gamma_s += <Delta W, s> with Delta W = -eta grad L_S,
-    whose signal-patch part is sum_p ReLU'(<w, x^(p)>) <x^(p), s> (signal_gram (4, 4) = S S^T)."""
+    whose signal-patch part is sum_p sigma'(<w, x^(p)>) <x^(p), s> (signal_gram (4, 4) = S S^T)."""
     pre = coef_preacts(state, data, precision)
-    margin = yhat * strong_output_of(pre)
+    margin = yhat * strong_output_of(pre, act)
     _, m, n = pre.noise.shape
     weight = -jax.nn.sigmoid(-margin) * yhat  # l'_i yhat_i
     scale = -(eta / (n * m)) * J_SIGN[:, None, None]
-    drho = scale * (pre.noise > 0) * (weight * xi_sq)
-    active = (pre.signal > 0).astype(jnp.float32)
+    drho = scale * act.grad(pre.noise) * (weight * xi_sq)
+    active = act.grad(pre.signal)
     dgamma = scale * mm("jrpn,n,pns,st->jrt", active, weight, data.coefs, signal_gram)
     return Coef(gamma=state.gamma + dgamma, rho=state.rho + drho)
 
@@ -148,6 +156,7 @@ def dense_loop(
     evaluation: Sample,
     yhat: chex.Array,
     eta: chex.Array,
+    act: Act,
     precision: str = "highest",
 ) -> Loop:
     """The dense form (state W) on the training set, viewed also on the `evaluation` samples.
@@ -162,6 +171,7 @@ def dense_loop(
         data=train,
         yhat=yhat,
         xi_sq=(train.xi * train.xi).sum(-1),
+        act=act,
         precision=precision,
     )
     init_proj = mm("jrd,sd->jrs", W0, signals)
@@ -186,6 +196,7 @@ def coef_loop(
     evaluation: Sample,
     yhat: chex.Array,
     eta: chex.Array,
+    act: Act,
     precision: str = "highest",
 ) -> Loop:
     """The coefficient form (state gamma, rho), as `dense_loop`."""
@@ -198,6 +209,7 @@ def coef_loop(
         yhat=yhat,
         xi_sq=xi_sq,
         signal_gram=mm("sd,td->st", signals, signals),
+        act=act,
         precision=precision,
     )
 

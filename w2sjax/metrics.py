@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
+from w2sjax.activations import RELU, Act
 from w2sjax.data import BOTH, EASY, HARD, MU_NEG, MU_POS, NU_NEG, NU_POS, Sample
 from w2sjax.models import J_SIGN, Preacts, logistic_loss, sign, strong_output_of
 
@@ -75,14 +76,15 @@ def record(
     test: Sample,
     val: Sample,
     filters: bool,
+    act: Act = RELU,
 ) -> dict[str, chex.Array]:
     """Every MODEL.md section 5 metric (scalars) from the current pre-activations on the training
     set and on the evaluation samples (the test set, then the validation set), the signal
     coefficients (2, m, 4) and rho (2, m, n); plus `filters` if asked."""
     test_pre, val_pre = split_preacts(eval_pre, test.y.shape[0])
-    f_train = strong_output_of(train_pre)
+    f_train = strong_output_of(train_pre, act)
     pred_train = sign(f_train)
-    pred_test = sign(strong_output_of(test_pre))
+    pred_test = sign(strong_output_of(test_pre, act))
     flipped = yhat != train.y
     test_right = pred_test == test.y
     # log |l'_i|, sample i's weight in the gradient; in logs, so margins past ~88 (where float32
@@ -99,7 +101,7 @@ def record(
         "test_acc_easy": masked_mean(test_right, test.c == EASY),
         "test_acc_hard": masked_mean(test_right, test.c == HARD),
         "test_acc_both": masked_mean(test_right, test.c == BOTH),
-        "val_acc": (sign(strong_output_of(val_pre)) == val.y).mean(),
+        "val_acc": (sign(strong_output_of(val_pre, act)) == val.y).mean(),
         **coef_summaries(coefs, rho, yhat, flipped),
     }
     if filters:

@@ -1,7 +1,8 @@
 """The two models of docs/MODEL.md sections 2 and 3 as pure functions on a `Sample`.
 
 Weak: f_wk(w, X) = sum_p <w, x^(p)>. Strong: f_st(W, X) = F_{+1} - F_{-1},
-F_j = (1/m) sum_r sum_p ReLU(<w_{j,r}, x^(p)>). Class index 0 of W is j = +1, index 1 is j = -1.
+F_j = (1/m) sum_r sum_p sigma(<w_{j,r}, x^(p)>), sigma ReLU unless `[strong] activation` says
+otherwise. Class index 0 of W is j = +1, index 1 is j = -1.
 Every product runs at float32 "highest" precision: GPUs would otherwise silently use TF32.
 """
 
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from w2sjax.activations import RELU, Act
 from w2sjax.data import Sample, patch_coefs
 
 J_SIGN = np.array([1.0, -1.0], np.float32)  # j of class index 0 and 1 (numpy: no device at import)
@@ -64,13 +66,13 @@ def strong_preacts(
     )
 
 
-def strong_output_of(pre: Preacts) -> chex.Array:
-    """(n,) f_st from pre-activations: F_j = mean over r of the ReLU sum over patches."""
-    relu = jax.nn.relu  # ReLU'(0) = 0, as MODEL.md section 3 says
-    F = (relu(pre.signal).sum(2) + relu(pre.noise)).mean(1)
+def strong_output_of(pre: Preacts, act: Act = RELU) -> chex.Array:
+    """(n,) f_st from pre-activations: F_j = mean over r of the activation's sum over patches
+    (ReLU unless `act` says otherwise: activations.py)."""
+    F = (act.fn(pre.signal).sum(2) + act.fn(pre.noise)).mean(1)
     return F[0] - F[1]
 
 
-def strong_output(W: chex.Array, signals: chex.Array, s: Sample) -> chex.Array:
+def strong_output(W: chex.Array, signals: chex.Array, s: Sample, act: Act = RELU) -> chex.Array:
     """(n,) f_st(W, X) for W (2, m, d)."""
-    return strong_output_of(strong_preacts(W, signals, s))
+    return strong_output_of(strong_preacts(W, signals, s), act)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from w2sjax.activations import ACTIVATIONS
 from w2sjax.batch import Params, Shape
 from w2sjax.data import HARD, RunData, Sample, labels, signal_matrix
 from w2sjax.loops import LOOPS, Coef, Strong
@@ -94,12 +95,13 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
         per_run["filter_init"] = mm("jrd,sd->jrs", W0, signals)
 
     evaluation = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), test, val)
+    act = ACTIVATIONS[shape.activation].at(p.activation_param)
     state, step, views = LOOPS[shape.form](
-        W0, signals, train, evaluation, yhat, p.eta, shape.precision
+        W0, signals, train, evaluation, yhat, p.eta, act, shape.precision
     )
 
     def rec(st: Strong | Coef, diverged: chex.Array) -> dict:
-        out = record(*views(st), train, yhat, test, val, filters=shape.filters)
+        out = record(*views(st), train, yhat, test, val, filters=shape.filters, act=act)
         return jax.tree_util.tree_map(lambda v: jnp.where(diverged, jnp.nan, v), out)
 
     def segment(carry: tuple, xs: tuple) -> tuple[tuple, dict]:
