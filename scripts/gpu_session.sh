@@ -2,13 +2,14 @@
 # One prepared GPU session (see docs/BENCHMARKS.md): runs from the work tree on the device image's
 # own packages, writes everything under $OUT and prints a short summary last.
 #   [TESTS="pytest args"] [BENCH=0] [BENCH_SWEEP=SPEC.toml] [SWEEP_TIMEOUT=s] [BENCH_D=1] \
-#     scripts/gpu_session.sh [SWEEP.toml ...]
+#     [BOUNDARY="SPEC.toml ..."] scripts/gpu_session.sh [SWEEP.toml ...]
 # 1. environment; 2. the core correctness tests on this jax/GPU (TESTS overrides which);
 # 3. `w2sjax bench` at GPU sizes (BENCH=0 skips it); with BENCH_SWEEP, also that sweep timed end
 # to end against the per-run loops (its tables kept; section "sweep" of bench.json); with BENCH_D,
 # the cost-against-d table of both noise samplers (bench_d.json); 4. each sweep file given (one
 # already run by BENCH_SWEEP resumes with nothing left to do), then its per-grid-point table
-# (analysis.summary_table) as CSV.
+# (analysis.summary_table) as CSV; 5. with BOUNDARY, `w2sjax boundary` on each file listed (level
+# 0.85, ratio 1.15: docs/BOUNDARY.md's searches), its boundary.csv and slopes.csv under $OUT.
 set -u -o pipefail
 OUT=${OUT:-/tmp/w2sjax-gpu}
 mkdir -p "$OUT"
@@ -76,6 +77,15 @@ table = summary_table(runs, steps, sweep.axes())
 table.insert(len(sweep.axes()) + 1, "device", jax.devices()[0].device_kind)
 table.to_csv(f"{sys.argv[2]}/{sweep.name}.csv", index=False)
 PY
+done
+for spec in ${BOUNDARY:-}; do
+  log "boundary $spec"
+  timeout "${SWEEP_TIMEOUT:-300}" python3 -m w2sjax boundary "$spec" --level 0.85 --ratio 1.15 \
+    --out "$OUT/sweeps" --quiet 2>&1 | tail -2
+  name=$(basename "$spec" .toml)
+  for f in boundary.csv slopes.csv; do
+    [ -f "$OUT/sweeps/$name/$f" ] && cp "$OUT/sweeps/$name/$f" "$OUT/${name}_$f"
+  done
 done
 if [ -d "$OUT/sweeps" ]; then tar czf "$OUT/sweeps.tar.gz" -C "$OUT" sweeps && rm -rf "$OUT/sweeps"; fi
 
