@@ -359,15 +359,16 @@ def _processes(args: argparse.Namespace):
 
 
 def _figures(sweep: Sweep, root: Path) -> list[Path]:
-    """The phase heatmaps beside the tables when the sweep has exactly two axes: the final gain
-    over the teacher, and the final hard-only test accuracy (Theorem 3.4's order parameter) with
-    the benign_snr = C line fitted to it."""
+    """The phase heatmaps beside the tables when the sweep has exactly two numeric axes: the
+    final gain over the teacher, and the final hard-only test accuracy (Theorem 3.4's order
+    parameter) with the benign_snr = C line fitted to it."""
+    from w2sjax.plots import hard_heatmap, heatmap_axes, phase_heatmap
+
     axes = sweep.axes()
-    if len(axes) != 2:
+    if not heatmap_axes(axes):
         return []
     from w2sjax.analysis import load
     from w2sjax.layout import FIGURES
-    from w2sjax.plots import hard_heatmap, phase_heatmap
 
     runs, steps = load(root)
     gain = phase_heatmap(runs, *axes, root / FIGURES["gain"])

@@ -29,7 +29,7 @@ from w2sjax.analysis import (
 )
 from w2sjax.grid import load_sweep
 from w2sjax.layout import SPEC_FILE
-from w2sjax.plots import curves, hard_heatmap, phase_heatmap
+from w2sjax.plots import curves, hard_heatmap, heatmap_axes, phase_heatmap
 from w2sjax.regimes import REGIME_RULE
 
 COLUMNS = {  # summary column: markdown header
@@ -108,7 +108,7 @@ def write_report(path: str | Path, fmt: str = "png") -> Path:
         curves(runs, steps, axes, out / f"coefficient_curves.{fmt}", "coefficients"),
     ]
     sections = []
-    if len(axes) == 2:
+    if heatmap_axes(axes):
         c = snr_threshold(runs)
         for metric in ("final_test_acc", "best_test_acc"):
             figures.append(
