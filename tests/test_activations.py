@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 from conftest import (
+    SMALL,
     jitted_step,
     reference_patches,
     reference_strong_output,
@@ -26,6 +27,7 @@ from w2sjax.config import ACTIVATION_PARAM, FIELDS, ConfigError, build
 from w2sjax.loops import Coef, coef_data, coef_step, signal_coefs
 from w2sjax.models import logistic_loss
 from w2sjax.simulate import simulate
+from w2sjax.train import draw_run
 
 PARAM = {"leaky_relu": 0.1, "relu_pow": 3.0, "softplus": 2.0}
 # Written out independently of the registry, for the reference model.
@@ -143,6 +145,27 @@ def test_every_activation_coef_equals_dense_and_batching_changes_no_run(name):
             np.asarray(alone[metric])[0], a[1], rtol=0, atol=1e-4 * scale + 1e-7, err_msg=metric
         )
     assert not np.allclose(np.asarray(dense["test_acc"])[0], np.asarray(dense["test_acc"])[1])
+
+
+def test_activation_param_reaches_the_run():
+    """Two leaky_relu slopes in one batch (the parameter is batched, not static): the first
+    step's training loss of each is the reference model's at its own alpha (differs between
+    them, so a run that ignored its alpha fails)."""
+    small = {k: v for k, v in SMALL.items() if k not in ("n_wk", "steps_wk")}
+    configs = [
+        build({**small, "teacher": "clean", "activation": "leaky_relu", "activation_param": a})
+        for a in (0.0, 0.9)
+    ]  # the clean teacher: the loss is on the true labels
+    shape = Shape.of(configs[0])
+    assert Shape.of(configs[1]) == shape
+    params = stack_params([(c, 0) for c in configs])
+    losses = np.asarray(simulate(shape, params)[1]["train_loss"])[:, 0]  # step 0: W = W0
+    for i, alpha in enumerate((0.0, 0.9)):
+        run = draw_run(shape, jax.tree_util.tree_map(lambda a, i=i: a[i], params))
+        X = jnp.asarray(reference_patches(run.train, np.asarray(run.signals)), jnp.float32)
+        out = reference_strong_output(run.W0, X, lambda x, a=alpha: REFERENCE["leaky_relu"](x, a))
+        assert losses[i] == pytest.approx(float(logistic_loss(run.train.y * out).mean()), rel=1e-5)
+    assert losses[0] != pytest.approx(losses[1], rel=1e-3)
 
 
 def test_proposition_2_2_a_linear_student_cannot_learn_the_hard_signal():

@@ -93,6 +93,20 @@ def test_bootstrap_intervals_reach_past_the_final_bracket_and_say_when_censored(
     assert math.isfinite(lo) and lo < truth[0.4] and hi == math.inf
 
 
+@pytest.mark.parametrize("falling", [False, True])
+def test_diverged_seeds_do_not_censor_a_replicate(falling):
+    """The final bracket's upper probe with 3 of its 4 seeds NaN (diverged runs): a replicate
+    that draws only those takes its crossing from the next probes instead of reading -inf, and
+    the interval still holds the truth; the same for a falling metric."""
+    truth = {0.2: 300.0}
+    found = bisect([0.2], len(VALUES), 0.5, _synthetic(truth, 4, 0.05, [], falling))[0.2]
+    found.values[found.bracket[1]][:3] = np.nan
+    boots = replicates({0.2: found}, VALUES, 0.5, 400)
+    assert np.isfinite(boots).all()
+    lo, hi = interval(boots[:, 0])
+    assert lo < truth[0.2] < hi
+
+
 def test_joint_slopes_in_logs():
     rng = np.random.default_rng(0)
     p_b, sigma_p = rng.uniform(0.1, 0.6, 12), rng.uniform(0.5, 2.0, 12)

@@ -1,7 +1,7 @@
 """Runs made before the teacher and activation registries (tests/golden/, commit a45f215) come out
 of today's code unchanged: every column they had, under both noise samplers, with the new fields
-at their defaults. Exactly under the jax version that made them; elsewhere XLA may order a
-reduction differently, so to float32 round-off."""
+at their defaults. Exactly under the jax version and backend that made them; elsewhere XLA may
+order a reduction differently, so to float32 round-off."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def test_runs_made_before_the_registries_are_unchanged(noise, tmp_path):
     args = ["sweep", str(GOLDEN / "golden.toml"), "--noise", noise, "--quiet"]
     assert main([*args, "--out", str(tmp_path)]) == 0
     runs, steps = w2sjax.load(tmp_path / "golden")
-    exact = json.loads((GOLDEN / "made_by.json").read_text())["jax"] == jax.__version__
+    made_by = json.loads((GOLDEN / "made_by.json").read_text())
+    exact = (made_by["jax"], made_by["backend"]) == (jax.__version__, jax.default_backend())
     for table, name in ((runs, "runs"), (steps, "steps")):
         golden = pd.read_parquet(GOLDEN / f"{noise}_{name}.parquet")
         got = table[golden.columns].reset_index(drop=True)

@@ -54,11 +54,12 @@ def _read(folder: Path) -> pd.DataFrame:
 def _runs_as_today(df: pd.DataFrame) -> pd.DataFrame:
     """Runs written by earlier versions, in today's columns. Before the sampler choice they all
     used the full sampler, before the coin control their teacher's labels, before the teacher
-    choice the linear teacher (flip_p at its unread default). Before the validation
+    and activation choices the linear teacher and ReLU (flip_p and activation_param at their
+    unread defaults). Before the validation
     set, their best_* columns were the test set's argmax, which today's tables call oracle_*;
     they have no early-stopping step (best_* NaN)."""
     df["noise"] = df["noise"].fillna("full") if "noise" in df else "full"
-    for field in ("hard_labels", "teacher", "flip_p"):
+    for field in ("hard_labels", "teacher", "flip_p", "activation", "activation_param"):
         default = FIELDS[field].default
         df[field] = df[field].fillna(default) if field in df else default
     for column in ("best_val_acc", "oracle_test_acc", "oracle_step"):

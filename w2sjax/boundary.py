@@ -11,6 +11,7 @@ lock for the whole search, so a rerun reuses every probe already written.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Hashable
 from typing import NamedTuple
 
@@ -71,9 +72,8 @@ def bisect(points: list[Hashable], size: int, level: float, evaluate: Evaluate) 
     return {p: Found(seen[p], brackets[p]) for p in points}
 
 
-def _rising(found: Found) -> float:
-    """+1 where the metric rises through the level along the final bracket, -1 where it falls."""
-    a, b = found.bracket
+def _rising(found: Found, a: int, b: int) -> float:
+    """+1 where the seed mean rises from probe a to probe b, -1 where it falls."""
     return 1.0 if np.nanmean(found.values[b]) >= np.nanmean(found.values[a]) else -1.0
 
 
@@ -82,8 +82,8 @@ def n_crit(found: Found, values: list[float], level: float) -> float:
     bracket, interpolated in log value; NaN without a bracket."""
     if found.bracket is None:
         return float("nan")
-    sign = _rising(found)
     ends = found.bracket
+    sign = _rising(found, *ends)
     means = np.array([np.nanmean(found.values[k]) for k in ends])
     return crossing(np.array([values[k] for k in ends], float), sign * means, sign * level)
 
@@ -94,11 +94,18 @@ def _replicate(found: Found, values: list[float], level: float, rng: np.random.G
     only the final bracket's two, so a replicate may land anywhere the probes reach. Beyond them
     it is censored: +inf (-inf) where its means stay below (past) the level at every probe."""
     ks = sorted(found.values)
-    sign = _rising(found)
-    means = np.array(
-        [np.nanmean(v[rng.integers(0, len(v), len(v))]) for v in (found.values[k] for k in ks)]
-    )
-    crit = crossing(np.array([values[k] for k in ks], float), sign * means, sign * level)
+    sign = _rising(found, ks[0], ks[-1])  # the lattice's ends: every search evaluates both
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample of only NaN seeds
+        means = np.array(
+            [np.nanmean(v[rng.integers(0, len(v), len(v))]) for v in (found.values[k] for k in ks)]
+        )
+    # a probe whose resampled seeds are all NaN (diverged runs) says nothing: left out
+    ok = np.isfinite(means)
+    if not ok.any():
+        return float("nan")
+    x, means = np.array([values[k] for k in ks], float)[ok], means[ok]
+    crit = crossing(x, sign * means, sign * level)
     if math.isnan(crit):
         return math.inf if (sign * means < sign * level).all() else -math.inf
     return crit

@@ -78,12 +78,14 @@ def probe_sweep(sweep: Sweep, req: Request) -> tuple[Sweep, list[float]]:
 
 class Result(NamedTuple):
     """A finished search: boundary.csv's table (one row per point of the other axes), the
-    bootstrap replicates of n_crit (n_boot, points) behind its intervals and the slopes', and
-    every probe run (the runs table with final_<metric>, final_test_acc_easy and _both)."""
+    bootstrap replicates of n_crit (n_boot, points) behind its intervals and the slopes',
+    every probe run (the runs table with final_<metric>, final_test_acc_easy and _both), and
+    the lattice's two ends."""
 
     table: pd.DataFrame
     boots: np.ndarray
     probes: pd.DataFrame
+    ends: tuple[float, float]
 
 
 def _other(config: Config, others: list[str]) -> tuple:
@@ -124,7 +126,7 @@ def search(sweep: Sweep, req: Request, out: Path, run: Callable[[Sweep, set[str]
         row |= {"n_crit": crit, "n_crit_lo": lo, "n_crit_hi": hi}
         row |= _at_crossing(f, configs, p, req, crit, final, sweep.seeds, values)
         rows.append(row)
-    return Result(pd.DataFrame(rows), boots, probe_runs)
+    return Result(pd.DataFrame(rows), boots, probe_runs, (values[0], values[-1]))
 
 
 def _at_crossing(
@@ -162,13 +164,13 @@ def _at_crossing(
 def slope_table(result: Result, req: Request, others: list[str]) -> pd.DataFrame:
     """slopes.csv: for each numeric other axis, d log n_crit / d log axis (a joint fit in logs
     over all of them), its 95% bootstrap interval and Theorem 3.4's value where the searched
-    axis is n_st. A replicate censored beyond the probes enters its fit at the bracket's end it
-    passed, a bound: with such replicates the true interval is wider than the one written."""
+    axis is n_st. A replicate censored beyond the probes enters its fit at the lattice's end it
+    passed, a bound on its n_crit, so such replicates' slopes are bounds too and the interval
+    written is not to be trusted where many are censored (boundary.csv's infinite ends say so)."""
     numeric = [a for a in others if is_numeric(a)]
     axes = {a: result.table[a].to_numpy(dtype=float) for a in numeric}
     fit = slopes(axes, result.table.n_crit.to_numpy(dtype=float))
-    ends = result.probes[req.axis].min(), result.probes[req.axis].max()
-    per_boot = [slopes(axes, np.clip(b, *ends)) for b in result.boots]
+    per_boot = [slopes(axes, np.clip(b, *result.ends)) for b in result.boots]
     rows = []
     for a in numeric:
         lo, hi = interval(np.array([s[a] for s in per_boot]))

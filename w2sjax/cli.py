@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from w2sjax.config import FORMS, NOISES, PRECISIONS, ConfigError, check_engine, parse_overrides
-from w2sjax.grid import Sweep, load_sweep
+from w2sjax.grid import Sweep, heatmap_axes, load_sweep
 
 
 def _positive_int(text: str) -> int:
@@ -41,7 +41,7 @@ NOISE_OPTION = dict(
     default="auto",
     help="noise sampler: full (all d coordinates) or reduced (k = min(M, d') coordinates of the "
     "span the run uses, equal in distribution; needs --precision highest); auto: reduced "
-    "where d' > M = 2m + n_wk + n_st",
+    "where d' > M = 2m + n_wk + n_st (n_wk = 0 without a fitted teacher)",
 )
 
 
@@ -362,13 +362,12 @@ def _figures(sweep: Sweep, root: Path) -> list[Path]:
     """The phase heatmaps beside the tables when the sweep has exactly two numeric axes: the
     final gain over the teacher, and the final hard-only test accuracy (Theorem 3.4's order
     parameter) with the benign_snr = C line fitted to it."""
-    from w2sjax.plots import hard_heatmap, heatmap_axes, phase_heatmap
-
     axes = sweep.axes()
     if not heatmap_axes(axes):
         return []
     from w2sjax.analysis import load
     from w2sjax.layout import FIGURES
+    from w2sjax.plots import hard_heatmap, phase_heatmap
 
     runs, steps = load(root)
     gain = phase_heatmap(runs, *axes, root / FIGURES["gain"])

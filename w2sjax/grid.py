@@ -23,6 +23,7 @@ from w2sjax.config import (
     build,
     check_field,
     flatten,
+    is_numeric,
     read_toml,
     to_toml,
 )
@@ -167,3 +168,9 @@ def sweep_from(
     base["name"] = check_field("name", base["name"])  # before any point: it names a folder
     points = expand(base, grid, zipped)
     return Sweep(base=base, grid=grid, zip=zipped, points=points)
+
+
+def heatmap_axes(axes: list[str]) -> bool:
+    """Whether a sweep's axes make a phase heatmap: exactly two, both numeric (a choice axis
+    such as teacher or activation has no position on a plot axis)."""
+    return len(axes) == 2 and all(is_numeric(a) for a in axes)

@@ -14,7 +14,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from w2sjax.analysis import snr_threshold, w2s_gain, with_final  # noqa: E402
-from w2sjax.config import is_numeric  # noqa: E402
 
 LEARNING = {
     "test_acc": "test",
@@ -140,12 +139,6 @@ def _edges(values: np.ndarray, log: bool) -> np.ndarray:
         inner = (v[1:] + v[:-1]) / 2
         mids = np.concatenate([[2 * v[0] - inner[0]], inner, [2 * v[-1] - inner[-1]]])
     return np.exp(mids) if log else mids
-
-
-def heatmap_axes(axes: list[str]) -> bool:
-    """Whether a sweep's axes make a phase heatmap: exactly two, both numeric (a choice axis
-    such as teacher or activation has no position on a plot axis)."""
-    return len(axes) == 2 and all(is_numeric(a) for a in axes)
 
 
 def phase_heatmap(

@@ -27,9 +27,9 @@ from w2sjax.analysis import (
     snr_threshold,
     summary_table,
 )
-from w2sjax.grid import load_sweep
+from w2sjax.grid import heatmap_axes, load_sweep
 from w2sjax.layout import SPEC_FILE
-from w2sjax.plots import curves, hard_heatmap, heatmap_axes, phase_heatmap
+from w2sjax.plots import curves, hard_heatmap, phase_heatmap
 from w2sjax.regimes import REGIME_RULE
 
 COLUMNS = {  # summary column: markdown header

@@ -18,8 +18,8 @@ from w2sjax.config import TEACHERS as TEACHER_NAMES
 from w2sjax.data import RunData, Sample
 from w2sjax.models import logistic_loss, sign, weak_output
 
-# A flip teacher's flips come from fold_in(run key, FLIP_SALT): a draw of its own
-# (noise.REDUCED_SALT's reasoning), so no other draw of a run depends on the teacher's choice.
+# A flip teacher's flips come from fold_in(run key, FLIP_SALT): a key of their own
+# (noise.REDUCED_SALT's reasoning), never one another draw of the run uses.
 FLIP_SALT = 0x464C4950
 
 
