@@ -113,6 +113,13 @@ ACTIVATION_PARAM = {
 }
 
 
+def _choice(section: str, default: str, choices: tuple[str, ...], **flags: bool) -> FieldSpec:
+    """A choice among `choices`, its allowed text written from them ('"a", "b" or "c"')."""
+    quoted = [f'"{c}"' for c in choices]
+    allowed = f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    return FieldSpec(section, "choice", default, allowed, choices=choices, **flags)
+
+
 def _prob(default: float) -> FieldSpec:
     return FieldSpec("data", "prob", default, 'a number in [0, 1] or "rest"', low=0.0, high=1.0)
 
@@ -134,36 +141,14 @@ FIELDS: dict[str, FieldSpec] = {
     "sigma_p": _pos_float("data", 1.0),
     "mu_norm": _pos_float("data", 4.0),
     "nu_norm": _pos_float("data", 4.0),
-    "easy_signal": FieldSpec(
-        "data",
-        "choice",
-        "orthogonal",
-        '"orthogonal" or "antipodal"',
-        choices=("orthogonal", "antipodal"),
-        static=True,
-    ),
+    "easy_signal": _choice("data", "orthogonal", ("orthogonal", "antipodal"), static=True),
     "n_wk": _pos_int("weak", 200, only_with=FITTED),
     "eta_wk": _pos_float("weak", 0.01, only_with=FITTED),
     "steps_wk": _pos_int("weak", 200, only_with=FITTED),
-    "hard_labels": FieldSpec(
-        "weak",
-        "choice",
-        "teacher",
-        '"teacher" or "coin"',
-        choices=("teacher", "coin"),
-        static=True,
-        silent_default=True,
-        paired=True,
+    "hard_labels": _choice(
+        "weak", "teacher", ("teacher", "coin"), static=True, silent_default=True, paired=True
     ),
-    "teacher": FieldSpec(
-        "weak",
-        "choice",
-        "linear",
-        '"linear", "flip" or "clean"',
-        choices=TEACHERS,
-        static=True,
-        silent_default=True,
-    ),
+    "teacher": _choice("weak", "linear", TEACHERS, static=True, silent_default=True),
     "flip_p": FieldSpec(
         "weak",
         "float",
@@ -179,15 +164,7 @@ FIELDS: dict[str, FieldSpec] = {
     "sigma_0": _pos_float("strong", 0.01, allow_zero=True),
     "eta": _pos_float("strong", 0.05),
     "steps": _pos_int("strong", 4000),
-    "activation": FieldSpec(
-        "strong",
-        "choice",
-        "relu",
-        '"relu", "linear", "leaky_relu", "relu_pow" or "softplus"',
-        choices=ACTIVATIONS,
-        static=True,
-        silent_default=True,
-    ),
+    "activation": _choice("strong", "relu", ACTIVATIONS, static=True, silent_default=True),
     "activation_param": FieldSpec(
         "strong",
         "float",
@@ -197,14 +174,7 @@ FIELDS: dict[str, FieldSpec] = {
         only_with=("activation", tuple(ACTIVATION_PARAM)),
     ),
     "n_test": _pos_int("eval", 2000),
-    "log": FieldSpec(
-        "eval",
-        "choice",
-        "geometric",
-        '"geometric" or "linear"',
-        choices=("geometric", "linear"),
-        static=True,
-    ),
+    "log": _choice("eval", "geometric", ("geometric", "linear"), static=True),
     "log_points": _pos_int("eval", 60, low=2),
     "n_val": _pos_int("eval", 1000, silent_default=True),
 }
