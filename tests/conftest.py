@@ -14,7 +14,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import w2sjax
@@ -22,7 +21,8 @@ from w2sjax.activations import RELU
 from w2sjax.batch import Shape, stack_params
 from w2sjax.config import Config, build
 from w2sjax.data import EASY, HARD, Sample
-from w2sjax.loops import Strong, strong_step
+from w2sjax.loops import Coef, Strong, coef_data, coef_step, strong_step
+from w2sjax.optimizers import OPTIMIZERS
 from w2sjax.train import draw_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +75,8 @@ def reference_strong_output(W, X, activation=None):
 
 def strong_setup(seed: int, easy_signal: str = "orthogonal", noise: str = "full", m=3, n=30):
     """A random small strong-training problem: (state, signals, data, yhat, eta, opt), its data
-    and W0 drawn by the `noise` sampler at d = 48 (reduced: k = M = 2m + 5 + n coordinates)."""
+    and W0 drawn by the `noise` sampler at d = 48 (reduced: k = M = 2m + 5 + n coordinates),
+    trained by full-batch GD (`with_optimizer` binds another)."""
     config = small_config(d=48, n_wk=5, n_st=n, m=m, sigma_0=0.3, easy_signal=easy_signal)
     config = build({**config.to_dict(), "mu_norm": 3.0, "nu_norm": 2.5})
     p = jax.tree_util.tree_map(lambda a: a[0], stack_params([(config, seed)]))
@@ -84,15 +85,36 @@ def strong_setup(seed: int, easy_signal: str = "orthogonal", noise: str = "full"
     flip = jax.random.bernoulli(jax.random.PRNGKey(seed), 0.2, (n,))
     yhat = jnp.where(flip, -data.y, data.y)  # pseudo-labels with some flips
     eta = jnp.float32(0.7)
-    opt = optax.sgd(eta)
-    state = Strong(W=W0, rho=jnp.zeros((2, m, n)), opt_state=opt.init(W0))
+    state, opt = with_optimizer(W0, n, eta, run.key)
     return state, run.signals, data, yhat, eta, opt
+
+
+def with_optimizer(W0, n, eta, key, name="gd", momentum=0.9, batch_size=8):
+    """(initial Strong state, optimizers.Opt) of optimizer `name` for W0 (2, m, d), n samples."""
+    opt = OPTIMIZERS[name].at(eta, jnp.float32(momentum), key, n, batch_size)
+    rho = jnp.zeros((2, W0.shape[1], n))
+    carried = {"W": W0, "rho": rho} if opt.keeps_span else {"W": W0}
+    return Strong(W=W0, rho=rho, opt_state=opt.transform.init(carried), t=jnp.int32(0)), opt
 
 
 def jitted_step(signals, data: Sample, yhat, eta, opt, act=RELU):
     """loops.strong_step on one problem (strong_setup's), jitted: state -> state."""
     step = partial(strong_step, opt=opt, eta=eta, signals=signals, data=data, yhat=yhat)
     return jax.jit(partial(step, xi_sq=(data.xi**2).sum(-1), act=act))
+
+
+def assert_coef_form_reaches(W0, signals, data: Sample, yhat, eta, opt, act, steps, gamma, rho):
+    """`steps` steps of loops.coef_step from zero coefficients (with optimizer `opt`) reach the
+    coefficients gamma (2, m, 4) and rho (2, m, n) that the dense form reached."""
+    xi_sq = (data.xi**2).sum(-1)
+    zeros = {"gamma": jnp.zeros_like(gamma), "rho": jnp.zeros_like(rho)}
+    c = Coef(**zeros, opt_state=opt.transform.init(zeros), t=jnp.int32(0))
+    step = partial(coef_step, opt=opt, eta=eta, data=coef_data(W0, signals, data, data, xi_sq))
+    step = jax.jit(partial(step, yhat=yhat, xi_sq=xi_sq, signal_gram=signals @ signals.T, act=act))
+    for _ in range(steps):
+        c = step(c)
+    np.testing.assert_allclose(c.gamma, gamma, rtol=1e-4, atol=1e-4 * np.abs(gamma).max())
+    np.testing.assert_allclose(c.rho, rho, rtol=1e-4, atol=1e-4 * np.abs(rho).max())
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -5,26 +5,25 @@ Proposition 2.2: a linear student cannot learn the hard signal, a ReLU one can."
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from conftest import (
     SMALL,
+    assert_coef_form_reaches,
     jitted_step,
     reference_patches,
     reference_strong_output,
     small_config,
     strong_setup,
+    with_optimizer,
 )
 
 from w2sjax.activations import ACTIVATIONS
 from w2sjax.batch import Shape, stack_params
 from w2sjax.config import ACTIVATION_PARAM, FIELDS, ConfigError, build
-from w2sjax.loops import Coef, coef_data, coef_step, signal_coefs
+from w2sjax.loops import signal_coefs
 from w2sjax.models import logistic_loss
 from w2sjax.simulate import simulate
 from w2sjax.train import draw_run
@@ -69,7 +68,7 @@ def test_every_activation_takes_the_reference_gd_step_in_both_forms(name):
     state, signals, data, yhat, eta, opt = strong_setup(0)
     if name == "relu_pow":  # cubic: pre-activations ~ 7 diverge at the setup's eta = 0.7
         eta = jnp.float32(0.01)
-        opt = optax.sgd(eta)
+        _, opt = with_optimizer(state.W, data.y.shape[0], eta, jax.random.PRNGKey(0))
     act, param = _act(name), PARAM.get(name, 1.0)
     X = jnp.asarray(reference_patches(data, np.asarray(signals)), jnp.float32)
 
@@ -77,7 +76,6 @@ def test_every_activation_takes_the_reference_gd_step_in_both_forms(name):
         out = reference_strong_output(W, X, lambda x: REFERENCE[name](x, param))
         return logistic_loss(yhat * out).mean()
 
-    xi_sq = (data.xi**2).sum(-1)
     step = jitted_step(signals, data, yhat, eta, opt, act)
     W0 = state.W
     for _ in range(5):
@@ -99,22 +97,7 @@ def test_every_activation_takes_the_reference_gd_step_in_both_forms(name):
     assert np.linalg.norm(recon - delta) <= 1e-4 * np.linalg.norm(delta)
     assert np.abs(np.asarray(state.rho)).max() > 0
     # the coefficient form's 20 steps, with the written-out derivative in gamma's update too
-    c = Coef(gamma=jnp.zeros_like(init_proj), rho=jnp.zeros_like(state.rho))
-    coef = jax.jit(
-        partial(
-            coef_step,
-            eta=eta,
-            data=coef_data(W0, signals, data, data, xi_sq),
-            yhat=yhat,
-            xi_sq=xi_sq,
-            signal_gram=signals @ signals.T,
-            act=act,
-        )
-    )
-    for _ in range(20):
-        c = coef(c)
-    np.testing.assert_allclose(c.gamma, coefs, rtol=1e-4, atol=1e-4 * np.abs(coefs).max())
-    np.testing.assert_allclose(c.rho, state.rho, rtol=1e-4, atol=1e-4 * np.abs(state.rho).max())
+    assert_coef_form_reaches(W0, signals, data, yhat, eta, opt, act, 20, coefs, state.rho)
 
 
 def _config(name: str, **fields):

@@ -1,7 +1,7 @@
-"""Runs made before the teacher and activation registries (tests/golden/, commit a45f215) come out
-of today's code unchanged: every column they had, under both noise samplers, with the new fields
-at their defaults. Exactly under the jax version and backend that made them; elsewhere XLA may
-order a reduction differently, so to float32 round-off."""
+"""Runs made before the teacher, activation and optimizer registries (tests/golden/, commit
+a45f215) come out of today's code unchanged: every column they had, under both noise samplers,
+with the new fields at their defaults. Exactly under the jax version and backend that made them;
+elsewhere XLA may order a reduction differently, so to float32 round-off."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import pandas as pd
 import pytest
 
 import w2sjax
+from w2sjax.analysis import ADDED_FIELDS
 from w2sjax.cli import main
 from w2sjax.config import FIELDS
 
 GOLDEN = Path(__file__).parent / "golden"
-NEW_FIELDS = ("teacher", "flip_p", "activation", "activation_param")
+NEW_FIELDS = tuple(f for f in ADDED_FIELDS if f != "hard_labels")  # it existed already
 
 
 @pytest.mark.parametrize("noise", ["full", "reduced"])

@@ -12,6 +12,7 @@ import pytest
 from w2sjax.batch import Shape
 from w2sjax.config import build
 from w2sjax.data import BOTH, EASY, HARD, Sample
+from w2sjax.loops import Views
 from w2sjax.metrics import STEP_METRICS, record, teacher_metrics
 from w2sjax.models import Preacts
 from w2sjax.store import runs_table
@@ -48,10 +49,7 @@ def _record(rho=None, coefs=None) -> dict:
     rho = jnp.zeros((2, 1, 6)) if rho is None else jnp.asarray(rho, jnp.float32)
     coefs = jnp.zeros((2, 1, 4)) if coefs is None else jnp.asarray(coefs, jnp.float32)
     out = record(
-        _preacts(F_TRAIN),
-        _preacts(F_TEST + F_VAL),
-        coefs,
-        rho,
+        Views(_preacts(F_TRAIN), _preacts(F_TEST + F_VAL), coefs, rho, jnp.float32(0.25)),
         train=_sample(TRAIN_Y, [E] * 6),
         yhat=jnp.asarray(YHAT, jnp.float32),
         test=_sample(TEST_Y, TEST_C),
@@ -84,15 +82,19 @@ def test_accuracies_and_loss():
     weights = 1 / (1 + np.exp(margins))
     assert got["flipped_grad_share"] == pytest.approx(weights[[1, 3]].sum() / weights.sum())
     assert got["flipped_grad_share"] == pytest.approx(0.4361, abs=1e-4)
+    assert got["coef_residual"] == 0.25  # the loop's residual, passed through
     assert set(got) == set(STEP_METRICS)
 
 
 def test_flip_corrected_is_nan_without_flipped_samples_and_val_is_its_own_set():
     got = record(
-        _preacts([1.0, -1.0]),
-        _preacts([1.0, -1.0, -1.0]),  # test: one sample, right; validation: two, both wrong
-        jnp.zeros((2, 1, 4)),
-        jnp.zeros((2, 1, 2)),
+        Views(
+            _preacts([1.0, -1.0]),
+            _preacts([1.0, -1.0, -1.0]),  # test: one sample, right; validation: two, both wrong
+            jnp.zeros((2, 1, 4)),
+            jnp.zeros((2, 1, 2)),
+            jnp.float32(jnp.nan),
+        ),
         train=_sample([1, -1], [E, E]),
         yhat=jnp.asarray([1.0, -1.0]),
         test=_sample([1], [E]),

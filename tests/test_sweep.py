@@ -185,7 +185,10 @@ def test_report_writes_summary_and_figures(sweep_file, tmp_path, capsys):
     assert len(rows) == 4  # one per (n_st, p_b) grid point
     assert "Regime rule:" in text and "Phase boundary: n_crit(p_b)" in text
     curves = ("learning_curves", "coefficient_curves")
-    for name in (*curves, "phase_final_gain", "phase_best_gain", "phase_final_hard"):
+    for name in (
+        *curves,
+        *(f"phase_{n}" for n in ("final_gain", "best_gain", "final_test", "final_hard")),
+    ):
         assert (report / f"{name}.pdf").stat().st_size > 1000, name
     summary = pd.read_csv(report / "summary.csv")
     regimes = {"harmful", "benign", *(f"label_correction_{w}_forgetting" for w in ("then", "no"))}

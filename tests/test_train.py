@@ -226,7 +226,8 @@ def test_a_diverging_run_is_flagged_and_leaves_its_batch_untouched():
     logged = np.asarray(shape.log_steps())
     for name, values in step_b.items():
         assert np.isnan(values[2][logged >= diverged_at]).all(), name
-        assert not np.isnan(values[2][logged < diverged_at]).any(), name
+        if name != "coef_residual":  # NaN throughout: GD's coefficients are carried, not projected
+            assert not np.isnan(values[2][logged < diverged_at]).any(), name
         for k in (0, 1, 3):  # the other runs, bit for bit
             np.testing.assert_array_equal(values[k], step_a[name][k], err_msg=name)
 

@@ -51,15 +51,30 @@ def _read(folder: Path) -> pd.DataFrame:
     return df[[c for c in df.columns if c != "bucket"] + ["bucket"]]
 
 
+# Setting fields added after datasets existed, which runs written before them lack; each run
+# made before its field existed ran at its default.
+ADDED_FIELDS = (
+    "signal_patches",
+    "hard_labels",
+    "teacher",
+    "flip_p",
+    "activation",
+    "activation_param",
+    "optimizer",
+    "batch_size",
+    "momentum",
+)
+
+
 def _runs_as_today(df: pd.DataFrame) -> pd.DataFrame:
     """Runs written by earlier versions, in today's columns. Before the sampler choice they all
     used the full sampler, before the coin control their teacher's labels, before the teacher
     and activation choices the linear teacher and ReLU (flip_p and activation_param at their
-    unread defaults). Before the validation
-    set, their best_* columns were the test set's argmax, which today's tables call oracle_*;
-    they have no early-stopping step (best_* NaN)."""
+    unread defaults), before the optimizer choice GD (batch_size and momentum unread). Before
+    the validation set, their best_* columns were the test set's argmax, which today's tables
+    call oracle_*; they have no early-stopping step (best_* NaN)."""
     df["noise"] = df["noise"].fillna("full") if "noise" in df else "full"
-    for field in ("hard_labels", "teacher", "flip_p", "activation", "activation_param"):
+    for field in ADDED_FIELDS:
         default = FIELDS[field].default
         df[field] = df[field].fillna(default) if field in df else default
     for column in ("best_val_acc", "oracle_test_acc", "oracle_step"):

@@ -20,8 +20,10 @@ from w2sjax.config import (
     FORMS,
     NOISES,
     PRECISIONS,
+    SPAN_KEEPING,
     Config,
     check_engine,
+    check_span,
     log_steps,
     weak_set_size,
 )
@@ -44,8 +46,8 @@ def span_size(n_wk: int, n_st: int, m: int) -> int:
 def reduced_is_exact(config: Config, precision: str) -> bool:
     """Whether the reduced sampler is exact for `config`: every weight stays in the span of W0,
     the training noise and the signals (gradient descent), and products keep float32 precision
-    (config.check_engine). An update that leaves the span (Adam, say) adds its condition here."""
-    return precision == "highest"
+    (config.check_engine), and the optimizer keeps them there (config.SPAN_KEEPING: not Adam)."""
+    return precision == "highest" and config.optimizer in SPAN_KEEPING
 
 
 def choose_noise(config: Config, precision: str) -> str:
@@ -66,12 +68,15 @@ class Shape:
     fitted (config.weak_set_size)."""
 
     d: int
+    signal_patches: int
     n_wk: int
     steps_wk: int
     n_st: int
     m: int
     steps: int
     activation: str
+    optimizer: str
+    batch_size: int
     n_test: int
     log: str
     log_points: int
@@ -94,9 +99,10 @@ class Shape:
         noise: str = "full",
     ) -> Shape:
         """The Shape of `config`. form: "dense" (state W, 8 m n_st D FLOPs a step), "coef" (state
-        gamma, rho: 4 m n_st^2 a step, exact for GD) or "auto" (coef when n_st is below the
-        number of noise coordinates). precision of the noise products: see models.mm. noise:
-        "full", "reduced" or "auto" (choose_noise)."""
+        gamma, rho: 4 m n_st^2 a step, exact for the span-keeping optimizers) or "auto" (coef
+        when n_st is below the number of noise coordinates and the optimizer keeps the span).
+        precision of the noise products: see models.mm. noise: "full", "reduced" or "auto"
+        (choose_noise)."""
         if form not in FORMS:
             raise ValueError(f"form: must be one of {', '.join(FORMS)}, got {form!r}")
         if precision not in PRECISIONS:
@@ -106,6 +112,7 @@ class Shape:
         if noise not in NOISES:
             raise ValueError(f"noise: must be one of {', '.join(NOISES)}, got {noise!r}")
         check_engine(noise, precision)
+        check_span(config.optimizer, form, noise)
         if noise == "auto":
             noise = choose_noise(config, precision)
         shape = cls(
@@ -117,7 +124,8 @@ class Shape:
         )
         if form == "auto":
             coords = shape.dim - SIGNAL_AXES if noise == "reduced" else config.d
-            shape = dataclasses.replace(shape, form="coef" if config.n_st < coords else "dense")
+            coef = config.n_st < coords and config.optimizer in SPAN_KEEPING
+            shape = dataclasses.replace(shape, form="coef" if coef else "dense")
         return shape
 
     @property
@@ -148,6 +156,7 @@ class Params:
     sigma_0: chex.Array
     eta: chex.Array
     activation_param: chex.Array
+    momentum: chex.Array
     eta_wk: chex.Array
     flip_p: chex.Array
     base_seed: chex.Array

@@ -23,7 +23,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from w2sjax.activations import RELU
 from w2sjax.batch import Shape, stack_params
@@ -32,6 +31,7 @@ from w2sjax.config import build
 from w2sjax.data import sample, signal_matrix
 from w2sjax.loops import Strong, strong_step
 from w2sjax.models import mm as einsum
+from w2sjax.optimizers import OPTIMIZERS
 from w2sjax.simulate import simulate
 
 # (n_st values, d, m, runs, engine steps, per-run loop steps) by platform. runs None: fill the
@@ -153,7 +153,7 @@ def jax_per_run(n_st: int, d: int, m: int, steps: int) -> float:
     signals = signal_matrix(d, "orthogonal", jnp.float32(4.0), jnp.float32(4.0))
     data = sample(jax.random.PRNGKey(0), n_st, d, "orthogonal", 0.35, 0.3, jnp.float32(1.0))
     W0 = 0.01 * jax.random.normal(jax.random.PRNGKey(1), (2, m, d))
-    opt = optax.sgd(0.05)
+    opt = OPTIMIZERS["gd"].at(jnp.float32(0.05), jnp.float32(0.0), jax.random.PRNGKey(2), n_st, 1)
     step = jax.jit(
         partial(
             strong_step,
@@ -166,7 +166,9 @@ def jax_per_run(n_st: int, d: int, m: int, steps: int) -> float:
             act=RELU,
         )
     )
-    state = step(Strong(W=W0, rho=jnp.zeros((2, m, n_st)), opt_state=opt.init(W0)))
+    rho = jnp.zeros((2, m, n_st))
+    init = opt.transform.init({"W": W0, "rho": rho})
+    state = step(Strong(W=W0, rho=rho, opt_state=init, t=jnp.int32(0)))
     jax.block_until_ready(state)
     start = time.perf_counter()
     for _ in range(steps):

@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from w2sjax.config import FORMS, NOISES, PRECISIONS, ConfigError, check_engine, parse_overrides
+from w2sjax.config import (
+    FORMS,
+    NOISES,
+    PRECISIONS,
+    ConfigError,
+    check_engine,
+    check_span,
+    parse_overrides,
+)
 from w2sjax.grid import Sweep, heatmap_axes, load_sweep
 
 
@@ -331,6 +339,8 @@ def _load(args: argparse.Namespace) -> Sweep:
     ):
         raise ConfigError("--coordinator/--num-processes/--process-id: need --distributed")
     check_engine(args.noise, args.precision)
+    for config in sweep.points:
+        check_span(config.optimizer, args.form, args.noise)
     return sweep
 
 

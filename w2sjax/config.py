@@ -60,6 +60,7 @@ class FieldSpec:
     low: float | None = None
     low_inclusive: bool = True
     high: float | None = None
+    high_inclusive: bool = True
     choices: tuple[str, ...] = ()
     static: bool = False
     silent_default: bool = False
@@ -113,6 +114,14 @@ ACTIVATION_PARAM = {
 }
 
 
+# The student's optimizers (optimizers.OPTIMIZERS). SPAN_KEEPING: those whose update is a fixed
+# linear combination of past gradients, so the weights stay in span{W0, signals, training noise}:
+# the coefficient form and the reduced sampler are exact only for them (Adam acts coordinate by
+# coordinate). Only "sgd" reads batch_size, only "momentum" reads momentum.
+OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
+SPAN_KEEPING = ("gd", "sgd", "momentum")
+
+
 def _choice(section: str, default: str, choices: tuple[str, ...], **flags: bool) -> FieldSpec:
     """A choice among `choices`, its allowed text written from them ('"a", "b" or "c"')."""
     quoted = [f'"{c}"' for c in choices]
@@ -142,6 +151,9 @@ FIELDS: dict[str, FieldSpec] = {
     "mu_norm": _pos_float("data", 4.0),
     "nu_norm": _pos_float("data", 4.0),
     "easy_signal": _choice("data", "orthogonal", ("orthogonal", "antipodal"), static=True),
+    "signal_patches": FieldSpec(
+        "data", "int", 2, "1 or 2", low=1, high=2, static=True, silent_default=True
+    ),
     "n_wk": _pos_int("weak", 200, only_with=FITTED),
     "eta_wk": _pos_float("weak", 0.01, only_with=FITTED),
     "steps_wk": _pos_int("weak", 200, only_with=FITTED),
@@ -172,6 +184,19 @@ FIELDS: dict[str, FieldSpec] = {
         "a finite number",
         silent_default=True,
         only_with=("activation", tuple(ACTIVATION_PARAM)),
+    ),
+    "optimizer": _choice("strong", "gd", OPTIMIZERS, static=True, silent_default=True),
+    "batch_size": _pos_int("strong", 32, silent_default=True, only_with=("optimizer", ("sgd",))),
+    "momentum": FieldSpec(
+        "strong",
+        "float",
+        0.9,
+        "a number in [0, 1)",
+        low=0.0,
+        high=1.0,
+        high_inclusive=False,
+        silent_default=True,
+        only_with=("optimizer", ("momentum",)),
     ),
     "n_test": _pos_int("eval", 2000),
     "log": _choice("eval", "geometric", ("geometric", "linear"), static=True),
@@ -214,7 +239,8 @@ def check_field(field: str, value: Any) -> Any:
     if not is_number or not math.isfinite(value):
         raise _fail(field, value, spec)
     low_ok = spec.low is None or (value >= spec.low if spec.low_inclusive else value > spec.low)
-    high_ok = spec.high is None or value <= spec.high
+    high = spec.high
+    high_ok = high is None or (value <= high if spec.high_inclusive else value < high)
     if not (low_ok and high_ok):
         raise _fail(field, value, spec)
     return value if spec.kind == "int" else float(value)
@@ -262,6 +288,7 @@ class Config:
     mu_norm: float
     nu_norm: float
     easy_signal: str
+    signal_patches: int
     n_wk: int
     eta_wk: float
     steps_wk: int
@@ -275,6 +302,9 @@ class Config:
     steps: int
     activation: str
     activation_param: float
+    optimizer: str
+    batch_size: int
+    momentum: float
     n_test: int
     log: str
     log_points: int
@@ -410,7 +440,8 @@ def build(flat: Mapping[str, Any]) -> Config:
     raw = {f: flat.get(f, spec.default) for f, spec in FIELDS.items()}
     formulas = {f: _formula(f, v) for f, v in raw.items() if _is_formula(f, v)}
     values = {f: check_field(f, v) for f, v in raw.items() if f not in formulas}
-    return Config(**check_activation_param(check_applies(_evaluate(values, formulas))))
+    values = check_applies(_evaluate(values, formulas))
+    return Config(**check_signal_patches(check_batch_size(check_activation_param(values))))
 
 
 def check_applies(values: dict[str, Any]) -> dict[str, Any]:
@@ -441,6 +472,28 @@ def check_activation_param(values: dict[str, Any]) -> dict[str, Any]:
                 f'strong.activation_param: with strong.activation = "{activation}" must be '
                 f"{meaning}, got {param!r}"
             )
+    return values
+
+
+def check_batch_size(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` unchanged, or a ConfigError where a minibatch would be larger than the training
+    set it is drawn from (without replacement)."""
+    if values["optimizer"] == "sgd" and values["batch_size"] > values["n_st"]:
+        raise ConfigError(
+            f"strong.batch_size: must be an integer in [1, n_st = {values['n_st']}] (a minibatch "
+            f"is drawn from the training set without replacement), got {values['batch_size']!r}"
+        )
+    return values
+
+
+def check_signal_patches(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` unchanged, or a ConfigError where samples have one signal patch but both-signal
+    samples are asked for: a both-signal sample needs two."""
+    if values["signal_patches"] == 1 and values["p_b"] != 0:
+        raise ConfigError(
+            f"data.p_b: must be 0 with data.signal_patches = 1 (a both-signal sample needs two "
+            f"signal patches), got {values['p_b']:.6g}"
+        )
     return values
 
 
@@ -540,3 +593,19 @@ def check_engine(noise: str, precision: str) -> None:
             f"--noise reduced: needs --precision highest, got {precision} (or use --noise auto, "
             f"which takes the full sampler at lower precision)"
         )
+
+
+def check_span(optimizer: str, form: str, noise: str) -> None:
+    """ConfigError where an engine choice needs the weights to stay in span{W0, signals, training
+    noise} and `optimizer` does not keep them there (SPAN_KEEPING): the coefficient form carries
+    only that span, and the reduced sampler draws only it."""
+    if optimizer in SPAN_KEEPING:
+        return
+    for flag, value, needs in (("form", form, "coef"), ("noise", noise, "reduced")):
+        if value == needs:
+            keeping = ", ".join(f'"{o}"' for o in SPAN_KEEPING)
+            raise ConfigError(
+                f"--{flag} {value}: is exact only for strong.optimizer {keeping}, got "
+                f'"{optimizer}" (which leaves the span of the initial weights, signals and '
+                f"training noise); use --{flag} auto or {'dense' if flag == 'form' else 'full'}"
+            )

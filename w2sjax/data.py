@@ -3,7 +3,9 @@
 Signal patches are never materialised: a sample is its label y, category c, hard-signal sign a and
 noise patch xi. Its two signal patches are coefficient vectors over the four signals
 (mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}), so a filter's response to them needs only its four inner
-products with the signals.
+products with the signals. With `[data] signal_patches = 1` the second is the zero vector, which
+adds sigma(0) to both classes' outputs alike and nothing to any gradient: exactly a sample of
+one signal patch and the noise patch.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ MU_POS, MU_NEG, NU_POS, NU_NEG = 0, 1, 2, 3
 @chex.dataclass(frozen=True)
 class Sample:
     """n samples: y (n,) in {+1,-1}; c (n,) in {EASY, HARD, BOTH}; a (n,) hard-signal sign in
-    {+1,-1}; xi (n, d) noise patch. Float arrays so they enter arithmetic directly."""
+    {+1,-1}; xi (n, d) noise patch; second (n,) the second signal patch's scale: None where every
+    sample has two signal patches (the paper's), zeros where it has one. Float arrays so they
+    enter arithmetic directly."""
 
     y: chex.Array
     c: chex.Array
     a: chex.Array
     xi: chex.Array
+    second: chex.Array | None = None
 
 
 class RunData(NamedTuple):
@@ -100,11 +105,14 @@ def sample(
 
 def patch_coefs(s: Sample) -> chex.Array:
     """(2, n, 4) coefficients of each sample's two signal patches over the four signals:
-    easy (mu_y, mu_y), hard (a nu_y, a nu_y), both (mu_y, a nu_y)."""
+    easy (mu_y, mu_y), hard (a nu_y, a nu_y), both (mu_y, a nu_y); the second times s.second
+    where the samples have one signal patch."""
     pos = s.y > 0
     mu_y = jax.nn.one_hot(jnp.where(pos, MU_POS, MU_NEG), 4)
     a_nu_y = jax.nn.one_hot(jnp.where(pos, NU_POS, NU_NEG), 4) * s.a[:, None]
     easy, hard = (s.c == EASY)[:, None], (s.c == HARD)[:, None]
     first = jnp.where(hard, a_nu_y, mu_y)
     second = jnp.where(easy, mu_y, a_nu_y)
+    if s.second is not None:
+        second = second * s.second[:, None]
     return jnp.stack([first, second])

@@ -1,7 +1,9 @@
-"""The student's full-batch GD loop in its two exact forms (docs/MODEL.md sections 3 and 4), by
+"""The student's training loop in its two exact forms (docs/MODEL.md sections 3 and 4), by
 name (`LOOPS`, chosen by Shape.form): "dense" carries W (2, m, D) and costs 8 m n_st D FLOPs a
 step; "coef" carries the coefficients (gamma, rho) and costs 4 m n_st^2 a step from a Gram matrix
-computed once. Both give the same curves to float32 round-off (a test runs 1000 steps of each)."""
+computed once. Both give the same curves to float32 round-off (a test runs 1000 steps of each).
+Each step is GD's increment -eta grad L_S mapped to an update by the run's optimizer
+(optimizers.py); the coefficient form takes only optimizers that keep the span."""
 
 from __future__ import annotations
 
@@ -12,30 +14,54 @@ from typing import Any, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
-import optax
 
 from w2sjax.activations import Act
 from w2sjax.data import Sample, patch_coefs
 from w2sjax.models import J_SIGN, Preacts, logistic_loss, mm, strong_output_of, strong_preacts
+from w2sjax.optimizers import Opt
+
+# The smallest eigenvalue, relative to the diagonal, of the training noise's Gram matrix at which
+# a projection onto the training noise still resolves rho in float32; below it rho is NaN.
+GRAM_FLOOR = 1e-3
+
+
+class Views(NamedTuple):
+    """What metrics.record reads from a loop's state: the pre-activations on the training set and
+    on the evaluation samples, the signal coefficients (2, m, 4), rho (2, m, n_st), and the
+    relative norm of the part of W - W0 outside span{signals, training noise} (NaN where the
+    coefficients are carried, so exact by construction)."""
+
+    train: Preacts
+    evaluation: Preacts
+    coefs: chex.Array
+    rho: chex.Array
+    residual: chex.Array
 
 
 class Loop(NamedTuple):
     """A loop form set up for one run: the initial state, step(state) -> state, and
-    views(state) -> (training pre-activations, evaluation pre-activations, signal coefficients
-    (2, m, 4), rho (2, m, n_st)), what metrics.record reads."""
+    views(state) -> Views."""
 
     init: Any
     step: Callable[[Any], Any]
-    views: Callable[[Any], tuple]
+    views: Callable[[Any], Views]
 
 
 @chex.dataclass(frozen=True)
 class Strong:
-    """What the strong GD loop carries: W (2, m, d), rho (2, m, n_st), the optimizer state."""
+    """What the dense loop carries: W (2, m, d), rho (2, m, n_st) (zero where the optimizer does
+    not keep the span), the optimizer's state, the step count t."""
 
     W: chex.Array
     rho: chex.Array
     opt_state: Any
+    t: chex.Array
+
+
+def weighted_mean(x: chex.Array, weights: chex.Array | None) -> chex.Array:
+    """Mean of x (n,), each sample weighted (None: the plain mean; a minibatch's weights are
+    n / batch_size on its samples, so they average to 1)."""
+    return (x if weights is None else x * weights).mean()
 
 
 def strong_loss(
@@ -45,16 +71,36 @@ def strong_loss(
     yhat: chex.Array,
     act: Act,
     precision: str = "highest",
+    weights: chex.Array | None = None,
 ) -> tuple:
-    """L_S(W) on pseudo-labels, with aux (noise pre-activations (2, m, n), margins (n,))."""
+    """L_S(W) on pseudo-labels (over `weights`' minibatch), with aux (noise pre-activations
+    (2, m, n), margins (n,))."""
     pre = strong_preacts(W, signals, data, precision)
     margin = yhat * strong_output_of(pre, act)
-    return logistic_loss(margin).mean(), (pre.noise, margin)
+    return weighted_mean(logistic_loss(margin), weights), (pre.noise, margin)
+
+
+def rho_increment(
+    eta: chex.Array,
+    act: Act,
+    noise_pre: chex.Array,
+    margin: chex.Array,
+    yhat: chex.Array,
+    xi_sq: chex.Array,
+    weights: chex.Array | None,
+) -> chex.Array:
+    """(2, m, n) GD's increment of rho (MODEL.md section 4):
+    -(eta / (n m)) l'_i sigma'(<w_{j,r}, xi_i>) ||xi_i||^2 j yhat_i, times sample i's weight."""
+    _, m, n = noise_pre.shape
+    l_prime = -jax.nn.sigmoid(-margin)
+    if weights is not None:
+        l_prime = l_prime * weights
+    return -(eta / (n * m)) * act.grad(noise_pre) * (l_prime * xi_sq * yhat) * J_SIGN[:, None, None]
 
 
 def strong_step(
     state: Strong,
-    opt: optax.GradientTransformation,
+    opt: Opt,
     eta: chex.Array,
     signals: chex.Array,
     data: Sample,
@@ -63,17 +109,23 @@ def strong_step(
     act: Act,
     precision: str = "highest",
 ) -> Strong:
-    """One full-batch GD step on L_S, and the exact rho recursion of MODEL.md section 4:
-    rho += -(eta / (n m)) l'_i sigma'(<w_{j,r}, xi_i>) ||xi_i||^2 j yhat_i, all at W^(t).
+    """One step on L_S: the increment -eta grad L_S of W and, where the optimizer keeps the span,
+    of rho (the exact recursion of MODEL.md section 4, all at W^(t)), both through the optimizer.
     xi_sq (n,) is ||xi_i||^2, passed in so the loop does not recompute it."""
-    grad_fn = jax.value_and_grad(partial(strong_loss, act=act, precision=precision), has_aux=True)
-    (_, (noise_pre, margin)), grad = grad_fn(state.W, signals, data, yhat)
-    updates, opt_state = opt.update(grad, state.opt_state, state.W)
-    _, m, n = noise_pre.shape
-    l_prime = -jax.nn.sigmoid(-margin)
-    drho = -(eta / (n * m)) * act.grad(noise_pre) * (l_prime * xi_sq * yhat) * J_SIGN[:, None, None]
+    weights = opt.weights(state.t)
+    loss = partial(strong_loss, act=act, precision=precision, weights=weights)
+    (_, (noise_pre, margin)), grad = jax.value_and_grad(loss, has_aux=True)(
+        state.W, signals, data, yhat
+    )
+    increments = {"W": -eta * grad}
+    if opt.keeps_span:
+        increments["rho"] = rho_increment(eta, act, noise_pre, margin, yhat, xi_sq, weights)
+    updates, opt_state = opt.transform.update(increments, state.opt_state)
     return Strong(
-        W=optax.apply_updates(state.W, updates), rho=state.rho + drho, opt_state=opt_state
+        W=state.W + updates["W"],
+        rho=state.rho + updates["rho"] if opt.keeps_span else state.rho,
+        opt_state=opt_state,
+        t=state.t + 1,
     )
 
 
@@ -85,11 +137,14 @@ def signal_coefs(W: chex.Array, init_proj: chex.Array, signals: chex.Array) -> c
 
 @chex.dataclass(frozen=True)
 class Coef:
-    """The coefficient-space state (exact when updates stay in span{signals, xi_i}, i.e. GD):
-    gamma (2, m, 4) = <w_{j,r} - w_{j,r}^(0), s> for the four signals, rho (2, m, n_st)."""
+    """The coefficient-space state (exact for optimizers that keep the span): gamma (2, m, 4) =
+    <w_{j,r} - w_{j,r}^(0), s> for the four signals, rho (2, m, n_st), the optimizer's state, the
+    step count t."""
 
     gamma: chex.Array
     rho: chex.Array
+    opt_state: Any
+    t: chex.Array
 
 
 @chex.dataclass(frozen=True)
@@ -127,6 +182,7 @@ def coef_preacts(state: Coef, data: CoefData, precision: str = "highest") -> Pre
 
 def coef_step(
     state: Coef,
+    opt: Opt,
     eta: chex.Array,
     data: CoefData,
     yhat: chex.Array,
@@ -135,18 +191,75 @@ def coef_step(
     act: Act,
     precision: str = "highest",
 ) -> Coef:
-    """One GD step on L_S in coefficient space, equal to `strong_step` in exact arithmetic:
-    rho by MODEL.md section 4's recursion, and gamma_s += <Delta W, s> with Delta W = -eta grad L_S,
-    whose signal-patch part is sum_p sigma'(<w, x^(p)>) <x^(p), s> (signal_gram (4, 4) = S S^T)."""
+    """One step on L_S in coefficient space, equal to `strong_step` in exact arithmetic: GD's
+    increments of rho (MODEL.md section 4's recursion) and of gamma_s = <Delta W, s>, with
+    Delta W = -eta grad L_S, whose signal-patch part is sum_p sigma'(<w, x^(p)>) <x^(p), s>
+    (signal_gram (4, 4) = S S^T), through the optimizer (a linear map: optimizers.py)."""
+    weights = opt.weights(state.t)
     pre = coef_preacts(state, data, precision)
     margin = yhat * strong_output_of(pre, act)
     _, m, n = pre.noise.shape
-    weight = -jax.nn.sigmoid(-margin) * yhat  # l'_i yhat_i
+    l_prime = -jax.nn.sigmoid(-margin)
+    weight = (l_prime if weights is None else l_prime * weights) * yhat  # l'_i yhat_i
     scale = -(eta / (n * m)) * J_SIGN[:, None, None]
     drho = scale * act.grad(pre.noise) * (weight * xi_sq)
     active = act.grad(pre.signal)
     dgamma = scale * mm("jrpn,n,pns,st->jrt", active, weight, data.coefs, signal_gram)
-    return Coef(gamma=state.gamma + dgamma, rho=state.rho + drho)
+    updates, opt_state = opt.transform.update({"gamma": dgamma, "rho": drho}, state.opt_state)
+    return Coef(
+        gamma=state.gamma + updates["gamma"],
+        rho=state.rho + updates["rho"],
+        opt_state=opt_state,
+        t=state.t + 1,
+    )
+
+
+class Projection(NamedTuple):
+    """What projecting W - W0 onto span{signals, training noise} needs, computed once: q0
+    (2, m, n_st) <w^(0), xi_i>, K_inv (n_st, n_st) the inverse of K_ik = <xi_i, xi_k> /
+    ||xi_i||^2, off_signals (D,) 1 off the signal axes, unit (n_st, D) xi_i / ||xi_i||^2, and
+    whether the training noise is independent enough to resolve rho (GRAM_FLOOR)."""
+
+    q0: chex.Array
+    K_inv: chex.Array
+    off_signals: chex.Array
+    unit: chex.Array
+    resolved: chex.Array
+
+
+def projection(
+    W0: chex.Array, signals: chex.Array, xi: chex.Array, xi_sq: chex.Array
+) -> Projection:
+    """Projection's parts for W0 (2, m, D), signals (4, D) and training noise xi (n_st, D)
+    (cost 2 n_st^2 D + n_st^3, once)."""
+    gram = mm("id,kd->ik", xi, xi)
+    norm = jnp.sqrt(xi_sq)
+    smallest = jnp.linalg.eigvalsh(gram / (norm[:, None] * norm[None, :]))[0]
+    return Projection(
+        q0=mm("jrd,nd->jrn", W0, xi),
+        K_inv=jnp.linalg.inv(gram / xi_sq[:, None]),
+        off_signals=(jnp.abs(signals).sum(0) == 0).astype(W0.dtype),
+        unit=xi / xi_sq[:, None],
+        resolved=smallest > GRAM_FLOOR,
+    )
+
+
+def projected_coefs(
+    W: chex.Array, W0: chex.Array, noise_pre: chex.Array, proj: Projection
+) -> tuple[chex.Array, chex.Array]:
+    """(rho (2, m, n_st), residual) for an update that leaves the span: rho solves
+    <W - W0, xi_k> = sum_i rho_i K_ik (noise_pre (2, m, n_st) is <W, xi_k>), the least-squares
+    coefficients of W - W0's part off the signal axes on the xi_i / ||xi_i||^2; residual is the
+    relative norm of what they leave, ||W - W0 - P_S(W - W0) - sum_i rho_i xi_i / ||xi_i||^2|| /
+    ||W - W0||. Both NaN where the training noise is not `resolved`."""
+    rho = mm("jrk,ki->jri", noise_pre - proj.q0, proj.K_inv)
+    delta = W - W0
+    left = delta * proj.off_signals - mm("jri,id->jrd", rho, proj.unit)
+    residual = jnp.sqrt((left * left).sum() / (delta * delta).sum())
+    return (
+        jnp.where(proj.resolved, rho, jnp.nan),
+        jnp.where(proj.resolved, residual, jnp.nan),
+    )
 
 
 def dense_loop(
@@ -157,12 +270,13 @@ def dense_loop(
     yhat: chex.Array,
     eta: chex.Array,
     act: Act,
+    opt: Opt,
     precision: str = "highest",
 ) -> Loop:
     """The dense form (state W) on the training set, viewed also on the `evaluation` samples.
     `precision` (see models.mm) applies to the products with the noise patches, forward and
-    gradient."""
-    opt = optax.sgd(eta)
+    gradient. rho is carried where the optimizer keeps the span, else projected at each view."""
+    xi_sq = (train.xi * train.xi).sum(-1)
     step = partial(
         strong_step,
         opt=opt,
@@ -170,22 +284,26 @@ def dense_loop(
         signals=signals,
         data=train,
         yhat=yhat,
-        xi_sq=(train.xi * train.xi).sum(-1),
+        xi_sq=xi_sq,
         act=act,
         precision=precision,
     )
     init_proj = mm("jrd,sd->jrs", W0, signals)
+    proj = None if opt.keeps_span else projection(W0, signals, train.xi, xi_sq)
 
-    def views(st: Strong) -> tuple:
-        return (
-            strong_preacts(st.W, signals, train, precision),
-            strong_preacts(st.W, signals, evaluation, precision),
-            signal_coefs(st.W, init_proj, signals),
-            st.rho,
-        )
+    def views(st: Strong) -> Views:
+        on_train = strong_preacts(st.W, signals, train, precision)
+        if proj is None:
+            rho, residual = st.rho, jnp.float32(jnp.nan)
+        else:
+            rho, residual = projected_coefs(st.W, W0, on_train.noise, proj)
+        on_eval = strong_preacts(st.W, signals, evaluation, precision)
+        return Views(on_train, on_eval, signal_coefs(st.W, init_proj, signals), rho, residual)
 
     n_st = train.y.shape[0]
-    init = Strong(W=W0, rho=jnp.zeros((2, W0.shape[1], n_st)), opt_state=opt.init(W0))
+    rho = jnp.zeros((2, W0.shape[1], n_st))
+    carried = {"W": W0, "rho": rho} if opt.keeps_span else {"W": W0}
+    init = Strong(W=W0, rho=rho, opt_state=opt.transform.init(carried), t=jnp.int32(0))
     return Loop(init, step, views)
 
 
@@ -197,13 +315,16 @@ def coef_loop(
     yhat: chex.Array,
     eta: chex.Array,
     act: Act,
+    opt: Opt,
     precision: str = "highest",
 ) -> Loop:
-    """The coefficient form (state gamma, rho), as `dense_loop`."""
+    """The coefficient form (state gamma, rho), as `dense_loop`, for an optimizer that keeps the
+    span (Shape.of refuses the others)."""
     xi_sq = (train.xi * train.xi).sum(-1)
     on_train, on_eval = (coef_data(W0, signals, train, s, xi_sq) for s in (train, evaluation))
     step = partial(
         coef_step,
+        opt=opt,
         eta=eta,
         data=on_train,
         yhat=yhat,
@@ -213,12 +334,14 @@ def coef_loop(
         precision=precision,
     )
 
-    def views(st: Coef) -> tuple:
+    def views(st: Coef) -> Views:
         pre = (coef_preacts(st, on_train, precision), coef_preacts(st, on_eval, precision))
-        return *pre, st.gamma, st.rho
+        return Views(*pre, st.gamma, st.rho, jnp.float32(jnp.nan))
 
     m, n_st = W0.shape[1], train.y.shape[0]
-    return Loop(Coef(gamma=jnp.zeros((2, m, 4)), rho=jnp.zeros((2, m, n_st))), step, views)
+    coefs = {"gamma": jnp.zeros((2, m, 4)), "rho": jnp.zeros((2, m, n_st))}
+    init = Coef(**coefs, opt_state=opt.transform.init(coefs), t=jnp.int32(0))
+    return Loop(init, step, views)
 
 
 LOOPS: dict[str, Callable[..., Loop]] = {"dense": dense_loop, "coef": coef_loop}

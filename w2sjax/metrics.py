@@ -10,6 +10,7 @@ from jax.scipy.special import logsumexp
 
 from w2sjax.activations import RELU, Act
 from w2sjax.data import BOTH, EASY, HARD, MU_NEG, MU_POS, NU_NEG, NU_POS, Sample
+from w2sjax.loops import Views
 from w2sjax.models import J_SIGN, Preacts, logistic_loss, sign, strong_output_of
 
 RUN_METRICS = ("weak_test_acc", "weak_test_acc_hard", "pseudo_label_error")
@@ -31,6 +32,7 @@ STEP_METRICS = (
     "rho_bar_mean_clean",
     "rho_bar_mean_flipped",
     "rho_under_min",
+    "coef_residual",
 )
 
 
@@ -67,10 +69,7 @@ def split_preacts(pre: Preacts, n: int) -> tuple[Preacts, Preacts]:
 
 
 def record(
-    train_pre: Preacts,
-    eval_pre: Preacts,
-    coefs: chex.Array,
-    rho: chex.Array,
+    views: Views,
     train: Sample,
     yhat: chex.Array,
     test: Sample,
@@ -78,10 +77,12 @@ def record(
     filters: bool,
     act: Act = RELU,
 ) -> dict[str, chex.Array]:
-    """Every MODEL.md section 5 metric (scalars) from the current pre-activations on the training
-    set and on the evaluation samples (the test set, then the validation set), the signal
-    coefficients (2, m, 4) and rho (2, m, n); plus `filters` if asked."""
-    test_pre, val_pre = split_preacts(eval_pre, test.y.shape[0])
+    """Every MODEL.md section 5 metric (scalars) from a loop's views: the current pre-activations
+    on the training set and on the evaluation samples (the test set, then the validation set),
+    the signal coefficients (2, m, 4), rho (2, m, n) and the decomposition's residual; plus
+    `filters` if asked."""
+    train_pre, coefs = views.train, views.coefs
+    test_pre, val_pre = split_preacts(views.evaluation, test.y.shape[0])
     f_train = strong_output_of(train_pre, act)
     pred_train = sign(f_train)
     pred_test = sign(strong_output_of(test_pre, act))
@@ -102,7 +103,8 @@ def record(
         "test_acc_hard": masked_mean(test_right, test.c == HARD),
         "test_acc_both": masked_mean(test_right, test.c == BOTH),
         "val_acc": (sign(strong_output_of(val_pre, act)) == val.y).mean(),
-        **coef_summaries(coefs, rho, yhat, flipped),
+        **coef_summaries(coefs, views.rho, yhat, flipped),
+        "coef_residual": views.residual,
     }
     if filters:
         out["filters"] = coefs

@@ -7,8 +7,9 @@ accuracy vs pseudo-labels and vs truth, flip_corrected at the best step, accurac
 the regime by mechanism (regimes.REGIME_RULE), and with a filters table the filters' sign
 agreement (analysis.filter_sign_agreement).
 Figures: learning and coefficient curves per grid point; for two-axis sweeps, heatmaps of final
-and best W2S gain and of final hard-only test accuracy, each with its fitted benign_snr = C
-contour, and, when one axis is n_st, the phase-boundary fit."""
+and best W2S gain, of final test accuracy and of final hard-only test accuracy (the gains' and
+the hard-only one with its fitted benign_snr = C contour), and, when one axis is n_st, the
+phase-boundary fit."""
 
 from __future__ import annotations
 
@@ -121,6 +122,12 @@ def write_report(path: str | Path, fmt: str = "png") -> Path:
                     snr_c=c,
                 )
             )
+        # the accuracy itself (1 - test error), which a teacher-free reading needs
+        figures.append(
+            phase_heatmap(
+                runs, *axes, out / f"phase_final_test.{fmt}", "final_test_acc", gain=False
+            )
+        )
         hard_figure, c_hard = hard_heatmap(runs, steps, *axes, out / f"phase_final_hard.{fmt}")
         figures.append(hard_figure)
         sections.append(

@@ -20,6 +20,7 @@ from w2sjax.loops import LOOPS, Coef, Strong
 from w2sjax.metrics import record, teacher_metrics
 from w2sjax.models import mm
 from w2sjax.noise import SAMPLERS, NoiseKeys
+from w2sjax.optimizers import OPTIMIZERS
 from w2sjax.teachers import TEACHERS
 
 # The validation set's key is fold_in(run key, VAL_SALT), the hard_labels = "coin" control's
@@ -61,13 +62,18 @@ def draw_run(shape: Shape, p: Params) -> RunData:
     ]
     keys = NoiseKeys(key, *(k_xi for *_, k_xi in sets), k_init)
     noise = SAMPLERS[shape.noise].draw(shape, p, keys)
+
+    def second(n: int) -> chex.Array | None:
+        return None if shape.signal_patches == 2 else jnp.zeros(n, jnp.float32)
+
     weak, train, test = (
-        Sample(y=y, c=c, a=a, xi=xi)
+        Sample(y=y, c=c, a=a, xi=xi, second=second(len(y)))
         for (y, c, a, _), xi in zip(sets, (noise.weak, noise.train, noise.test), strict=True)
     )
     *val_labels, k_val = labels(jax.random.fold_in(key, VAL_SALT), shape.n_val, p.p_e, p.p_h)
     val_xi = SAMPLERS[shape.noise].evaluation(shape, k_val, shape.n_val, p.sigma_p)
-    val = Sample(y=val_labels[0], c=val_labels[1], a=val_labels[2], xi=val_xi)
+    y, c, a = val_labels
+    val = Sample(y=y, c=c, a=a, xi=val_xi, second=second(shape.n_val))
     signals = signal_matrix(shape.dim, shape.easy_signal, p.mu_norm, p.nu_norm)
     coin = jax.random.bernoulli(jax.random.fold_in(key, COIN_SALT), 0.5, (shape.n_st,))
     coins = jnp.where(coin, 1.0, -1.0).astype(jnp.float32)
@@ -84,7 +90,7 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
     The test and validation sets are evaluated together, one product per step.
     """
     run = draw_run(shape, p)
-    signals, _, train, test, val, W0, coins, _ = run
+    signals, _, train, test, val, W0, coins, key = run
 
     taught = TEACHERS[shape.teacher].labels(run, p, shape)
     yhat = HARD_LABELS[shape.hard_labels](taught.train, train, coins)
@@ -96,12 +102,13 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
 
     evaluation = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), test, val)
     act = ACTIVATIONS[shape.activation].at(p.activation_param)
+    opt = OPTIMIZERS[shape.optimizer].at(p.eta, p.momentum, key, shape.n_st, shape.batch_size)
     state, step, views = LOOPS[shape.form](
-        W0, signals, train, evaluation, yhat, p.eta, act, shape.precision
+        W0, signals, train, evaluation, yhat, p.eta, act, opt, shape.precision
     )
 
     def rec(st: Strong | Coef, diverged: chex.Array) -> dict:
-        out = record(*views(st), train, yhat, test, val, filters=shape.filters, act=act)
+        out = record(views(st), train, yhat, test, val, filters=shape.filters, act=act)
         return jax.tree_util.tree_map(lambda v: jnp.where(diverged, jnp.nan, v), out)
 
     def segment(carry: tuple, xs: tuple) -> tuple[tuple, dict]:
