@@ -103,6 +103,17 @@ def jitted_step(signals, data: Sample, yhat, eta, opt, act=RELU):
     return jax.jit(partial(step, xi_sq=(data.xi**2).sum(-1), act=act))
 
 
+def gd_steps_match(step, state, eta, reference_loss, checked: int, total: int):
+    """Take `total` steps of the jitted `step`, asserting that each of the first `checked` equals
+    W - eta grad reference_loss(W) (the patch-materialising reference's GD step); the state."""
+    for t in range(total):
+        expected = state.W - eta * jax.grad(reference_loss)(state.W) if t < checked else None
+        state = step(state)
+        if expected is not None:
+            np.testing.assert_allclose(state.W, expected, rtol=1e-5, atol=1e-6)
+    return state
+
+
 def assert_coef_form_reaches(W0, signals, data: Sample, yhat, eta, opt, act, steps, gamma, rho):
     """`steps` steps of loops.coef_step from zero coefficients (with optimizer `opt`) reach the
     coefficients gamma (2, m, 4) and rho (2, m, n) that the dense form reached."""

@@ -12,6 +12,7 @@ import pytest
 from conftest import (
     SMALL,
     assert_coef_form_reaches,
+    gd_steps_match,
     jitted_step,
     reference_patches,
     reference_strong_output,
@@ -78,12 +79,7 @@ def test_every_activation_takes_the_reference_gd_step_in_both_forms(name):
 
     step = jitted_step(signals, data, yhat, eta, opt, act)
     W0 = state.W
-    for _ in range(5):
-        expected = state.W - eta * jax.grad(reference_loss)(state.W)
-        state = step(state)
-        np.testing.assert_allclose(state.W, expected, rtol=1e-5, atol=1e-6)
-    for _ in range(15):
-        state = step(state)
+    state = gd_steps_match(step, state, eta, reference_loss, checked=5, total=20)
     init_proj = jnp.einsum("jrd,sd->jrs", W0, signals, precision="highest")
     coefs = np.asarray(signal_coefs(state.W, init_proj, signals), np.float64)
     xi = np.asarray(data.xi, np.float64)

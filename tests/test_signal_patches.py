@@ -11,6 +11,7 @@ import pytest
 from conftest import (
     SMALL,
     assert_coef_form_reaches,
+    gd_steps_match,
     jitted_step,
     reference_patches,
     with_optimizer,
@@ -79,12 +80,7 @@ def test_one_patch_gd_steps_are_the_reference_in_both_forms():
         return logistic_loss(yhat * (F[0] - F[1])).mean()
 
     step = jitted_step(signals, data, yhat, eta, opt)
-    for _ in range(5):
-        expected = state.W - eta * jax.grad(reference_loss)(state.W)
-        state = step(state)
-        np.testing.assert_allclose(state.W, expected, rtol=1e-5, atol=1e-6)
-    for _ in range(15):
-        state = step(state)
+    state = gd_steps_match(step, state, eta, reference_loss, checked=5, total=20)
     coefs = signal_coefs(state.W, run.W0 @ signals.T, signals)
     act = ACTIVATIONS["relu"].at(jnp.float32(0.0))
     assert_coef_form_reaches(run.W0, signals, data, yhat, eta, opt, act, 20, coefs, state.rho)
