@@ -270,3 +270,47 @@ def test_final_values_and_the_snr_line_of_an_accuracy():
     assert snr_threshold(final, "final_test_acc_hard", gain=False) == pytest.approx(4.0)
     # Its gain over the (made-up) teacher jumps elsewhere: between 0.5 and 2.
     assert snr_threshold(final, "final_test_acc_hard") == pytest.approx(1.0)
+    # a column the runs table has already (final_test_acc) is read again from the steps
+    again = with_final(final.assign(final_test_acc_hard=0.0), steps, ["test_acc_hard"])
+    assert list(again.final_test_acc_hard) == [0.55, 0.6, 0.95, 0.99]
+
+
+def test_heatmaps_of_a_sweep_without_hard_only_samples(tmp_path):
+    """p_h = 0 (the label-noise setting): no hard-only accuracy to draw, so the hard-only heatmap
+    is skipped (it crashed the sweep after its tables were written); the accuracy heatmap is
+    drawn, on log axes for a sqrt(2) grid."""
+    from w2sjax.plots import _is_geometric, hard_heatmap, phase_heatmap
+
+    cells = [(mu, d) for mu in (2.0, 2.83, 4.0) for d in (100, 1000)]
+    runs = pd.DataFrame(
+        {"run_id": [f"r{i}" for i in range(6)], "mu_norm": [c[0] for c in cells]}
+        | {"d": [c[1] for c in cells], "final_test_acc": [0.9, 0.6, 1.0, 0.7, 1.0, 0.9]}
+        | {"weak_test_acc": [0.9] * 6, "benign_snr": [0.0] * 6}
+    )
+    steps = pd.DataFrame({"run_id": runs.run_id, "step": 10, "test_acc_hard": np.nan})
+    assert hard_heatmap(runs, steps, "mu_norm", "d", tmp_path / "hard.png")[0] is None
+    assert not (tmp_path / "hard.png").exists()
+    path = phase_heatmap(runs, "mu_norm", "d", tmp_path / "acc.png", gain=False)
+    assert path.stat().st_size > 1000
+    assert _is_geometric(np.array([2.0, 2.83, 4.0])) and not _is_geometric(np.array([1.0, 2, 3]))
+
+
+def test_the_grid_boundary_interval_keeps_replicates_that_do_not_cross():
+    """One row crosses between the grid's last two n_st values with seed noise of the gain's own
+    size: many bootstrap replicates stay below the level everywhere. They are censored at +inf,
+    not dropped, so that row's interval ends at inf (dropping them, the interval ended inside
+    the grid); the well-resolved row keeps a finite interval around its crossing."""
+    rng = np.random.default_rng(3)
+    n_values = [100, 200, 400, 800]
+    rows = []
+    for other, means in ((1.0, [0.0, 0.1, 0.1, 0.1]), (2.0, [0.0, 0.0, 0.0, 0.052])):
+        for n, mean in zip(n_values, means, strict=True):
+            for seed in range(6):
+                noise = rng.normal(0, 0.03) if other == 2.0 else rng.normal(0, 0.002)
+                rows.append({"n_st": n, "other": other, "seed": seed} | {"weak_test_acc": 0.8}
+                            | {"final_test_acc": 0.8 + mean + noise})  # fmt: skip
+    fit = boundary_fit(pd.DataFrame(rows), "other", n_boot=400, level=0.05)
+    table = fit["n_crit"].set_index("other")
+    assert 100 < table.n_crit_lo[1.0] <= table.n_crit[1.0] <= table.n_crit_hi[1.0] < 200
+    assert 400 <= table.n_crit[2.0] <= 800 and table.n_crit_hi[2.0] == np.inf
+    assert np.isfinite(fit["slope"]) and fit["slope_hi"] >= fit["slope"] >= fit["slope_lo"]

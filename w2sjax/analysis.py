@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -184,9 +185,10 @@ def last_rows(steps: pd.DataFrame) -> pd.DataFrame:
 
 def with_final(runs: pd.DataFrame, steps: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """runs with final_<column> for each steps column: its value at the run's last logged step
-    (e.g. final_test_acc_hard, the order parameter of Theorem 3.4's phase diagram)."""
+    (e.g. final_test_acc_hard, the order parameter of Theorem 3.4's phase diagram). A final_
+    column runs already has (the runs table's final_test_acc) is read again from the steps."""
     last = last_rows(steps).set_index("run_id")[columns].add_prefix("final_")
-    return runs.join(last, on="run_id")
+    return runs.drop(columns=[c for c in last.columns if c in runs]).join(last, on="run_id")
 
 
 def filter_sign_agreement(filters: pd.DataFrame) -> pd.Series:
@@ -262,6 +264,28 @@ def crossing(n_values: np.ndarray, gains: np.ndarray, level: float) -> float:
     return float("nan")
 
 
+def censored_crossing(n_values: np.ndarray, gains: np.ndarray, level: float) -> float:
+    """`crossing`, or where there is none inside the grid, where it lies: +inf when every value is
+    below `level` (the crossing needs a larger n), -inf otherwise (the values start at or above
+    it). A bootstrap replicate that does not cross is a bound, not a missing value: dropping it
+    narrows the interval to what happened to cross."""
+    crit = crossing(n_values, gains, level)
+    if np.isnan(crit):
+        return math.inf if (gains < level).all() else -math.inf
+    return crit
+
+
+def interval(samples: np.ndarray) -> tuple[float, float]:
+    """The 95% percentile interval of the samples that are not NaN (NaN, NaN without any), as
+    order statistics, so censored (infinite) replicates give an infinite end rather than a
+    bound that looks measured."""
+    kept = samples[~np.isnan(samples)]
+    if not len(kept):
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(kept, [2.5, 97.5], method="inverted_cdf")
+    return float(lo), float(hi)
+
+
 def slopes(axes: dict[str, np.ndarray], n: np.ndarray) -> dict[str, float]:
     """Least-squares slopes of log n against the logs of every axis jointly (one axis: the
     log-log slope); NaN where fewer finite points than unknowns."""
@@ -286,7 +310,10 @@ def boundary_fit(
     (metric - weak_test_acc) crosses half its range over the whole diagram (or a fixed `level`,
     e.g. 0.05 for the benign regime's line), and the slope of log n_crit against log other
     (Theorem 3.4: -2 for p_b, +4 for sigma_p). 95% intervals come from a bootstrap over seeds
-    (each cell's seeds resampled with replacement).
+    (each cell's seeds resampled with replacement): a replicate that does not cross inside the
+    grid is censored (`censored_crossing`), so an interval may end at inf; its slope is fitted
+    with such values clipped to the grid's ends (bounds). A row without a crossing of the seed
+    means has no n_crit, and its replicates stay out of the slope fits.
 
     Returns {"level", "slope", "slope_lo", "slope_hi", "n_crit": DataFrame(other, n_crit,
     n_crit_lo, n_crit_hi)}.
@@ -305,28 +332,25 @@ def boundary_fit(
             values[i, j, : len(cell)] = cell
     counts = np.isfinite(values).sum(-1)
 
-    def fit(means: np.ndarray) -> tuple[float, np.ndarray, float]:
-        at = (np.nanmin(means) + np.nanmax(means)) / 2 if level is None else level
-        n_crit = np.array([crossing(n_values, means[i], at) for i in range(len(others))])
-        return at, n_crit, slopes({other: others}, n_crit)[other]
+    def level_of(means: np.ndarray) -> float:
+        return (np.nanmin(means) + np.nanmax(means)) / 2 if level is None else level
 
-    crossed, n_crit, slope = fit(np.nanmean(values, -1))
+    means = np.nanmean(values, -1)
+    crossed = level_of(means)
+    n_crit = np.array([crossing(n_values, m, crossed) for m in means])
+    slope = slopes({other: others}, n_crit)[other]
+    found = np.isfinite(n_crit)
     rng = np.random.default_rng(seed)
-    boot_n, boot_slope = [], []
-    for _ in range(n_boot):
+    boot_n = np.full((n_boot, len(others)), np.nan)
+    for b in range(n_boot):
         picks = (rng.random(values.shape) * counts[..., None]).astype(int)
-        means = np.take_along_axis(values, picks, -1).mean(-1)
-        _, n_b, s_b = fit(means)
-        boot_n.append(n_b)
-        boot_slope.append(s_b)
-    boot_n, boot_slope = np.array(boot_n), np.array(boot_slope)
-    with np.errstate(all="ignore"):
-        n_lo, n_hi = np.nanpercentile(boot_n, [2.5, 97.5], axis=0) if n_boot else (n_crit, n_crit)
-        s_lo, s_hi = (
-            np.nanpercentile(boot_slope, [2.5, 97.5])
-            if np.isfinite(boot_slope).any()
-            else (np.nan, np.nan)
-        )
+        resampled = np.take_along_axis(values, picks, -1).mean(-1)
+        at = level_of(resampled)
+        boot_n[b, found] = [censored_crossing(n_values, m, at) for m in resampled[found]]
+    ends = (n_values[0], n_values[-1])
+    boot_slope = np.array([slopes({other: others}, np.clip(n, *ends))[other] for n in boot_n])
+    n_lo, n_hi = np.array([interval(boot_n[:, i]) for i in range(len(others))]).T
+    s_lo, s_hi = interval(boot_slope)
     table = pd.DataFrame({other: others, "n_crit": n_crit, "n_crit_lo": n_lo, "n_crit_hi": n_hi})
     return {
         "level": float(crossed),

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from w2sjax.analysis import crossing
+from w2sjax.analysis import censored_crossing, crossing
 
 # Probe = (point of the other axes, lattice index); evaluate returns each probe's seed values.
 Probe = tuple[Hashable, int]
@@ -105,10 +105,7 @@ def _replicate(found: Found, values: list[float], level: float, rng: np.random.G
     if not ok.any():
         return float("nan")
     x, means = np.array([values[k] for k in ks], float)[ok], means[ok]
-    crit = crossing(x, sign * means, sign * level)
-    if math.isnan(crit):
-        return math.inf if (sign * means < sign * level).all() else -math.inf
-    return crit
+    return censored_crossing(x, sign * means, sign * level)
 
 
 def replicates(
@@ -123,17 +120,6 @@ def replicates(
         if f.bracket is not None:
             out[:, j] = [_replicate(f, values, level, rng) for _ in range(n_boot)]
     return out
-
-
-def interval(samples: np.ndarray) -> tuple[float, float]:
-    """The 95% percentile interval of the samples that are not NaN (NaN, NaN without any), as
-    order statistics, so censored (infinite) replicates give an infinite end rather than a
-    bound that looks measured."""
-    kept = samples[~np.isnan(samples)]
-    if not len(kept):
-        return float("nan"), float("nan")
-    lo, hi = np.percentile(kept, [2.5, 97.5], method="inverted_cdf")
-    return float(lo), float(hi)
 
 
 THEORY_SLOPES = {"p_b": -2.0, "nu_norm": -4.0, "sigma_p": 4.0, "d": 1.0}  # Theorem 3.4 for n_st

@@ -17,13 +17,12 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from w2sjax.analysis import load, slopes, with_final
+from w2sjax.analysis import interval, load, slopes, with_final
 from w2sjax.batch import run_id
 from w2sjax.boundary import (
     THEORY_SLOPES,
     Found,
     bisect,
-    interval,
     lattice,
     n_crit,
     replicates,

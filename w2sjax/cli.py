@@ -371,7 +371,7 @@ def _processes(args: argparse.Namespace):
 def _figures(sweep: Sweep, root: Path) -> list[Path]:
     """The phase heatmaps beside the tables when the sweep has exactly two numeric axes: the
     final gain over the teacher, and the final hard-only test accuracy (Theorem 3.4's order
-    parameter) with the benign_snr = C line fitted to it."""
+    parameter) with the benign_snr = C line fitted to it where there are hard-only samples."""
     axes = sweep.axes()
     if not heatmap_axes(axes):
         return []
@@ -381,7 +381,8 @@ def _figures(sweep: Sweep, root: Path) -> list[Path]:
 
     runs, steps = load(root)
     gain = phase_heatmap(runs, *axes, root / FIGURES["gain"])
-    return [gain, hard_heatmap(runs, steps, *axes, root / FIGURES["hard"])[0]]
+    hard = hard_heatmap(runs, steps, *axes, root / FIGURES["hard"])[0]
+    return [gain] if hard is None else [gain, hard]
 
 
 def main(argv: list[str] | None = None) -> int:

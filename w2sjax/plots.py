@@ -127,7 +127,7 @@ def _is_geometric(values: np.ndarray) -> bool:
     if len(values) < 3 or np.any(values <= 0):
         return False
     ratios = values[1:] / values[:-1]
-    return bool(np.allclose(ratios, ratios[0], rtol=0.15) and ratios[0] > 1.5)
+    return bool(np.allclose(ratios, ratios[0], rtol=0.15) and ratios[0] > 1.2)
 
 
 def _edges(values: np.ndarray, log: bool) -> np.ndarray:
@@ -202,10 +202,13 @@ def phase_heatmap(
 
 def hard_heatmap(
     runs: pd.DataFrame, steps: pd.DataFrame, x: str, y: str, path: str | Path
-) -> tuple[Path, float]:
+) -> tuple[Path | None, float]:
     """The heatmap of final hard-only test accuracy (Theorem 3.4's order parameter) over x and y,
-    with the benign_snr = C line fitted to that accuracy itself; returns the figure and C."""
+    with the benign_snr = C line fitted to that accuracy itself; returns the figure and C, or
+    (None, NaN) where no test sample is hard-only (p_h = 0: the accuracy is NaN everywhere)."""
     hard = with_final(runs, steps, ["test_acc_hard"])
+    if hard["final_test_acc_hard"].isna().all():
+        return None, float("nan")
     c = snr_threshold(hard, "final_test_acc_hard", gain=False)
     return phase_heatmap(hard, x, y, path, "final_test_acc_hard", snr_c=c, gain=False), c
 

@@ -129,11 +129,14 @@ def write_report(path: str | Path, fmt: str = "png") -> Path:
             )
         )
         hard_figure, c_hard = hard_heatmap(runs, steps, *axes, out / f"phase_final_hard.{fmt}")
-        figures.append(hard_figure)
+        hard_text = "no hard-only test samples"
+        if hard_figure is not None:
+            figures.append(hard_figure)
+            hard_text = f"C = {c_hard:.3g} for the final hard-only test accuracy"
         sections.append(
             f"Fitted benign_snr threshold C = {c:.3g} (benign_snr >= C best separates "
-            f"grid points whose seed-mean final gain is above half its range); C = "
-            f"{c_hard:.3g} for the final hard-only test accuracy (Theorem 3.4's order parameter)."
+            f"grid points whose seed-mean final gain is above half its range); {hard_text} "
+            f"(Theorem 3.4's order parameter)."
         )
         if "n_st" in axes:
             other = axes[1 - axes.index("n_st")]
