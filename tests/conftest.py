@@ -43,6 +43,18 @@ SMALL = dict(
 )
 
 
+# Each activation's parameter in the tests, and the activations written out independently of
+# the registry (activations.py), for the reference model.
+ACTIVATION_PARAMS = {"leaky_relu": 0.1, "relu_pow": 3.0, "softplus": 2.0}
+REFERENCE_ACTIVATIONS = {
+    "relu": lambda x, _: jnp.maximum(x, 0.0),
+    "linear": lambda x, _: x,
+    "leaky_relu": lambda x, a: jnp.maximum(x, a * x),
+    "relu_pow": lambda x, q: jnp.maximum(x, 0.0) ** q,
+    "softplus": lambda x, b: jnp.logaddexp(0.0, b * x) / b,
+}
+
+
 def small_config(**fields) -> Config:
     """A CPU-tiny config: SMALL with `fields` on top."""
     return build({**SMALL, **fields})

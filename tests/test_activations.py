@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import (
+    ACTIVATION_PARAMS,
+    REFERENCE_ACTIVATIONS,
     SMALL,
     assert_coef_form_reaches,
     gd_steps_match,
@@ -29,15 +31,7 @@ from w2sjax.models import logistic_loss
 from w2sjax.simulate import simulate
 from w2sjax.train import draw_run
 
-PARAM = {"leaky_relu": 0.1, "relu_pow": 3.0, "softplus": 2.0}
-# Written out independently of the registry, for the reference model.
-REFERENCE = {
-    "relu": lambda x, _: jnp.maximum(x, 0.0),
-    "linear": lambda x, _: x,
-    "leaky_relu": lambda x, a: jnp.maximum(x, a * x),
-    "relu_pow": lambda x, q: jnp.maximum(x, 0.0) ** q,
-    "softplus": lambda x, b: jnp.logaddexp(0.0, b * x) / b,
-}
+PARAM, REFERENCE = ACTIVATION_PARAMS, REFERENCE_ACTIVATIONS
 
 
 def _act(name: str):

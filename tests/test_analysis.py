@@ -293,6 +293,7 @@ def test_heatmaps_of_a_sweep_without_hard_only_samples(tmp_path):
     path = phase_heatmap(runs, "mu_norm", "d", tmp_path / "acc.png", gain=False)
     assert path.stat().st_size > 1000
     assert _is_geometric(np.array([2.0, 2.83, 4.0])) and not _is_geometric(np.array([1.0, 2, 3]))
+    assert not _is_geometric(np.array([4.0, 5, 6])) and not _is_geometric(np.array([100, 150, 200]))
 
 
 def test_the_grid_boundary_interval_keeps_replicates_that_do_not_cross():
@@ -314,3 +315,9 @@ def test_the_grid_boundary_interval_keeps_replicates_that_do_not_cross():
     assert 100 < table.n_crit_lo[1.0] <= table.n_crit[1.0] <= table.n_crit_hi[1.0] < 200
     assert 400 <= table.n_crit[2.0] <= 800 and table.n_crit_hi[2.0] == np.inf
     assert np.isfinite(fit["slope"]) and fit["slope_hi"] >= fit["slope"] >= fit["slope_lo"]
+    # a cell past the grid whose seeds all diverged (NaN) says nothing: the replicates that do
+    # not cross stay censored above (+inf), not below (-inf)
+    extra = [r | {"n_st": 1600, "final_test_acc": np.nan} for r in rows if r["n_st"] == 800]
+    with_nan = boundary_fit(pd.DataFrame(rows + extra), "other", n_boot=400, level=0.05)
+    table = with_nan["n_crit"].set_index("other")
+    assert 400 <= table.n_crit_lo[2.0] and table.n_crit_hi[2.0] == np.inf

@@ -75,6 +75,16 @@ def test_the_registry_and_the_config_name_the_same_optimizers():
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_declares_the_state_memory_planning_counts(name):
+    """state_copies (buckets.bytes_per_run's term) is the number of W-sized arrays its optax
+    state holds."""
+    W = jnp.zeros((2, 3, 50))
+    state = OPTIMIZERS[name].at(jnp.float32(0.1), jnp.float32(BETA), jax.random.PRNGKey(0), 5, 2)
+    leaves = jax.tree_util.tree_leaves(state.transform.init({"W": W}))
+    assert sum(leaf.shape == W.shape for leaf in leaves) == OPTIMIZERS[name].state_copies
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
 def test_every_optimizer_takes_the_reference_step(name):
     """Eight steps equal the reference optimizer's update of the reference gradient of L_S on
     the step's samples (SGD: exactly batch_size of them, weighted n / batch_size, changing from
@@ -228,3 +238,32 @@ def test_a_bad_optimizer_field_is_a_one_line_error(fields, start):
     with pytest.raises(ConfigError) as info:
         build(fields)
     assert str(info.value).startswith(start) and "\n" not in str(info.value)
+
+
+def test_a_grid_mixing_optimizers_gives_adam_the_full_sampler(tmp_path, capsys):
+    """At d >> M, --noise auto takes the reduced sampler for GD's points and the full one for
+    Adam's, whichever comes first in the grid (their noise keys differ, so neither decides for
+    the other); `w2sjax boundary --noise reduced` refuses Adam in one line before writing."""
+    from w2sjax.buckets import assign_noise, plan
+    from w2sjax.grid import load_sweep
+
+    for order in (["adam", "gd"], ["gd", "adam"]):
+        spec = tmp_path / "mixed.toml"
+        spec.write_text(
+            'name = "mixed"\nseeds = 1\n[data]\nd = 5000\n[weak]\nn_wk = 20\n[strong]\n'
+            f"n_st = 40\nm = 4\n[grid]\noptimizer = {order!r}\n".replace("'", '"')
+        )
+        sweep = load_sweep(spec)
+        buckets = plan(sweep, noise=assign_noise(sweep, "auto", "highest"))
+        assert {b.shape.optimizer: b.shape.noise for b in buckets} == {
+            "gd": "reduced",
+            "adam": "full",
+        }
+    spec.write_text(
+        'name = "adam_boundary"\nseeds = 1\n[data]\nd = 5000\n[weak]\nn_wk = 20\n[strong]\n'
+        'm = 4\noptimizer = "adam"\n[grid]\nn_st = [20, 40]\n'
+    )
+    args = ["boundary", str(spec), "--metric", "test_acc", "--level", "0.8", "--noise", "reduced"]
+    assert main([*args, "--out", str(tmp_path / "b")]) == 2
+    assert "--noise reduced: is exact only for" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -297,6 +297,13 @@ def slopes(axes: dict[str, np.ndarray], n: np.ndarray) -> dict[str, float]:
     return {a: float(c) for a, c in zip(axes, coef[1:], strict=True)}
 
 
+def _replicate_crossing(n_values: np.ndarray, means: np.ndarray, level: float) -> float:
+    """censored_crossing over the cells whose resampled mean is finite (a cell whose seeds all
+    diverged says nothing; kept, it would read as not reaching the level)."""
+    ok = np.isfinite(means)
+    return censored_crossing(n_values[ok], means[ok], level) if ok.any() else float("nan")
+
+
 def boundary_fit(
     runs: pd.DataFrame,
     other: str,
@@ -346,7 +353,7 @@ def boundary_fit(
         picks = (rng.random(values.shape) * counts[..., None]).astype(int)
         resampled = np.take_along_axis(values, picks, -1).mean(-1)
         at = level_of(resampled)
-        boot_n[b, found] = [censored_crossing(n_values, m, at) for m in resampled[found]]
+        boot_n[b, found] = [_replicate_crossing(n_values, m, at) for m in resampled[found]]
     ends = (n_values[0], n_values[-1])
     boot_slope = np.array([slopes({other: others}, np.clip(n, *ends))[other] for n in boot_n])
     n_lo, n_hi = np.array([interval(boot_n[:, i]) for i in range(len(others))]).T

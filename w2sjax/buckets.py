@@ -18,10 +18,11 @@ from pathlib import Path
 import jax
 
 from w2sjax.batch import Shape, choose_noise, run_id, span_size
-from w2sjax.config import FIELDS, Config, at_silent_default
+from w2sjax.config import FIELDS, SPAN_KEEPING, Config, at_silent_default
 from w2sjax.grid import Sweep
 from w2sjax.layout import DatasetRefused
 from w2sjax.metrics import STEP_METRICS
+from w2sjax.optimizers import OPTIMIZERS
 
 Run = tuple[Config, int]
 BYTES_F32 = 4
@@ -55,11 +56,15 @@ NOISE_RECORD = "# --noise reduced: "  # spec.toml's line for each noise key samp
 
 
 def noise_key(config: Config) -> str:
-    """The values the noise sampler's choice depends on, as spec.toml records them."""
-    return (
+    """The values the noise sampler's choice depends on, as spec.toml records them: with an
+    optimizer that leaves the span (which only the full sampler serves), the optimizer too, so
+    its points never share a key with points the reduced sampler may take. Keys of every other
+    optimizer are those written before the choice existed."""
+    key = (
         f"d={config.d}, n_wk={config.n_wk}, n_st={config.n_st}, m={config.m}, "
         f"easy_signal={config.easy_signal}"
     )
+    return key if config.optimizer in SPAN_KEEPING else f"{key}, optimizer={config.optimizer}"
 
 
 def assign_noise(
@@ -131,6 +136,9 @@ def bytes_per_run(shape: Shape) -> int:
         + 6 * shape.m * n_eval  # evaluation pre-activations
         + len(shape.log_steps()) * (len(STEP_METRICS) + (8 * shape.m if shape.filters else 0))
         + (shape.n_st * (shape.n_st + n_eval) if shape.form == "coef" else 0)  # the K's
+        + OPTIMIZERS[shape.optimizer].state_copies * filters  # its state, W-sized (dense form)
+        # a projected decomposition's xi_i / ||xi_i||^2, Gram matrix and its inverse
+        + ((shape.n_st * D + 2 * shape.n_st**2) if shape.optimizer not in SPAN_KEEPING else 0)
     )
     return int(1.5 * BYTES_F32 * floats)
 

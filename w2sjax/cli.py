@@ -230,6 +230,7 @@ def _boundary(args: argparse.Namespace) -> int:
     try:
         sweep = load_sweep(args.spec, seeds=args.seeds)
         request = check_request(sweep, args.axis, args.metric, args.level, args.ratio)
+        _check_span(sweep, "auto", args.noise)
     except ConfigError as err:
         return _error(err, 2)
     # jax loads only once the input is known to be good.
@@ -283,6 +284,14 @@ def _bench(args: argparse.Namespace) -> int:
             if getattr(args, name) and sweep is None:
                 raise ConfigError(f"--{name}: needs --sweep SPEC")
         check_engine(args.noise, args.precision)
+        if sweep is not None:
+            _check_span(sweep, "auto", args.noise)
+            other = next((c.optimizer for c in sweep.points if c.optimizer != "gd"), None)
+            if other is not None:
+                raise ConfigError(
+                    f"--sweep: the per-run loops it is timed against take full-batch GD steps, "
+                    f'so every point needs strong.optimizer = "gd", got "{other}"'
+                )
         from w2sjax.bench import run_bench, write
         from w2sjax.bench_sweep import prepare_keep, sweep_bench, writable_folder
         from w2sjax.layout import DatasetRefused
@@ -339,9 +348,15 @@ def _load(args: argparse.Namespace) -> Sweep:
     ):
         raise ConfigError("--coordinator/--num-processes/--process-id: need --distributed")
     check_engine(args.noise, args.precision)
-    for config in sweep.points:
-        check_span(config.optimizer, args.form, args.noise)
+    _check_span(sweep, args.form, args.noise)
     return sweep
+
+
+def _check_span(sweep: Sweep, form: str, noise: str) -> None:
+    """ConfigError before anything is written where a point's optimizer leaves the span that
+    --form coef or --noise reduced needs (config.check_span)."""
+    for config in sweep.points:
+        check_span(config.optimizer, form, noise)
 
 
 def _processes(args: argparse.Namespace):

@@ -215,12 +215,12 @@ def coef_step(
 
 
 class Projection(NamedTuple):
-    """What projecting W - W0 onto span{signals, training noise} needs, computed once: q0
-    (2, m, n_st) <w^(0), xi_i>, K_inv (n_st, n_st) the inverse of K_ik = <xi_i, xi_k> /
+    """What projecting W - W0 onto span{signals, training noise} needs, computed once: the
+    training noise xi (n_st, D), K_inv (n_st, n_st) the inverse of K_ik = <xi_i, xi_k> /
     ||xi_i||^2, off_signals (D,) 1 off the signal axes, unit (n_st, D) xi_i / ||xi_i||^2, and
     whether the training noise is independent enough to resolve rho (GRAM_FLOOR)."""
 
-    q0: chex.Array
+    xi: chex.Array
     K_inv: chex.Array
     off_signals: chex.Array
     unit: chex.Array
@@ -236,7 +236,7 @@ def projection(
     norm = jnp.sqrt(xi_sq)
     smallest = jnp.linalg.eigvalsh(gram / (norm[:, None] * norm[None, :]))[0]
     return Projection(
-        q0=mm("jrd,nd->jrn", W0, xi),
+        xi=xi,
         K_inv=jnp.linalg.inv(gram / xi_sq[:, None]),
         off_signals=(jnp.abs(signals).sum(0) == 0).astype(W0.dtype),
         unit=xi / xi_sq[:, None],
@@ -245,15 +245,17 @@ def projection(
 
 
 def projected_coefs(
-    W: chex.Array, W0: chex.Array, noise_pre: chex.Array, proj: Projection
+    W: chex.Array, W0: chex.Array, proj: Projection
 ) -> tuple[chex.Array, chex.Array]:
     """(rho (2, m, n_st), residual) for an update that leaves the span: rho solves
-    <W - W0, xi_k> = sum_i rho_i K_ik (noise_pre (2, m, n_st) is <W, xi_k>), the least-squares
-    coefficients of W - W0's part off the signal axes on the xi_i / ||xi_i||^2; residual is the
-    relative norm of what they leave, ||W - W0 - P_S(W - W0) - sum_i rho_i xi_i / ||xi_i||^2|| /
-    ||W - W0||. Both NaN where the training noise is not `resolved`."""
-    rho = mm("jrk,ki->jri", noise_pre - proj.q0, proj.K_inv)
+    <W - W0, xi_k> = sum_i rho_i K_ik (that product at full float32 precision whatever the loop's:
+    early in training W - W0 is small, and <W, xi> - <W0, xi> at a lower one would cancel), the
+    least-squares coefficients of W - W0's part off the signal axes on the xi_i / ||xi_i||^2;
+    residual is the relative norm of what they leave,
+    ||W - W0 - P_S(W - W0) - sum_i rho_i xi_i / ||xi_i||^2|| / ||W - W0||. Both NaN where the
+    training noise is not `resolved`."""
     delta = W - W0
+    rho = mm("jrk,ki->jri", mm("jrd,kd->jrk", delta, proj.xi), proj.K_inv)
     left = delta * proj.off_signals - mm("jri,id->jrd", rho, proj.unit)
     residual = jnp.sqrt((left * left).sum() / (delta * delta).sum())
     return (
@@ -296,7 +298,7 @@ def dense_loop(
         if proj is None:
             rho, residual = st.rho, jnp.float32(jnp.nan)
         else:
-            rho, residual = projected_coefs(st.W, W0, on_train.noise, proj)
+            rho, residual = projected_coefs(st.W, W0, proj)
         on_eval = strong_preacts(st.W, signals, evaluation, precision)
         return Views(on_train, on_eval, signal_coefs(st.W, init_proj, signals), rho, residual)
 

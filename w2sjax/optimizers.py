@@ -42,11 +42,13 @@ class Optimizer:
     """transform(eta, momentum) -> optax transformation of increments; keeps_span: it is a fixed
     linear map of past increments (config.SPAN_KEEPING); minibatch: each step's loss is over
     `batch_size` training samples drawn without replacement (weight n_st / batch_size each, so
-    the step is an unbiased estimate of GD's)."""
+    the step is an unbiased estimate of GD's); state_copies: how many arrays of the carried
+    state's size its transformation keeps (memory planning, buckets.bytes_per_run)."""
 
     transform: Callable[[chex.Array, chex.Array], optax.GradientTransformation]
     keeps_span: bool = True
     minibatch: bool = False
+    state_copies: int = 0
 
     def at(
         self, eta: chex.Array, momentum: chex.Array, key: chex.PRNGKey, n_st: int, batch_size: int
@@ -78,8 +80,8 @@ OPTIMIZERS: dict[str, Optimizer] = {
     # minibatch SGD: GD's update on each step's minibatch
     "sgd": Optimizer(transform=lambda eta, beta: optax.identity(), minibatch=True),
     # heavy ball: v <- momentum v + increment, W <- W + v (optax.sgd(eta, momentum)'s update)
-    "momentum": Optimizer(transform=lambda eta, beta: optax.trace(decay=beta)),
-    "adam": Optimizer(transform=_adam, keeps_span=False),
+    "momentum": Optimizer(transform=lambda eta, beta: optax.trace(decay=beta), state_copies=1),
+    "adam": Optimizer(transform=_adam, keeps_span=False, state_copies=2),
 }
 # config.py validates the names, and refuses engine choices by SPAN_KEEPING, without jax
 assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES

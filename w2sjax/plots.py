@@ -127,7 +127,9 @@ def _is_geometric(values: np.ndarray) -> bool:
     if len(values) < 3 or np.any(values <= 0):
         return False
     ratios = values[1:] / values[:-1]
-    return bool(np.allclose(ratios, ratios[0], rtol=0.15) and ratios[0] > 1.2)
+    # steps below 1.5 must be equal to 2%: a linear grid's ratios differ by more ([4, 5, 6]: 4%)
+    rtol = 0.15 if ratios[0] > 1.5 else 0.02
+    return bool(np.allclose(ratios, ratios[0], rtol=rtol) and ratios[0] > 1.2)
 
 
 def _edges(values: np.ndarray, log: bool) -> np.ndarray:
