@@ -21,7 +21,7 @@ from w2sjax.activations import RELU
 from w2sjax.batch import Shape, stack_params
 from w2sjax.config import Config, build
 from w2sjax.data import EASY, HARD, Sample
-from w2sjax.loops import Coef, Strong, coef_data, coef_step, strong_step
+from w2sjax.loops import coef_data, coef_init, coef_step, strong_init, strong_step
 from w2sjax.optimizers import OPTIMIZERS
 from w2sjax.train import draw_run
 
@@ -104,9 +104,7 @@ def strong_setup(seed: int, easy_signal: str = "orthogonal", noise: str = "full"
 def with_optimizer(W0, n, eta, key, name="gd", momentum=0.9, batch_size=8):
     """(initial Strong state, optimizers.Opt) of optimizer `name` for W0 (2, m, d), n samples."""
     opt = OPTIMIZERS[name].at(eta, jnp.float32(momentum), key, n, batch_size)
-    rho = jnp.zeros((2, W0.shape[1], n))
-    carried = {"W": W0, "rho": rho} if opt.keeps_span else {"W": W0}
-    return Strong(W=W0, rho=rho, opt_state=opt.transform.init(carried), t=jnp.int32(0)), opt
+    return strong_init(W0, n, opt), opt
 
 
 def jitted_step(signals, data: Sample, yhat, eta, opt, act=RELU):
@@ -130,8 +128,7 @@ def assert_coef_form_reaches(W0, signals, data: Sample, yhat, eta, opt, act, ste
     """`steps` steps of loops.coef_step from zero coefficients (with optimizer `opt`) reach the
     coefficients gamma (2, m, 4) and rho (2, m, n) that the dense form reached."""
     xi_sq = (data.xi**2).sum(-1)
-    zeros = {"gamma": jnp.zeros_like(gamma), "rho": jnp.zeros_like(rho)}
-    c = Coef(**zeros, opt_state=opt.transform.init(zeros), t=jnp.int32(0))
+    c = coef_init(rho.shape[1], rho.shape[2], opt)
     step = partial(coef_step, opt=opt, eta=eta, data=coef_data(W0, signals, data, data, xi_sq))
     step = jax.jit(partial(step, yhat=yhat, xi_sq=xi_sq, signal_gram=signals @ signals.T, act=act))
     for _ in range(steps):

@@ -265,10 +265,16 @@ def crossing(n_values: np.ndarray, gains: np.ndarray, level: float) -> float:
 
 
 def censored_crossing(n_values: np.ndarray, gains: np.ndarray, level: float) -> float:
-    """`crossing`, or where there is none inside the grid, where it lies: +inf when every value is
-    below `level` (the crossing needs a larger n), -inf otherwise (the values start at or above
-    it). A bootstrap replicate that does not cross is a bound, not a missing value: dropping it
-    narrows the interval to what happened to cross."""
+    """`crossing` over the finite values, or where there is none inside the grid, where it lies:
+    +inf when every value is below `level` (the crossing needs a larger n), -inf otherwise (the
+    values start at or above it); NaN without a finite value. A bootstrap replicate that does not
+    cross is a bound, not a missing value: dropping it narrows the interval to what happened to
+    cross. A non-finite value (a cell or probe whose resampled seeds all diverged) says nothing;
+    kept, it would read as not reaching the level."""
+    ok = np.isfinite(gains)
+    if not ok.any():
+        return float("nan")
+    n_values, gains = np.asarray(n_values, float)[ok], gains[ok]
     crit = crossing(n_values, gains, level)
     if np.isnan(crit):
         return math.inf if (gains < level).all() else -math.inf
@@ -295,13 +301,6 @@ def slopes(axes: dict[str, np.ndarray], n: np.ndarray) -> dict[str, float]:
         return {a: float("nan") for a in axes}
     coef = np.linalg.lstsq(X, np.log(n[ok]), rcond=None)[0]
     return {a: float(c) for a, c in zip(axes, coef[1:], strict=True)}
-
-
-def _replicate_crossing(n_values: np.ndarray, means: np.ndarray, level: float) -> float:
-    """censored_crossing over the cells whose resampled mean is finite (a cell whose seeds all
-    diverged says nothing; kept, it would read as not reaching the level)."""
-    ok = np.isfinite(means)
-    return censored_crossing(n_values[ok], means[ok], level) if ok.any() else float("nan")
 
 
 def boundary_fit(
@@ -353,7 +352,7 @@ def boundary_fit(
         picks = (rng.random(values.shape) * counts[..., None]).astype(int)
         resampled = np.take_along_axis(values, picks, -1).mean(-1)
         at = level_of(resampled)
-        boot_n[b, found] = [_replicate_crossing(n_values, m, at) for m in resampled[found]]
+        boot_n[b, found] = [censored_crossing(n_values, m, at) for m in resampled[found]]
     ends = (n_values[0], n_values[-1])
     boot_slope = np.array([slopes({other: others}, np.clip(n, *ends))[other] for n in boot_n])
     n_lo, n_hi = np.array([interval(boot_n[:, i]) for i in range(len(others))]).T

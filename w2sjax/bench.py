@@ -29,7 +29,7 @@ from w2sjax.batch import Shape, stack_params
 from w2sjax.buckets import BYTES_F32, chunk_size, memory_budget
 from w2sjax.config import build
 from w2sjax.data import sample, signal_matrix
-from w2sjax.loops import Strong, strong_step
+from w2sjax.loops import strong_init, strong_step
 from w2sjax.models import mm as einsum
 from w2sjax.optimizers import OPTIMIZERS
 from w2sjax.simulate import simulate
@@ -166,9 +166,7 @@ def jax_per_run(n_st: int, d: int, m: int, steps: int) -> float:
             act=RELU,
         )
     )
-    rho = jnp.zeros((2, m, n_st))
-    init = opt.transform.init({"W": W0, "rho": rho})
-    state = step(Strong(W=W0, rho=rho, opt_state=init, t=jnp.int32(0)))
+    state = step(strong_init(W0, n_st, opt))
     jax.block_until_ready(state)
     start = time.perf_counter()
     for _ in range(steps):

@@ -100,12 +100,8 @@ def _replicate(found: Found, values: list[float], level: float, rng: np.random.G
         means = np.array(
             [np.nanmean(v[rng.integers(0, len(v), len(v))]) for v in (found.values[k] for k in ks)]
         )
-    # a probe whose resampled seeds are all NaN (diverged runs) says nothing: left out
-    ok = np.isfinite(means)
-    if not ok.any():
-        return float("nan")
-    x, means = np.array([values[k] for k in ks], float)[ok], means[ok]
-    return censored_crossing(x, sign * means, sign * level)
+    x = np.array([values[k] for k in ks], float)
+    return censored_crossing(x, sign * means, sign * level)  # all-NaN probes left out
 
 
 def replicates(

@@ -58,6 +58,14 @@ class Strong:
     t: chex.Array
 
 
+def strong_init(W0: chex.Array, n_st: int, opt: Opt) -> Strong:
+    """The dense loop's state at step 0: W = W0 (2, m, D), rho = 0 (2, m, n_st), and the
+    optimizer's state for what it carries (rho only where it keeps the span)."""
+    rho = jnp.zeros((2, W0.shape[1], n_st))
+    carried = {"W": W0, "rho": rho} if opt.keeps_span else {"W": W0}
+    return Strong(W=W0, rho=rho, opt_state=opt.transform.init(carried), t=jnp.int32(0))
+
+
 def weighted_mean(x: chex.Array, weights: chex.Array | None) -> chex.Array:
     """Mean of x (n,), each sample weighted (None: the plain mean; a minibatch's weights are
     n / batch_size on its samples, so they average to 1)."""
@@ -214,6 +222,13 @@ def coef_step(
     )
 
 
+def coef_init(m: int, n_st: int, opt: Opt) -> Coef:
+    """The coefficient form's state at step 0: gamma = 0 (2, m, 4), rho = 0 (2, m, n_st), and
+    the optimizer's state for them."""
+    coefs = {"gamma": jnp.zeros((2, m, 4)), "rho": jnp.zeros((2, m, n_st))}
+    return Coef(**coefs, opt_state=opt.transform.init(coefs), t=jnp.int32(0))
+
+
 class Projection(NamedTuple):
     """What projecting W - W0 onto span{signals, training noise} needs, computed once: the
     training noise xi (n_st, D), K_inv (n_st, n_st) the inverse of K_ik = <xi_i, xi_k> /
@@ -302,11 +317,7 @@ def dense_loop(
         on_eval = strong_preacts(st.W, signals, evaluation, precision)
         return Views(on_train, on_eval, signal_coefs(st.W, init_proj, signals), rho, residual)
 
-    n_st = train.y.shape[0]
-    rho = jnp.zeros((2, W0.shape[1], n_st))
-    carried = {"W": W0, "rho": rho} if opt.keeps_span else {"W": W0}
-    init = Strong(W=W0, rho=rho, opt_state=opt.transform.init(carried), t=jnp.int32(0))
-    return Loop(init, step, views)
+    return Loop(strong_init(W0, train.y.shape[0], opt), step, views)
 
 
 def coef_loop(
@@ -340,10 +351,7 @@ def coef_loop(
         pre = (coef_preacts(st, on_train, precision), coef_preacts(st, on_eval, precision))
         return Views(*pre, st.gamma, st.rho, jnp.float32(jnp.nan))
 
-    m, n_st = W0.shape[1], train.y.shape[0]
-    coefs = {"gamma": jnp.zeros((2, m, 4)), "rho": jnp.zeros((2, m, n_st))}
-    init = Coef(**coefs, opt_state=opt.transform.init(coefs), t=jnp.int32(0))
-    return Loop(init, step, views)
+    return Loop(coef_init(W0.shape[1], train.y.shape[0], opt), step, views)
 
 
 LOOPS: dict[str, Callable[..., Loop]] = {"dense": dense_loop, "coef": coef_loop}
