@@ -95,6 +95,7 @@ def test_summary_reads_each_run_at_its_own_early_stopping_step():
     assert old.final_test_acc.notna().all()
 
 
+@pytest.mark.slow  # 35 s of compiles; the bench's own keys, which `make bench` shows at once
 def test_bench_report_has_the_documented_keys(tmp_path, monkeypatch):
     assert bench.SIZES["cpu"][0] == (75, 500, 2000)
     # Two of its buckets, one per sampler and form, keep the test short: the keys are the same.

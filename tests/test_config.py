@@ -51,6 +51,8 @@ def test_unknown_keys(raw, field):
         ({"data": {"sigma_p": [1]}}, "data.sigma_p"),
         ({"eval": {"log": 3}}, "eval.log"),
         ({"weak": {"hard_labels": "coins"}}, "weak.hard_labels"),
+        ({"eval": {"ceiling": 1}}, "eval.ceiling"),
+        ({"eval": {"ceiling": "true"}}, "eval.ceiling"),
         ({"seeds": [1, 2]}, "seeds"),
         ({"name": "has space"}, "name"),
         # A name is one folder under --out: never ".", "..", hidden, a path or too long.
@@ -138,7 +140,10 @@ def test_overrides():
 
 
 def test_toml_round_trip(tmp_path):
-    config = build({"p_e": 0.2, "p_h": "rest", "p_b": 0.5, "easy_signal": "antipodal", "eta": 1e-5})
+    config = build(
+        {"p_e": 0.2, "p_h": "rest", "p_b": 0.5, "easy_signal": "antipodal", "eta": 1e-5}
+        | {"ceiling": True}  # a bool, which TOML writes in lower case
+    )
     path = tmp_path / "c.toml"
     path.write_text(to_toml(config.to_dict()))
     assert load_sweep(path).points == (config,)
@@ -214,6 +219,8 @@ def test_a_silent_field_at_its_default_changes_no_hash_and_no_text(field):
     spec = FIELDS[field]
     if spec.choices:
         other = next(c for c in spec.choices if c != spec.default)
+    elif spec.kind == "bool":
+        other = not spec.default
     elif spec.kind == "int" and spec.high is not None:
         other = spec.low  # signal_patches: 1, which needs p_b = 0
     else:

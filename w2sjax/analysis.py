@@ -64,6 +64,8 @@ ADDED_FIELDS = (
     "optimizer",
     "batch_size",
     "momentum",
+    "second_layer",
+    "ceiling",
 )
 
 
@@ -71,7 +73,8 @@ def _runs_as_today(df: pd.DataFrame) -> pd.DataFrame:
     """Runs written by earlier versions, in today's columns. Before the sampler choice they all
     used the full sampler, before the coin control their teacher's labels, before the teacher
     and activation choices the linear teacher and ReLU (flip_p and activation_param at their
-    unread defaults), before the optimizer choice GD (batch_size and momentum unread). Before
+    unread defaults), before the optimizer choice GD (batch_size and momentum unread), before
+    the second-layer choice a fixed one, before the ceiling none. Before
     the validation set, their best_* columns were the test set's argmax, which today's tables
     call oracle_*; they have no early-stopping step (best_* NaN)."""
     df["noise"] = df["noise"].fillna("full") if "noise" in df else "full"
@@ -173,6 +176,8 @@ SUMMARY_METRICS = {
         for when, at in (("final", "last"), ("best", "best"))
         for category in ("easy", "hard", "both")
     },
+    # with `[eval] ceiling` only: the ceiling run and the performance gap recovered
+    **{name: ("runs", name) for name in ("ceiling_test_acc", "pgr_final", "pgr_best")},
     # with --filters only (filter_sign_agreement, joined to the runs by the report)
     "filter_sign_agreement": ("runs", "filter_sign_agreement"),
 }

@@ -77,6 +77,7 @@ class Shape:
     activation: str
     optimizer: str
     batch_size: int
+    second_layer: str
     n_test: int
     log: str
     log_points: int
@@ -84,6 +85,7 @@ class Shape:
     n_val: int
     hard_labels: str
     teacher: str
+    ceiling: bool
     filters: bool = False
     form: str = "dense"
     precision: str = "highest"

@@ -127,16 +127,20 @@ def bytes_per_run(shape: Shape) -> int:
     n_all = shape.n_wk + shape.n_st + n_eval
     D = shape.dim
     filters = 2 * shape.m * D
-    floats = (
-        n_all * D  # the three noise matrices
-        + 6 * filters  # W, W0, gradient, update and temporaries
-        # the reduced sampler's joint draw: normals, mask and scaled copy of (M, D)
-        + (3 * span_size(shape.n_wk, shape.n_st, shape.m) * D if shape.noise == "reduced" else 0)
+    # what each trained student holds: the run's own and, with `[eval] ceiling`, its ceiling's
+    student = (
+        6 * filters  # W, W0, gradient, update and temporaries
         + 8 * shape.m * shape.n_st  # noise and signal pre-activations, masks, rho, its update
         + 6 * shape.m * n_eval  # evaluation pre-activations
+        + OPTIMIZERS[shape.optimizer].state_copies * filters  # its state, W-sized (dense form)
+    )
+    floats = (
+        n_all * D  # the three noise matrices
+        + (1 + shape.ceiling) * student
+        # the reduced sampler's joint draw: normals, mask and scaled copy of (M, D)
+        + (3 * span_size(shape.n_wk, shape.n_st, shape.m) * D if shape.noise == "reduced" else 0)
         + len(shape.log_steps()) * (len(STEP_METRICS) + (8 * shape.m if shape.filters else 0))
         + (shape.n_st * (shape.n_st + n_eval) if shape.form == "coef" else 0)  # the K's
-        + OPTIMIZERS[shape.optimizer].state_copies * filters  # its state, W-sized (dense form)
         # a projected decomposition's xi_i / ||xi_i||^2, Gram matrix and its inverse
         + ((shape.n_st * D + 2 * shape.n_st**2) if shape.optimizer not in SPAN_KEEPING else 0)
     )

@@ -44,14 +44,15 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """How one config field is checked (kind: int | float | prob | choice | name) and what it is
-    to the engine. `static`: it sets an array shape, a loop length or a code path, so runs that
-    differ in it need different compiled programs (batch.Shape); every other field of a section
-    is a number batched over runs (batch.Params). `silent_default`: a field added after datasets
-    existed; at its default it is left out of point_hash and of the stored spec text, so those
-    datasets resume and their runs keep their ids. `paired`: a switch whose settings share every
-    random draw with its default's (left out of Config.key_hash, kept in point_hash and run_id),
-    so a control differs from the run it controls only by what it switches."""
+    """How one config field is checked (kind: int | float | prob | choice | name | bool) and
+    what it is to the engine. `static`: it sets an array shape, a loop length or a code path, so
+    runs that differ in it need different compiled programs (batch.Shape); every other field of
+    a section is a number batched over runs (batch.Params). `silent_default`: a field added
+    after datasets existed; at its default it is left out of point_hash and of the stored spec
+    text, so those datasets resume and their runs keep their ids. `paired`: a switch whose
+    settings share every random draw with its default's (left out of Config.key_hash, kept in
+    point_hash and run_id), so a control differs from the run it controls only by what it
+    switches."""
 
     section: str | None
     kind: str
@@ -119,6 +120,8 @@ ACTIVATION_PARAM = {
 # the coefficient form and the reduced sampler are exact only for them (Adam acts coordinate by
 # coordinate). Only "sgd" reads batch_size, only "momentum" reads momentum.
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
+# The student's second layer (models.SECOND_LAYERS): fixed at +1/-1 (the paper) or trained.
+SECOND_LAYERS = ("fixed", "trained")
 SPAN_KEEPING = ("gd", "sgd", "momentum")
 
 
@@ -198,10 +201,16 @@ FIELDS: dict[str, FieldSpec] = {
         silent_default=True,
         only_with=("optimizer", ("momentum",)),
     ),
+    "second_layer": _choice("strong", "fixed", SECOND_LAYERS, static=True, silent_default=True),
     "n_test": _pos_int("eval", 2000),
     "log": _choice("eval", "geometric", ("geometric", "linear"), static=True),
     "log_points": _pos_int("eval", 60, low=2),
     "n_val": _pos_int("eval", 1000, silent_default=True),
+    # Paired: a run with its ceiling shares every draw with the same run without it, so the
+    # student's own numbers do not change.
+    "ceiling": FieldSpec(
+        "eval", "bool", False, "true or false", static=True, silent_default=True, paired=True
+    ),
 }
 SECTIONS = ("data", "weak", "strong", "eval")
 # One path component that is never ".", ".." or hidden: the name becomes a folder under --out, and
@@ -232,6 +241,10 @@ def check_field(field: str, value: Any) -> Any:
             raise _fail(field, value, spec)
         return value
     if spec.kind == "prob" and value == REST:
+        return value
+    if spec.kind == "bool":
+        if not isinstance(value, bool):
+            raise _fail(field, value, spec)
         return value
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if spec.kind == "int" and not (is_number and isinstance(value, int)):
@@ -305,10 +318,12 @@ class Config:
     optimizer: str
     batch_size: int
     momentum: float
+    second_layer: str
     n_test: int
     log: str
     log_points: int
     n_val: int
+    ceiling: bool
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -545,7 +560,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def _toml_value(value: Any) -> str:
-    if isinstance(value, str):
+    if isinstance(value, (str, bool)):
         return json.dumps(value)
     return repr(value)
 

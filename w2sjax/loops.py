@@ -19,23 +19,22 @@ from w2sjax.activations import Act
 from w2sjax.data import Sample, patch_coefs
 from w2sjax.models import J_SIGN, Preacts, logistic_loss, mm, strong_output_of, strong_preacts
 from w2sjax.optimizers import Opt
-
-# The smallest eigenvalue, relative to the diagonal, of the training noise's Gram matrix at which
-# a projection onto the training noise still resolves rho in float32; below it rho is NaN.
-GRAM_FLOOR = 1e-3
+from w2sjax.projection import projected_coefs, projection
 
 
 class Views(NamedTuple):
     """What metrics.record reads from a loop's state: the pre-activations on the training set and
-    on the evaluation samples, the signal coefficients (2, m, 4), rho (2, m, n_st), and the
+    on the evaluation samples, the signal coefficients (2, m, 4), rho (2, m, n_st), the
     relative norm of the part of W - W0 outside span{signals, training noise} (NaN where the
-    coefficients are carried, so exact by construction)."""
+    coefficients are carried, so exact by construction), and a trained second layer's weights
+    v (2, m) (None where it is fixed)."""
 
     train: Preacts
     evaluation: Preacts
     coefs: chex.Array
     rho: chex.Array
     residual: chex.Array
+    second: chex.Array | None = None
 
 
 class Loop(NamedTuple):
@@ -50,20 +49,31 @@ class Loop(NamedTuple):
 @chex.dataclass(frozen=True)
 class Strong:
     """What the dense loop carries: W (2, m, d), rho (2, m, n_st) (zero where the optimizer does
-    not keep the span), the optimizer's state, the step count t."""
+    not keep the span), the optimizer's state, the step count t, and a trained second layer's
+    weights v (2, m) (None: fixed)."""
 
     W: chex.Array
     rho: chex.Array
     opt_state: Any
     t: chex.Array
+    v: chex.Array | None = None
 
 
-def strong_init(W0: chex.Array, n_st: int, opt: Opt) -> Strong:
-    """The dense loop's state at step 0: W = W0 (2, m, D), rho = 0 (2, m, n_st), and the
-    optimizer's state for what it carries (rho only where it keeps the span)."""
-    rho = jnp.zeros((2, W0.shape[1], n_st))
-    carried = {"W": W0, "rho": rho} if opt.keeps_span else {"W": W0}
-    return Strong(W=W0, rho=rho, opt_state=opt.transform.init(carried), t=jnp.int32(0))
+def trained(state: Strong | Coef, **parts: chex.Array) -> dict[str, chex.Array]:
+    """`parts` (what a loop form updates) and, where the second layer is trained, its v: the
+    dict of arrays the optimizer steps."""
+    return parts if state.v is None else {**parts, "v": state.v}
+
+
+def strong_init(W0: chex.Array, n_st: int, opt: Opt, v0: chex.Array | None = None) -> Strong:
+    """The dense loop's state at step 0: W = W0 (2, m, D), rho = 0 (2, m, n_st), v = v0 (None:
+    a fixed second layer), and the optimizer's state for what it updates (rho only where it
+    keeps the span)."""
+    state = Strong(
+        W=W0, rho=jnp.zeros((2, W0.shape[1], n_st)), opt_state=None, t=jnp.int32(0), v=v0
+    )
+    carried = trained(state, W=W0, rho=state.rho) if opt.keeps_span else trained(state, W=W0)
+    return state.replace(opt_state=opt.transform.init(carried))
 
 
 def weighted_mean(x: chex.Array, weights: chex.Array | None) -> chex.Array:
@@ -80,11 +90,12 @@ def strong_loss(
     act: Act,
     precision: str = "highest",
     weights: chex.Array | None = None,
+    second: chex.Array | None = None,
 ) -> tuple:
-    """L_S(W) on pseudo-labels (over `weights`' minibatch), with aux (noise pre-activations
-    (2, m, n), margins (n,))."""
+    """L_S(W) on pseudo-labels (over `weights`' minibatch; `second`: a trained second layer's v
+    (2, m), None for the fixed one), with aux (noise pre-activations (2, m, n), margins (n,))."""
     pre = strong_preacts(W, signals, data, precision)
-    margin = yhat * strong_output_of(pre, act)
+    margin = yhat * strong_output_of(pre, act, second)
     return weighted_mean(logistic_loss(margin), weights), (pre.noise, margin)
 
 
@@ -96,14 +107,21 @@ def rho_increment(
     yhat: chex.Array,
     xi_sq: chex.Array,
     weights: chex.Array | None,
+    second: chex.Array | None = None,
 ) -> chex.Array:
     """(2, m, n) GD's increment of rho (MODEL.md section 4):
-    -(eta / (n m)) l'_i sigma'(<w_{j,r}, xi_i>) ||xi_i||^2 j yhat_i, times sample i's weight."""
+    -(eta / (n m)) l'_i sigma'(<w_{j,r}, xi_i>) ||xi_i||^2 j yhat_i, times sample i's weight, with
+    a trained second layer's v_{j,r} (2, m) in place of j."""
     _, m, n = noise_pre.shape
     l_prime = -jax.nn.sigmoid(-margin)
     if weights is not None:
         l_prime = l_prime * weights
-    return -(eta / (n * m)) * act.grad(noise_pre) * (l_prime * xi_sq * yhat) * J_SIGN[:, None, None]
+    return -(eta / (n * m)) * act.grad(noise_pre) * (l_prime * xi_sq * yhat) * _out_sign(second)
+
+
+def _out_sign(second: chex.Array | None) -> chex.Array:
+    """(2, m or 1, 1): each filter's output weight, j for the fixed second layer."""
+    return J_SIGN[:, None, None] if second is None else second[:, :, None]
 
 
 def strong_step(
@@ -117,23 +135,32 @@ def strong_step(
     act: Act,
     precision: str = "highest",
 ) -> Strong:
-    """One step on L_S: the increment -eta grad L_S of W and, where the optimizer keeps the span,
-    of rho (the exact recursion of MODEL.md section 4, all at W^(t)), both through the optimizer.
-    xi_sq (n,) is ||xi_i||^2, passed in so the loop does not recompute it."""
+    """One step on L_S: the increment -eta grad L_S of W (and of a trained second layer's v) and,
+    where the optimizer keeps the span, of rho (the exact recursion of MODEL.md section 4, all at
+    W^(t)), all through the optimizer. xi_sq (n,) is ||xi_i||^2, passed in so the loop does not
+    recompute it."""
     weights = opt.weights(state.t)
-    loss = partial(strong_loss, act=act, precision=precision, weights=weights)
-    (_, (noise_pre, margin)), grad = jax.value_and_grad(loss, has_aux=True)(
-        state.W, signals, data, yhat
+
+    def loss(params: dict) -> tuple:
+        return strong_loss(
+            params["W"], signals, data, yhat, act, precision, weights, params.get("v")
+        )
+
+    (_, (noise_pre, margin)), grads = jax.value_and_grad(loss, has_aux=True)(
+        trained(state, W=state.W)
     )
-    increments = {"W": -eta * grad}
+    increments = {k: -eta * g for k, g in grads.items()}
     if opt.keeps_span:
-        increments["rho"] = rho_increment(eta, act, noise_pre, margin, yhat, xi_sq, weights)
+        increments["rho"] = rho_increment(
+            eta, act, noise_pre, margin, yhat, xi_sq, weights, state.v
+        )
     updates, opt_state = opt.transform.update(increments, state.opt_state)
     return Strong(
         W=state.W + updates["W"],
         rho=state.rho + updates["rho"] if opt.keeps_span else state.rho,
         opt_state=opt_state,
         t=state.t + 1,
+        v=None if state.v is None else state.v + updates["v"],
     )
 
 
@@ -147,12 +174,13 @@ def signal_coefs(W: chex.Array, init_proj: chex.Array, signals: chex.Array) -> c
 class Coef:
     """The coefficient-space state (exact for optimizers that keep the span): gamma (2, m, 4) =
     <w_{j,r} - w_{j,r}^(0), s> for the four signals, rho (2, m, n_st), the optimizer's state, the
-    step count t."""
+    step count t, and a trained second layer's weights v (2, m) (None: fixed)."""
 
     gamma: chex.Array
     rho: chex.Array
     opt_state: Any
     t: chex.Array
+    v: chex.Array | None = None
 
 
 @chex.dataclass(frozen=True)
@@ -202,81 +230,45 @@ def coef_step(
     """One step on L_S in coefficient space, equal to `strong_step` in exact arithmetic: GD's
     increments of rho (MODEL.md section 4's recursion) and of gamma_s = <Delta W, s>, with
     Delta W = -eta grad L_S, whose signal-patch part is sum_p sigma'(<w, x^(p)>) <x^(p), s>
-    (signal_gram (4, 4) = S S^T), through the optimizer (a linear map: optimizers.py)."""
+    (signal_gram (4, 4) = S S^T), through the optimizer (a linear map: optimizers.py); a trained
+    second layer's v_{j,r} takes j's place and steps by -eta dL_S/dv_{j,r} =
+    -(eta / (n m)) sum_i l'_i yhat_i sum_p sigma(<w_{j,r}, x_i^(p)>)."""
     weights = opt.weights(state.t)
     pre = coef_preacts(state, data, precision)
-    margin = yhat * strong_output_of(pre, act)
+    margin = yhat * strong_output_of(pre, act, state.v)
     _, m, n = pre.noise.shape
     l_prime = -jax.nn.sigmoid(-margin)
     weight = (l_prime if weights is None else l_prime * weights) * yhat  # l'_i yhat_i
-    scale = -(eta / (n * m)) * J_SIGN[:, None, None]
+    scale = -(eta / (n * m)) * _out_sign(state.v)
     drho = scale * act.grad(pre.noise) * (weight * xi_sq)
     active = act.grad(pre.signal)
     dgamma = scale * mm("jrpn,n,pns,st->jrt", active, weight, data.coefs, signal_gram)
-    updates, opt_state = opt.transform.update({"gamma": dgamma, "rho": drho}, state.opt_state)
+    increments = trained(state, gamma=dgamma, rho=drho)
+    if state.v is not None:
+        fired = act.fn(pre.signal).sum(2) + act.fn(pre.noise)  # (2, m, n)
+        increments["v"] = -(eta / (n * m)) * mm("jrn,n->jr", fired, weight)
+    updates, opt_state = opt.transform.update(increments, state.opt_state)
     return Coef(
         gamma=state.gamma + updates["gamma"],
         rho=state.rho + updates["rho"],
         opt_state=opt_state,
         t=state.t + 1,
+        v=None if state.v is None else state.v + updates["v"],
     )
 
 
-def coef_init(m: int, n_st: int, opt: Opt) -> Coef:
-    """The coefficient form's state at step 0: gamma = 0 (2, m, 4), rho = 0 (2, m, n_st), and
-    the optimizer's state for them."""
-    coefs = {"gamma": jnp.zeros((2, m, 4)), "rho": jnp.zeros((2, m, n_st))}
-    return Coef(**coefs, opt_state=opt.transform.init(coefs), t=jnp.int32(0))
-
-
-class Projection(NamedTuple):
-    """What projecting W - W0 onto span{signals, training noise} needs, computed once: the
-    training noise xi (n_st, D), K_inv (n_st, n_st) the inverse of K_ik = <xi_i, xi_k> /
-    ||xi_i||^2, off_signals (D,) 1 off the signal axes, unit (n_st, D) xi_i / ||xi_i||^2, and
-    whether the training noise is independent enough to resolve rho (GRAM_FLOOR)."""
-
-    xi: chex.Array
-    K_inv: chex.Array
-    off_signals: chex.Array
-    unit: chex.Array
-    resolved: chex.Array
-
-
-def projection(
-    W0: chex.Array, signals: chex.Array, xi: chex.Array, xi_sq: chex.Array
-) -> Projection:
-    """Projection's parts for W0 (2, m, D), signals (4, D) and training noise xi (n_st, D)
-    (cost 2 n_st^2 D + n_st^3, once)."""
-    gram = mm("id,kd->ik", xi, xi)
-    norm = jnp.sqrt(xi_sq)
-    smallest = jnp.linalg.eigvalsh(gram / (norm[:, None] * norm[None, :]))[0]
-    return Projection(
-        xi=xi,
-        K_inv=jnp.linalg.inv(gram / xi_sq[:, None]),
-        off_signals=(jnp.abs(signals).sum(0) == 0).astype(W0.dtype),
-        unit=xi / xi_sq[:, None],
-        resolved=smallest > GRAM_FLOOR,
+def coef_init(m: int, n_st: int, opt: Opt, v0: chex.Array | None = None) -> Coef:
+    """The coefficient form's state at step 0: gamma = 0 (2, m, 4), rho = 0 (2, m, n_st), v = v0
+    (None: a fixed second layer), and the optimizer's state for what it updates."""
+    state = Coef(
+        gamma=jnp.zeros((2, m, 4)),
+        rho=jnp.zeros((2, m, n_st)),
+        opt_state=None,
+        t=jnp.int32(0),
+        v=v0,
     )
-
-
-def projected_coefs(
-    W: chex.Array, W0: chex.Array, proj: Projection
-) -> tuple[chex.Array, chex.Array]:
-    """(rho (2, m, n_st), residual) for an update that leaves the span: rho solves
-    <W - W0, xi_k> = sum_i rho_i K_ik (that product at full float32 precision whatever the loop's:
-    early in training W - W0 is small, and <W, xi> - <W0, xi> at a lower one would cancel), the
-    least-squares coefficients of W - W0's part off the signal axes on the xi_i / ||xi_i||^2;
-    residual is the relative norm of what they leave,
-    ||W - W0 - P_S(W - W0) - sum_i rho_i xi_i / ||xi_i||^2|| / ||W - W0||. Both NaN where the
-    training noise is not `resolved`."""
-    delta = W - W0
-    rho = mm("jrk,ki->jri", mm("jrd,kd->jrk", delta, proj.xi), proj.K_inv)
-    left = delta * proj.off_signals - mm("jri,id->jrd", rho, proj.unit)
-    residual = jnp.sqrt((left * left).sum() / (delta * delta).sum())
-    return (
-        jnp.where(proj.resolved, rho, jnp.nan),
-        jnp.where(proj.resolved, residual, jnp.nan),
-    )
+    carried = trained(state, gamma=state.gamma, rho=state.rho)
+    return state.replace(opt_state=opt.transform.init(carried))
 
 
 def dense_loop(
@@ -289,10 +281,12 @@ def dense_loop(
     act: Act,
     opt: Opt,
     precision: str = "highest",
+    v0: chex.Array | None = None,
 ) -> Loop:
     """The dense form (state W) on the training set, viewed also on the `evaluation` samples.
     `precision` (see models.mm) applies to the products with the noise patches, forward and
-    gradient. rho is carried where the optimizer keeps the span, else projected at each view."""
+    gradient. rho is carried where the optimizer keeps the span, else projected at each view.
+    v0: a trained second layer's initial weights (2, m), None for the fixed one."""
     xi_sq = (train.xi * train.xi).sum(-1)
     step = partial(
         strong_step,
@@ -315,9 +309,10 @@ def dense_loop(
         else:
             rho, residual = projected_coefs(st.W, W0, proj)
         on_eval = strong_preacts(st.W, signals, evaluation, precision)
-        return Views(on_train, on_eval, signal_coefs(st.W, init_proj, signals), rho, residual)
+        coefs = signal_coefs(st.W, init_proj, signals)
+        return Views(on_train, on_eval, coefs, rho, residual, st.v)
 
-    return Loop(strong_init(W0, train.y.shape[0], opt), step, views)
+    return Loop(strong_init(W0, train.y.shape[0], opt, v0), step, views)
 
 
 def coef_loop(
@@ -330,6 +325,7 @@ def coef_loop(
     act: Act,
     opt: Opt,
     precision: str = "highest",
+    v0: chex.Array | None = None,
 ) -> Loop:
     """The coefficient form (state gamma, rho), as `dense_loop`, for an optimizer that keeps the
     span (Shape.of refuses the others)."""
@@ -349,9 +345,9 @@ def coef_loop(
 
     def views(st: Coef) -> Views:
         pre = (coef_preacts(st, on_train, precision), coef_preacts(st, on_eval, precision))
-        return Views(*pre, st.gamma, st.rho, jnp.float32(jnp.nan))
+        return Views(*pre, st.gamma, st.rho, jnp.float32(jnp.nan), st.v)
 
-    return Loop(coef_init(W0.shape[1], train.y.shape[0], opt), step, views)
+    return Loop(coef_init(W0.shape[1], train.y.shape[0], opt, v0), step, views)
 
 
 LOOPS: dict[str, Callable[..., Loop]] = {"dense": dense_loop, "coef": coef_loop}

@@ -34,6 +34,12 @@ STEP_METRICS = (
     "rho_under_min",
     "coef_residual",
 )
+# With `[eval] ceiling`: the STEP_METRICS of the ceiling run (the same student trained on the
+# true labels) that the steps table keeps, as ceiling_<name>.
+CEILING_STEP_METRICS = ("test_acc", "val_acc")
+# With `[strong] second_layer = "trained"`: the mean and the smallest of j v_{j,r}, each filter's
+# output weight signed by its class (1 at the start; below 0, a filter that changed sides).
+SECOND_LAYER_STEP_METRICS = ("v_own_mean", "v_own_min")
 
 
 def masked_mean(x: chex.Array, mask: chex.Array) -> chex.Array:
@@ -79,13 +85,13 @@ def record(
 ) -> dict[str, chex.Array]:
     """Every MODEL.md section 5 metric (scalars) from a loop's views: the current pre-activations
     on the training set and on the evaluation samples (the test set, then the validation set),
-    the signal coefficients (2, m, 4), rho (2, m, n) and the decomposition's residual; plus
-    `filters` if asked."""
+    the signal coefficients (2, m, 4), rho (2, m, n) and the decomposition's residual, with a
+    trained second layer its weights (SECOND_LAYER_STEP_METRICS); plus `filters` if asked."""
     train_pre, coefs = views.train, views.coefs
     test_pre, val_pre = split_preacts(views.evaluation, test.y.shape[0])
-    f_train = strong_output_of(train_pre, act)
+    f_train = strong_output_of(train_pre, act, views.second)
     pred_train = sign(f_train)
-    pred_test = sign(strong_output_of(test_pre, act))
+    pred_test = sign(strong_output_of(test_pre, act, views.second))
     flipped = yhat != train.y
     test_right = pred_test == test.y
     # log |l'_i|, sample i's weight in the gradient; in logs, so margins past ~88 (where float32
@@ -102,10 +108,13 @@ def record(
         "test_acc_easy": masked_mean(test_right, test.c == EASY),
         "test_acc_hard": masked_mean(test_right, test.c == HARD),
         "test_acc_both": masked_mean(test_right, test.c == BOTH),
-        "val_acc": (sign(strong_output_of(val_pre, act)) == val.y).mean(),
+        "val_acc": (sign(strong_output_of(val_pre, act, views.second)) == val.y).mean(),
         **coef_summaries(coefs, views.rho, yhat, flipped),
         "coef_residual": views.residual,
     }
+    if views.second is not None:
+        own = views.second * J_SIGN[:, None]  # j v_{j,r}: 1 at the start
+        out |= {"v_own_mean": own.mean(), "v_own_min": own.min()}
     if filters:
         out["filters"] = coefs
     return out

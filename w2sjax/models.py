@@ -2,11 +2,15 @@
 
 Weak: f_wk(w, X) = sum_p <w, x^(p)>. Strong: f_st(W, X) = F_{+1} - F_{-1},
 F_j = (1/m) sum_r sum_p sigma(<w_{j,r}, x^(p)>), sigma ReLU unless `[strong] activation` says
-otherwise. Class index 0 of W is j = +1, index 1 is j = -1.
+otherwise; with `[strong] second_layer = "trained"` each filter's +1/-1 becomes a weight v_{j,r}
+learned with W. Class index 0 of W is j = +1, index 1 is j = -1.
 Every product runs at float32 "highest" precision: GPUs would otherwise silently use TF32.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import chex
 import jax
@@ -14,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from w2sjax.activations import RELU, Act
+from w2sjax.config import SECOND_LAYERS as SECOND_LAYER_NAMES
 from w2sjax.data import Sample, patch_coefs
 
 J_SIGN = np.array([1.0, -1.0], np.float32)  # j of class index 0 and 1 (numpy: no device at import)
@@ -66,11 +71,30 @@ def strong_preacts(
     )
 
 
-def strong_output_of(pre: Preacts, act: Act = RELU) -> chex.Array:
+def strong_output_of(pre: Preacts, act: Act = RELU, second: chex.Array | None = None) -> chex.Array:
     """(n,) f_st from pre-activations: F_j = mean over r of the activation's sum over patches
-    (ReLU unless `act` says otherwise: activations.py)."""
-    F = (act.fn(pre.signal).sum(2) + act.fn(pre.noise)).mean(1)
-    return F[0] - F[1]
+    (ReLU unless `act` says otherwise: activations.py), f_st = F_{+1} - F_{-1}; with a trained
+    second layer's weights `second` (2, m), f_st = (1/m) sum_{j,r} v_{j,r} (sum over patches)."""
+    h = act.fn(pre.signal).sum(2) + act.fn(pre.noise)  # (2, m, n)
+    if second is None:
+        F = h.mean(1)
+        return F[0] - F[1]
+    return (second[:, :, None] * h).sum((0, 1)) / h.shape[1]
+
+
+@dataclass(frozen=True)
+class SecondLayer:
+    """`[strong] second_layer`: init(m) -> the second layer's weights at step 0, None where they
+    stay the fixed +1 (class j = +1) and -1 (j = -1), else v (2, m), trained with W."""
+
+    init: Callable[[int], chex.Array | None]
+
+
+SECOND_LAYERS: dict[str, SecondLayer] = {
+    "fixed": SecondLayer(init=lambda m: None),
+    "trained": SecondLayer(init=lambda m: jnp.repeat(jnp.asarray(J_SIGN)[:, None], m, 1)),
+}
+assert tuple(SECOND_LAYERS) == SECOND_LAYER_NAMES  # config.py validates the names without jax
 
 
 def strong_output(W: chex.Array, signals: chex.Array, s: Sample, act: Act = RELU) -> chex.Array:

@@ -4,7 +4,7 @@ applied leaf by leaf to what the loop carries: W in the dense form, and the coef
 (gamma, rho) wherever the optimizer keeps the span (config.SPAN_KEEPING): a fixed linear map of
 past increments transforms an increment's coefficients as it transforms the increment, so the
 carried coefficients stay exact. Adam acts coordinate by coordinate, so its weights leave the
-span; its coefficients are a projection (loops.projected_coefs)."""
+span; its coefficients are a projection (projection.projected_coefs)."""
 
 from __future__ import annotations
 

@@ -151,9 +151,11 @@ def phase_heatmap(
     metric: str = "final_test_acc",
     snr_c: float | None = None,
     gain: bool = True,
+    vrange: tuple[float, float] = (0.5, 1.0),
 ) -> Path:
     """Heatmap over the grid axes x and y of the seed mean of (metric - weak test accuracy), or of
-    `metric` itself when not `gain` (an accuracy, coloured from 0.5 to 1), each cell annotated;
+    `metric` itself when not `gain` (coloured over vrange: an accuracy's 0.5 to 1 by default; a
+    PGR's 0 to 1), each cell annotated;
     an axis whose values are geometric is drawn on a log scale. With snr_c, the contour
     benign_snr = snr_c is drawn (from the cells' benign_snr): Theorem 3.4's line."""
     values = runs.assign(value=w2s_gain(runs, metric) if gain else runs[metric])
@@ -165,7 +167,7 @@ def phase_heatmap(
     colours = (
         dict(cmap="RdBu", vmin=-limit, vmax=limit)
         if gain
-        else dict(cmap="RdYlGn", vmin=0.5, vmax=1.0)
+        else dict(cmap="RdYlGn", vmin=vrange[0], vmax=vrange[1])
     )
     mesh = ax.pcolormesh(_edges(xs, log_x), _edges(ys, log_y), grid.to_numpy(), **colours)
     for (i, j), value in np.ndenumerate(grid.to_numpy()):

@@ -4,12 +4,13 @@ Per grid point (summary.md, summary.csv; for a sweep over n_st alone also paper_
 layout of the paper's table): mean and 95% interval over seeds of the teacher's accuracy, final,
 best (each run's early-stopping step, by its validation set) and oracle test accuracy, train
 accuracy vs pseudo-labels and vs truth, flip_corrected at the best step, accuracy by category,
-the regime by mechanism (regimes.REGIME_RULE), and with a filters table the filters' sign
+the regime by mechanism (regimes.REGIME_RULE), with `[eval] ceiling` the ceiling's accuracy and
+the performance gap recovered (theory.pgr), and with a filters table the filters' sign
 agreement (analysis.filter_sign_agreement).
 Figures: learning and coefficient curves per grid point; for two-axis sweeps, heatmaps of final
 and best W2S gain, of final test accuracy and of final hard-only test accuracy (the gains' and
-the hard-only one with its fitted benign_snr = C contour), and, when one axis is n_st, the
-phase-boundary fit."""
+the hard-only one with its fitted benign_snr = C contour), with `[eval] ceiling` of the final
+performance gap recovered, and, when one axis is n_st, the phase-boundary fit."""
 
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ COLUMNS = {  # summary column: markdown header
     "final_test_acc_hard": "hard-only (final)",
     "final_test_acc_both": "both-signal (final)",
     "best_test_acc_hard": "hard-only (best)",
+    # with `[eval] ceiling`: the same student on true labels, and the gap recovered
+    "ceiling_test_acc": "ceiling (final)",
+    "pgr_final": "PGR (final)",
+    "pgr_best": "PGR (best)",
     "filter_sign_agreement": "filter sign agreement",
 }
 
@@ -128,6 +133,12 @@ def write_report(path: str | Path, fmt: str = "png") -> Path:
                 runs, *axes, out / f"phase_final_test.{fmt}", "final_test_acc", gain=False
             )
         )
+        if runs.get("pgr_final", pd.Series(dtype=float)).notna().any():
+            figures.append(
+                phase_heatmap(
+                    runs, *axes, out / f"phase_pgr.{fmt}", "pgr_final", gain=False, vrange=(0, 1)
+                )
+            )
         hard_figure, c_hard = hard_heatmap(runs, steps, *axes, out / f"phase_final_hard.{fmt}")
         hard_text = "no hard-only test samples"
         if hard_figure is not None:

@@ -39,8 +39,13 @@ from w2sjax.layout import (
     part_path,
     parts,
 )
-from w2sjax.metrics import RUN_METRICS, STEP_METRICS
-from w2sjax.theory import abundance, benign_snr
+from w2sjax.metrics import (
+    CEILING_STEP_METRICS,
+    RUN_METRICS,
+    SECOND_LAYER_STEP_METRICS,
+    STEP_METRICS,
+)
+from w2sjax.theory import abundance, benign_snr, pgr
 
 FILTER_COLUMNS = ("gmu_plus1", "gmu_minus1", "gnu_plus1", "gnu_minus1")
 INIT_COLUMNS = ("w0_mu_plus1", "w0_mu_minus1", "w0_nu_plus1", "w0_nu_minus1")
@@ -54,7 +59,10 @@ def runs_table(
     final test accuracy, the noise sampler, and two readings of "best": the early-stopping step
     (best_step: the first logged step of the highest validation accuracy; best_test_acc and
     best_val_acc there) and the test set's own argmax (oracle_step, oracle_test_acc), which
-    chooses the step by the very accuracy it reports."""
+    chooses the step by the very accuracy it reports. With shape.ceiling (`[eval] ceiling`):
+    the ceiling run's test accuracy at its last step (ceiling_test_acc) and at its own
+    early-stopping step (ceiling_best_test_acc), and the performance gap recovered at the last
+    (pgr_final) and at the early-stopping steps (pgr_best; theory.pgr)."""
     df = pd.DataFrame([{**c.to_dict(), "seed": s} for c, s in runs], columns=[*FIELDS, "seed"])
     df.insert(0, "run_id", [run_id(c, s) for c, s in runs])
     for name in RUN_METRICS:
@@ -75,15 +83,31 @@ def runs_table(
     df["best_val_acc"] = val_acc[rows, best]
     df["oracle_test_acc"] = test_acc[rows, oracle]
     df["oracle_step"] = logged[oracle]
+    if shape.ceiling:
+        ceiling_test, ceiling_val = (
+            np.asarray(per_step[f"ceiling_{k}"]) for k in ("test_acc", "val_acc")
+        )
+        ceiling_best = np.argmax(np.nan_to_num(ceiling_val, nan=-1.0), axis=1)
+        df["ceiling_test_acc"] = ceiling_test[:, -1]
+        df["ceiling_best_test_acc"] = ceiling_test[rows, ceiling_best]
+        df["pgr_final"] = pgr(df.final_test_acc, df.weak_test_acc, df.ceiling_test_acc)
+        df["pgr_best"] = pgr(df.best_test_acc, df.weak_test_acc, df.ceiling_best_test_acc)
     return df
 
 
 def steps_table(runs: Sequence[tuple[Config, int]], per_step: dict, shape: Shape) -> pd.DataFrame:
-    """One row per run and logged step: run_id, step, and every STEP_METRICS column."""
+    """One row per run and logged step: run_id, step, every STEP_METRICS column, with
+    shape.ceiling the ceiling run's CEILING_STEP_METRICS as ceiling_<name>, and with a trained
+    second layer SECOND_LAYER_STEP_METRICS."""
     steps = np.asarray(shape.log_steps())
     ids = [run_id(c, s) for c, s in runs]
     cols = {"run_id": np.repeat(ids, len(steps)), "step": np.tile(steps, len(ids))}
-    cols.update({name: np.asarray(per_step[name]).ravel() for name in STEP_METRICS})
+    names = [
+        *STEP_METRICS,
+        *(f"ceiling_{k}" for k in CEILING_STEP_METRICS if shape.ceiling),
+        *(k for k in SECOND_LAYER_STEP_METRICS if k in per_step),
+    ]
+    cols.update({name: np.asarray(per_step[name]).ravel() for name in names})
     return pd.DataFrame(cols)
 
 

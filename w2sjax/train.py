@@ -7,18 +7,20 @@ Everything here is a pure function of one run's scalars; `simulate` vmaps it ove
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2sjax.activations import ACTIVATIONS
+from w2sjax.activations import ACTIVATIONS, Act
 from w2sjax.batch import Params, Shape
 from w2sjax.data import HARD, RunData, Sample, labels, signal_matrix
-from w2sjax.loops import LOOPS, Coef, Strong
-from w2sjax.metrics import record, teacher_metrics
-from w2sjax.models import mm
+from w2sjax.loops import LOOPS, Views
+from w2sjax.metrics import CEILING_STEP_METRICS, record, teacher_metrics
+from w2sjax.models import SECOND_LAYERS, mm
 from w2sjax.noise import SAMPLERS, NoiseKeys
 from w2sjax.optimizers import OPTIMIZERS
 from w2sjax.teachers import TEACHERS
@@ -86,8 +88,10 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
     Returns (per_run, per_step): per_run maps RUN_METRICS to scalars and "diverged_step" to the
     first step whose state is not finite (-1: none), and with shape.filters "filter_init" to the
     initial projections (2, m, 4); per_step maps STEP_METRICS to (K,) arrays over the K logged
-    steps of `shape.log_steps()` (and "filters" to (K, 2, m, 4)), NaN from the divergence on.
-    The test and validation sets are evaluated together, one product per step.
+    steps of `shape.log_steps()` (and "filters" to (K, 2, m, 4)), NaN from the divergence on;
+    with shape.ceiling also CEILING_STEP_METRICS, those of the same student trained on the true
+    labels (`[eval] ceiling`). The test and validation sets are evaluated together, one product
+    per step.
     """
     run = draw_run(shape, p)
     signals, _, train, test, val, W0, coins, key = run
@@ -103,13 +107,39 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
     evaluation = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), test, val)
     act = ACTIVATIONS[shape.activation].at(p.activation_param)
     opt = OPTIMIZERS[shape.optimizer].at(p.eta, p.momentum, key, shape.n_st, shape.batch_size)
-    state, step, views = LOOPS[shape.form](
-        W0, signals, train, evaluation, yhat, p.eta, act, opt, shape.precision
-    )
+    v0 = SECOND_LAYERS[shape.second_layer].init(shape.m)
 
-    def rec(st: Strong | Coef, diverged: chex.Array) -> dict:
-        out = record(views(st), train, yhat, test, val, filters=shape.filters, act=act)
-        return jax.tree_util.tree_map(lambda v: jnp.where(diverged, jnp.nan, v), out)
+    def train_on(labels: chex.Array) -> tuple[dict, chex.Array]:
+        state, step, views = LOOPS[shape.form](
+            W0, signals, train, evaluation, labels, p.eta, act, opt, shape.precision, v0
+        )
+        return curve(shape, state, step, views, partial(record_views, labels, run, shape, act))
+
+    per_step, per_run["diverged_step"] = train_on(yhat)
+    if shape.ceiling:
+        # the same student on the true labels: same data, initialisation and keys
+        ceiling, _ = train_on(train.y)
+        per_step.update({f"ceiling_{k}": ceiling[k] for k in CEILING_STEP_METRICS})
+    return per_run, per_step
+
+
+def record_views(
+    yhat: chex.Array, run: RunData, shape: Shape, act: Act, views: Views
+) -> dict[str, chex.Array]:
+    """metrics.record of one logged state's Views, the student trained on labels yhat (n_st,)."""
+    return record(views, run.train, yhat, run.test, run.val, filters=shape.filters, act=act)
+
+
+def curve(
+    shape: Shape,
+    state: Any,
+    step: Callable[[Any], Any],
+    views: Callable[[Any], Views],
+    rec: Callable[[Views], dict],
+) -> tuple[dict, chex.Array]:
+    """Step a loop from `state` through shape.log_steps(), recording rec(views(state)) at each
+    logged step: (per_step, each value (K,) over the K logged steps, NaN from the divergence on;
+    diverged_at, the first step whose state is not finite, -1 for none)."""
 
     def segment(carry: tuple, xs: tuple) -> tuple[tuple, dict]:
         start, length = xs
@@ -123,15 +153,16 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
             return st, jnp.where((diverged_at < 0) & ~finite, start + i + 1, diverged_at)
 
         state, diverged_at = jax.lax.fori_loop(0, length, body, carry)
-        return (state, diverged_at), rec(state, diverged_at >= 0)
+        out = rec(views(state))
+        return (state, diverged_at), jax.tree_util.tree_map(
+            lambda v: jnp.where(diverged_at >= 0, jnp.nan, v), out
+        )
 
     # Segment lengths are the same for every run, so under vmap the inner loop stays a real loop
     # and only logged steps are stacked. The first segment has length 0: step 0 is recorded from
-    # the loop's carry, never from constants XLA would fold at compile time. diverged_at is the
-    # first step whose state is not finite (-1: none); every logged row from it on is NaN.
+    # the loop's carry, never from constants XLA would fold at compile time.
     log_steps = np.asarray(shape.log_steps())
     lengths = np.diff(log_steps, prepend=0)
     xs = (jnp.asarray(log_steps - lengths, jnp.int32), jnp.asarray(lengths, jnp.int32))
     (_, diverged_at), per_step = jax.lax.scan(segment, (state, jnp.int32(-1)), xs)
-    per_run["diverged_step"] = diverged_at
-    return per_run, per_step
+    return per_step, diverged_at

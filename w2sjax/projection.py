@@ -1,0 +1,66 @@
+"""The coefficients of an update that leaves span{signals, training noise} (Adam's: docs/MODEL.md
+section 4): rho as the least-squares projection of W - W0 onto the training noise, and the
+relative norm of what it leaves."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import chex
+import jax.numpy as jnp
+
+from w2sjax.models import mm
+
+# The smallest eigenvalue, relative to the diagonal, of the training noise's Gram matrix at which
+# a projection onto the training noise still resolves rho in float32; below it rho is NaN.
+GRAM_FLOOR = 1e-3
+
+
+class Projection(NamedTuple):
+    """What projecting W - W0 onto span{signals, training noise} needs, computed once: the
+    training noise xi (n_st, D), K_inv (n_st, n_st) the inverse of K_ik = <xi_i, xi_k> /
+    ||xi_i||^2, off_signals (D,) 1 off the signal axes, unit (n_st, D) xi_i / ||xi_i||^2, and
+    whether the training noise is independent enough to resolve rho (GRAM_FLOOR)."""
+
+    xi: chex.Array
+    K_inv: chex.Array
+    off_signals: chex.Array
+    unit: chex.Array
+    resolved: chex.Array
+
+
+def projection(
+    W0: chex.Array, signals: chex.Array, xi: chex.Array, xi_sq: chex.Array
+) -> Projection:
+    """Projection's parts for W0 (2, m, D), signals (4, D) and training noise xi (n_st, D)
+    (cost 2 n_st^2 D + n_st^3, once)."""
+    gram = mm("id,kd->ik", xi, xi)
+    norm = jnp.sqrt(xi_sq)
+    smallest = jnp.linalg.eigvalsh(gram / (norm[:, None] * norm[None, :]))[0]
+    return Projection(
+        xi=xi,
+        K_inv=jnp.linalg.inv(gram / xi_sq[:, None]),
+        off_signals=(jnp.abs(signals).sum(0) == 0).astype(W0.dtype),
+        unit=xi / xi_sq[:, None],
+        resolved=smallest > GRAM_FLOOR,
+    )
+
+
+def projected_coefs(
+    W: chex.Array, W0: chex.Array, proj: Projection
+) -> tuple[chex.Array, chex.Array]:
+    """(rho (2, m, n_st), residual) for an update that leaves the span: rho solves
+    <W - W0, xi_k> = sum_i rho_i K_ik (that product at full float32 precision whatever the loop's:
+    early in training W - W0 is small, and <W, xi> - <W0, xi> at a lower one would cancel), the
+    least-squares coefficients of W - W0's part off the signal axes on the xi_i / ||xi_i||^2;
+    residual is the relative norm of what they leave,
+    ||W - W0 - P_S(W - W0) - sum_i rho_i xi_i / ||xi_i||^2|| / ||W - W0||. Both NaN where the
+    training noise is not `resolved`."""
+    delta = W - W0
+    rho = mm("jrk,ki->jri", mm("jrd,kd->jrk", delta, proj.xi), proj.K_inv)
+    left = delta * proj.off_signals - mm("jri,id->jrd", rho, proj.unit)
+    residual = jnp.sqrt((left * left).sum() / (delta * delta).sum())
+    return (
+        jnp.where(proj.resolved, rho, jnp.nan),
+        jnp.where(proj.resolved, residual, jnp.nan),
+    )
