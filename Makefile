@@ -30,7 +30,10 @@ lint: $(STAMP)
 sweep: $(STAMP)
 	$(BIN)/w2sjax sweep $(SPEC) --out $(OUT)
 
+# torch is only the bench's PyTorch column: installed here when it can be, skipped when not.
 bench: $(STAMP)
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]' \
+		>/dev/null 2>&1 || echo "w2sjax: torch did not install; the bench runs without its PyTorch column"
 	$(BIN)/w2sjax bench --out results/bench
 
 # The paper's table and both phase diagrams, then their reports (on whatever device is present;

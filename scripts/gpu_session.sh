@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # One prepared GPU session (see docs/BENCHMARKS.md): runs from the work tree on the device image's
 # own packages, writes everything under $OUT and prints a short summary last.
-#   [TESTS="pytest args"] [BENCH=0] [BENCH_SWEEP=SPEC.toml] [SWEEP_TIMEOUT=s] [BENCH_D=1] \
+#   [TESTS="pytest args"] [BENCH=0] [BENCH_SWEEP=SPEC.toml|""] [SWEEP_TIMEOUT=s] [BENCH_D=1] \
 #     [BOUNDARY="SPEC.toml ..."] scripts/gpu_session.sh [SWEEP.toml ...]
 # 1. environment; 2. the core correctness tests on this jax/GPU (TESTS overrides which);
-# 3. `w2sjax bench` at GPU sizes (BENCH=0 skips it); with BENCH_SWEEP, also that sweep timed end
-# to end against the per-run loops (its tables kept; section "sweep" of bench.json); with BENCH_D,
+# 3. `w2sjax bench` at GPU sizes (BENCH=0 skips it); with BENCH_SWEEP (default: the frozen table
+# workload sweeps/bench_table_cpu.toml; "" skips it), also that sweep timed end to end against
+# the per-run loops (its tables kept; section "sweep" of bench.json), and the whole report copied
+# to $OUT/bench-<device>-<date>.json, the name results/reference keeps it under; with BENCH_D,
 # the cost-against-d table of both noise samplers (bench_d.json); 4. each sweep file given (one
 # already run by BENCH_SWEEP resumes with nothing left to do), then its per-grid-point table
 # (analysis.summary_table) as CSV; 5. with BOUNDARY, `w2sjax boundary` on each file listed (level
@@ -36,7 +38,8 @@ elif ! timeout 300 python3 -m w2sjax bench --out "$OUT" 2>&1 | tee "$OUT/bench.t
   timeout 200 python3 -m w2sjax bench --out "$OUT" --runs 32 2>&1 | tee "$OUT/bench.txt"
 fi
 
-if [ -n "${BENCH_SWEEP:-}" ]; then
+BENCH_SWEEP=${BENCH_SWEEP-sweeps/bench_table_cpu.toml}
+if [ -n "$BENCH_SWEEP" ]; then
   log "end-to-end timing of $BENCH_SWEEP"
   rm -rf "$OUT/sweep-bench"
   if timeout "${SWEEP_TIMEOUT:-300}" python3 -m w2sjax bench --sizes none --sweep "$BENCH_SWEEP" \
@@ -55,6 +58,18 @@ PY
     log "end-to-end timing failed or timed out"
   fi
 fi
+
+# The bench in the committed schema, named by device (lower case, e.g. nvidia-h200) and date.
+python3 - "$OUT" <<'PY'
+import datetime, json, pathlib, re, sys
+out = pathlib.Path(sys.argv[1])
+path = out / "bench.json"
+if path.exists():
+    device = re.sub(r"[^a-z0-9]+", "-", json.loads(path.read_text())["device"].lower()).strip("-")
+    target = out / f"bench-{device}-{datetime.date.today().isoformat()}.json"
+    target.write_text(path.read_text())
+    print("wrote", target)
+PY
 
 if [ -n "${BENCH_D:-}" ]; then
   # Cost against d under each noise sampler (docs/BENCHMARKS.md, "Cost against d").

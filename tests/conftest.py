@@ -139,12 +139,18 @@ def assert_coef_form_reaches(W0, signals, data: Sample, yhat, eta, opt, act, ste
 
 def pytest_configure(config: pytest.Config) -> None:
     """One persistent XLA compilation cache for the session, in a temporary folder outside the
-    work tree, shared with the `w2sjax` processes the tests start (through the environment): the
+    work tree, shared by the xdist workers and the `w2sjax` processes the tests start: the
     suite compiles the same small programs in many processes, and compiling is most of its time.
     A cached executable is the one the compiler would make, so no result changes. (JAX caches
     programs that took over a second to compile; caching every one cost more than it saved.)"""
-    cache = tempfile.mkdtemp(prefix="w2sjax-tests-xla-")
-    config.stash[_CACHE] = cache
+    # Under pytest-xdist the workers are the controller's child processes: one folder named by
+    # the controller's pid serves them all (the controller, which unconfigures last, removes it).
+    worker = "PYTEST_XDIST_WORKER" in os.environ
+    owner = os.getppid() if worker else os.getpid()
+    cache = os.path.join(tempfile.gettempdir(), f"w2sjax-tests-xla-{owner}")
+    os.makedirs(cache, exist_ok=True)
+    if not worker:
+        config.stash[_CACHE] = cache
     os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
     jax.config.update("jax_compilation_cache_dir", cache)
 

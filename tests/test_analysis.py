@@ -226,6 +226,20 @@ def test_bench_rejects_bad_input_before_compute(args, field, tmp_path, capsys):
     assert len(err) == 1 and field in err[0]
 
 
+def test_bad_bench_input_creates_no_folder(tmp_path, monkeypatch, capsys):
+    """Refused input leaves no trace: not the default --out (results/bench under the working
+    folder, which a run of the suite used to leave behind), not --keep."""
+    spec = _two_point_spec(tmp_path)
+    (tmp_path / "two").mkdir()  # the sweep's folder under --keep: refused
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["bench", "--sweep", str(spec), "--keep", str(tmp_path)]) == 2
+    assert main(["bench", "--sweep", str(spec), "--keep", "new/keep", "--seeds", "0"]) == 2
+    assert list(work.iterdir()) == []
+    assert len(capsys.readouterr().err.strip().splitlines()) == 2
+
+
 def test_bench_fills_the_device_like_a_sweep_chunk():
     shape = Shape.of(build({"d": 64, "n_st": 8, "m": 4, "n_test": 500, "log_points": 3}))
     per_run = bytes_per_run(shape)

@@ -1,6 +1,6 @@
 """`[eval] ceiling`: every run paired with the same student trained on true labels, and the
-performance gap recovered (PGR) in the runs table (the summary and the report's PGR heatmap:
-test_sweep's report test)."""
+performance gap recovered (PGR) in the runs table (end to end, the summary and the report's
+PGR heatmap: test_progress's sweep)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from w2sjax.simulate import simulate
 from w2sjax.store import runs_table
 from w2sjax.theory import pgr
 
-FIELDS = dict(n_st=60, p_e=0.3, p_h=0.4, p_b="rest", steps=60, hard_labels="coin")
+FIELDS = dict(n_st=60, p_e=0.3, p_h=0.4, p_b="rest", steps=30, hard_labels="coin")
 
 
 def test_the_ceiling_is_the_clean_teacher_run_and_changes_no_student_number():

@@ -265,3 +265,26 @@ def test_only_the_fitted_teacher_draws_a_weak_set():
         shape = Shape.of(config, noise="reduced")
         assert weak_set_size(config) == shape.n_wk == drawn
         assert shape.dim == 4 + 2 * 4 + drawn + 40
+
+
+def _switched(field: str) -> dict:
+    """The fields that set `field` away from its default (with the switch that makes it read)."""
+    spec = FIELDS[field]
+    if spec.kind == "bool":
+        return {field: not spec.default}
+    if spec.choices:
+        return {field: next(c for c in spec.choices if c != spec.default)}
+    switch, values = spec.only_with
+    return {switch: values[0], field: spec.low + 1 if spec.kind == "int" else spec.default / 2}
+
+
+@pytest.mark.parametrize("field", [f for f, spec in FIELDS.items() if spec.paired])
+def test_a_paired_switch_keeps_its_runs_random_key(field):
+    """A paired field's settings (hard_labels, ceiling, the optimizer and its fields, the second
+    layer) are settings of their own (point_hash, so run_id) that draw what the default draws
+    (key_hash), so a comparison is run for run. Control: an unpaired switch (the activation)
+    changes the key."""
+    plain, switched = build({}), build(_switched(field))
+    assert switched.point_hash != plain.point_hash and switched.key_hash == plain.key_hash
+    other = build({"activation": "softplus"})
+    assert other.key_hash != plain.key_hash

@@ -182,9 +182,10 @@ def test_large_n_st_learns_both_signs_of_nu():
     "fields, noise",
     [
         pytest.param(dict(d=64, n_st=40, eta=0.5, sigma_0=0.1), "full", marks=pytest.mark.slow),
-        (
+        pytest.param(
             dict(d=100, n_st=60, eta=1.0, easy_signal="antipodal", p_e="rest", p_h=0.2, p_b=0.6),
             "full",
+            marks=pytest.mark.slow,  # antipodal in the fast suite: test_signal_noise_decomposition
         ),
         (dict(d=400, n_st=40, eta=0.5, sigma_0=0.1), "reduced"),  # k = M = 108 of d' = 396
     ],

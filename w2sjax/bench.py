@@ -14,8 +14,10 @@ noise sampler.
 
 from __future__ import annotations
 
+import io
 import json
 import time
+from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -32,6 +34,7 @@ from w2sjax.data import sample, signal_matrix
 from w2sjax.loops import strong_init, strong_step
 from w2sjax.models import mm as einsum
 from w2sjax.optimizers import OPTIMIZERS
+from w2sjax.progress import TICKS_PER_S, Progress
 from w2sjax.simulate import simulate
 
 # (n_st values, d, m, runs, engine steps, per-run loop steps) by platform. runs None: fill the
@@ -67,6 +70,9 @@ class BucketResult:
     ceiling_flops: float
     shape_ceiling_flops: float
     achieved_flops: float
+    # the engine with progress reports on (`w2sjax sweep` without --quiet) and the bar drawn
+    engine_progress_s: float
+    progress_overhead: float  # engine_progress_s / engine_s - 1
 
 
 def device_sizes() -> str:
@@ -133,18 +139,26 @@ def engine(
     precision: str = "highest",
     noise: str = "auto",
     repeats: int = 1,
+    tick: int | None = None,
 ) -> EngineTiming:
     """`simulate` timed on `runs` seeds of one bucket (the fastest of `repeats` calls); runs None:
-    as many as a sweep's chunk would hold on this device (`fill_runs`)."""
+    as many as a sweep's chunk would hold on this device (`fill_runs`). tick: with progress
+    reports every `tick` steps, drawn as a sweep's bar would be (into a buffer)."""
     config = build({"d": d, "n_st": n_st, "m": m, "steps": steps, "n_test": 500, "log_points": 3})
     shape = Shape.of(config, form=form, precision=precision, noise=noise)
     if runs is None:
         runs = fill_runs(shape, memory_budget(jax.devices()[0]))
-    params = stack_params([(config, s) for s in range(runs)])
+    args = [stack_params([(config, s) for s in range(runs)])]
+    bar = None
+    if tick is not None:
+        args.append(jnp.int32(tick))
+        bar = Progress(runs * steps * repeats, quiet=False, stream=io.StringIO(), plain=False)
+        bar.chunk(runs, steps, 1)
     start = time.perf_counter()
-    compiled = simulate.lower(shape, params).compile()
+    compiled = simulate.lower(shape, *args).compile()
     compile_s = time.perf_counter() - start
-    engine_s = min(_timed(compiled, params) for _ in range(repeats))
+    with closing(bar) if bar is not None else nullcontext():
+        engine_s = min(_timed(compiled, *args) for _ in range(repeats))
     return EngineTiming(shape, runs, compile_s, engine_s)
 
 
@@ -229,8 +243,13 @@ def run_bench(
     n_values, d, m, default_runs, default_steps, loop_steps = SIZES[key]
     runs, steps = runs or default_runs, steps or default_steps
     for n_st in n_values:
-        timed = engine(n_st, d, m, runs, steps, precision=precision, noise=noise)
+        timed = engine(n_st, d, m, runs, steps, precision=precision, noise=noise, repeats=2)
         form, dim, used = timed.shape.form, timed.shape.dim, timed.runs
+        # reports as a sweep would ask for them at this speed (progress.Progress.tick)
+        tick = max(1, int(steps / timed.engine_s / TICKS_PER_S))
+        shown = engine(
+            n_st, d, m, used, steps, precision=precision, noise=noise, repeats=2, tick=tick
+        )
         engine_rate = used * steps / timed.engine_s
         k = n_st if form == "coef" else dim
         ceiling_runs = min(used, max(1, CEILING_BYTES // (BYTES_F32 * k * n_st)))
@@ -251,6 +270,8 @@ def run_bench(
             ceiling_flops=ceiling,
             shape_ceiling_flops=shape_ceiling(n_st, k, m, ceiling_runs, precision=precision),
             achieved_flops=engine_rate * flops_per_run_step(n_st, dim, m, form),
+            engine_progress_s=shown.engine_s,
+            progress_overhead=shown.engine_s / timed.engine_s - 1.0,
         )
         results.append(result)
         log(format_row(result))
@@ -280,7 +301,7 @@ def format_row(r: BucketResult) -> str:
         f"{torch_ratio}); {r.achieved_flops / 1e12:.2f} TFLOP/s = "
         f"{r.achieved_flops / r.ceiling_flops:.0%} of ceiling, "
         f"{r.achieved_flops / r.shape_ceiling_flops:.0%} of same-shape matmul; "
-        f"compile {r.compile_s:.1f} s"
+        f"compile {r.compile_s:.1f} s; progress bar {r.progress_overhead:+.1%}"
     )
 
 

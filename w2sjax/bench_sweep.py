@@ -17,19 +17,20 @@ from w2sjax.sweep import execute
 
 
 def writable_folder(folder: str | Path, option: str) -> Path:
-    """Create `folder` if missing; ConfigError naming `option` unless it is a writable folder."""
+    """`folder`, or a ConfigError naming `option` unless it is a writable folder or could be made
+    one (its nearest existing ancestor a writable folder). Creates nothing: bad input leaves no
+    trace, and the writers create what they write into."""
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"{option}: cannot create {folder} ({err.strerror})") from None
-    if not os.access(folder, os.W_OK):
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{option}: cannot create {folder} ({existing} is not a folder)")
+    if not os.access(existing, os.W_OK):
         raise ConfigError(f"{option}: {folder} is not writable")
     return folder
 
 
 def prepare_keep(keep: str | Path, sweep: Sweep) -> None:
-    """Create `keep` if missing; ConfigError unless it is a writable folder that holds no results
+    """ConfigError unless `keep` is (or could be made) a writable folder that holds no results
     of `sweep` yet (a resumed sweep would skip runs and time nothing)."""
     if (Path(keep) / sweep.name).exists():
         raise ConfigError(f"--keep: {Path(keep) / sweep.name} exists; timing needs a new folder")

@@ -269,6 +269,7 @@ def _bench_over_d(out: str) -> int:
 
     rows = over_d()
     path = Path(out) / "bench_d.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows, indent=2) + "\n")
     print(markdown(rows))
     print(f"wrote {path}")

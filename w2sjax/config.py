@@ -74,6 +74,7 @@ def _pos_int(
     default: int,
     low: int = 1,
     silent_default: bool = False,
+    paired: bool = False,
     only_with: tuple[str, tuple[str, ...]] | None = None,
 ) -> FieldSpec:
     """A count: static (it sizes arrays or loops) unless it is a top-level field."""
@@ -85,6 +86,7 @@ def _pos_int(
         low=low,
         static=section is not None,
         silent_default=silent_default,
+        paired=paired,
         only_with=only_with,
     )
 
@@ -188,8 +190,12 @@ FIELDS: dict[str, FieldSpec] = {
         silent_default=True,
         only_with=("activation", tuple(ACTIVATION_PARAM)),
     ),
-    "optimizer": _choice("strong", "gd", OPTIMIZERS, static=True, silent_default=True),
-    "batch_size": _pos_int("strong", 32, silent_default=True, only_with=("optimizer", ("sgd",))),
+    # The optimizer and the second layer are paired switches: a run shares its draws with the same
+    # run under GD and a fixed layer, so a comparison between them is run for run.
+    "optimizer": _choice("strong", "gd", OPTIMIZERS, static=True, silent_default=True, paired=True),
+    "batch_size": _pos_int(
+        "strong", 32, silent_default=True, paired=True, only_with=("optimizer", ("sgd",))
+    ),
     "momentum": FieldSpec(
         "strong",
         "float",
@@ -199,9 +205,12 @@ FIELDS: dict[str, FieldSpec] = {
         high=1.0,
         high_inclusive=False,
         silent_default=True,
+        paired=True,
         only_with=("optimizer", ("momentum",)),
     ),
-    "second_layer": _choice("strong", "fixed", SECOND_LAYERS, static=True, silent_default=True),
+    "second_layer": _choice(
+        "strong", "fixed", SECOND_LAYERS, static=True, silent_default=True, paired=True
+    ),
     "n_test": _pos_int("eval", 2000),
     "log": _choice("eval", "geometric", ("geometric", "linear"), static=True),
     "log_points": _pos_int("eval", 60, low=2),

@@ -183,7 +183,8 @@ def phase_heatmap(
     if snr_c is not None and np.isfinite(snr_c):
         snr = runs.pivot_table(index=y, columns=x, values="benign_snr", aggfunc="mean")
         snr = snr.sort_index().to_numpy()
-        if np.nanmin(snr) < snr_c < np.nanmax(snr):
+        # a contour needs a grid of at least 2 x 2 (an axis may hold one value)
+        if min(snr.shape) >= 2 and np.nanmin(snr) < snr_c < np.nanmax(snr):
             ax.contour(
                 xs,
                 ys,

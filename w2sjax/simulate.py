@@ -15,13 +15,15 @@ TRACES: Counter[Shape] = Counter()
 
 
 @partial(jax.jit, static_argnums=0)
-def simulate(shape: Shape, params: Params) -> tuple[dict, dict]:
+def simulate(shape: Shape, params: Params, tick: jax.Array | None = None) -> tuple[dict, dict]:
     """Simulate a batch of runs that share `shape`.
 
     params: Params with leading axis (runs,). Returns (per_run, per_step) with per_run values of
     shape (runs,) ("filter_init": (runs, 2, m, 4) when shape.filters) and per_step values
     (runs, K) over the K steps of `shape.log_steps()` ("filters": (runs, K, 2, m, 4)). A run's
     results depend only on its own Params row: its random numbers come from its own key.
+    tick (an int32 scalar, not batched, so changing it does not recompile): report progress
+    every `tick` steps (progress.py); None: no reports.
     """
     TRACES[shape] += 1  # runs at trace time only
-    return jax.vmap(partial(simulate_run, shape))(params)
+    return jax.vmap(lambda p: simulate_run(shape, p, tick))(params)

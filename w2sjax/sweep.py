@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -23,7 +23,6 @@ from typing import NamedTuple
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from tqdm import tqdm
 
 from w2sjax.batch import Shape, stack_params
 from w2sjax.buckets import (
@@ -42,6 +41,7 @@ from w2sjax.grid import Sweep
 from w2sjax.integrity import inspect, quarantine, read_spec, remove_uncommitted
 from w2sjax.layout import SPEC_FILE, DatasetRefused, existing_spec
 from w2sjax.lock import DatasetLock
+from w2sjax.progress import Progress
 from w2sjax.simulate import simulate
 from w2sjax.store import (
     SpecMismatch,
@@ -114,14 +114,19 @@ class OutOfMemory(RuntimeError):
 
 
 def run_chunk(
-    shape: Shape, runs: list[Run], size: int, sharding: NamedSharding
+    shape: Shape,
+    runs: list[Run],
+    size: int,
+    sharding: NamedSharding,
+    tick: jax.Array | None = None,
 ) -> tuple[dict, dict]:
     """Simulate `runs` padded to `size` (repeating the last run); outputs trimmed to len(runs).
-    Raises DeviceOOM when the device runs out of memory."""
+    tick: progress reports' interval in steps (progress.py; None: none). Raises DeviceOOM when
+    the device runs out of memory."""
     padded = runs + [runs[-1]] * (size - len(runs))
     try:
         params = jax.device_put(stack_params(padded), sharding)
-        out = jax.device_get(simulate(shape, params))
+        out = jax.device_get(simulate(shape, params, tick))
     except jax.errors.JaxRuntimeError as err:
         if "RESOURCE_EXHAUSTED" in str(err):
             raise DeviceOOM(str(err).splitlines()[0]) from err
@@ -270,20 +275,22 @@ def run_work(
     A chunk that runs out of device memory is retried in halves (the bucket's later chunks too),
     down to one run per device; below that OutOfMemory is raised."""
     sharding = NamedSharding(Mesh(np.array(devices), ("runs",)), PartitionSpec("runs"))
-    start = time.perf_counter()
-    ran = run_steps = diverged = chunks = 0
+    ran = diverged = chunks = 0
     caps: dict[str, int] = {}  # per bucket: the chunk size after out-of-memory halvings
     interrupted = _Interrupt()
-    bar = tqdm(total=len(work), unit="chunk", disable=quiet, file=sys.stderr, dynamic_ncols=True)
-    with interrupted:
+    progress = Progress(sum(len(item.runs) * item.bucket.shape.steps for item in work), quiet)
+    with interrupted, closing(progress):
         for item in work:
             bucket = item.bucket
             size = min(item.size, caps.get(bucket.id, item.size))
             queue = split(item.runs, size)
             while queue and not interrupted.requested:
                 runs = queue.pop(0)
+                steps = bucket.shape.steps
+                tick = progress.tick(steps)
+                progress.chunk(len(runs), steps, 1 + bucket.shape.ceiling)
                 try:
-                    per_run, per_step = run_chunk(bucket.shape, runs, size, sharding)
+                    per_run, per_step = run_chunk(bucket.shape, runs, size, sharding, tick)
                 except DeviceOOM as err:
                     if size <= len(devices):
                         raise OutOfMemory(
@@ -306,13 +313,10 @@ def run_work(
                     meta,
                 )
                 ran, chunks = ran + len(runs), chunks + 1
-                run_steps += len(runs) * bucket.shape.steps
                 diverged += int((per_run["diverged_step"] >= 0).sum())
-                bar.set_postfix_str(f"{run_steps / (time.perf_counter() - start):,.0f} run-steps/s")
-            bar.update()
+                progress.done()
             if interrupted.requested:
                 break
-    bar.close()
     return Done(ran, chunks, diverged, interrupted.requested)
 
 

@@ -23,6 +23,7 @@ from w2sjax.metrics import CEILING_STEP_METRICS, record, teacher_metrics
 from w2sjax.models import SECOND_LAYERS, mm
 from w2sjax.noise import SAMPLERS, NoiseKeys
 from w2sjax.optimizers import OPTIMIZERS
+from w2sjax.progress import maybe_report
 from w2sjax.teachers import TEACHERS
 
 # The validation set's key is fold_in(run key, VAL_SALT), the hard_labels = "coin" control's
@@ -82,7 +83,7 @@ def draw_run(shape: Shape, p: Params) -> RunData:
     return RunData(signals, weak, train, test, val, noise.W0, coins, key)
 
 
-def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
+def simulate_run(shape: Shape, p: Params, tick: chex.Array | None = None) -> tuple[dict, dict]:
     """One run of MODEL.md sections 1 to 5 for scalar Params.
 
     Returns (per_run, per_step): per_run maps RUN_METRICS to scalars and "diverged_step" to the
@@ -91,7 +92,7 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
     steps of `shape.log_steps()` (and "filters" to (K, 2, m, 4)), NaN from the divergence on;
     with shape.ceiling also CEILING_STEP_METRICS, those of the same student trained on the true
     labels (`[eval] ceiling`). The test and validation sets are evaluated together, one product
-    per step.
+    per step. tick: report the step to progress.py every `tick` steps (None: never).
     """
     run = draw_run(shape, p)
     signals, _, train, test, val, W0, coins, key = run
@@ -109,16 +110,18 @@ def simulate_run(shape: Shape, p: Params) -> tuple[dict, dict]:
     opt = OPTIMIZERS[shape.optimizer].at(p.eta, p.momentum, key, shape.n_st, shape.batch_size)
     v0 = SECOND_LAYERS[shape.second_layer].init(shape.m)
 
-    def train_on(labels: chex.Array) -> tuple[dict, chex.Array]:
+    def train_on(labels: chex.Array, pass_index: int) -> tuple[dict, chex.Array]:
         state, step, views = LOOPS[shape.form](
             W0, signals, train, evaluation, labels, p.eta, act, opt, shape.precision, v0
         )
-        return curve(shape, state, step, views, partial(record_views, labels, run, shape, act))
+        rec = partial(record_views, labels, run, shape, act)
+        return curve(shape, state, step, views, rec, partial(maybe_report, tick, pass_index))
 
-    per_step, per_run["diverged_step"] = train_on(yhat)
+    per_step, per_run["diverged_step"] = train_on(yhat, 0)
     if shape.ceiling:
-        # the same student on the true labels: same data, initialisation and keys
-        ceiling, _ = train_on(train.y)
+        # The same student on the true labels: same data, initialisation and keys. The two
+        # loops are independent, and XLA may run them side by side (progress.py counts each).
+        ceiling, _ = train_on(train.y, 1)
         per_step.update({f"ceiling_{k}": ceiling[k] for k in CEILING_STEP_METRICS})
     return per_run, per_step
 
@@ -136,10 +139,12 @@ def curve(
     step: Callable[[Any], Any],
     views: Callable[[Any], Views],
     rec: Callable[[Views], dict],
+    reached: Callable[[chex.Array], None],
 ) -> tuple[dict, chex.Array]:
     """Step a loop from `state` through shape.log_steps(), recording rec(views(state)) at each
-    logged step: (per_step, each value (K,) over the K logged steps, NaN from the divergence on;
-    diverged_at, the first step whose state is not finite, -1 for none)."""
+    logged step and calling reached(t) after each step t (progress.maybe_report): (per_step,
+    each value (K,) over the K logged steps, NaN from the divergence on; diverged_at, the first
+    step whose state is not finite, -1 for none)."""
 
     def segment(carry: tuple, xs: tuple) -> tuple[tuple, dict]:
         start, length = xs
@@ -147,6 +152,7 @@ def curve(
         def body(i: chex.Array, c: tuple) -> tuple:
             st, diverged_at = c
             st = step(st)
+            reached(start + i + 1)
             finite = jnp.all(
                 jnp.stack([jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(st)])
             )

@@ -1,0 +1,77 @@
+"""Progress inside a chunk (progress.py): the compiled loop's reports, that they change no run,
+and what a sweep shows from them."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pandas as pd
+from conftest import SWEEP_TEXT, assert_same_tables
+
+import w2sjax
+from w2sjax import progress
+from w2sjax.grid import load_sweep
+from w2sjax.progress import MAX_TICKS, Progress
+from w2sjax.report import write_report
+from w2sjax.sweep import execute
+from w2sjax.theory import pgr
+
+LINE = re.compile(r"w2sjax: ([\d,]+) of ([\d,]+) run-steps")
+
+
+def test_each_pass_counts_its_own_steps_and_the_tick_is_bounded():
+    """A chunk's passes (the student and its ceiling) are independent loops XLA may run side by
+    side: each pass counts its own last step, so reports of the ceiling's pass never stand for
+    the student's. The report interval aims at TICKS_PER_S a second at the last chunk's speed,
+    but never under steps / MAX_TICKS (at most MAX_TICKS reports a pass)."""
+    bar = Progress(total=4 * 100 * 3, quiet=False, stream=io.StringIO(), plain=True)
+    assert int(bar.tick(100)) == 100 // progress.FIRST_TICKS
+    bar.chunk(runs=4, steps=100, passes=2)
+    bar.reached(1, 90)  # the ceiling's pass, run first
+    assert bar._in_chunk == 4 * 100 * 90 / 200
+    bar.reached(0, 10)
+    bar.reached(1, 50)  # late: the count keeps its largest step
+    assert bar._in_chunk == 4 * 100 * 100 / 200
+    bar.done()
+    assert bar.finished == 400 and bar._in_chunk == 0
+    bar.rate = 4 * 1e6  # a chunk of 4 runs at a million steps a second
+    assert int(bar.tick(100)) == 100  # one report a pass
+    bar.rate = 4 * 1.0
+    assert int(bar.tick(1000)) == 1000 // MAX_TICKS
+    assert Progress(total=1, quiet=True).tick(100) is None
+
+
+def test_a_single_chunk_sweep_shows_progress_from_inside_its_chunk(tmp_path, monkeypatch, capsys):
+    """One bucket in one chunk, with the ceiling (two passes): where stderr is not a terminal,
+    plain lines (here one per report) show run-steps done from the second half of the chunk,
+    before it is committed; the tables are bit for bit those of a --quiet sweep (compiled
+    without the reports), which shows nothing. The same dataset then checks the ceiling's
+    columns end to end: the runs' ceiling_test_acc is its curve's last step, pgr_best is
+    theory.pgr of the best columns, and the report gives PGR's seed means and heatmap."""
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    text = SWEEP_TEXT.replace("n_st = [20, 30]", "n_st = [20]").replace("steps = 25", "steps = 40")
+    (tmp_path / "sw.toml").write_text(text.replace("[eval]", "[eval]\nceiling = true"))
+    execute(load_sweep(tmp_path / "sw.toml"), tmp_path / "shown", quiet=False)
+    lines = [LINE.search(line) for line in capsys.readouterr().err.splitlines()]
+    done = [(int(m[1].replace(",", "")), int(m[2].replace(",", ""))) for m in lines if m]
+    total = 2 * 3 * 40  # two p_b points x three seeds, 40 steps
+    assert done and {t for _, t in done} == {total} and done[-1][0] == total
+    inside = [d for d, _ in done if total / 2 < d < total]
+    assert len(inside) >= 5, done
+    execute(load_sweep(tmp_path / "sw.toml"), tmp_path / "quiet", quiet=True)
+    assert not LINE.search(capsys.readouterr().err)
+    shown, quiet = (w2sjax.load(tmp_path / f / "sw") for f in ("shown", "quiet"))
+    assert_same_tables(shown, quiet, exact=True)
+
+    runs, steps = shown
+    last = steps[steps.step == steps.step.max()].set_index("run_id").ceiling_test_acc
+    np.testing.assert_array_equal(runs.set_index("run_id").ceiling_test_acc, last[runs.run_id])
+    best = pgr(runs.best_test_acc, runs.weak_test_acc, runs.ceiling_best_test_acc)
+    np.testing.assert_array_equal(runs.pgr_best, best)
+    report = write_report(tmp_path / "shown" / "sw")
+    assert (report.parent / "phase_pgr.png").is_file() and "PGR (final)" in report.read_text()
+    summary = pd.read_csv(report.parent / "summary.csv")
+    means = runs.groupby(["n_st", "p_b"]).pgr_final.mean().to_numpy()
+    np.testing.assert_allclose(summary.pgr_final, means)

@@ -1,0 +1,159 @@
+"""Progress inside a chunk: the compiled step loop reports its step to the host every `tick`
+steps (a host callback, unordered), and a `Progress` turns those reports into a bar with
+run-steps/s, the sweep's ETA and the chunk's, or into a plain line every few seconds where stderr
+is not a terminal.
+
+The callback only reads the step index, which is the same for every run of a chunk (segment
+lengths are shared), so under vmap it fires once per step reported, not once per run; it changes
+no value of the run (a test compares runs with and without it bit for bit).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import IO
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+# Reports per chunk pass before the first chunk has measured a speed; later ones aim at
+# TICKS_PER_S reports a second (a few: a report blocks the loop while Python runs).
+FIRST_TICKS = 20
+TICKS_PER_S = 4.0
+MAX_TICKS = 200
+PLAIN_EVERY_S = 10.0  # a plain line's interval where stderr is not a terminal
+
+
+class _Current:
+    """Where the compiled loop's reports go: the Progress of the chunk in flight (None: none)."""
+
+    sink: Progress | None = None
+
+
+def report(pass_index: chex.Array, step: chex.Array) -> None:
+    """Host side of the callback: pass_index 0 for the student, 1 for its ceiling."""
+    sink = _Current.sink
+    if sink is not None:
+        sink.reached(int(pass_index), int(step))
+
+
+def maybe_report(tick: chex.Array | None, pass_index: int, step: chex.Array) -> None:
+    """Inside the loop: report `step` (unbatched) every `tick` steps; nothing when tick is None."""
+    if tick is None:
+        return
+    jax.lax.cond(
+        step % tick == 0,
+        lambda: jax.debug.callback(report, jnp.int32(pass_index), step),
+        lambda: None,
+    )
+
+
+def _clock(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """The sweep's progress in run-steps (runs x steps, the ceiling's counted with its
+    student's): `chunk(runs, steps, passes)` before a chunk and `done()` after it; the loop's
+    reports move it in between. `tick(steps)` is the report interval to compile the next chunk
+    with. quiet: nothing is shown (and no reports are asked for); plain: a line every
+    PLAIN_EVERY_S seconds instead of a redrawn bar (default: where the stream is no terminal)."""
+
+    def __init__(
+        self, total: int, quiet: bool, stream: IO[str] | None = None, plain: bool | None = None
+    ) -> None:
+        self.quiet, self.total = quiet, total
+        self.stream = stream or sys.stderr
+        self.plain = not self.stream.isatty() if plain is None else plain
+        self.start = time.perf_counter()
+        self.finished = 0  # run-steps of committed chunks
+        self.rate = float("nan")  # run-steps/s of the last chunk, compile included
+        self._lock = threading.Lock()
+        self._chunk = (0, 1, 1)  # runs, steps, passes of the chunk in flight
+        self._chunk_start = self.start
+        self._in_chunk = 0.0
+        self._reached = [0]  # per pass: the last step reported
+        self._first: tuple[float, float] | None = None  # (time, run-steps) of the first report
+        self._last_line = -np.inf
+        self.bar = None
+        if not quiet and not self.plain:
+            self.bar = tqdm(total=total, unit="run-step", file=self.stream, dynamic_ncols=True)
+
+    def tick(self, steps: int) -> chex.Array | None:
+        """Steps between reports for a chunk of `steps` steps: about TICKS_PER_S reports a second
+        at the last chunk's speed (FIRST_TICKS a pass before any); None when quiet."""
+        if self.quiet:
+            return None
+        if np.isfinite(self.rate):  # the loop's steps a second: every run steps at once
+            every = int(self.rate / max(self._chunk[0], 1) / TICKS_PER_S)
+        else:
+            every = steps // FIRST_TICKS
+        # at most MAX_TICKS a pass, whatever the last chunk's speed said (it may have been
+        # another bucket's, with cheaper steps)
+        return jnp.int32(min(max(every, steps // MAX_TICKS, 1), steps))
+
+    def chunk(self, runs: int, steps: int, passes: int) -> None:
+        with self._lock:
+            self._chunk, self._in_chunk, self._first = (runs, steps, passes), 0.0, None
+            self._reached = [0] * passes
+            self._chunk_start = time.perf_counter()
+        _Current.sink = self
+
+    def reached(self, pass_index: int, step: int) -> None:
+        runs, steps, passes = self._chunk
+        with self._lock:
+            # The passes are independent loops, which XLA may run one after the other or side by
+            # side: each keeps its own count.
+            self._reached[pass_index] = max(self._reached[pass_index], step)
+            self._in_chunk = sum(self._reached) / (passes * steps) * runs * steps
+            if self._first is None:  # the chunk's compile (if any) is over: time from here
+                self._first = (time.perf_counter(), self._in_chunk)
+        self._show()
+
+    def done(self) -> None:
+        _Current.sink = None
+        runs, steps, _ = self._chunk
+        with self._lock:
+            self.finished += runs * steps
+            self._in_chunk = 0.0
+            self.rate = runs * steps / max(time.perf_counter() - self._chunk_start, 1e-9)
+        self._show(force=True)
+
+    def _show(self, force: bool = False) -> None:
+        if self.quiet:
+            return
+        now = time.perf_counter()
+        done = self.finished + self._in_chunk
+        rate = done / max(now - self.start, 1e-9)
+        runs, steps, _ = self._chunk
+        chunk_eta = "?"
+        if self._first is not None and self._in_chunk > self._first[1]:
+            speed = (self._in_chunk - self._first[1]) / max(now - self._first[0], 1e-9)
+            chunk_eta = _clock((runs * steps - self._in_chunk) / speed)
+        if self.bar is not None:
+            self.bar.update(int(done) - self.bar.n)
+            self.bar.set_postfix_str(f"{rate:,.0f} run-steps/s, chunk ETA {chunk_eta}")
+            return
+        if force or now - self._last_line >= PLAIN_EVERY_S:
+            self._last_line = now
+            eta = _clock((self.total - done) / rate) if rate > 0 else "?"
+            print(
+                f"w2sjax: {int(done):,} of {self.total:,} run-steps "
+                f"({100 * done / max(self.total, 1):.0f}%), {rate:,.0f} run-steps/s, "
+                f"ETA {eta}, chunk ETA {chunk_eta}",
+                file=self.stream,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        _Current.sink = None
+        if self.bar is not None:
+            self.bar.close()
