@@ -1,7 +1,7 @@
 """Progress inside a chunk: the compiled step loop reports its step to the host every `tick`
-steps (a host callback, unordered), and a `Progress` turns those reports into a bar with
-run-steps/s, the sweep's ETA and the chunk's, or into a plain line every few seconds where stderr
-is not a terminal.
+steps (a host callback, unordered, between blocks of steps: train.curve), and a `Progress` turns
+those reports into a bar with run-steps/s, the sweep's ETA and the chunk's, or into a plain line
+every few seconds where stderr is not a terminal.
 
 The callback only reads the step index, which is the same for every run of a chunk (segment
 lengths are shared), so under vmap it fires once per step reported, not once per run; it changes
@@ -42,15 +42,9 @@ def report(pass_index: chex.Array, step: chex.Array) -> None:
         sink.reached(int(pass_index), int(step))
 
 
-def maybe_report(tick: chex.Array | None, pass_index: int, step: chex.Array) -> None:
-    """Inside the loop: report `step` (unbatched) every `tick` steps; nothing when tick is None."""
-    if tick is None:
-        return
-    jax.lax.cond(
-        step % tick == 0,
-        lambda: jax.debug.callback(report, jnp.int32(pass_index), step),
-        lambda: None,
-    )
+def report_step(pass_index: int, step: chex.Array) -> None:
+    """Inside the loop: report `step` (unbatched) of pass `pass_index` to the host."""
+    jax.debug.callback(report, jnp.int32(pass_index), step)
 
 
 def _clock(seconds: float) -> str:

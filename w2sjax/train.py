@@ -23,7 +23,7 @@ from w2sjax.metrics import CEILING_STEP_METRICS, record, teacher_metrics
 from w2sjax.models import SECOND_LAYERS, mm
 from w2sjax.noise import SAMPLERS, NoiseKeys
 from w2sjax.optimizers import OPTIMIZERS
-from w2sjax.progress import maybe_report
+from w2sjax.progress import report_step
 from w2sjax.teachers import TEACHERS
 
 # The validation set's key is fold_in(run key, VAL_SALT), the hard_labels = "coin" control's
@@ -115,7 +115,7 @@ def simulate_run(shape: Shape, p: Params, tick: chex.Array | None = None) -> tup
             W0, signals, train, evaluation, labels, p.eta, act, opt, shape.precision, v0
         )
         rec = partial(record_views, labels, run, shape, act)
-        return curve(shape, state, step, views, rec, partial(maybe_report, tick, pass_index))
+        return curve(shape, state, step, views, rec, tick, pass_index)
 
     per_step, per_run["diverged_step"] = train_on(yhat, 0)
     if shape.ceiling:
@@ -139,26 +139,42 @@ def curve(
     step: Callable[[Any], Any],
     views: Callable[[Any], Views],
     rec: Callable[[Views], dict],
-    reached: Callable[[chex.Array], None],
+    tick: chex.Array | None = None,
+    pass_index: int = 0,
 ) -> tuple[dict, chex.Array]:
     """Step a loop from `state` through shape.log_steps(), recording rec(views(state)) at each
-    logged step and calling reached(t) after each step t (progress.maybe_report): (per_step,
-    each value (K,) over the K logged steps, NaN from the divergence on; diverged_at, the first
-    step whose state is not finite, -1 for none)."""
+    logged step: (per_step, each value (K,) over the K logged steps, NaN from the divergence on;
+    diverged_at, the first step whose state is not finite, -1 for none). With `tick`, the steps
+    run in blocks that end at each multiple of tick (and at each logged step), and each block
+    reports its last step to progress.py as pass `pass_index`: no branch inside the step loop,
+    so the steps themselves run as they do without reports."""
 
-    def segment(carry: tuple, xs: tuple) -> tuple[tuple, dict]:
-        start, length = xs
-
+    def run(carry: tuple, start: chex.Array, length: chex.Array) -> tuple:
         def body(i: chex.Array, c: tuple) -> tuple:
             st, diverged_at = c
             st = step(st)
-            reached(start + i + 1)
             finite = jnp.all(
                 jnp.stack([jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(st)])
             )
             return st, jnp.where((diverged_at < 0) & ~finite, start + i + 1, diverged_at)
 
-        state, diverged_at = jax.lax.fori_loop(0, length, body, carry)
+        return jax.lax.fori_loop(0, length, body, carry)
+
+    def run_reporting(carry: tuple, start: chex.Array, length: chex.Array) -> tuple:
+        end = start + length
+
+        def block(c: tuple) -> tuple:
+            t, inner = c
+            n = jnp.minimum(tick - t % tick, end - t)
+            inner = run(inner, t, n)
+            report_step(pass_index, t + n)
+            return t + n, inner
+
+        return jax.lax.while_loop(lambda c: c[0] < end, block, (start, carry))[1]
+
+    def segment(carry: tuple, xs: tuple) -> tuple[tuple, dict]:
+        start, length = xs
+        state, diverged_at = (run if tick is None else run_reporting)(carry, start, length)
         out = rec(views(state))
         return (state, diverged_at), jax.tree_util.tree_map(
             lambda v: jnp.where(diverged_at >= 0, jnp.nan, v), out
