@@ -124,17 +124,21 @@ def gd_steps_match(step, state, eta, reference_loss, checked: int, total: int):
     return state
 
 
-def assert_coef_form_reaches(W0, signals, data: Sample, yhat, eta, opt, act, steps, gamma, rho):
-    """`steps` steps of loops.coef_step from zero coefficients (with optimizer `opt`) reach the
-    coefficients gamma (2, m, 4) and rho (2, m, n) that the dense form reached."""
+def assert_coef_form_reaches(
+    W0, signals, data: Sample, yhat, eta, opt, act, steps, gamma, rho, v0=None
+):
+    """`steps` steps of loops.coef_step from zero coefficients (with optimizer `opt`, and a
+    trained second layer from v0 where given) reach the coefficients gamma (2, m, 4) and rho
+    (2, m, n) that the dense form reached; the final Coef state."""
     xi_sq = (data.xi**2).sum(-1)
-    c = coef_init(rho.shape[1], rho.shape[2], opt)
+    c = coef_init(rho.shape[1], rho.shape[2], opt, v0)
     step = partial(coef_step, opt=opt, eta=eta, data=coef_data(W0, signals, data, data, xi_sq))
     step = jax.jit(partial(step, yhat=yhat, xi_sq=xi_sq, signal_gram=signals @ signals.T, act=act))
     for _ in range(steps):
         c = step(c)
     np.testing.assert_allclose(c.gamma, gamma, rtol=1e-4, atol=1e-4 * np.abs(gamma).max())
     np.testing.assert_allclose(c.rho, rho, rtol=1e-4, atol=1e-4 * np.abs(rho).max())
+    return c
 
 
 def pytest_configure(config: pytest.Config) -> None:

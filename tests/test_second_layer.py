@@ -5,18 +5,16 @@ changes no run)."""
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import reference_patches, small_config, strong_setup
+from conftest import assert_coef_form_reaches, reference_patches, small_config, strong_setup
 
 from w2sjax.activations import RELU
 from w2sjax.batch import Shape, stack_params
 from w2sjax.config import FIELDS, ConfigError, build
-from w2sjax.loops import coef_data, coef_init, coef_step, dense_loop, signal_coefs
+from w2sjax.loops import dense_loop, signal_coefs
 from w2sjax.metrics import record
 from w2sjax.models import J_SIGN, SECOND_LAYERS, logistic_loss
 from w2sjax.simulate import simulate
@@ -75,16 +73,9 @@ def test_every_second_layer_takes_the_reference_gd_step_in_both_forms(name):
     recon = coefs @ to_span + np.einsum("jrn,nd->jrd", np.asarray(state.rho, np.float64), basis)
     assert np.linalg.norm(recon - delta) / np.linalg.norm(delta) <= 1e-4
 
-    xi_sq = (data.xi**2).sum(-1)
-    c_step = partial(coef_step, opt=opt, eta=eta, data=coef_data(W0, signals, data, data, xi_sq))
-    c_step = jax.jit(
-        partial(c_step, yhat=yhat, xi_sq=xi_sq, signal_gram=signals @ signals.T, act=RELU)
+    c = assert_coef_form_reaches(
+        W0, signals, data, yhat, eta, opt, RELU, STEPS, coefs, state.rho, v0
     )
-    c = coef_init(m, data.y.shape[0], opt, v0)
-    for _ in range(STEPS):
-        c = c_step(c)
-    np.testing.assert_allclose(c.gamma, coefs, rtol=1e-4, atol=1e-4 * np.abs(coefs).max())
-    np.testing.assert_allclose(c.rho, state.rho, rtol=1e-4, atol=1e-4 * np.abs(state.rho).max())
     if v0 is not None:
         np.testing.assert_allclose(c.v, state.v, rtol=1e-5, atol=1e-6)
 

@@ -17,7 +17,15 @@ import jax.numpy as jnp
 
 from w2sjax.activations import Act
 from w2sjax.data import Sample, patch_coefs
-from w2sjax.models import J_SIGN, Preacts, logistic_loss, mm, strong_output_of, strong_preacts
+from w2sjax.models import (
+    J_SIGN,
+    Preacts,
+    filter_sums,
+    logistic_loss,
+    mm,
+    strong_output_of,
+    strong_preacts,
+)
 from w2sjax.optimizers import Opt
 from w2sjax.projection import projected_coefs, projection
 
@@ -245,8 +253,7 @@ def coef_step(
     dgamma = scale * mm("jrpn,n,pns,st->jrt", active, weight, data.coefs, signal_gram)
     increments = trained(state, gamma=dgamma, rho=drho)
     if state.v is not None:
-        fired = act.fn(pre.signal).sum(2) + act.fn(pre.noise)  # (2, m, n)
-        increments["v"] = -(eta / (n * m)) * mm("jrn,n->jr", fired, weight)
+        increments["v"] = -(eta / (n * m)) * mm("jrn,n->jr", filter_sums(pre, act), weight)
     updates, opt_state = opt.transform.update(increments, state.opt_state)
     return Coef(
         gamma=state.gamma + updates["gamma"],

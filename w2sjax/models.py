@@ -71,11 +71,16 @@ def strong_preacts(
     )
 
 
+def filter_sums(pre: Preacts, act: Act = RELU) -> chex.Array:
+    """(2, m, n) each filter's activation summed over a sample's patches."""
+    return act.fn(pre.signal).sum(2) + act.fn(pre.noise)
+
+
 def strong_output_of(pre: Preacts, act: Act = RELU, second: chex.Array | None = None) -> chex.Array:
     """(n,) f_st from pre-activations: F_j = mean over r of the activation's sum over patches
     (ReLU unless `act` says otherwise: activations.py), f_st = F_{+1} - F_{-1}; with a trained
     second layer's weights `second` (2, m), f_st = (1/m) sum_{j,r} v_{j,r} (sum over patches)."""
-    h = act.fn(pre.signal).sum(2) + act.fn(pre.noise)  # (2, m, n)
+    h = filter_sums(pre, act)
     if second is None:
         F = h.mean(1)
         return F[0] - F[1]

@@ -51,6 +51,12 @@ FILTER_COLUMNS = ("gmu_plus1", "gmu_minus1", "gnu_plus1", "gnu_minus1")
 INIT_COLUMNS = ("w0_mu_plus1", "w0_mu_minus1", "w0_nu_plus1", "w0_nu_minus1")
 
 
+def first_best(acc: np.ndarray) -> np.ndarray:
+    """(runs,) index of each run's first logged step of highest accuracy in acc (runs, K); NaN
+    rows (after a divergence) never win."""
+    return np.argmax(np.nan_to_num(acc, nan=-1.0), axis=1)
+
+
 def runs_table(
     runs: Sequence[tuple[Config, int]], per_run: dict, per_step: dict, shape: Shape
 ) -> pd.DataFrame:
@@ -74,8 +80,7 @@ def runs_table(
     df["diverged_step"] = pd.array([int(t) if t >= 0 else None for t in diverged_step], "Int64")
     test_acc, val_acc = (np.asarray(per_step[k]) for k in ("test_acc", "val_acc"))
     logged, rows = np.asarray(shape.log_steps()), np.arange(len(df))
-    # The first logged step of the highest accuracy; NaN rows (after a divergence) never win.
-    best, oracle = (np.argmax(np.nan_to_num(a, nan=-1.0), axis=1) for a in (val_acc, test_acc))
+    best, oracle = first_best(val_acc), first_best(test_acc)
     df["final_test_acc"] = test_acc[:, -1]
     df["best_test_acc"] = test_acc[rows, best]
     df["best_step"] = logged[best]
@@ -87,9 +92,8 @@ def runs_table(
         ceiling_test, ceiling_val = (
             np.asarray(per_step[f"ceiling_{k}"]) for k in ("test_acc", "val_acc")
         )
-        ceiling_best = np.argmax(np.nan_to_num(ceiling_val, nan=-1.0), axis=1)
         df["ceiling_test_acc"] = ceiling_test[:, -1]
-        df["ceiling_best_test_acc"] = ceiling_test[rows, ceiling_best]
+        df["ceiling_best_test_acc"] = ceiling_test[rows, first_best(ceiling_val)]
         df["pgr_final"] = pgr(df.final_test_acc, df.weak_test_acc, df.ceiling_test_acc)
         df["pgr_best"] = pgr(df.best_test_acc, df.weak_test_acc, df.ceiling_best_test_acc)
     return df
