@@ -267,3 +267,39 @@ def test_a_grid_mixing_optimizers_gives_adam_the_full_sampler(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "b")]) == 2
     assert "--noise reduced: is exact only for" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_adams_projection_is_nan_where_the_training_noise_is_dependent():
+    """The Gram solve behind Adam's rho (projection.gram_solve, on the host): under vmap each
+    run's K^-1 and smallest eigenvalue equal its own unbatched solve and numpy's; a run whose
+    training noise holds a repeated patch (a dependent Gram) gets NaN rho and residual, its
+    neighbour in the batch does not."""
+    from w2sjax.projection import gram_solve, projected_coefs, projection
+
+    state, signals, data, *_ = strong_setup(0)
+    xi = data.xi
+    dependent = xi.at[1].set(xi[0])
+    stacked = jnp.stack([xi, dependent])
+    sq = (stacked**2).sum(-1)
+    W0 = jnp.stack([state.W, state.W])
+
+    def parts(W0, xi, xi_sq):
+        return projection(W0, signals, xi, xi_sq)
+
+    batched = jax.jit(jax.vmap(parts))(W0, stacked, sq)
+    for i in range(2):
+        alone = projection(state.W, signals, stacked[i], sq[i])
+        np.testing.assert_array_equal(batched.K_inv[i], alone.K_inv)
+        assert bool(batched.resolved[i]) == bool(alone.resolved)
+    gram = np.asarray(xi @ xi.T, np.float64)
+    K = gram / np.diag(gram)[:, None]
+    np.testing.assert_allclose(batched.K_inv[0], np.linalg.inv(K), rtol=1e-3, atol=1e-4)
+    corr = gram / np.sqrt(np.outer(np.diag(gram), np.diag(gram)))
+    smallest, _ = gram_solve(jnp.asarray(corr, jnp.float32), jnp.asarray(K, jnp.float32))
+    assert float(smallest) == pytest.approx(np.linalg.eigvalsh(corr)[0], rel=1e-3)
+    assert batched.resolved.tolist() == [True, False]
+
+    W = state.W + 0.01 * jax.random.normal(jax.random.PRNGKey(1), state.W.shape)
+    rho, residual = jax.vmap(projected_coefs)(jnp.stack([W, W]), W0, batched)
+    assert np.isfinite(rho[0]).all() and np.isfinite(residual[0])
+    assert np.isnan(rho[1]).all() and np.isnan(residual[1])

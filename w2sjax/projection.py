@@ -7,7 +7,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import chex
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from w2sjax.models import mm
 
@@ -36,14 +38,38 @@ def projection(
     (cost 2 n_st^2 D + n_st^3, once)."""
     gram = mm("id,kd->ik", xi, xi)
     norm = jnp.sqrt(xi_sq)
-    smallest = jnp.linalg.eigvalsh(gram / (norm[:, None] * norm[None, :]))[0]
+    smallest, K_inv = gram_solve(gram / (norm[:, None] * norm[None, :]), gram / xi_sq[:, None])
     return Projection(
         xi=xi,
-        K_inv=jnp.linalg.inv(gram / xi_sq[:, None]),
+        K_inv=K_inv,
         off_signals=(jnp.abs(signals).sum(0) == 0).astype(W0.dtype),
         unit=xi / xi_sq[:, None],
         resolved=smallest > GRAM_FLOOR,
     )
+
+
+def _host_gram_solve(correlation: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    smallest = np.linalg.eigvalsh(correlation)[..., 0].astype(correlation.dtype)
+    K_inv = np.full(K.shape, np.nan, K.dtype)
+    for run in np.ndindex(K.shape[:-2]):
+        try:
+            K_inv[run] = np.linalg.inv(K[run])
+        except np.linalg.LinAlgError:
+            pass  # exactly singular: NaN, and `resolved` is False for it anyway
+    return smallest, K_inv
+
+
+def gram_solve(correlation: chex.Array, K: chex.Array) -> tuple[chex.Array, chex.Array]:
+    """(the smallest eigenvalue of `correlation` (n, n), K^-1 (n, n)), computed by numpy on the
+    host, once per run. Not by jnp.linalg: on the CPU, jaxlib 0.10's batched LAPACK kernels
+    (sgetrf, ssyevd under vmap) wedged XLA's thread pool in about one chunk in three of Adam runs
+    with the ceiling, and numpy's stacked linalg loops over a batch without that pool."""
+    n = K.shape[-1]
+    shapes = (
+        jax.ShapeDtypeStruct((), correlation.dtype),
+        jax.ShapeDtypeStruct((n, n), K.dtype),
+    )
+    return jax.pure_callback(_host_gram_solve, shapes, correlation, K, vmap_method="expand_dims")
 
 
 def projected_coefs(
