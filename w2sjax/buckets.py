@@ -135,7 +135,11 @@ def bytes_per_run(shape: Shape) -> int:
         + OPTIMIZERS[shape.optimizer].state_copies * filters  # its state, W-sized (dense form)
     )
     floats = (
-        n_all * D  # the three noise matrices
+        n_all * D  # the noise matrices
+        # the full sampler's draws (jax.random.normal holds about 4x its output at its peak)
+        # and the evaluation sets' joined copy: measured peaks were 4.8x the noise matrices
+        # at d = 2 x 10^4, against the 1.7x counted before this term (the chunk OOM-killed)
+        + (3 * n_all * D if shape.noise == "full" else 0)
         + (1 + shape.ceiling) * student
         # the reduced sampler's joint draw: normals, mask and scaled copy of (M, D)
         + (3 * span_size(shape.n_wk, shape.n_st, shape.m) * D if shape.noise == "reduced" else 0)

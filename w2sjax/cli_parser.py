@@ -1,0 +1,195 @@
+"""The command line's grammar: every subcommand of `w2sjax` and its options (cli.py runs them).
+A rejected command line raises UsageError, which cli.main prints as one line, status 2."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+from w2sjax.config import FORMS, NOISES, PRECISIONS
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _bytes(text: str) -> int:
+    """'2G', '500M', '64K' or a plain number of bytes."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    try:
+        value = float(text[:-1]) * units[text[-1].upper()] if text[-1:].isalpha() else float(text)
+    except (KeyError, ValueError):
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a size like 2G, 500M or 1000000, got {text!r}")
+    return int(value)
+
+
+NOISE_OPTION = dict(
+    choices=NOISES,
+    default="auto",
+    help="noise sampler: full (all d coordinates) or reduced (k = min(M, d') coordinates of the "
+    "span the run uses, equal in distribution; needs --precision highest); auto: reduced "
+    "where d' > M = 2m + n_wk + n_st (n_wk = 0 without a fitted teacher)",
+)
+
+
+class UsageError(Exception):
+    """A command line argparse rejects; main prints it as one line (no usage block), status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """`w2sjax`'s parser: subcommands sweep, run, bench, boundary, report and check."""
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a field (repeatable); an axis field becomes one value",
+    )
+    common.add_argument("--seeds", type=_positive_int, help="seeds per grid point")
+    common.add_argument("--out", default="results", help="output folder (default: results)")
+    common.add_argument(
+        "--fresh", action="store_true", help="delete this sweep's earlier results and start over"
+    )
+    common.add_argument("--quiet", action="store_true", help="no progress bar")
+    common.add_argument(
+        "--max-chunk", type=_positive_int, help="at most this many runs per compiled call"
+    )
+    common.add_argument(
+        "--memory-budget",
+        type=_bytes,
+        help="device memory a chunk may plan to use per device (e.g. 8G; default: 60%% of a "
+        "GPU, 25%% of host memory on CPU)",
+    )
+    common.add_argument(
+        "--form",
+        choices=FORMS,
+        default="auto",
+        help="state of the GD loop: dense W, or exact coefficients (gamma, rho); auto: "
+        "coefficients when n_st < d",
+    )
+    common.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="highest",
+        help="precision of the products with the noise patches: float32 (default), the GPU's "
+        "TF32, or bf16 operands; the faster ones pass tests/test_train.py's agreement test",
+    )
+    common.add_argument("--noise", **NOISE_OPTION)
+    common.add_argument(
+        "--filters",
+        action="store_true",
+        help="also write the per-filter coefficient table (2 x m x 4 per step)",
+    )
+    dist = common.add_argument_group("several processes (jax.distributed)")
+    dist.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize (SLURM / Open MPI settings are read "
+        "automatically); each process runs its share",
+    )
+    dist.add_argument("--coordinator", help="host:port of process 0")
+    dist.add_argument("--num-processes", type=_positive_int)
+    dist.add_argument("--process-id", type=int)
+
+    top = _Parser(prog="w2sjax", description=description)
+    sub = top.add_subparsers(dest="command", required=True)
+    for name, what, help_ in (
+        ("sweep", "sweep file (TOML)", "run a sweep file ([grid], [zip] axes)"),
+        ("run", "config file (TOML)", "run one config (no axes) as one batch"),
+    ):
+        simulate = sub.add_parser(name, parents=[common], help=help_)
+        simulate.add_argument("spec", help=what)
+        simulate.set_defaults(one_config=name == "run")
+    bench = sub.add_parser(
+        "bench",
+        help="time the engine against per-run loops and a matmul ceiling; write OUT/bench.json",
+    )
+    bench.add_argument("--out", default="results/bench", help="default: results/bench")
+    bench.add_argument(
+        "--sizes",
+        choices=("auto", "cpu", "gpu", "none"),
+        default="auto",
+        help="bucket sizes (auto: gpu sizes on a GPU; none: only --sweep)",
+    )
+    bench.add_argument(
+        "--runs", type=_positive_int, help="runs per bucket (default: 8 on CPU, fill the GPU)"
+    )
+    bench.add_argument("--steps", type=_positive_int, help="engine steps per run of a bucket")
+    bench.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop")
+    bench.add_argument(
+        "--sweep",
+        metavar="SPEC",
+        help="also time this sweep file end to end (into a temporary folder) against the "
+        "per-run loops for the same runs",
+    )
+    bench.add_argument("--seeds", type=_positive_int, help="seeds per grid point of --sweep")
+    bench.add_argument(
+        "--keep", metavar="OUT", help="write --sweep's tables under OUT/<name> (must be new)"
+    )
+    bench.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="highest",
+        help="precision of the engine and the ceilings (see `sweep --precision`)",
+    )
+    bench.add_argument("--noise", **NOISE_OPTION)
+    bench.add_argument(
+        "--over-d",
+        action="store_true",
+        help="instead: one bucket per n_st in (75, 2000) and d in 10^4..10^8 under each noise "
+        "sampler and the PyTorch loop, each in a process of its own (peak memory); writes "
+        "OUT/bench_d.json and prints the table of docs/BENCHMARKS.md",
+    )
+    boundary = sub.add_parser(
+        "boundary",
+        help="for every point of the file's other axes, where the seed mean of a metric at the "
+        "last step crosses a level along one [grid] axis (bisection on a geometric lattice)",
+    )
+    boundary.add_argument("spec", help="sweep file (TOML); --axis's [grid] values are its bracket")
+    boundary.add_argument("--axis", default="n_st", help="the axis searched (default: n_st)")
+    boundary.add_argument(
+        "--metric", default="test_acc_hard", help="a steps column (default: test_acc_hard)"
+    )
+    boundary.add_argument("--level", type=float, required=True, help="the level crossed")
+    boundary.add_argument(
+        "--ratio", type=float, default=1.1, help="the lattice's step; brackets end this narrow"
+    )
+    boundary.add_argument(
+        "--out", default="results/boundary", help="output folder (default: results/boundary)"
+    )
+    boundary.add_argument("--seeds", type=_positive_int, help="seeds per probe")
+    boundary.add_argument("--noise", **NOISE_OPTION)
+    boundary.add_argument("--quiet", action="store_true", help="no progress bars")
+    report = sub.add_parser(
+        "report", help="markdown summary and figures of a sweep folder (written to DIR/report/)"
+    )
+    report.add_argument("dir", help="a sweep folder, e.g. results/default")
+    report.add_argument("--format", choices=("png", "pdf"), default="png", help="figure format")
+    check = sub.add_parser(
+        "check",
+        help="a dataset's integrity: chunks, runs, step rows, damaged or stray files; exit 0 "
+        "when clean, 1 when not",
+    )
+    check.add_argument("dir", help="a sweep folder, e.g. results/default")
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="take the dataset's lock and move damaged chunks and stray files to DIR/quarantine/; "
+        "rerunning the sweep then recomputes exactly their runs",
+    )
+    return top
