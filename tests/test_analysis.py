@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SMALL
+from conftest import SMALL, small_config
 
 import w2sjax.bench as bench
 from w2sjax.analysis import (
@@ -20,7 +22,7 @@ from w2sjax.analysis import (
     summary_table,
     with_final,
 )
-from w2sjax.batch import Shape
+from w2sjax.batch import Shape, stack_params
 from w2sjax.bench import run_bench, write
 from w2sjax.bench_sweep import sweep_bench
 from w2sjax.buckets import bytes_per_run
@@ -212,6 +214,7 @@ def test_sweep_bench_times_every_run_against_the_loops(tmp_path, monkeypatch):
         (["--sweep", "missing.toml"], "missing.toml"),
         (["--keep", "."], "--keep"),
         (["--seeds", "3"], "--seeds"),
+        (["--profile"], "--profile"),
         (["--sweep", "{spec}", "--keep", "{tmp}"], "--keep"),
         (["--sweep", "{spec}", "--keep", "{tmp}/blocker/x"], "--keep"),
         (["--out", "{tmp}/blocker"], "--out"),
@@ -238,6 +241,35 @@ def test_bad_bench_input_creates_no_folder(tmp_path, monkeypatch, capsys):
     assert main(["bench", "--sweep", str(spec), "--keep", "new/keep", "--seeds", "0"]) == 2
     assert list(work.iterdir()) == []
     assert len(capsys.readouterr().err.strip().splitlines()) == 2
+
+
+def test_the_profile_times_the_training_simulate_does():
+    """bench --profile's nested programs are prefixes of simulate's: the state its steps stage
+    reaches, for the student and for its ceiling, records what simulate records at the last
+    step; the phases add up to the chunk's total."""
+    from w2sjax.bench_profile import _stages, profile_chunk
+    from w2sjax.simulate import simulate
+    from w2sjax.train import prepare_run
+
+    config = small_config(steps=30, ceiling=True)
+    runs = [(config, seed) for seed in range(2)]
+    shape, params = Shape.of(config), stack_params(runs)
+    states = _stages(shape)[3](params)
+    _, per_step = simulate(shape, params)
+    # the student's loss and signal coefficient move every step; the ceiling keeps accuracies
+    columns = ({"train_loss": "train_loss", "gmu_own": "gmu_own"},
+               {"test_acc": "ceiling_test_acc", "val_acc": "ceiling_val_acc"})  # fmt: skip
+    for pass_index, names in enumerate(columns):
+        for run in range(2):
+            prepared = prepare_run(shape, jax.tree_util.tree_map(lambda a, r=run: a[r], params))
+            labels = prepared.passes[pass_index]
+            state = jax.tree_util.tree_map(lambda a, r=run: a[r], states[pass_index])
+            recorded = prepared.rec(labels)(prepared.loop(labels).views(state))
+            for name, column in names.items():
+                assert float(recorded[name]) == pytest.approx(float(per_step[column][run, -1]))
+    phases = profile_chunk(shape, runs, repeats=1)
+    parts = [v for k, v in dataclasses.asdict(phases).items() if k != "total"]
+    assert phases.total == pytest.approx(sum(parts)) and all(np.isfinite(parts))
 
 
 def test_bench_fills_the_device_like_a_sweep_chunk():

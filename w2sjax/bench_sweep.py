@@ -7,10 +7,15 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
+import jax
+
 from w2sjax import bench as loops
-from w2sjax.buckets import assign_noise, plan
+from w2sjax.batch import Shape
+from w2sjax.bench_profile import Phases, profile_chunk
+from w2sjax.buckets import assign_noise, chunk_size, memory_budget, plan
 from w2sjax.config import ConfigError
 from w2sjax.grid import Sweep
 from w2sjax.sweep import execute
@@ -45,6 +50,7 @@ def sweep_bench(
     keep: str | Path | None = None,
     log=print,
     noise: str = "auto",
+    profile: bool = False,
 ) -> dict:
     """Wall time of running every run of `sweep` (into a temporary folder, or into `keep`, which
     must not hold this sweep yet), from the call to the last parquet part (compile included),
@@ -52,7 +58,8 @@ def sweep_bench(
     as runs x steps / (their run-steps/s measured here at the bucket's n_st, d, m over
     `loop_steps` steps) and counts their training steps only, not sampling, the weak fit or
     evaluation: the speedups err against the engine. Raises KeyboardInterrupt when the sweep
-    was stopped by Ctrl-C (its committed chunks stay in `keep`)."""
+    was stopped by Ctrl-C (its committed chunks stay in `keep`). profile: also time each bucket's
+    first chunk by phase (bench_profile.py) into the bucket's "phases", with "chunk_runs" runs."""
     if keep:
         prepare_keep(keep, sweep)
     loop_steps = loop_steps or loops.SIZES[loops.device_sizes()][5]
@@ -65,6 +72,7 @@ def sweep_bench(
     rates: dict[tuple[int, int, int], tuple[float, float | None]] = {}
     buckets = []
     assigned = assign_noise(sweep, noise, precision)
+    budget = memory_budget(jax.local_devices()[0])
     for bucket in plan(sweep, precision=precision, noise=assigned):
         shape, runs = bucket.shape, len(bucket.runs)
         dims = (shape.n_st, shape.d, shape.m)
@@ -87,6 +95,11 @@ def sweep_bench(
                 "torch_s": runs * shape.steps / torch_rate if torch_rate else None,
             }
         )
+        if profile:
+            size = chunk_size(shape, runs, len(jax.local_devices()), budget)
+            phases = profile_chunk(shape, list(bucket.runs[:size]))
+            buckets[-1].update(chunk_runs=size, phases=asdict(phases))
+            log(_phase_line(shape, size, phases))
     baseline_s = sum(b["baseline_s"] for b in buckets)
     torch_s = sum(b["torch_s"] for b in buckets) if all(b["torch_s"] for b in buckets) else None
     result = {
@@ -115,3 +128,16 @@ def sweep_bench(
 def _times(ratio: float) -> str:
     """A speedup for the log: 1,234x, 56x, 1.3x, 0.0042x."""
     return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
+
+
+def _phase_line(shape: Shape, runs: int, phases: Phases) -> str:
+    """One log line of a bucket's phases, in seconds and shares of the chunk's total."""
+    parts = ", ".join(
+        f"{name} {seconds:.2f} s ({seconds / phases.total:.0%})"
+        for name, seconds in asdict(phases).items()
+        if name != "total"
+    )
+    return (
+        f"  n_st={shape.n_st} d={shape.d} {shape.form} {shape.noise}, one chunk of {runs} runs "
+        f"x {shape.steps} steps: {phases.total:.2f} s = {parts}"
+    )

@@ -92,7 +92,7 @@ def _bench(args: argparse.Namespace) -> int:
         sweep = load_sweep(args.sweep, seeds=args.seeds) if args.sweep else None
         if args.sizes == "none" and sweep is None:
             raise ConfigError("--sizes none: needs --sweep SPEC (nothing to time otherwise)")
-        for name in ("seeds", "keep"):
+        for name in ("seeds", "keep", "profile"):
             if getattr(args, name) and sweep is None:
                 raise ConfigError(f"--{name}: needs --sweep SPEC")
         check_engine(args.noise, args.precision)
@@ -135,6 +135,7 @@ def _bench(args: argparse.Namespace) -> int:
                 precision=args.precision,
                 keep=args.keep,
                 noise=args.noise,
+                profile=args.profile,
             )
             write(report, args.out)
     except KeyboardInterrupt:
@@ -291,7 +292,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: list[str] | None = None) -> int:
     words = argv if argv is not None else sys.argv[1:]
     try:
-        args = parser(__doc__.split(';')[0]).parse_args(words)
+        args = parser(__doc__.split(";")[0]).parse_args(words)
     except UsageError as err:
         return _error(err, 2)
     args.argv = words

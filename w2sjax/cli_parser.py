@@ -139,6 +139,12 @@ def parser(description: str) -> argparse.ArgumentParser:
     )
     bench.add_argument("--seeds", type=_positive_int, help="seeds per grid point of --sweep")
     bench.add_argument(
+        "--profile",
+        action="store_true",
+        help="also time one chunk of each of --sweep's buckets by phase (sampling, teacher, "
+        "set-up, steps, views, writing)",
+    )
+    bench.add_argument(
         "--keep", metavar="OUT", help="write --sweep's tables under OUT/<name> (must be new)"
     )
     bench.add_argument(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -83,20 +83,24 @@ def draw_run(shape: Shape, p: Params) -> RunData:
     return RunData(signals, weak, train, test, val, noise.W0, coins, key)
 
 
-def simulate_run(shape: Shape, p: Params, tick: chex.Array | None = None) -> tuple[dict, dict]:
-    """One run of MODEL.md sections 1 to 5 for scalar Params.
+class Prepared(NamedTuple):
+    """One run ready to train: its draws, the student's labels yhat (n_st,), the teacher's
+    per-run metrics, and the labels of each pass (the student's yhat; with `[eval] ceiling` also
+    the true labels). loop(labels) builds the loop form's Loop on those labels (its step-0
+    state, step and views); rec(labels) records a logged state's Views."""
 
-    Returns (per_run, per_step): per_run maps RUN_METRICS to scalars and "diverged_step" to the
-    first step whose state is not finite (-1: none), and with shape.filters "filter_init" to the
-    initial projections (2, m, 4); per_step maps STEP_METRICS to (K,) arrays over the K logged
-    steps of `shape.log_steps()` (and "filters" to (K, 2, m, 4)), NaN from the divergence on;
-    with shape.ceiling also CEILING_STEP_METRICS, those of the same student trained on the true
-    labels (`[eval] ceiling`). The test and validation sets are evaluated together, one product
-    per step. tick: report the step to progress.py every `tick` steps (None: never).
-    """
+    run: RunData
+    yhat: chex.Array
+    per_run: dict
+    passes: tuple[chex.Array, ...]
+    loop: Callable[[chex.Array], Any]
+    rec: Callable[[chex.Array], Callable[[Views], dict]]
+
+
+def prepare_run(shape: Shape, p: Params) -> Prepared:
+    """draw_run, the teacher's pseudo-labels and what the loops need, for scalar Params."""
     run = draw_run(shape, p)
     signals, _, train, test, val, W0, coins, key = run
-
     taught = TEACHERS[shape.teacher].labels(run, p, shape)
     yhat = HARD_LABELS[shape.hard_labels](taught.train, train, coins)
     per_run = teacher_metrics(taught.test, test, yhat, train.y)
@@ -110,19 +114,41 @@ def simulate_run(shape: Shape, p: Params, tick: chex.Array | None = None) -> tup
     opt = OPTIMIZERS[shape.optimizer].at(p.eta, p.momentum, key, shape.n_st, shape.batch_size)
     v0 = SECOND_LAYERS[shape.second_layer].init(shape.m)
 
-    def train_on(labels: chex.Array, pass_index: int) -> tuple[dict, chex.Array]:
-        state, step, views = LOOPS[shape.form](
+    def loop(labels: chex.Array) -> Any:
+        return LOOPS[shape.form](
             W0, signals, train, evaluation, labels, p.eta, act, opt, shape.precision, v0
         )
-        rec = partial(record_views, labels, run, shape, act)
-        return curve(shape, state, step, views, rec, tick, pass_index)
 
-    per_step, per_run["diverged_step"] = train_on(yhat, 0)
-    if shape.ceiling:
-        # The same student on the true labels: same data, initialisation and keys. The two
-        # loops are independent, and XLA may run them side by side (progress.py counts each).
-        ceiling, _ = train_on(train.y, 1)
-        per_step.update({f"ceiling_{k}": ceiling[k] for k in CEILING_STEP_METRICS})
+    def rec(labels: chex.Array) -> Callable[[Views], dict]:
+        return partial(record_views, labels, run, shape, act)
+
+    # The ceiling: the same student on the true labels, same data, initialisation and keys.
+    passes = (yhat, train.y) if shape.ceiling else (yhat,)
+    return Prepared(run, yhat, per_run, passes, loop, rec)
+
+
+def simulate_run(shape: Shape, p: Params, tick: chex.Array | None = None) -> tuple[dict, dict]:
+    """One run of MODEL.md sections 1 to 5 for scalar Params.
+
+    Returns (per_run, per_step): per_run maps RUN_METRICS to scalars and "diverged_step" to the
+    first step whose state is not finite (-1: none), and with shape.filters "filter_init" to the
+    initial projections (2, m, 4); per_step maps STEP_METRICS to (K,) arrays over the K logged
+    steps of `shape.log_steps()` (and "filters" to (K, 2, m, 4)), NaN from the divergence on;
+    with shape.ceiling also CEILING_STEP_METRICS, those of the same student trained on the true
+    labels (`[eval] ceiling`). The test and validation sets are evaluated together, one product
+    per step. tick: report the step to progress.py every `tick` steps (None: never).
+    """
+    prepared = prepare_run(shape, p)
+    per_run = prepared.per_run
+    # The passes are independent loops, and XLA may run them side by side (progress.py counts
+    # each).
+    curves = [
+        curve(shape, *prepared.loop(labels), prepared.rec(labels), tick, index)
+        for index, labels in enumerate(prepared.passes)
+    ]
+    (per_step, per_run["diverged_step"]), *ceiling = curves
+    for other, _ in ceiling:
+        per_step.update({f"ceiling_{k}": other[k] for k in CEILING_STEP_METRICS})
     return per_run, per_step
 
 
