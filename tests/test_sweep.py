@@ -302,3 +302,28 @@ def test_ctrl_c_commits_the_chunk_in_flight_and_resumes(sweep_file, tmp_path, re
     out = finish(cli(*args))
     assert f"{written} already written" in out
     assert_same_tables(w2sjax.load(tmp_path / "sw"), reference)
+
+
+def test_a_second_ctrl_c_stops_inside_a_chunk(tmp_path):
+    """The second Ctrl-C ends the sweep while a chunk computes, not after it: the chunk runs in
+    a background thread and the main thread stays awake for the signal (a program with progress
+    reports runs synchronously on the CPU). What was committed stays; the dataset is clean."""
+    spec = tmp_path / "long.toml"
+    spec.write_text(  # dense chunks of several seconds: n_st > d, many steps, one run each
+        'name = "long"\nseeds = 3\n[data]\nd = 200\n[weak]\nn_wk = 20\n[strong]\nm = 10\n'
+        "n_st = 600\nsteps = 40000\n[eval]\nn_test = 50\nn_val = 20\n"
+    )
+    runs_dir = tmp_path / "long" / "runs"
+    proc = cli("sweep", str(spec), "--out", str(tmp_path), "--max-chunk", "1")
+    deadline = time.monotonic() + 300
+    while not list(runs_dir.glob("*/*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)  # inside the second chunk
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "the chunk in flight was discarded" in err and "Traceback" not in err
+    assert len(list(runs_dir.glob("*/*.parquet"))) == 1
+    assert main(["check", str(tmp_path / "long")]) == 0

@@ -1,5 +1,3 @@
-import sys
+from w2sjax.cli import entry
 
-from w2sjax.cli import main
-
-sys.exit(main())
+entry()

@@ -8,9 +8,11 @@ Bad input exits with status 2 and one line on stderr naming the field, before an
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from w2sjax.cli_parser import UsageError, parser
 from w2sjax.config import ConfigError, check_engine, check_span, parse_overrides
@@ -299,5 +301,18 @@ def main(argv: list[str] | None = None) -> int:
     return COMMANDS[args.command](args)
 
 
+def entry() -> NoReturn:
+    """The `w2sjax` program: main's status as the exit status. Where a second Ctrl-C left a
+    chunk computing in XLA, the interpreter's shutdown would abort under it, so the process
+    ends at once (the tables and the lock are settled by then)."""
+    status = main()
+    sweep = sys.modules.get("w2sjax.sweep")
+    if sweep is not None and sweep.computing():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Mapping
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -55,11 +55,21 @@ from w2sjax.store import (
     write_text,
 )
 
+# How often the main thread wakes while a chunk computes, to run a Ctrl-C's handler.
+POLL_S = 0.05
+_FINISHED: list[threading.Event] = []  # one per chunk started in the background, set at its end
+
+
+def computing() -> bool:
+    """Whether a chunk still computes in the background (one a second Ctrl-C abandoned)."""
+    return not all(finished.is_set() for finished in _FINISHED)
+
 
 class _Interrupt:
     """While active, the first SIGINT (Ctrl-C) only sets `requested`, so the sweep finishes and
     commits the chunk in flight and stops; a second one raises KeyboardInterrupt at once (the
-    chunk in flight is then lost, never half-written). Only in the main thread."""
+    chunk in flight is then lost, never half-written). Only in the main thread, which
+    `_in_background` keeps awake while a chunk computes."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -113,6 +123,33 @@ class OutOfMemory(RuntimeError):
     """Even the smallest chunk did not fit on the device; str() is one line for the user."""
 
 
+def _in_background(fn: Callable[[], Any]) -> Any:
+    """fn() computed in a daemon thread while the main thread wakes every POLL_S: a program
+    with host callbacks (the progress reports) runs synchronously on the CPU, and a main thread
+    blocked inside it would run no signal handler until the chunk ends (a second Ctrl-C would
+    wait for it). Exceptions in fn are raised here. The wait is an Event's, not Thread.join's:
+    a join interrupted by KeyboardInterrupt can mark a running thread stopped (CPython 3.11)."""
+    box: list = []
+    finished = threading.Event()
+    _FINISHED[:] = [f for f in _FINISHED if not f.is_set()] + [finished]
+
+    def target() -> None:
+        try:
+            box.append((True, fn()))
+        except BaseException as err:  # handed to the caller
+            box.append((False, err))
+        finally:
+            finished.set()
+
+    threading.Thread(target=target, daemon=True).start()
+    while not finished.wait(POLL_S):
+        pass
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
+
+
 def run_chunk(
     shape: Shape,
     runs: list[Run],
@@ -126,7 +163,7 @@ def run_chunk(
     padded = runs + [runs[-1]] * (size - len(runs))
     try:
         params = jax.device_put(stack_params(padded), sharding)
-        out = jax.device_get(simulate(shape, params, tick))
+        out = _in_background(lambda: jax.device_get(simulate(shape, params, tick)))
     except jax.errors.JaxRuntimeError as err:
         if "RESOURCE_EXHAUSTED" in str(err):
             raise DeviceOOM(str(err).splitlines()[0]) from err
