@@ -97,7 +97,7 @@ def sweep_bench(
         )
         if profile:
             size = chunk_size(shape, runs, len(jax.local_devices()), budget)
-            phases = profile_chunk(shape, list(bucket.runs[:size]))
+            phases = profile_chunk(shape, list(bucket.runs[:size]), repeats=1)
             buckets[-1].update(chunk_runs=size, phases=asdict(phases))
             log(_phase_line(shape, size, phases))
     baseline_s = sum(b["baseline_s"] for b in buckets)
