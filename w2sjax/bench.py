@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from contextlib import closing, nullcontext
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -120,13 +120,14 @@ def fill_runs(shape: Shape, budget: int) -> int:
 
 
 class EngineTiming(NamedTuple):
-    """One timed bucket of `simulate`: its Shape (form and noise sampler resolved), runs, and
-    compile and run seconds."""
+    """One timed bucket of `simulate`: its Shape (form and noise sampler resolved), runs,
+    compile and run seconds, and with `progress` the run seconds with the reports on."""
 
     shape: Shape
     runs: int
     compile_s: float
     engine_s: float
+    progress_s: float | None = None
 
 
 def engine(
@@ -139,27 +140,36 @@ def engine(
     precision: str = "highest",
     noise: str = "auto",
     repeats: int = 1,
-    tick: int | None = None,
+    progress: bool = False,
 ) -> EngineTiming:
     """`simulate` timed on `runs` seeds of one bucket (the fastest of `repeats` calls); runs None:
-    as many as a sweep's chunk would hold on this device (`fill_runs`). tick: with progress
-    reports every `tick` steps, drawn as a sweep's bar would be (into a buffer)."""
+    as many as a sweep's chunk would hold on this device (`fill_runs`). progress: also the
+    program with progress reports at the interval a sweep would ask for at this speed (about
+    TICKS_PER_S a second), drawn as a sweep's bar would be (into a buffer); its calls alternate
+    with the plain program's, so slow drifts of a shared machine fall on both alike."""
     config = build({"d": d, "n_st": n_st, "m": m, "steps": steps, "n_test": 500, "log_points": 3})
     shape = Shape.of(config, form=form, precision=precision, noise=noise)
     if runs is None:
         runs = fill_runs(shape, memory_budget(jax.devices()[0]))
-    args = [stack_params([(config, s) for s in range(runs)])]
-    bar = None
-    if tick is not None:
-        args.append(jnp.int32(tick))
-        bar = Progress(runs * steps * repeats, quiet=False, stream=io.StringIO(), plain=False)
-        bar.chunk(runs, steps, 1)
+    params = stack_params([(config, s) for s in range(runs)])
     start = time.perf_counter()
-    compiled = simulate.lower(shape, *args).compile()
+    plain = simulate.lower(shape, params).compile()
     compile_s = time.perf_counter() - start
-    with closing(bar) if bar is not None else nullcontext():
-        engine_s = min(_timed(compiled, *args) for _ in range(repeats))
-    return EngineTiming(shape, runs, compile_s, engine_s)
+    engine_s = _timed(plain, params)
+    if not progress:
+        engine_s = min([engine_s] + [_timed(plain, params) for _ in range(repeats - 1)])
+        return EngineTiming(shape, runs, compile_s, engine_s)
+    tick = jnp.int32(max(1, int(steps / engine_s / TICKS_PER_S)))
+    reporting = simulate.lower(shape, params, tick).compile()
+    bar = Progress(runs * steps * repeats, quiet=False, stream=io.StringIO(), plain=False)
+    bar.chunk(runs, steps, 1)
+    progress_s = float("inf")
+    with closing(bar):
+        _timed(reporting, params, tick)  # warm, as the plain program's first call was
+        for _ in range(repeats):
+            progress_s = min(progress_s, _timed(reporting, params, tick))
+            engine_s = min(engine_s, _timed(plain, params))
+    return EngineTiming(shape, runs, compile_s, engine_s, progress_s)
 
 
 def jax_per_run(n_st: int, d: int, m: int, steps: int) -> float:
@@ -243,13 +253,10 @@ def run_bench(
     n_values, d, m, default_runs, default_steps, loop_steps = SIZES[key]
     runs, steps = runs or default_runs, steps or default_steps
     for n_st in n_values:
-        timed = engine(n_st, d, m, runs, steps, precision=precision, noise=noise, repeats=2)
-        form, dim, used = timed.shape.form, timed.shape.dim, timed.runs
-        # reports as a sweep would ask for them at this speed (progress.Progress.tick)
-        tick = max(1, int(steps / timed.engine_s / TICKS_PER_S))
-        shown = engine(
-            n_st, d, m, used, steps, precision=precision, noise=noise, repeats=2, tick=tick
+        timed = engine(
+            n_st, d, m, runs, steps, precision=precision, noise=noise, repeats=5, progress=True
         )
+        form, dim, used = timed.shape.form, timed.shape.dim, timed.runs
         engine_rate = used * steps / timed.engine_s
         k = n_st if form == "coef" else dim
         ceiling_runs = min(used, max(1, CEILING_BYTES // (BYTES_F32 * k * n_st)))
@@ -270,8 +277,8 @@ def run_bench(
             ceiling_flops=ceiling,
             shape_ceiling_flops=shape_ceiling(n_st, k, m, ceiling_runs, precision=precision),
             achieved_flops=engine_rate * flops_per_run_step(n_st, dim, m, form),
-            engine_progress_s=shown.engine_s,
-            progress_overhead=shown.engine_s / timed.engine_s - 1.0,
+            engine_progress_s=timed.progress_s,
+            progress_overhead=timed.progress_s / timed.engine_s - 1.0,
         )
         results.append(result)
         log(format_row(result))
