@@ -173,3 +173,25 @@ def test_the_figure_of_a_search_that_found_nothing_draws_without_warnings(tmp_pa
             probes, table, "n_st", ["p_b"], "test_acc_hard", 0.85, tmp_path / "b.png"
         )
     assert path.stat().st_size > 0
+
+
+def test_ctrl_c_in_a_search_keeps_its_probes_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    """A round whose sweep was stopped by Ctrl-C ends the search with status 130 and the resume
+    command, instead of reading probes that were never run (it used to raise a KeyError)."""
+    import dataclasses
+
+    import w2sjax.sweep as engine
+
+    real = engine.execute
+
+    def stopped(*args, **kwargs):
+        return dataclasses.replace(real(*args, **kwargs), interrupted=True)
+
+    monkeypatch.setattr(engine, "execute", stopped)
+    spec = tmp_path / "sw.toml"
+    spec.write_text(SWEEP_TEXT.replace("n_st = [20, 30]", "nu_norm = [0.5, 8.0]"))
+    args = ["boundary", str(spec), "--axis", "nu_norm", "--level", "0.6", "--ratio", "1.6"]
+    assert main([*args, "--out", str(tmp_path), "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert "rerun the same command to resume" in err and "Traceback" not in err
+    assert main(["check", str(tmp_path / "sw")]) == 0

@@ -270,8 +270,8 @@ def test_a_grid_mixing_optimizers_gives_adam_the_full_sampler(tmp_path, capsys):
 
 
 def test_adams_projection_is_nan_where_the_training_noise_is_dependent():
-    """The Gram solve behind Adam's rho (projection.gram_solve, on the host): under vmap each
-    run's K^-1 and smallest eigenvalue equal its own unbatched solve and numpy's; a run whose
+    """The Gram solve behind Adam's rho (projection.gram_solve, on the host on a CPU): under vmap
+    each run's K^-1 and resolved flag match its own unbatched solve's, and numpy's; a run whose
     training noise holds a repeated patch (a dependent Gram) gets NaN rho and residual, its
     neighbour in the batch does not."""
     from w2sjax.projection import gram_solve, projected_coefs, projection
@@ -287,10 +287,9 @@ def test_adams_projection_is_nan_where_the_training_noise_is_dependent():
         return projection(W0, signals, xi, xi_sq)
 
     batched = jax.jit(jax.vmap(parts))(W0, stacked, sq)
-    for i in range(2):
-        alone = projection(state.W, signals, stacked[i], sq[i])
-        np.testing.assert_array_equal(batched.K_inv[i], alone.K_inv)
-        assert bool(batched.resolved[i]) == bool(alone.resolved)
+    alone = [projection(state.W, signals, stacked[i], sq[i]) for i in range(2)]
+    assert [bool(a.resolved) for a in alone] == batched.resolved.tolist()
+    np.testing.assert_allclose(batched.K_inv[0], alone[0].K_inv, rtol=1e-4, atol=1e-5)
     gram = np.asarray(xi @ xi.T, np.float64)
     K = gram / np.diag(gram)[:, None]
     np.testing.assert_allclose(batched.K_inv[0], np.linalg.inv(K), rtol=1e-3, atol=1e-4)

@@ -204,7 +204,8 @@ def run_boundary(
     root = out / sweep.name
 
     def run(probes: Sweep, hashes: set[str]) -> None:
-        execute(probes, out, quiet=quiet, noise=noise, only=hashes, locked=True)
+        if execute(probes, out, quiet=quiet, noise=noise, only=hashes, locked=True).interrupted:
+            raise KeyboardInterrupt  # Ctrl-C: the probes written so far are kept
 
     with DatasetLock(root):
         result = search(sweep, req, out, run)

@@ -18,6 +18,8 @@ from w2sjax.cli_parser import UsageError, parser
 from w2sjax.config import ConfigError, check_engine, check_span, parse_overrides
 from w2sjax.grid import Sweep, heatmap_axes, load_sweep
 
+DESCRIPTION = "Simulate weak-to-strong training as batched sweeps, and time, check and report them."
+
 
 def _error(err: Exception | str, status: int) -> int:
     """Print `err` as the one-line error users see and return the exit status."""
@@ -57,6 +59,10 @@ def _boundary(args: argparse.Namespace) -> int:
         return _error(err, 2)
     except OutOfMemory as err:
         return _error(f"{err}; probes written so far are kept", 1)
+    except KeyboardInterrupt:
+        resume = f"rerun the same command to resume: w2sjax {' '.join(args.argv)}"
+        print(f"w2sjax: interrupted; the probes written so far are kept; {resume}", file=sys.stderr)
+        return 130
     print("boundary: " + ", ".join(map(str, paths)))
     return 0
 
@@ -294,7 +300,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: list[str] | None = None) -> int:
     words = argv if argv is not None else sys.argv[1:]
     try:
-        args = parser(__doc__.split(";")[0]).parse_args(words)
+        args = parser(DESCRIPTION).parse_args(words)
     except UsageError as err:
         return _error(err, 2)
     args.argv = words
@@ -305,7 +311,11 @@ def entry() -> NoReturn:
     """The `w2sjax` program: main's status as the exit status. Where a second Ctrl-C left a
     chunk computing in XLA, the interpreter's shutdown would abort under it, so the process
     ends at once (the tables and the lock are settled by then)."""
-    status = main()
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        print("w2sjax: interrupted", file=sys.stderr)
+        status = 130
     sweep = sys.modules.get("w2sjax.sweep")
     if sweep is not None and sweep.computing():
         sys.stdout.flush()

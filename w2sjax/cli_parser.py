@@ -141,8 +141,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     bench.add_argument(
         "--profile",
         action="store_true",
-        help="also time one chunk of each of --sweep's buckets by phase (sampling, teacher, "
-        "set-up, steps, views, writing)",
+        help="also time one chunk of each of --sweep's buckets by phase (compile, sampling, "
+        "teacher, set-up, steps, views, writing)",
     )
     bench.add_argument(
         "--keep", metavar="OUT", help="write --sweep's tables under OUT/<name> (must be new)"

@@ -59,17 +59,28 @@ def _host_gram_solve(correlation: np.ndarray, K: np.ndarray) -> tuple[np.ndarray
     return smallest, K_inv
 
 
-def gram_solve(correlation: chex.Array, K: chex.Array) -> tuple[chex.Array, chex.Array]:
-    """(the smallest eigenvalue of `correlation` (n, n), K^-1 (n, n)), computed by numpy on the
-    host, once per run. Not by jnp.linalg: on the CPU, jaxlib 0.10's batched LAPACK kernels
-    (sgetrf, ssyevd under vmap) wedged XLA's thread pool in about one chunk in three of Adam runs
-    with the ceiling, and numpy's stacked linalg loops over a batch without that pool."""
+def _device_gram_solve(correlation: chex.Array, K: chex.Array) -> tuple[chex.Array, chex.Array]:
+    return jnp.linalg.eigvalsh(correlation)[0], jnp.linalg.inv(K)
+
+
+def _cpu_gram_solve(correlation: chex.Array, K: chex.Array) -> tuple[chex.Array, chex.Array]:
     n = K.shape[-1]
     shapes = (
         jax.ShapeDtypeStruct((), correlation.dtype),
         jax.ShapeDtypeStruct((n, n), K.dtype),
     )
     return jax.pure_callback(_host_gram_solve, shapes, correlation, K, vmap_method="expand_dims")
+
+
+def gram_solve(correlation: chex.Array, K: chex.Array) -> tuple[chex.Array, chex.Array]:
+    """(the smallest eigenvalue of `correlation` (n, n), K^-1 (n, n)), once per run. On the CPU
+    by numpy on the host: there jaxlib 0.10's batched LAPACK kernels (sgetrf, ssyevd under vmap)
+    wedged XLA's thread pool in about one chunk in three of Adam runs with the ceiling, and
+    numpy's stacked linalg loops over a batch without that pool. Elsewhere by jnp.linalg on the
+    device (no copy of every run's Gram matrix to the host)."""
+    return jax.lax.platform_dependent(
+        correlation, K, cpu=_cpu_gram_solve, default=_device_gram_solve
+    )
 
 
 def projected_coefs(
