@@ -27,6 +27,11 @@ def _error(err: Exception | str, status: int) -> int:
     return status
 
 
+def _resume(args: argparse.Namespace) -> str:
+    """How to resume what `args` started."""
+    return f"rerun the same command to resume: w2sjax {' '.join(args.argv)}"
+
+
 def _report(args: argparse.Namespace) -> int:
     from w2sjax.layout import DatasetRefused
     from w2sjax.report import write_report
@@ -60,8 +65,8 @@ def _boundary(args: argparse.Namespace) -> int:
     except OutOfMemory as err:
         return _error(f"{err}; probes written so far are kept", 1)
     except KeyboardInterrupt:
-        resume = f"rerun the same command to resume: w2sjax {' '.join(args.argv)}"
-        print(f"w2sjax: interrupted; the probes written so far are kept; {resume}", file=sys.stderr)
+        print(f"w2sjax: interrupted; the probes written so far are kept; {_resume(args)}",
+              file=sys.stderr)  # fmt: skip
         return 130
     print("boundary: " + ", ".join(map(str, paths)))
     return 0
@@ -232,7 +237,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from w2sjax.sweep import OutOfMemory, execute
 
     procs = _processes(args)
-    resume = f"rerun the same command to resume: w2sjax {' '.join(args.argv)}"
+    resume = _resume(args)
     try:
         summary = execute(
             sweep,
