@@ -85,7 +85,8 @@ def flops_per_run_step(n_st: int, dim: int, m: int, form: str) -> float:
     return 4.0 * m * n_st * n_st if form == "coef" else 8.0 * m * n_st * dim
 
 
-def _timed(fn, *args) -> float:
+def timed(fn, *args) -> float:
+    """Seconds of one call fn(*args), its results waited for."""
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
     return time.perf_counter() - start
@@ -95,8 +96,8 @@ def matmul_ceiling(n: int = 8192, repeats: int = 10, precision: str = "highest")
     """FLOP/s of a large square float32 matmul at `precision` (the device's peak for it)."""
     a, b = (jax.random.normal(jax.random.PRNGKey(i), (n, n)) for i in (1, 2))
     mm = jax.jit(lambda x, y: einsum("ik,kj->ij", x, y, precision=precision))
-    _timed(mm, a, b)
-    seconds = min(_timed(mm, a, b) for _ in range(repeats))
+    timed(mm, a, b)
+    seconds = min(timed(mm, a, b) for _ in range(repeats))
     return 2.0 * n**3 / seconds
 
 
@@ -108,8 +109,8 @@ def shape_ceiling(
     W = jax.random.normal(jax.random.PRNGKey(3), (runs, 2 * m, k))
     xi = jax.random.normal(jax.random.PRNGKey(4), (runs, n_st, k))
     mm = jax.jit(lambda w, x: einsum("brd,bnd->brn", w, x, precision=precision))
-    _timed(mm, W, xi)
-    seconds = min(_timed(mm, W, xi) for _ in range(repeats))
+    timed(mm, W, xi)
+    seconds = min(timed(mm, W, xi) for _ in range(repeats))
     return 2.0 * runs * 2 * m * k * n_st / seconds
 
 
@@ -141,12 +142,14 @@ def engine(
     noise: str = "auto",
     repeats: int = 1,
     progress: bool = False,
+    tick: int | None = None,
 ) -> EngineTiming:
     """`simulate` timed on `runs` seeds of one bucket (the fastest of `repeats` calls); runs None:
     as many as a sweep's chunk would hold on this device (`fill_runs`). progress: also the
     program with progress reports at the interval a sweep would ask for at this speed (about
     TICKS_PER_S a second), drawn as a sweep's bar would be (into a buffer); its calls alternate
-    with the plain program's, so slow drifts of a shared machine fall on both alike."""
+    with the plain program's, so slow drifts of a shared machine fall on both alike. tick: that
+    report interval in steps instead."""
     config = build({"d": d, "n_st": n_st, "m": m, "steps": steps, "n_test": 500, "log_points": 3})
     shape = Shape.of(config, form=form, precision=precision, noise=noise)
     if runs is None:
@@ -155,21 +158,21 @@ def engine(
     start = time.perf_counter()
     plain = simulate.lower(shape, params).compile()
     compile_s = time.perf_counter() - start
-    engine_s = _timed(plain, params)
+    engine_s = timed(plain, params)
     if not progress:
-        engine_s = min([engine_s] + [_timed(plain, params) for _ in range(repeats - 1)])
+        engine_s = min([engine_s] + [timed(plain, params) for _ in range(repeats - 1)])
         return EngineTiming(shape, runs, compile_s, engine_s)
-    tick = jnp.int32(max(1, int(steps / engine_s / TICKS_PER_S)))
-    reporting = simulate.lower(shape, params, tick).compile()
+    every = jnp.int32(tick or max(1, int(steps / engine_s / TICKS_PER_S)))
+    reporting = simulate.lower(shape, params, every).compile()
     bar = Progress(runs * steps * repeats, quiet=False, stream=io.StringIO(), plain=False)
     bar.chunk(runs, steps, 1)
     # each program's first call only warms it: the plain one's set the interval
     engine_s = progress_s = float("inf")
     with closing(bar):
-        _timed(reporting, params, tick)
+        timed(reporting, params, every)
         for _ in range(repeats):
-            progress_s = min(progress_s, _timed(reporting, params, tick))
-            engine_s = min(engine_s, _timed(plain, params))
+            progress_s = min(progress_s, timed(reporting, params, every))
+            engine_s = min(engine_s, timed(plain, params))
     return EngineTiming(shape, runs, compile_s, engine_s, progress_s)
 
 

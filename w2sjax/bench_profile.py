@@ -16,6 +16,7 @@ from pathlib import Path
 import jax
 
 from w2sjax.batch import Shape, stack_params
+from w2sjax.bench import timed
 from w2sjax.buckets import Run, chunk_id
 from w2sjax.simulate import simulate
 from w2sjax.store import chunk_tables, write_chunk
@@ -48,7 +49,7 @@ def _stages(shape: Shape) -> list:
 
     def teacher(p):
         prepared = prepare_run(shape, p)
-        return prepared.yhat, prepared.per_run
+        return prepared.passes[0], prepared.per_run
 
     def first_step(p):
         prepared = prepare_run(shape, p)
@@ -70,12 +71,7 @@ def _fastest(fn, args: tuple, repeats: int, static: tuple = ()) -> tuple[float, 
     start = time.perf_counter()
     compiled = fn.lower(*static, *args).compile()
     compile_s = time.perf_counter() - start
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        best = min(best, time.perf_counter() - start)
-    return compile_s, best
+    return compile_s, min(timed(compiled, *args) for _ in range(repeats))
 
 
 def profile_chunk(shape: Shape, runs: list[Run], repeats: int = 2) -> Phases:

@@ -84,13 +84,11 @@ def draw_run(shape: Shape, p: Params) -> RunData:
 
 
 class Prepared(NamedTuple):
-    """One run ready to train: its draws, the student's labels yhat (n_st,), the teacher's
-    per-run metrics, and the labels of each pass (the student's yhat; with `[eval] ceiling` also
-    the true labels). loop(labels) builds the loop form's Loop on those labels (its step-0
-    state, step and views); rec(labels) records a logged state's Views."""
+    """One run ready to train: the teacher's per-run metrics and the labels (n_st,) of each pass
+    (the student's pseudo-labels yhat first; with `[eval] ceiling` then the true labels).
+    loop(labels) builds the loop form's Loop on those labels (its step-0 state, step and
+    views); rec(labels) records a logged state's Views."""
 
-    run: RunData
-    yhat: chex.Array
     per_run: dict
     passes: tuple[chex.Array, ...]
     loop: Callable[[chex.Array], Any]
@@ -124,7 +122,7 @@ def prepare_run(shape: Shape, p: Params) -> Prepared:
 
     # The ceiling: the same student on the true labels, same data, initialisation and keys.
     passes = (yhat, train.y) if shape.ceiling else (yhat,)
-    return Prepared(run, yhat, per_run, passes, loop, rec)
+    return Prepared(per_run, passes, loop, rec)
 
 
 def simulate_run(shape: Shape, p: Params, tick: chex.Array | None = None) -> tuple[dict, dict]:
