@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import Future, wait
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,12 +58,12 @@ from w2sjax.store import (
 
 # How often the main thread wakes while a chunk computes, to run a Ctrl-C's handler.
 POLL_S = 0.05
-_FINISHED: list[threading.Event] = []  # one per chunk started in the background, set at its end
+_CHUNKS: list[Future] = []  # chunks started in the background and not yet seen finished
 
 
 def computing() -> bool:
     """Whether a chunk still computes in the background (one a second Ctrl-C abandoned)."""
-    return not all(finished.is_set() for finished in _FINISHED)
+    return not all(chunk.done() for chunk in _CHUNKS)
 
 
 class _Interrupt:
@@ -127,27 +128,21 @@ def _in_background(fn: Callable[[], Any]) -> Any:
     """fn() computed in a daemon thread while the main thread wakes every POLL_S: a program
     with host callbacks (the progress reports) runs synchronously on the CPU, and a main thread
     blocked inside it would run no signal handler until the chunk ends (a second Ctrl-C would
-    wait for it). Exceptions in fn are raised here. The wait is an Event's, not Thread.join's:
+    wait for it). Exceptions in fn are raised here. The wait is a Future's, not Thread.join's:
     a join interrupted by KeyboardInterrupt can mark a running thread stopped (CPython 3.11)."""
-    box: list = []
-    finished = threading.Event()
-    _FINISHED[:] = [f for f in _FINISHED if not f.is_set()] + [finished]
+    chunk: Future = Future()
+    _CHUNKS[:] = [c for c in _CHUNKS if not c.done()] + [chunk]
 
     def target() -> None:
         try:
-            box.append((True, fn()))
+            chunk.set_result(fn())
         except BaseException as err:  # handed to the caller
-            box.append((False, err))
-        finally:
-            finished.set()
+            chunk.set_exception(err)
 
     threading.Thread(target=target, daemon=True).start()
-    while not finished.wait(POLL_S):
+    while not wait([chunk], timeout=POLL_S).done:
         pass
-    ok, value = box[0]
-    if not ok:
-        raise value
-    return value
+    return chunk.result()
 
 
 def run_chunk(
