@@ -102,9 +102,20 @@ def test_bench_report_has_the_documented_keys(tmp_path, monkeypatch):
     assert bench.SIZES["cpu"][0] == (75, 500, 2000)
     # Two of its buckets, one per sampler and form, keep the test short: the keys are the same.
     monkeypatch.setitem(bench.SIZES, "cpu", ((75, 1200), *bench.SIZES["cpu"][1:]))
-    report = run_bench("cpu", runs=2, steps=3, use_torch=False, log=lambda *_: None)
+    finished = []  # buckets in the report each time a bucket is done
+    report = run_bench(
+        "cpu",
+        runs=2,
+        steps=3,
+        use_torch=False,
+        log=lambda *_: None,
+        repeats=1,
+        done=lambda partial: finished.append(len(partial["buckets"])),
+    )
+    assert finished == [1, 2]
     saved = json.loads(write(report, tmp_path).read_text())
     assert {"device", "jax_version"} <= set(saved) and saved["ceiling_flops"] > 0
+    assert saved["repeats"] == 1
     keys = {
         "form",
         "noise",
@@ -184,6 +195,7 @@ def _two_point_spec(folder: Path) -> Path:
     return spec
 
 
+@pytest.mark.slow  # the bench's own accounting, 22 s of compiles: `make test-slow`
 def test_sweep_bench_times_every_run_against_the_loops(tmp_path, monkeypatch):
     # Fixed loop rates: 1000 run-steps/s for the JAX loop; PyTorch 500 at n_st = 8, absent at 80.
     monkeypatch.setattr(bench, "jax_per_run", lambda n, d, m, steps: 1000.0)
@@ -215,6 +227,7 @@ def test_sweep_bench_times_every_run_against_the_loops(tmp_path, monkeypatch):
         (["--keep", "."], "--keep"),
         (["--seeds", "3"], "--seeds"),
         (["--profile"], "--profile"),
+        (["--repeats", "0"], "--repeats"),
         (["--sweep", "{spec}", "--keep", "{tmp}"], "--keep"),
         (["--sweep", "{spec}", "--keep", "{tmp}/blocker/x"], "--keep"),
         (["--out", "{tmp}/blocker"], "--out"),
@@ -243,6 +256,7 @@ def test_bad_bench_input_creates_no_folder(tmp_path, monkeypatch, capsys):
     assert len(capsys.readouterr().err.strip().splitlines()) == 2
 
 
+@pytest.mark.slow  # the bench's profile, 45 s of compiles: `make test-slow`
 def test_the_profile_times_the_training_simulate_does():
     """bench --profile's nested programs are prefixes of simulate's: the state its steps stage
     reaches, for the student and for its ceiling, records what simulate records at the last

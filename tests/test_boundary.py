@@ -141,7 +141,7 @@ def test_a_small_search_keeps_its_probes_and_resumes(tmp_path, capsys):
     test short; n_st would compile one per lattice value)."""
     spec = tmp_path / "sw.toml"
     spec.write_text(SWEEP_TEXT.replace("n_st = [20, 30]", "nu_norm = [0.5, 8.0]"))
-    args = ["boundary", str(spec), "--axis", "nu_norm", "--level", "0.6", "--ratio", "1.6"]
+    args = ["boundary", str(spec), "--axis", "nu_norm", "--level", "0.6", "--ratio", "3"]
     args += ["--out", str(tmp_path)]
     assert main([*args, "--quiet"]) == 0
     root = tmp_path / "sw"
@@ -190,7 +190,7 @@ def test_ctrl_c_in_a_search_keeps_its_probes_and_says_how_to_resume(tmp_path, mo
     monkeypatch.setattr(engine, "execute", stopped)
     spec = tmp_path / "sw.toml"
     spec.write_text(SWEEP_TEXT.replace("n_st = [20, 30]", "nu_norm = [0.5, 8.0]"))
-    args = ["boundary", str(spec), "--axis", "nu_norm", "--level", "0.6", "--ratio", "1.6"]
+    args = ["boundary", str(spec), "--axis", "nu_norm", "--level", "0.6", "--ratio", "3"]
     assert main([*args, "--out", str(tmp_path), "--quiet"]) == 130
     err = capsys.readouterr().err
     assert "rerun the same command to resume" in err and "Traceback" not in err

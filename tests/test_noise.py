@@ -123,7 +123,7 @@ def _moments(sample: dict[str, np.ndarray], rank: int) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize(
     "d, easy_signal, rank",
     [  # M = 10 vectors: d' = 20 and 21 above it, d' = 6 and 7 below it (rank d')
-        (24, "orthogonal", 10),
+        pytest.param(24, "orthogonal", 10, marks=pytest.mark.slow),  # antipodal covers above M
         (10, "orthogonal", 6),
         (24, "antipodal", 10),
         (10, "antipodal", 7),

@@ -290,7 +290,10 @@ def test_adams_projection_is_nan_where_the_training_noise_is_dependent():
     alone = [projection(state.W, signals, stacked[i], sq[i]) for i in range(2)]
     assert [bool(a.resolved) for a in alone] == batched.resolved.tolist()
     np.testing.assert_allclose(batched.K_inv[0], alone[0].K_inv, rtol=1e-4, atol=1e-5)
-    gram = np.asarray(xi @ xi.T, np.float64)
+    # numpy's reference in float64: `xi @ xi.T` in jax runs at the device's default precision,
+    # TF32 on a GPU, whose 1e-3 errors in K broke the comparison on the H200
+    x = np.asarray(xi, np.float64)
+    gram = x @ x.T
     K = gram / np.diag(gram)[:, None]
     np.testing.assert_allclose(batched.K_inv[0], np.linalg.inv(K), rtol=1e-3, atol=1e-4)
     corr = gram / np.sqrt(np.outer(np.diag(gram), np.diag(gram)))

@@ -304,6 +304,7 @@ def test_ctrl_c_commits_the_chunk_in_flight_and_resumes(sweep_file, tmp_path, re
     assert_same_tables(w2sjax.load(tmp_path / "sw"), reference)
 
 
+@pytest.mark.slow  # 30 s; the first Ctrl-C's test stays in the fast suite
 def test_a_second_ctrl_c_stops_inside_a_chunk(tmp_path):
     """The second Ctrl-C ends the sweep while a chunk computes, not after it: the chunk runs in
     a background thread and the main thread stays awake for the signal (a program with progress

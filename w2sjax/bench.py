@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -36,6 +37,7 @@ from w2sjax.models import mm as einsum
 from w2sjax.optimizers import OPTIMIZERS
 from w2sjax.progress import TICKS_PER_S, Progress
 from w2sjax.simulate import simulate
+from w2sjax.store import replace_atomically
 
 # (n_st values, d, m, runs, engine steps, per-run loop steps) by platform. runs None: fill the
 # device as a sweep's chunk would (memory budget), MIN_RUNS to FILL_RUNS: the throughput a sweep
@@ -245,20 +247,42 @@ def run_bench(
     log=print,
     precision: str = "highest",
     noise: str = "auto",
+    repeats: int = 5,
+    done: Callable[[dict], None] | None = None,
 ) -> dict:
     """Measure every bucket of SIZES[sizes] ("auto": gpu sizes on a GPU, else cpu sizes; "none":
     no bucket), the engine and both ceilings at `precision` (the per-run loops stay float32, in
-    all d coordinates). The engine samples noise as `noise` says (auto: as sweeps do)."""
+    all d coordinates). The engine samples noise as `noise` says (auto: as sweeps do); each
+    bucket's time is the fastest of `repeats` calls. done: called with the report so far after
+    each bucket (so a run cut short keeps the buckets it finished)."""
     platform = jax.devices()[0].platform
     key = device_sizes() if sizes == "auto" else sizes
     ceiling = matmul_ceiling(8192 if platform == "gpu" else 1024, precision=precision)
     log(f"matmul ceiling (float32, {precision}): {ceiling / 1e12:.2f} TFLOP/s")
-    results = []
+    report = {
+        "device": jax.devices()[0].device_kind,
+        "platform": platform,
+        "jax_version": jax.__version__,
+        "precision": precision,
+        "noise": noise,
+        "sizes": key,
+        "repeats": repeats,
+        "ceiling_flops": ceiling,
+        "buckets": [],
+    }
     n_values, d, m, default_runs, default_steps, loop_steps = SIZES[key]
     runs, steps = runs or default_runs, steps or default_steps
     for n_st in n_values:
         timed = engine(
-            n_st, d, m, runs, steps, precision=precision, noise=noise, repeats=5, progress=True
+            n_st,
+            d,
+            m,
+            runs,
+            steps,
+            precision=precision,
+            noise=noise,
+            repeats=repeats,
+            progress=True,
         )
         form, dim, used = timed.shape.form, timed.shape.dim, timed.runs
         engine_rate = used * steps / timed.engine_s
@@ -284,18 +308,11 @@ def run_bench(
             engine_progress_s=timed.progress_s,
             progress_overhead=timed.progress_s / timed.engine_s - 1.0,
         )
-        results.append(result)
+        report["buckets"].append(asdict(result))
         log(format_row(result))
-    return {
-        "device": jax.devices()[0].device_kind,
-        "platform": platform,
-        "jax_version": jax.__version__,
-        "precision": precision,
-        "noise": noise,
-        "sizes": key,
-        "ceiling_flops": ceiling,
-        "buckets": [asdict(r) for r in results],
-    }
+        if done is not None:
+            done(report)
+    return report
 
 
 def format_row(r: BucketResult) -> str:
@@ -317,7 +334,8 @@ def format_row(r: BucketResult) -> str:
 
 
 def write(report: dict, out: str | Path) -> Path:
+    """OUT/bench.json, replaced whole (a kill mid-write leaves the previous report)."""
     path = Path(out) / "bench.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
     return path

@@ -139,6 +139,8 @@ def _bench(args: argparse.Namespace) -> int:
             use_torch=use_torch,
             precision=args.precision,
             noise=args.noise,
+            repeats=args.repeats,
+            done=lambda partial: write(partial, args.out),
         )
         path = write(report, args.out)
         if sweep is not None:

@@ -130,6 +130,12 @@ def parser(description: str) -> argparse.ArgumentParser:
         "--runs", type=_positive_int, help="runs per bucket (default: 8 on CPU, fill the GPU)"
     )
     bench.add_argument("--steps", type=_positive_int, help="engine steps per run of a bucket")
+    bench.add_argument(
+        "--repeats",
+        type=_positive_int,
+        default=5,
+        help="timed calls of each bucket's engine; the fastest counts (default: 5)",
+    )
     bench.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop")
     bench.add_argument(
         "--sweep",
