@@ -27,7 +27,9 @@ from w2sjax.bench import run_bench, write
 from w2sjax.bench_sweep import sweep_bench
 from w2sjax.buckets import bytes_per_run
 from w2sjax.cli import main
-from w2sjax.config import ConfigError, build, to_toml
+from w2sjax.config import build
+from w2sjax.config_toml import to_toml
+from w2sjax.fields import ConfigError
 from w2sjax.grid import load_sweep
 
 

@@ -9,15 +9,9 @@ import sys
 import pytest
 
 from w2sjax.batch import Shape
-from w2sjax.config import (
-    FIELDS,
-    ConfigError,
-    build,
-    flatten,
-    parse_overrides,
-    to_toml,
-    weak_set_size,
-)
+from w2sjax.config import build, weak_set_size
+from w2sjax.config_toml import flatten, parse_overrides, to_toml
+from w2sjax.fields import FIELDS, ConfigError
 from w2sjax.grid import load_sweep
 
 

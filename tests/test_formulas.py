@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from w2sjax.config import ConfigError, build
+from w2sjax.config import build
+from w2sjax.fields import ConfigError
 from w2sjax.formulas import parse
 from w2sjax.grid import sweep_from
 

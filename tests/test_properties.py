@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from w2sjax.cli import main
-from w2sjax.config import FIELDS, SECTIONS, ConfigError, parse_overrides
+from w2sjax.config_toml import parse_overrides
+from w2sjax.fields import FIELDS, SECTIONS, ConfigError
 from w2sjax.grid import load_sweep
 
 NAMES = sorted(FIELDS) + ["bogus", "n_stt", "grid", "zip", "Data"]

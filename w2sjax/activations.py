@@ -13,7 +13,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from w2sjax.config import ACTIVATIONS as ACTIVATION_NAMES
+from w2sjax.fields import ACTIVATIONS as ACTIVATION_NAMES
 
 Elementwise = Callable[[chex.Array, chex.Array], chex.Array]
 
@@ -59,5 +59,5 @@ ACTIVATIONS: dict[str, Activation] = {
         fn=lambda x, b: jax.nn.softplus(b * x) / b, grad=lambda x, b: jax.nn.sigmoid(b * x)
     ),
 }
-assert tuple(ACTIVATIONS) == ACTIVATION_NAMES  # config.py validates the names without jax
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES  # fields.py validates the names without jax
 RELU = ACTIVATIONS["relu"].at(0.0)

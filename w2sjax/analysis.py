@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from w2sjax.config import FIELDS
+from w2sjax.fields import FIELDS
 from w2sjax.integrity import DamagedDataset, require_intact, unreadable_line
 from w2sjax.regimes import regime
 

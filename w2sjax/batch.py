@@ -15,21 +15,11 @@ from dataclasses import dataclass
 import chex
 import jax.numpy as jnp
 
-from w2sjax.config import (
-    FIELDS,
-    FORMS,
-    NOISES,
-    PRECISIONS,
-    SPAN_KEEPING,
-    Config,
-    check_engine,
-    check_span,
-    log_steps,
-    weak_set_size,
-)
+from w2sjax.config import Config, check_engine, check_span, log_steps, weak_set_size
 from w2sjax.data import noise_rank
+from w2sjax.fields import FIELDS, FORMS, NOISES, PRECISIONS, SPAN_KEEPING
 
-# Which config fields select the compiled program and which are batched, as config.FIELDS
+# Which config fields select the compiled program and which are batched, as fields.FIELDS
 # declares them (FieldSpec.static).
 SHAPE_FIELDS = tuple(f for f, spec in FIELDS.items() if spec.static)
 PARAM_FIELDS = tuple(f for f, spec in FIELDS.items() if spec.section and not spec.static)
@@ -46,7 +36,7 @@ def span_size(n_wk: int, n_st: int, m: int) -> int:
 def reduced_is_exact(config: Config, precision: str) -> bool:
     """Whether the reduced sampler is exact for `config`: every weight stays in the span of W0,
     the training noise and the signals (gradient descent), and products keep float32 precision
-    (config.check_engine), and the optimizer keeps them there (config.SPAN_KEEPING: not Adam)."""
+    (config.check_engine), and the optimizer keeps them there (fields.SPAN_KEEPING: not Adam)."""
     return precision == "highest" and config.optimizer in SPAN_KEEPING
 
 
@@ -166,7 +156,7 @@ class Params:
     seed: chex.Array
 
 
-# The dataclasses hold exactly the fields config.FIELDS declares static or batched.
+# The dataclasses hold exactly the fields FIELDS (fields.py) declares static or batched.
 assert {f.name for f in dataclasses.fields(Shape)} == {*SHAPE_FIELDS, *ENGINE_CHOICES}
 assert {f.name for f in dataclasses.fields(Params)} == {*PARAM_FIELDS, "base_seed", "point", "seed"}
 

@@ -16,7 +16,7 @@ from w2sjax import bench as loops
 from w2sjax.batch import Shape
 from w2sjax.bench_profile import Phases, profile_chunk
 from w2sjax.buckets import assign_noise, chunk_size, memory_budget, plan
-from w2sjax.config import ConfigError
+from w2sjax.fields import ConfigError
 from w2sjax.grid import Sweep
 from w2sjax.sweep import execute
 

@@ -27,7 +27,8 @@ from w2sjax.boundary import (
     n_crit,
     replicates,
 )
-from w2sjax.config import FIELDS, Config, ConfigError, is_numeric
+from w2sjax.config import Config
+from w2sjax.fields import FIELDS, ConfigError, is_numeric
 from w2sjax.grid import Sweep, expand
 from w2sjax.metrics import STEP_METRICS
 from w2sjax.theory import abundance, benign_snr

@@ -18,7 +18,8 @@ from pathlib import Path
 import jax
 
 from w2sjax.batch import Shape, choose_noise, run_id, span_size
-from w2sjax.config import FIELDS, SPAN_KEEPING, Config, at_silent_default
+from w2sjax.config import Config
+from w2sjax.fields import FIELDS, SPAN_KEEPING, at_silent_default
 from w2sjax.grid import Sweep
 from w2sjax.layout import DatasetRefused
 from w2sjax.metrics import STEP_METRICS

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from w2sjax.cli_parser import UsageError, parser
-from w2sjax.config import ConfigError, check_engine, check_span, parse_overrides
+from w2sjax.config import check_engine, check_span
+from w2sjax.config_toml import parse_overrides
+from w2sjax.fields import ConfigError
 from w2sjax.grid import Sweep, heatmap_axes, load_sweep
 
 DESCRIPTION = "Simulate weak-to-strong training as batched sweeps, and time, check and report them."

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from w2sjax.activations import RELU, Act
-from w2sjax.config import SECOND_LAYERS as SECOND_LAYER_NAMES
 from w2sjax.data import Sample, patch_coefs
+from w2sjax.fields import SECOND_LAYERS as SECOND_LAYER_NAMES
 
 J_SIGN = np.array([1.0, -1.0], np.float32)  # j of class index 0 and 1 (numpy: no device at import)
 
@@ -99,7 +99,7 @@ SECOND_LAYERS: dict[str, SecondLayer] = {
     "fixed": SecondLayer(init=lambda m: None),
     "trained": SecondLayer(init=lambda m: jnp.repeat(jnp.asarray(J_SIGN)[:, None], m, 1)),
 }
-assert tuple(SECOND_LAYERS) == SECOND_LAYER_NAMES  # config.py validates the names without jax
+assert tuple(SECOND_LAYERS) == SECOND_LAYER_NAMES  # fields.py validates the names without jax
 
 
 def strong_output(W: chex.Array, signals: chex.Array, s: Sample, act: Act = RELU) -> chex.Array:

@@ -1,7 +1,7 @@
 """The student's optimizers (`[strong] optimizer`, docs/MODEL.md section 4), by name
 (`OPTIMIZERS`). Each is an optax transformation of GD increments (-eta grad L_S) into updates,
 applied leaf by leaf to what the loop carries: W in the dense form, and the coefficients
-(gamma, rho) wherever the optimizer keeps the span (config.SPAN_KEEPING): a fixed linear map of
+(gamma, rho) wherever the optimizer keeps the span (fields.SPAN_KEEPING): a fixed linear map of
 past increments transforms an increment's coefficients as it transforms the increment, so the
 carried coefficients stay exact. Adam acts coordinate by coordinate, so its weights leave the
 span; its coefficients are a projection (projection.projected_coefs)."""
@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from w2sjax.config import OPTIMIZERS as OPTIMIZER_NAMES
-from w2sjax.config import SPAN_KEEPING
+from w2sjax.fields import OPTIMIZERS as OPTIMIZER_NAMES
+from w2sjax.fields import SPAN_KEEPING
 
 # Minibatch t of a run is drawn from fold_in(fold_in(run key, SGD_SALT), t): draws of their own
 # (noise.REDUCED_SALT's reasoning), so no other draw of a run changes.
@@ -40,7 +40,7 @@ class Opt(NamedTuple):
 @dataclass(frozen=True)
 class Optimizer:
     """transform(eta, momentum) -> optax transformation of increments; keeps_span: it is a fixed
-    linear map of past increments (config.SPAN_KEEPING); minibatch: each step's loss is over
+    linear map of past increments (fields.SPAN_KEEPING); minibatch: each step's loss is over
     `batch_size` training samples drawn without replacement (weight n_st / batch_size each, so
     the step is an unbiased estimate of GD's); state_copies: how many arrays of the carried
     state's size its transformation keeps (memory planning, buckets.bytes_per_run)."""
@@ -83,6 +83,6 @@ OPTIMIZERS: dict[str, Optimizer] = {
     "momentum": Optimizer(transform=lambda eta, beta: optax.trace(decay=beta), state_copies=1),
     "adam": Optimizer(transform=_adam, keeps_span=False, state_copies=2),
 }
-# config.py validates the names, and refuses engine choices by SPAN_KEEPING, without jax
+# fields.py validates the names, and config.py refuses engine choices by SPAN_KEEPING, without jax
 assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES
 assert tuple(n for n, o in OPTIMIZERS.items() if o.keeps_span) == SPAN_KEEPING
