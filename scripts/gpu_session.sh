@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One prepared GPU session (see docs/BENCHMARKS.md): runs from the work tree on the device image's
 # own packages and prints a short summary last.
-#   [DEADLINE=s] [TESTS="pytest args"] [PRECISION_TEST=0] [BENCH=0] [BENCH_ARGS="--steps N ..."] \
-#     [BENCH_SWEEP=SPEC.toml|""] [SWEEP_TIMEOUT=s] [BENCH_D=1] [BOUNDARY="SPEC.toml ..."] \
-#     scripts/gpu_session.sh [SWEEP.toml ...]
+#   [OUT=dir] [DEADLINE=s] [TESTS="pytest args"] [TEST_TIMEOUT=s] [PRECISION_TEST=0] [BENCH=0] \
+#     [BENCH_ARGS="--steps N ..."] [BENCH_SWEEP=SPEC.toml|""] [SWEEP_TIMEOUT=s] [BENCH_D=1] \
+#     [BENCH_D_TIMEOUT=s] [BOUNDARY="SPEC.toml ..."] scripts/gpu_session.sh [SWEEP.toml ...]
 # Stages, most wanted first (a lease can end before the last):
 # 1. environment; 2. the core correctness tests on this jax/GPU (TESTS overrides which), and the
 # gate of --precision tf32/bf16 (PRECISION_TEST=0 skips it); 3. each sweep file given, its
@@ -17,7 +17,8 @@
 # DEADLINE (seconds from the start) cuts every stage's timeout to what is left, keeping RESERVE
 # (default 20) for the summary, so a lease's limit never kills the script mid-write.
 # $OUT gets only the packed datasets and the bench JSONs (the device tool brings back at most 8
-# files); logs and per-point tables stay in a scratch folder, and the summary prints them.
+# files; the summary warns past that); logs and per-point tables stay in a scratch folder, and the
+# summary prints them. A sweep cut by its limit is packed as far as it got and named in the log.
 set -u -o pipefail
 OUT=${OUT:-/tmp/w2sjax-gpu}
 WORK=$(mktemp -d)
@@ -34,7 +35,7 @@ stage() {
     [ "$left" -lt "$limit" ] && limit=$left
   fi
   if [ "$limit" -lt 10 ]; then
-    log "$name skipped: ${limit} s left before DEADLINE"
+    log "$name skipped: its limit is ${limit} s"
     return 1
   fi
   log "$name (at most $limit s)"
@@ -45,14 +46,16 @@ pack() { # a dataset under $WORK/sweeps, as one file of $OUT
   [ -d "$WORK/sweeps/$1" ] && tar czf "$OUT/$1.tar.gz" -C "$WORK/sweeps" "$1"
 }
 
-bench_json() { # both bench parts so far, in the committed schema, named by device and date
+bench_json() { # the bench parts so far, whole or cut short, in the committed schema
   python3 - "$WORK" "$OUT" <<'PY'
 import datetime, json, pathlib, re, sys
 work, out = (pathlib.Path(p) for p in sys.argv[1:])
 parts = [work / p / "bench.json" for p in ("bench", "sweep-bench")]
 buckets, timed = (json.loads(p.read_text()) if p.exists() else None for p in parts)
+if buckets is None and timed is None:
+    sys.exit(0)
 report = buckets or dict(timed, buckets=[])
-if timed is not None:
+if timed is not None and "sweep" in timed:  # absent where the sweep's timing was cut short
     report["sweep"] = timed["sweep"]
 device = re.sub(r"[^a-z0-9]+", "-", report["device"].lower()).strip("-")
 target = out / f"bench-{device}-{datetime.date.today().isoformat()}.json"
@@ -77,7 +80,7 @@ fi
 for spec in "$@"; do
   name=$(basename "$spec" .toml)
   stage "sweep $spec" "${SWEEP_TIMEOUT:-300}" python3 -m w2sjax sweep "$spec" \
-    --out "$WORK/sweeps" --quiet 2>&1 | tail -3
+    --out "$WORK/sweeps" --quiet 2>&1 | tail -3 || log "sweep $spec failed or was cut short"
   pack "$name" || continue
   python3 - "$spec" "$WORK" <<'PY'
 import sys, jax, w2sjax
@@ -93,7 +96,8 @@ done
 for spec in ${BOUNDARY:-}; do
   name=$(basename "$spec" .toml)
   stage "boundary $spec" "${SWEEP_TIMEOUT:-300}" python3 -m w2sjax boundary "$spec" \
-    --level 0.85 --ratio 1.15 --out "$WORK/sweeps" --quiet 2>&1 | tail -2
+    --level 0.85 --ratio 1.15 --out "$WORK/sweeps" --quiet 2>&1 | tail -2 \
+    || log "boundary $spec failed or was cut short"
   pack "$name"
 done
 
@@ -101,11 +105,10 @@ BENCH_SWEEP=${BENCH_SWEEP-sweeps/bench_table_cpu.toml}
 if [ -n "$BENCH_SWEEP" ]; then
   if stage "end-to-end timing of $BENCH_SWEEP" "${SWEEP_TIMEOUT:-300}" python3 -m w2sjax bench \
     --sizes none --sweep "$BENCH_SWEEP" --keep "$WORK/sweeps" --out "$WORK/sweep-bench" 2>&1 \
-    | tee "$WORK/sweep-bench.txt"; then
-    bench_json
-  else
+    | tee "$WORK/sweep-bench.txt"; then :; else
     log "end-to-end timing failed or timed out"
   fi
+  bench_json
   pack "$(basename "$BENCH_SWEEP" .toml)"
 fi
 
@@ -114,11 +117,10 @@ if [ "${BENCH:-1}" = 0 ]; then
 else
   # shellcheck disable=SC2086
   if stage bench 300 python3 -m w2sjax bench --out "$WORK/bench" ${BENCH_ARGS:-} 2>&1 \
-    | tee "$WORK/bench.txt"; then
-    bench_json
-  else
-    log "bench failed or timed out"
+    | tee "$WORK/bench.txt"; then :; else
+    log "bench failed or timed out; its finished buckets are kept"
   fi
+  bench_json
 fi
 
 if [ -n "${BENCH_D:-}" ]; then
@@ -141,3 +143,6 @@ cols = [c for c in t.columns if not c.endswith(('_lo', '_hi')) and c != 'device'
 print(t[cols].round(3).to_string(index=False))" "$csv"
 done
 ls -l "$OUT"
+files=$(find "$OUT" -type f | wc -l)
+[ "$files" -gt 8 ] && log "warning: $files files under \$OUT; the device tool brings back 8"
+true

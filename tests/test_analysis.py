@@ -197,6 +197,30 @@ def _two_point_spec(folder: Path) -> Path:
     return spec
 
 
+def test_a_bench_stopped_in_a_bucket_keeps_the_buckets_it_finished(tmp_path, monkeypatch):
+    """`w2sjax bench` writes bench.json after every bucket, so a bench stopped inside its second
+    bucket (Ctrl-C; a timeout's signal alike) leaves the first on disk. The measurements are
+    stand-ins: this is about what reaches the file."""
+    shape = Shape.of(small_config())
+    started = []
+
+    def engine(n_st, *args, **kwargs):
+        started.append(n_st)
+        if len(started) == 2:
+            raise KeyboardInterrupt
+        return bench.EngineTiming(shape, 2, 1.0, 0.5, 0.5)
+
+    monkeypatch.setitem(bench.SIZES, "cpu", ((75, 500), *bench.SIZES["cpu"][1:]))
+    monkeypatch.setattr(bench, "engine", engine)
+    monkeypatch.setattr(bench, "matmul_ceiling", lambda *a, **k: 1e11)
+    monkeypatch.setattr(bench, "shape_ceiling", lambda *a, **k: 5e10)
+    monkeypatch.setattr(bench, "jax_per_run", lambda *a: 100.0)
+    assert main(["bench", "--sizes", "cpu", "--no-torch", "--out", str(tmp_path)]) == 130
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert started == [75, 500] and [b["n_st"] for b in saved["buckets"]] == [75]
+    assert saved["repeats"] == 5 and saved["buckets"][0]["engine_s"] == 0.5
+
+
 @pytest.mark.slow  # the bench's own accounting, 22 s of compiles: `make test-slow`
 def test_sweep_bench_times_every_run_against_the_loops(tmp_path, monkeypatch):
     # Fixed loop rates: 1000 run-steps/s for the JAX loop; PyTorch 500 at n_st = 8, absent at 80.

@@ -37,7 +37,7 @@ from w2sjax.models import mm as einsum
 from w2sjax.optimizers import OPTIMIZERS
 from w2sjax.progress import TICKS_PER_S, Progress
 from w2sjax.simulate import simulate
-from w2sjax.store import replace_atomically
+from w2sjax.store import write_text
 
 # (n_st values, d, m, runs, engine steps, per-run loop steps) by platform. runs None: fill the
 # device as a sweep's chunk would (memory budget), MIN_RUNS to FILL_RUNS: the throughput a sweep
@@ -336,6 +336,5 @@ def format_row(r: BucketResult) -> str:
 def write(report: dict, out: str | Path) -> Path:
     """OUT/bench.json, replaced whole (a kill mid-write leaves the previous report)."""
     path = Path(out) / "bench.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+    write_text(path, json.dumps(report, indent=2) + "\n")
     return path
