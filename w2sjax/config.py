@@ -26,10 +26,10 @@ from w2sjax.fields import (
     REST,
     SPAN_KEEPING,
     ConfigError,
-    _qualified,
     at_silent_default,
     check_field,
     is_numeric,
+    qualified,
 )
 from w2sjax.formulas import Formula, FormulaError, parse
 
@@ -140,9 +140,9 @@ def _formula(field: str, text: str) -> Formula:
     try:
         return parse(text, is_numeric)
     except FormulaError as err:
-        raise ConfigError(f"{_qualified(field)}: formula {text!r}: {err}") from None
+        raise ConfigError(f"{qualified(field)}: formula {text!r}: {err}") from None
     except RecursionError:
-        raise ConfigError(f"{_qualified(field)}: formula {text!r}: nested too deeply") from None
+        raise ConfigError(f"{qualified(field)}: formula {text!r}: nested too deeply") from None
 
 
 def _settle(value: float, kind: str) -> float | int:
@@ -173,13 +173,13 @@ def _evaluate(literal: dict[str, Any], formulas: dict[str, Formula]) -> dict[str
             if all(n not in pending and values[n] != REST for n in formula.names)
         ]
         if not ready:
-            cycle = ", ".join(_qualified(f) for f in pending)
+            cycle = ", ".join(qualified(f) for f in pending)
             raise ConfigError(
                 f'{cycle}: formulas that wait on each other (a cycle, perhaps through "rest")'
             )
         for f in ready:
             formula = pending.pop(f)
-            where = f"{_qualified(f)}: formula {formula.text!r}"
+            where = f"{qualified(f)}: formula {formula.text!r}"
             try:
                 value = _settle(formula.evaluate(values), FIELDS[f].kind)
             except FormulaError as err:
@@ -215,8 +215,8 @@ def check_applies(values: dict[str, Any]) -> dict[str, Any]:
         if values[switch] not in allowed:
             wanted = " or ".join(json.dumps(v) for v in allowed)
             raise ConfigError(
-                f"{_qualified(field)}: is read only with {_qualified(switch)} = {wanted}; with "
-                f"{_qualified(switch)} = {json.dumps(values[switch])} leave it at its default "
+                f"{qualified(field)}: is read only with {qualified(switch)} = {wanted}; with "
+                f"{qualified(switch)} = {json.dumps(values[switch])} leave it at its default "
                 f"{spec.default!r}, got {values[field]!r}"
             )
     return values

@@ -217,13 +217,14 @@ SECTIONS = ("data", "weak", "strong", "eval")
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
 
 
-def _qualified(field: str) -> str:
+def qualified(field: str) -> str:
+    """A field as error messages name it: section.field (top-level keys alone)."""
     section = FIELDS[field].section
     return f"{section}.{field}" if section else field
 
 
 def _fail(field: str, value: Any, spec: FieldSpec) -> ConfigError:
-    return ConfigError(f"{_qualified(field)}: must be {spec.allowed}, got {value!r}")
+    return ConfigError(f"{qualified(field)}: must be {spec.allowed}, got {value!r}")
 
 
 def check_field(field: str, value: Any) -> Any:
