@@ -338,6 +338,8 @@ def test_without_a_readable_spec_toml_a_resume_follows_the_parts_samplers(tmp_pa
     assert "4 already written" in capsys.readouterr().out and spec.read_bytes() == recorded
 
 
+@pytest.mark.slow  # 33 s; chunking is tested under the full sampler in the fast suite, and
+# both samplers draw each run from its own key
 def test_chunking_changes_no_reduced_run(tmp_path):
     """Under the reduced sampler too, a run's numbers do not depend on its chunk."""
     sweep = load_sweep(DATA / "old.toml", {"n_st": 20})  # one bucket of 2 runs
