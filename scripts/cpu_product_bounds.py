@@ -5,7 +5,7 @@ made of both. Usage: PYTHONPATH=. python scripts/cpu_product_bounds.py"""
 
 import jax
 
-from w2sjax.bench import matmul_ceiling, shape_ceiling, timed
+from w2sjax.bench import fastest, matmul_ceiling, shape_ceiling
 from w2sjax.models import mm
 
 STEPS, M, RUNS = 200, 20, 8
@@ -36,8 +36,7 @@ def coef(n: int = 500) -> None:
     print(f"coef n_st={n}: the product alone {alone / 1e9:.0f} GFLOP/s")
     for name, fn in (("product only", product_only), ("product + elementwise", with_elementwise)):
         looped = jax.jit(jax.vmap(fn))
-        timed(looped, rho, K)
-        per_step = min(timed(looped, rho, K) for _ in range(3)) / STEPS
+        per_step = fastest(looped, rho, K, repeats=3) / STEPS
         print(f"  in a step loop, {name}: {flops / per_step / 1e9:.0f} GFLOP/s")
 
 
@@ -46,8 +45,7 @@ def dense(n: int = 2000, d: int = 1000) -> None:
     g = jax.random.normal(jax.random.PRNGKey(4), (RUNS, 2 * M, n))
     xi = jax.random.normal(jax.random.PRNGKey(3), (RUNS, n, d))
     gradient_fn = jax.jit(lambda g, x: mm("brn,bnd->brd", g, x))
-    timed(gradient_fn, g, xi)
-    gradient = RUNS * 2 * 2 * M * n * d / min(timed(gradient_fn, g, xi) for _ in range(10))
+    gradient = RUNS * 2 * 2 * M * n * d / fastest(gradient_fn, g, xi, repeats=10)
     both = 2 / (1 / forward + 1 / gradient)  # a step does one of each, in sequence
     print(
         f"dense n_st={n} d={d}: forward {forward / 1e9:.0f}, gradient {gradient / 1e9:.0f}, "

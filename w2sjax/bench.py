@@ -94,13 +94,17 @@ def timed(fn, *args) -> float:
     return time.perf_counter() - start
 
 
+def fastest(fn, *args, repeats: int) -> float:
+    """Seconds of the fastest of `repeats` calls fn(*args), after one call that warms it."""
+    timed(fn, *args)
+    return min(timed(fn, *args) for _ in range(repeats))
+
+
 def matmul_ceiling(n: int = 8192, repeats: int = 10, precision: str = "highest") -> float:
     """FLOP/s of a large square float32 matmul at `precision` (the device's peak for it)."""
     a, b = (jax.random.normal(jax.random.PRNGKey(i), (n, n)) for i in (1, 2))
     mm = jax.jit(lambda x, y: einsum("ik,kj->ij", x, y, precision=precision))
-    timed(mm, a, b)
-    seconds = min(timed(mm, a, b) for _ in range(repeats))
-    return 2.0 * n**3 / seconds
+    return 2.0 * n**3 / fastest(mm, a, b, repeats=repeats)
 
 
 def shape_ceiling(
@@ -111,9 +115,7 @@ def shape_ceiling(
     W = jax.random.normal(jax.random.PRNGKey(3), (runs, 2 * m, k))
     xi = jax.random.normal(jax.random.PRNGKey(4), (runs, n_st, k))
     mm = jax.jit(lambda w, x: einsum("brd,bnd->brn", w, x, precision=precision))
-    timed(mm, W, xi)
-    seconds = min(timed(mm, W, xi) for _ in range(repeats))
-    return 2.0 * runs * 2 * m * k * n_st / seconds
+    return 2.0 * runs * 2 * m * k * n_st / fastest(mm, W, xi, repeats=repeats)
 
 
 def fill_runs(shape: Shape, budget: int) -> int:
