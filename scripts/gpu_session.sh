@@ -3,14 +3,18 @@
 # own packages and prints a short summary last.
 #   [OUT=dir] [DEADLINE=s] [TESTS="pytest args"] [TEST_TIMEOUT=s] [PRECISION_TEST=0] [BENCH=0] \
 #     [BENCH_ARGS="--steps N ..."] [BENCH_SWEEP=SPEC.toml|""] [SWEEP_TIMEOUT=s] [BENCH_D=1] \
-#     [BENCH_D_TIMEOUT=s] [BOUNDARY="SPEC.toml ..."] scripts/gpu_session.sh [SWEEP.toml ...]
+#     [BENCH_D_TIMEOUT=s] [BOUNDARY="SPEC.toml ..."] [BOUNDARY_RATIO=r] [BOUNDARY_MEM="f ..."] \
+#     [BOUNDARY_XLA_FLAGS=...] scripts/gpu_session.sh [SWEEP.toml ...]
 # Stages, most wanted first (a lease can end before the last):
 # 1. environment; 2. the core correctness tests on this jax/GPU (TESTS overrides which), and the
 # gate of --precision tf32/bf16 (PRECISION_TEST=0 skips it); 3. each sweep file given, its
 # dataset packed as $OUT/<name>.tar.gz; 4. with BOUNDARY, `w2sjax boundary` on each file listed
-# (level 0.85, ratio 1.15: docs/BOUNDARY.md's searches), packed likewise; 5. with BENCH_SWEEP
-# (default: the frozen table workload sweeps/bench_table_cpu.toml; "" skips it), that sweep timed
-# end to end against the per-run loops (section "sweep"; its tables packed); 6. `w2sjax bench` at
+# (level 0.85, lattice ratio BOUNDARY_RATIO, default 1.15: docs/BOUNDARY.md's searches), packed
+# likewise, one after another or, with BOUNDARY_MEM (one GPU memory fraction per file), all at
+# once; BOUNDARY_XLA_FLAGS are added to theirs alone (dropped where this jaxlib refuses them);
+# 5. with BENCH_SWEEP (default: the frozen table workload sweeps/bench_table_cpu.toml; "" skips
+# it), that sweep timed end to end against the per-run loops (section "sweep"; its tables
+# packed); 6. `w2sjax bench` at
 # GPU sizes (BENCH=0 skips it, BENCH_ARGS adds options such as --steps or --repeats); both bench
 # parts land in $OUT/bench-<device>-<date>.json, the name results/reference keeps it under, as
 # soon as each is done; 7. with BENCH_D, the cost-against-d table of both noise samplers.
@@ -66,7 +70,15 @@ PY
 
 log environment
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv,noheader
-python3 -c "import sys, jax; print('python', sys.version.split()[0], 'jax', jax.__version__, jax.devices())"
+jax_check() {
+  python3 -c "import sys, jax; print('python', sys.version.split()[0], 'jax', jax.__version__, \
+jax.devices(), jax.numpy.ones(2).sum())"
+}
+jax_check
+if [ -n "${BOUNDARY_XLA_FLAGS:-}" ] && ! XLA_FLAGS=$BOUNDARY_XLA_FLAGS jax_check >/dev/null 2>&1; then
+  log "this jaxlib refused BOUNDARY_XLA_FLAGS=$BOUNDARY_XLA_FLAGS: the searches run without them"
+  BOUNDARY_XLA_FLAGS=
+fi
 
 # shellcheck disable=SC2086
 stage tests "${TEST_TIMEOUT:-240}" python3 -m pytest -q -x -p no:cacheprovider \
@@ -93,13 +105,33 @@ table.insert(len(sweep.axes()) + 1, "device", jax.devices()[0].device_kind)
 table.to_csv(f"{sys.argv[2]}/{sweep.name}.csv", index=False)
 PY
 done
-for spec in ${BOUNDARY:-}; do
-  name=$(basename "$spec" .toml)
-  stage "boundary $spec" "${SWEEP_TIMEOUT:-300}" python3 -m w2sjax boundary "$spec" \
-    --level 0.85 --ratio 1.15 --out "$WORK/sweeps" --quiet 2>&1 | tail -2 \
-    || log "boundary $spec failed or was cut short"
+# boundary SPEC: one search, its output in $WORK/boundary-<name>.txt, its dataset packed.
+boundary() {
+  local name flags
+  name=$(basename "$1" .toml)
+  # trimmed: XLA takes a value that does not start with "--" for a file name
+  flags=$(echo "${XLA_FLAGS:-}" "${BOUNDARY_XLA_FLAGS:-}" | xargs)
+  # JAX_LOG_COMPILES: each compile's time, which the summary adds up
+  (
+    [ -n "$flags" ] && export XLA_FLAGS=$flags
+    JAX_LOG_COMPILES=1 stage "boundary $1" "${SWEEP_TIMEOUT:-300}" python3 -m w2sjax boundary \
+      "$1" --level 0.85 --ratio "${BOUNDARY_RATIO:-1.15}" --out "$WORK/sweeps" --quiet
+  ) >"$WORK/boundary-$name.txt" 2>&1 || log "boundary $1 failed or was cut short"
   pack "$name"
-done
+}
+if [ -n "${BOUNDARY_MEM:-}" ]; then
+  # All searches at once, each process given its share of the GPU's memory (XLA preallocates
+  # it; the planner sizes chunks from it): compiles, which dominate a search on a GPU, overlap.
+  read -r -a shares <<<"$BOUNDARY_MEM"
+  i=0
+  for spec in ${BOUNDARY:-}; do
+    XLA_PYTHON_CLIENT_MEM_FRACTION=${shares[$i]} boundary "$spec" &
+    i=$((i + 1))
+  done
+  wait
+else
+  for spec in ${BOUNDARY:-}; do boundary "$spec"; done
+fi
 
 BENCH_SWEEP=${BENCH_SWEEP-sweeps/bench_table_cpu.toml}
 if [ -n "$BENCH_SWEEP" ]; then
@@ -133,6 +165,15 @@ log summary
 cat "$WORK/tests.txt"
 grep -E "ceiling|n_st=|skipped" "$WORK/bench.txt"
 [ -f "$WORK/sweep-bench.txt" ] && grep -E "^sweep " "$WORK/sweep-bench.txt"
+for txt in "$WORK"/boundary-*.txt; do
+  [ -f "$txt" ] || continue
+  echo "-- $(basename "$txt" .txt)"
+  grep -v -E "^(Compiling|Finished)|Argument mapping" "$txt" | tail -6
+  name=${txt##*/boundary-}
+  cat "$WORK/sweeps/${name%.txt}"/{boundary,slopes}.csv 2>/dev/null
+  grep -o "Finished XLA compilation of jit(simulate) in [0-9.]*" "$txt" \
+    | awk '{n++; s+=$NF} END {if (n) printf "%d compiles of simulate, %.0f s in all\n", n, s}'
+done
 for csv in "$WORK"/*.csv; do
   [ -f "$csv" ] || continue
   echo "-- $(basename "$csv")"
