@@ -4,7 +4,7 @@
 #   [OUT=dir] [DEADLINE=s] [TESTS="pytest args"] [TEST_TIMEOUT=s] [PRECISION_TEST=0] [BENCH=0] \
 #     [BENCH_ARGS="--steps N ..."] [BENCH_SWEEP=SPEC.toml|""] [SWEEP_TIMEOUT=s] [BENCH_D=1] \
 #     [BENCH_D_TIMEOUT=s] [BOUNDARY="SPEC.toml ..."] [BOUNDARY_RATIO=r] [BOUNDARY_MEM="f ..."] \
-#     [BOUNDARY_XLA_FLAGS=...] scripts/gpu_session.sh [SWEEP.toml ...]
+#     [BOUNDARY_XLA_FLAGS=...] [RESUME="DATASET.tar.gz ..."] scripts/gpu_session.sh [SWEEP.toml ...]
 # Stages, most wanted first (a lease can end before the last):
 # 1. environment; 2. the core correctness tests on this jax/GPU (TESTS overrides which), and the
 # gate of --precision tf32/bf16 (PRECISION_TEST=0 skips it); 3. each sweep file given, its
@@ -18,6 +18,8 @@
 # GPU sizes (BENCH=0 skips it, BENCH_ARGS adds options such as --steps or --repeats); both bench
 # parts land in $OUT/bench-<device>-<date>.json, the name results/reference keeps it under, as
 # soon as each is done; 7. with BENCH_D, the cost-against-d table of both noise samplers.
+# RESUME: packed datasets of an earlier session, unpacked first, so that a sweep or search of the
+# same name goes on from where that one stopped.
 # DEADLINE (seconds from the start) cuts every stage's timeout to what is left, keeping RESERVE
 # (default 20) for the summary, so a lease's limit never kills the script mid-write.
 # $OUT gets only the packed datasets and the bench JSONs (the device tool brings back at most 8
@@ -68,6 +70,7 @@ print("wrote", target)
 PY
 }
 
+for packed in ${RESUME:-}; do tar xzf "$packed" -C "$WORK/sweeps"; done
 log environment
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv,noheader
 jax_check() {
