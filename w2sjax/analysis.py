@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from w2sjax.damage import DamagedDataset, require_intact, unreadable_line
 from w2sjax.fields import FIELDS
-from w2sjax.integrity import DamagedDataset, require_intact, unreadable_line
 from w2sjax.regimes import regime
 
 PARTITIONING = ds.partitioning(pa.schema([("bucket", pa.string())]), flavor="hive")
@@ -26,7 +26,7 @@ PARQUET = ds.ParquetFileFormat(
 def read_table(path: str | Path, table: str) -> pd.DataFrame:
     """One table ("runs", "steps" or "filters") of the sweep folder `path`, with `bucket` as a
     plain string column (not pandas' categorical default for partition columns). A damaged
-    dataset raises integrity.DamagedDataset, one line naming the file and the repair command."""
+    dataset raises damage.DamagedDataset, one line naming the file and the repair command."""
     require_intact(path)
     return _read(Path(path) / table)
 
@@ -101,7 +101,7 @@ def load(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     Steps of chunks that were never committed (a crash between writing a chunk's steps and its
     runs part) are left out, so both tables describe the same runs. A damaged dataset (a part
     that does not read, a committed chunk missing rows, a stray file in a table) raises
-    integrity.DamagedDataset naming the file and `w2sjax check --repair`.
+    damage.DamagedDataset naming the file and `w2sjax check --repair`.
     """
     require_intact(path)
     runs = _read(Path(path) / "runs").sort_values("run_id", ignore_index=True)

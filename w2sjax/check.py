@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from w2sjax.integrity import Inspection, inspect, quarantine, read_spec, remove_uncommitted
+from w2sjax.damage import quarantine, remove_uncommitted
+from w2sjax.integrity import Inspection, inspect, read_spec
 from w2sjax.layout import QUARANTINE, SPEC_FILE, TABLES, DatasetRefused, existing_spec
 from w2sjax.lock import DatasetLock, LockHeld
 

@@ -193,7 +193,7 @@ def _processes(args: argparse.Namespace):
     """Initialise jax.distributed if asked; this process's share and how the processes meet."""
     import jax
 
-    from w2sjax.sweep import Processes
+    from w2sjax.dataset import Processes
 
     if not args.distributed:
         return Processes()

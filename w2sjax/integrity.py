@@ -1,5 +1,6 @@
-"""A dataset's integrity: which committed chunks are whole, which files are damaged or stray, and
-moving those into <dataset>/quarantine/ so a resumed sweep recomputes exactly their runs (jax-free).
+"""A dataset's integrity: which committed chunks are whole and which files are damaged, stray or
+left uncommitted (jax-free). It only reads, so `w2sjax check` can run it beside a live writer and a
+sweep, a repair or a reader can each decide what to do about what it finds (damage.py).
 
 The check is cheap: each part's parquet footer, and of each runs part the five columns that say how
 many rows its steps (runs x logged steps) and filters (x 2 x m) parts must hold. A chunk is whole
@@ -18,10 +19,7 @@ them when reading.
 
 from __future__ import annotations
 
-import os
-import time
 import tomllib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,20 +31,14 @@ from w2sjax.fields import ConfigError
 from w2sjax.grid import sweep_from
 from w2sjax.layout import (
     OWN_TOP_LEVEL,
-    QUARANTINE,
     SPEC_FILE,
     TABLES,
-    DatasetRefused,
     chunk_of,
     existing_spec,
     is_temporary,
 )
 
 _COUNT_COLUMNS = ["run_id", "steps", "log", "log_points", "m"]
-
-
-class DamagedDataset(DatasetRefused):
-    """A dataset with damaged or stray files; str() names the first and the repair command."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +74,7 @@ class Inspection:
         return not (self.damaged or self.stray or self.spec_problem)
 
 
-def _reason(err: Exception) -> str:
+def reason(err: Exception) -> str:
     """The error's first sentence, at most 100 characters."""
     text = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else ""
     text = text or type(err).__name__
@@ -97,7 +89,7 @@ def _open(path: Path, deep: bool) -> tuple[pq.ParquetFile | None, str | None]:
             part.read()
         return part, None
     except (pa.ArrowException, OSError, ValueError) as err:
-        return None, f"not a readable parquet file ({_reason(err)})"
+        return None, f"not a readable parquet file ({reason(err)})"
 
 
 def _spec_of(part: pq.ParquetFile) -> str | None:
@@ -109,7 +101,7 @@ def _ignored(path: Path) -> bool:
     return path.name.startswith((".", "_")) and not is_temporary(path)
 
 
-def _walk(root: Path) -> tuple[dict, list[Fault], list[Path]]:
+def walk(root: Path) -> tuple[dict, list[Fault], list[Path]]:
     """Entries of the table folders: {(table, bucket, chunk): part path}, strays (files or whole
     folders, moved as they are), temporary files. Paths relative to root."""
     found: dict[tuple[str, str, str], Path] = {}
@@ -149,7 +141,7 @@ def _walk(root: Path) -> tuple[dict, list[Fault], list[Path]]:
     return found, stray, temporary
 
 
-def _uncommitted(found: dict, temporary: list[Path]) -> tuple[Path, ...]:
+def uncommitted(found: dict, temporary: list[Path]) -> tuple[Path, ...]:
     """Temporary files, and steps or filters parts whose chunk has no runs part."""
     parts = [rel for (t, b, c), rel in found.items() if t != "runs" and ("runs", b, c) not in found]
     return tuple(sorted(temporary + parts))
@@ -162,7 +154,7 @@ def read_spec(text: str | None) -> tuple[int | None, str | None]:
     try:
         sweep = sweep_from(tomllib.loads(text), "")
     except (tomllib.TOMLDecodeError, ConfigError) as err:
-        return None, f"{SPEC_FILE} is damaged: it does not read as a sweep ({_reason(err)})"
+        return None, f"{SPEC_FILE} is damaged: it does not read as a sweep ({reason(err)})"
     return sum(p.seeds for p in sweep.points), None
 
 
@@ -179,7 +171,7 @@ def inspect(
     root = Path(root)
     spec = spec_text if spec_text is not None else existing_spec(root)
     spec_runs, spec_problem = read_spec(spec)
-    found, stray, temporary = _walk(root)
+    found, stray, temporary = walk(root)
     if filters is None:
         filters = any(t == "filters" for t, _, _ in found)
     damaged: list[Fault] = []
@@ -212,7 +204,7 @@ def inspect(
         damaged=tuple(damaged),
         stray=tuple(stray),
         to_quarantine=tuple(quarantine),
-        uncommitted=_uncommitted(found, temporary),
+        uncommitted=uncommitted(found, temporary),
         other=tuple(other),
         spec_runs=spec_runs,
         spec_problem=spec_problem,
@@ -272,7 +264,7 @@ class _Chunk:
         try:
             cols = part.read(columns=_COUNT_COLUMNS).to_pydict()
         except (pa.ArrowException, OSError, ValueError, KeyError) as err:
-            return Fault(rel, f"its columns do not read ({_reason(err)})", "unreadable")
+            return Fault(rel, f"its columns do not read ({reason(err)})", "unreadable")
         self.specs.add(_spec_of(part))
         per_run = [
             len(log_steps(*run))
@@ -296,62 +288,3 @@ class _Chunk:
         if first is None:
             seen.update(dict.fromkeys(cols["run_id"], rel))
         return first
-
-
-def remove_uncommitted(root: Path) -> None:
-    """Delete the parts of chunks that were never committed and temporary files: what a killed
-    writer left. Only under the dataset's lock (a live writer's chunk in flight looks the same)."""
-    found, _, temporary = _walk(root)
-    for rel in _uncommitted(found, temporary):
-        (root / rel).unlink(missing_ok=True)
-
-
-def quarantine(root: str | Path, entries: Iterable[Path]) -> Path | None:
-    """Move `entries` (files or folders, relative to root) into
-    root/quarantine/<UTC time>-<pid>/, keeping their relative paths; the folder, or None when
-    there was nothing to move."""
-    root, entries = Path(root), list(entries)
-    if not entries:
-        return None
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    folder = root / QUARANTINE / f"{stamp}-{os.getpid()}"
-    for rel in entries:
-        target = folder / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(root / rel, target)
-    return folder
-
-
-def damage_line(ins: Inspection) -> str:
-    """One line: the first damaged or stray file and what to run."""
-    faults = [*ins.damaged, *ins.stray]
-    first = faults[0]
-    more = f" (and {len(faults) - 1} more damaged or stray)" if len(faults) > 1 else ""
-    return (
-        f"{ins.root / first.path}: {first.reason}{more}; run `w2sjax check {ins.root} --repair`, "
-        f"then rerun the sweep to recompute those runs"
-    )
-
-
-def unreadable_line(folder: Path, err: Exception) -> str:
-    """One line for a table folder that failed to read past the cheap check: the first part that
-    does not read in full (or the error), and the deep check that finds and repairs it."""
-    root, culprit = folder.parent, folder
-    for path in sorted(folder.glob("bucket=*/part-*.parquet")):
-        try:
-            pq.ParquetFile(path, page_checksum_verification=True).read()
-        except (pa.ArrowException, OSError) as bad:
-            err, culprit = bad, path
-            break
-    return (
-        f"{culprit}: does not read ({_reason(err)}); run `w2sjax check {root} --repair`, then "
-        f"rerun the sweep to recompute those runs"
-    )
-
-
-def require_intact(root: str | Path) -> None:
-    """Raise DamagedDataset (one line) unless every committed chunk of root is whole and no
-    stray entry sits in its tables."""
-    ins = inspect(root)
-    if ins.damaged or ins.stray:
-        raise DamagedDataset(damage_line(ins))

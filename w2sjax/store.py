@@ -5,7 +5,7 @@ logged step) and, opt-in, filters (one row per run, logged step, class j and fil
 
 A chunk is committed when its runs part exists: its steps and filters parts are written first, each
 under a temporary name renamed into place, so a crash leaves at most uncommitted parts, which
-`integrity.remove_uncommitted` deletes and readers ignore. Every change to the folder is made by
+`damage.remove_uncommitted` deletes and readers ignore. Every change to the folder is made by
 the one process holding the dataset's lock (lock.py).
 """
 

@@ -1,6 +1,6 @@
-"""The sweep engine: a dataset folder taken and set up under its lock, then the chunks of each
-bucket (buckets.py) simulated, sharded over every local device, and committed as parquet parts;
-resumable.
+"""The sweep engine: the chunks of each bucket (buckets.py) simulated, sharded over every local
+device, and committed as parquet parts, in a dataset folder that dataset.py has taken and set up;
+resumable, and a Ctrl-C stops it only between chunks, so no chunk is ever half-written.
 
 The runs axis of a chunk is sharded over a mesh of the local devices. With several processes
 (--distributed) each process takes every process_count-th run of each bucket and writes its own
@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, wait
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
@@ -29,32 +29,18 @@ from w2sjax.batch import Shape, stack_params
 from w2sjax.buckets import (
     Run,
     Work,
-    assign_noise,
     check_disk,
     chunk_id,
     memory_budget,
-    noise_record,
     plan,
     schedule,
     split,
 )
+from w2sjax.dataset import Processes, prepare
 from w2sjax.grid import Sweep
-from w2sjax.integrity import inspect, quarantine, read_spec, remove_uncommitted
-from w2sjax.layout import SPEC_FILE, DatasetRefused, existing_spec
-from w2sjax.lock import DatasetLock
 from w2sjax.progress import Progress
 from w2sjax.simulate import simulate
-from w2sjax.store import (
-    SpecMismatch,
-    check_spec,
-    chunk_tables,
-    discard,
-    discard_leftovers,
-    done_run_ids,
-    table_metadata,
-    write_chunk,
-    write_text,
-)
+from w2sjax.store import chunk_tables, done_run_ids, table_metadata, write_chunk
 
 # How often the main thread wakes while a chunk computes, to run a Ctrl-C's handler.
 POLL_S = 0.05
@@ -93,27 +79,6 @@ class _Interrupt:
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-def _alone(name: str) -> None:
-    """The barrier of a single process."""
-
-
-def _own(ok: bool) -> bool:
-    """`agree` of a single process: its own value."""
-    return ok
-
-
-@dataclass(frozen=True)
-class Processes:
-    """Which share of the work this process does (runs index % count == index) and how the
-    processes meet: `barrier(name)` returns once all reach it; `agree(ok)` returns process 0's
-    `ok` to every process (a barrier too)."""
-
-    index: int = 0
-    count: int = 1
-    barrier: Callable[[str], None] = _alone
-    agree: Callable[[bool], bool] = _own
 
 
 class DeviceOOM(RuntimeError):
@@ -164,115 +129,6 @@ def run_chunk(
             raise DeviceOOM(str(err).splitlines()[0]) from err
         raise
     return jax.tree_util.tree_map(lambda a: np.asarray(a)[: len(runs)], out)
-
-
-def stored_spec(sweep: Sweep, precision: str, noise: Mapping[str, str]) -> str:
-    """What spec.toml holds: the sweep's canonical text, a non-default precision and the noise
-    keys sampled reduced (buckets.noise_record). A resume must not mix in results at another
-    precision or from another sampler; the form may differ, both forms are exact."""
-    text = sweep.to_toml()
-    if precision != "highest":
-        text += f"\n# --precision {precision}\n"
-    record = noise_record(noise)
-    return text + ("\n" + record if record else "")
-
-
-def set_up(root: Path, spec_text: str, fresh: bool, filters: bool) -> None:
-    """Make `root` ready for the sweep whose spec.toml is `spec_text`; only under its lock. Finish
-    a killed --fresh's deletion; apply --fresh (store.discard) or refuse another spec; remove what
-    a killed writer left uncommitted; move damaged chunks and stray files to quarantine/, so
-    their runs are recomputed; write spec.toml if it changed. A damaged spec.toml is rewritten
-    when every part records this sweep's spec, and refused otherwise."""
-    try:
-        discard_leftovers(root)
-        if fresh:
-            discard(root)
-        old = check_spec(root, spec_text)
-        if old is not None and old != spec_text:
-            found = inspect(root, spec_text, filters=filters)
-            if any(f.kind == "spec" for f in found.damaged):
-                raise SpecMismatch(
-                    f"{root}: its {SPEC_FILE} is damaged and its parts were made by another "
-                    f"spec; rerun with --fresh to replace them, or choose another name or --out"
-                )
-            print(
-                f"w2sjax: {root / SPEC_FILE} was damaged; every part was made by this sweep, so "
-                f"it is written anew",
-                file=sys.stderr,
-            )
-        root.mkdir(parents=True, exist_ok=True)
-        remove_uncommitted(root)
-        found = inspect(root, spec_text, filters=filters)
-        moved = quarantine(root, found.to_quarantine)
-        if moved is not None:
-            print(
-                f"w2sjax: {len(found.damaged)} damaged chunk(s) and {len(found.stray)} stray "
-                f"file(s) moved to {moved}; the damaged chunks' runs are recomputed",
-                file=sys.stderr,
-            )
-        if old != spec_text:  # rewritten only when it changes: each write is a window for damage
-            write_text(root / SPEC_FILE, spec_text)
-    except OSError as err:
-        raise OSError(f"--out: cannot write {root} ({err.strerror or err})") from None
-
-
-def recorded_spec(root: Path) -> str | None:
-    """The spec text whose noise record a resume follows: the dataset's spec.toml, or, where that
-    is missing or damaged, the spec every part records (the samplers the parts were made with);
-    None for a new dataset."""
-    text = existing_spec(root)
-    if read_spec(text)[1] is None:
-        return text
-    parts = inspect(root).parts_spec
-    return parts if read_spec(parts)[1] is None else text
-
-
-def _take_lock(root: Path, hold: ExitStack) -> None:
-    try:
-        hold.enter_context(DatasetLock(root))
-    except OSError as err:
-        raise OSError(f"--out: cannot write {root.parent} ({err.strerror or err})") from None
-
-
-def prepare(
-    root: Path,
-    sweep: Sweep,
-    precision: str,
-    noise: str,
-    fresh: bool,
-    filters: bool,
-    procs: Processes,
-    hold: ExitStack,
-    locked: bool = False,
-) -> tuple[str, dict[str, str]]:
-    """Before any compute: process 0 takes the dataset's lock (kept in `hold` until the sweep
-    ends) and sets the folder up; every process learns whether that worked, so none waits for a
-    process 0 that was refused. Returns the spec.toml text and the sampler of each noise key (a
-    dataset that exists keeps its samplers: buckets.assign_noise). Raises DatasetRefused or
-    OSError (one line) when it did not work."""
-
-    def spec_of(existing: str | None) -> tuple[str, dict[str, str]]:
-        assigned = assign_noise(sweep, noise, precision, existing)
-        return stored_spec(sweep, precision, assigned), assigned
-
-    failure: Exception | None = None
-    if procs.index == 0:
-        try:
-            if not locked:  # else the caller holds it (a boundary search, for its whole search)
-                _take_lock(root, hold)
-            spec, assigned = spec_of(None if fresh else recorded_spec(root))
-            set_up(root, spec, fresh, filters)
-        except Exception as err:  # whatever stops process 0 must stop every process
-            failure = err
-    ok = procs.agree(failure is None)
-    if failure is not None:
-        raise failure
-    if not ok:
-        raise DatasetRefused(f"{root}: process 0 could not set up the dataset (see its error)")
-    if procs.index != 0:
-        spec, assigned = spec_of(recorded_spec(root))
-        check_spec(root, spec)
-    return spec, assigned
 
 
 @dataclass(frozen=True)
