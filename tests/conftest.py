@@ -21,7 +21,8 @@ from w2sjax.activations import RELU
 from w2sjax.batch import Shape, stack_params
 from w2sjax.config import Config, build
 from w2sjax.data import EASY, HARD, Sample
-from w2sjax.loops import coef_data, coef_init, coef_step, strong_init, strong_step
+from w2sjax.loops_coef import coef_data, coef_init, coef_step
+from w2sjax.loops_dense import strong_init, strong_step
 from w2sjax.optimizers import OPTIMIZERS
 from w2sjax.train import draw_run
 
@@ -108,7 +109,7 @@ def with_optimizer(W0, n, eta, key, name="gd", momentum=0.9, batch_size=8):
 
 
 def jitted_step(signals, data: Sample, yhat, eta, opt, act=RELU):
-    """loops.strong_step on one problem (strong_setup's), jitted: state -> state."""
+    """loops_dense.strong_step on one problem (strong_setup's), jitted: state -> state."""
     step = partial(strong_step, opt=opt, eta=eta, signals=signals, data=data, yhat=yhat)
     return jax.jit(partial(step, xi_sq=(data.xi**2).sum(-1), act=act))
 
@@ -127,7 +128,7 @@ def gd_steps_match(step, state, eta, reference_loss, checked: int, total: int):
 def assert_coef_form_reaches(
     W0, signals, data: Sample, yhat, eta, opt, act, steps, gamma, rho, v0=None
 ):
-    """`steps` steps of loops.coef_step from zero coefficients (with optimizer `opt`, and a
+    """`steps` steps of loops_coef.coef_step from zero coefficients (with optimizer `opt`, and a
     trained second layer from v0 where given) reach the coefficients gamma (2, m, 4) and rho
     (2, m, n) that the dense form reached; the final Coef state."""
     xi_sq = (data.xi**2).sum(-1)

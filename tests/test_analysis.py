@@ -13,15 +13,6 @@ import pytest
 from conftest import SMALL, small_config
 
 import w2sjax.bench as bench
-from w2sjax.analysis import (
-    boundary_fit,
-    crossing,
-    load,
-    mean_interval,
-    snr_threshold,
-    summary_table,
-    with_final,
-)
 from w2sjax.batch import Shape, stack_params
 from w2sjax.bench import run_bench, write
 from w2sjax.bench_sweep import sweep_bench
@@ -29,8 +20,11 @@ from w2sjax.buckets import bytes_per_run
 from w2sjax.cli import main
 from w2sjax.config import build
 from w2sjax.config_toml import to_toml
+from w2sjax.crossings import boundary_fit, crossing, snr_threshold
 from w2sjax.fields import ConfigError
 from w2sjax.grid import load_sweep
+from w2sjax.reading import load
+from w2sjax.summary import mean_interval, summary_table, with_final
 
 
 def test_mean_interval_is_the_t_interval():

@@ -12,10 +12,10 @@ import pytest
 from conftest import SWEEP_TEXT
 
 import w2sjax
-from w2sjax.analysis import interval, slopes
 from w2sjax.boundary import bisect, lattice, n_crit, replicates
 from w2sjax.boundary_run import check_request
 from w2sjax.cli import main
+from w2sjax.crossings import interval, slopes
 from w2sjax.fields import ConfigError
 from w2sjax.grid import sweep_from
 

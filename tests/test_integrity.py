@@ -19,13 +19,13 @@ from conftest import SWEEP_TEXT, assert_same_tables, cli, finish
 
 import w2sjax
 import w2sjax.store as store
-from w2sjax.analysis import read_table
 from w2sjax.cli import main
 from w2sjax.damage import DamagedDataset
 from w2sjax.grid import load_sweep
 from w2sjax.integrity import inspect
 from w2sjax.layout import TABLES, deleting_path, lock_path, parts
 from w2sjax.lock import DatasetLock, LockHeld
+from w2sjax.reading import read_table
 from w2sjax.store import SpecMismatch
 from w2sjax.sweep import execute
 

@@ -12,7 +12,7 @@ import pytest
 from w2sjax.batch import Shape
 from w2sjax.config import build
 from w2sjax.data import BOTH, EASY, HARD, Sample
-from w2sjax.loops import Views
+from w2sjax.loops_state import Views
 from w2sjax.metrics import STEP_METRICS, record, teacher_metrics
 from w2sjax.models import Preacts
 from w2sjax.store import runs_table

@@ -26,7 +26,7 @@ from w2sjax.batch import Shape, stack_params
 from w2sjax.cli import main
 from w2sjax.config import build
 from w2sjax.fields import FIELDS, SPAN_KEEPING, ConfigError
-from w2sjax.loops import dense_loop, signal_coefs, strong_step
+from w2sjax.loops_dense import dense_loop, signal_coefs, strong_step
 from w2sjax.models import logistic_loss
 from w2sjax.optimizers import OPTIMIZERS
 from w2sjax.simulate import simulate

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
-from w2sjax.analysis import filter_sign_agreement, summary_table
 from w2sjax.regimes import THRESHOLDS, regime
+from w2sjax.summary import filter_sign_agreement, summary_table
 
 NAN = float("nan")
 # A benign row: every pseudo-label fitted, every category learned, no label correction.

@@ -15,7 +15,7 @@ from w2sjax.activations import RELU
 from w2sjax.batch import Shape, stack_params
 from w2sjax.config import build
 from w2sjax.fields import FIELDS, ConfigError
-from w2sjax.loops import dense_loop, signal_coefs
+from w2sjax.loops_dense import dense_loop, signal_coefs
 from w2sjax.metrics import record
 from w2sjax.models import J_SIGN, SECOND_LAYERS, logistic_loss
 from w2sjax.simulate import simulate

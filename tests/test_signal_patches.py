@@ -24,7 +24,7 @@ from w2sjax.batch import Shape, stack_params
 from w2sjax.config import build
 from w2sjax.data import BOTH, EASY, HARD
 from w2sjax.fields import ConfigError
-from w2sjax.loops import signal_coefs
+from w2sjax.loops_dense import signal_coefs
 from w2sjax.models import logistic_loss, strong_output, weak_output
 from w2sjax.simulate import simulate
 from w2sjax.train import draw_run

@@ -18,7 +18,7 @@ from w2sjax.activations import RELU
 from w2sjax.batch import Shape, stack_params
 from w2sjax.config import build
 from w2sjax.data import Sample, labels
-from w2sjax.loops import signal_coefs
+from w2sjax.loops_dense import signal_coefs
 from w2sjax.metrics import STEP_METRICS
 from w2sjax.models import logistic_loss, sign, weak_output
 from w2sjax.noise import SAMPLERS

@@ -32,7 +32,7 @@ from w2sjax.batch import Shape, stack_params
 from w2sjax.buckets import BYTES_F32, chunk_size, memory_budget
 from w2sjax.config import build
 from w2sjax.data import sample, signal_matrix
-from w2sjax.loops import strong_init, strong_step
+from w2sjax.loops_dense import strong_init, strong_step
 from w2sjax.models import mm as einsum
 from w2sjax.optimizers import OPTIMIZERS
 from w2sjax.progress import TICKS_PER_S, Progress

@@ -17,7 +17,6 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from w2sjax.analysis import interval, load, slopes, with_final
 from w2sjax.batch import run_id
 from w2sjax.boundary import (
     THEORY_SLOPES,
@@ -28,9 +27,12 @@ from w2sjax.boundary import (
     replicates,
 )
 from w2sjax.config import Config
+from w2sjax.crossings import interval, slopes
 from w2sjax.fields import FIELDS, ConfigError, is_numeric
 from w2sjax.grid import Sweep, expand
 from w2sjax.metrics import STEP_METRICS
+from w2sjax.reading import load
+from w2sjax.summary import with_final
 from w2sjax.theory import abundance, benign_snr
 
 # Metrics that are fractions: a level outside [0, 1] can never be crossed.

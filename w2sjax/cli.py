@@ -220,9 +220,9 @@ def _figures(sweep: Sweep, root: Path) -> list[Path]:
     axes = sweep.axes()
     if not heatmap_axes(axes):
         return []
-    from w2sjax.analysis import load
     from w2sjax.layout import FIGURES
     from w2sjax.plots import hard_heatmap, phase_heatmap
+    from w2sjax.reading import load
 
     runs, steps = load(root)
     gain = phase_heatmap(runs, *axes, root / FIGURES["gain"])

@@ -10,7 +10,7 @@ from jax.scipy.special import logsumexp
 
 from w2sjax.activations import RELU, Act
 from w2sjax.data import BOTH, EASY, HARD, MU_NEG, MU_POS, NU_NEG, NU_POS, Sample
-from w2sjax.loops import Views
+from w2sjax.loops_state import Views
 from w2sjax.models import J_SIGN, Preacts, logistic_loss, sign, strong_output_of
 
 RUN_METRICS = ("weak_test_acc", "weak_test_acc_hard", "pseudo_label_error")

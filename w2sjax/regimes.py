@@ -61,7 +61,7 @@ def _at_least(value: float, level: float) -> bool:
 
 
 def regime(row, t: Thresholds = THRESHOLDS) -> str:
-    """The regime of one summary row (attributes as in analysis.summary_table: flip_corrected_best,
+    """The regime of one summary row (attributes as in summary.summary_table: flip_corrected_best,
     best_test_acc, train_acc_pseudo_final, final_/best_test_acc_{easy,hard,both}), by REGIME_RULE:
     "label_correction_then_forgetting", "label_correction_no_forgetting", "benign", "harmful" or
     "outside: <what failed>"."""

@@ -6,7 +6,7 @@ best (each run's early-stopping step, by its validation set) and oracle test acc
 accuracy vs pseudo-labels and vs truth, flip_corrected at the best step, accuracy by category,
 the regime by mechanism (regimes.REGIME_RULE), with `[eval] ceiling` the ceiling's accuracy and
 the performance gap recovered (theory.pgr), and with a filters table the filters' sign
-agreement (analysis.filter_sign_agreement).
+agreement (summary.filter_sign_agreement).
 Figures: learning and coefficient curves per grid point; for two-axis sweeps, heatmaps of final
 and best W2S gain, of final test accuracy and of final hard-only test accuracy (the gains' and
 the hard-only one with its fitted benign_snr = C contour), with `[eval] ceiling` of the final
@@ -20,19 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from w2sjax.analysis import (
-    boundary_fit,
-    filter_sign_agreement,
-    load,
-    provenance,
-    read_table,
-    snr_threshold,
-    summary_table,
-)
+from w2sjax.crossings import boundary_fit, snr_threshold
 from w2sjax.grid import heatmap_axes, load_sweep
 from w2sjax.layout import SPEC_FILE
 from w2sjax.plots import curves, hard_heatmap, phase_heatmap
+from w2sjax.reading import load, provenance, read_table
 from w2sjax.regimes import REGIME_RULE
+from w2sjax.summary import filter_sign_agreement, summary_table
 
 COLUMNS = {  # summary column: markdown header
     "weak_test_acc": "weak",

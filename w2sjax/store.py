@@ -199,7 +199,7 @@ def write_parquet(df: pd.DataFrame, path: Path, metadata: dict[str, str]) -> Non
     """df as one parquet file at path, `metadata` added to its schema, written atomically."""
     table = pa.Table.from_pandas(df, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    # Page checksums let a reader tell a damaged page from data (integrity.py, analysis.load).
+    # Page checksums let a reader tell a damaged page from data (integrity.py, reading.load).
     replace_atomically(path, lambda tmp: pq.write_table(table, tmp, write_page_checksum=True))
 
 

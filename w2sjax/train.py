@@ -18,7 +18,8 @@ import numpy as np
 from w2sjax.activations import ACTIVATIONS, Act
 from w2sjax.batch import Params, Shape
 from w2sjax.data import HARD, RunData, Sample, labels, signal_matrix
-from w2sjax.loops import LOOPS, Views
+from w2sjax.loops import LOOPS
+from w2sjax.loops_state import Views
 from w2sjax.metrics import CEILING_STEP_METRICS, record, teacher_metrics
 from w2sjax.models import SECOND_LAYERS, mm
 from w2sjax.noise import SAMPLERS, NoiseKeys

@@ -1,0 +1,142 @@
+"""The coefficient loop form (docs/MODEL.md section 4): W - W0 carried as its coefficients
+(gamma, rho) on the signals and the training noise, 4 m n_st^2 a step from a Gram matrix
+computed once.
+
+It exists because a step then costs nothing in d, which wins when n_st is below the number of
+noise coordinates (Shape.of's "auto"); it is exact only for optimizers that keep the span."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from w2sjax.activations import Act
+from w2sjax.data import Sample, patch_coefs
+from w2sjax.loops_state import Coef, Loop, Views, out_sign, trained
+from w2sjax.models import Preacts, filter_sums, mm, strong_output_of
+from w2sjax.optimizers import Opt
+
+
+@chex.dataclass(frozen=True)
+class CoefData:
+    """What the coefficient form precomputes once per run. For a sample set X: init (2, m, 4)
+    <w^(0), s>, q0 (2, m, n) <w^(0), xi_j>, K (n_st, n) <xi_i, xi_j> / ||xi_i||^2 (xi_i from the
+    training set), coefs (2, n, 4) its signal-patch coefficients."""
+
+    init: chex.Array
+    q0: chex.Array
+    K: chex.Array
+    coefs: chex.Array
+
+
+def coef_data(
+    W0: chex.Array, signals: chex.Array, train: Sample, s: Sample, xi_sq: chex.Array
+) -> CoefData:
+    """Precompute CoefData of the sample set `s` against the training noise (cost 2 n_st n d)."""
+    return CoefData(
+        init=mm("jrd,sd->jrs", W0, signals),
+        q0=mm("jrd,nd->jrn", W0, s.xi),
+        K=mm("id,nd->in", train.xi, s.xi) / xi_sq[:, None],
+        coefs=patch_coefs(s),
+    )
+
+
+def coef_preacts(state: Coef, data: CoefData, precision: str = "highest") -> Preacts:
+    """Pre-activations from coefficients: <w, s> = init + gamma (noise is orthogonal to signals),
+    <w, xi_j> = q0_j + sum_i rho_i <xi_i, xi_j> / ||xi_i||^2. One (2m x n_st)(n_st x n) product."""
+    return Preacts(
+        signal=mm("jrs,pns->jrpn", data.init + state.gamma, data.coefs),
+        noise=data.q0 + mm("jri,in->jrn", state.rho, data.K, precision=precision),
+    )
+
+
+def coef_step(
+    state: Coef,
+    opt: Opt,
+    eta: chex.Array,
+    data: CoefData,
+    yhat: chex.Array,
+    xi_sq: chex.Array,
+    signal_gram: chex.Array,
+    act: Act,
+    precision: str = "highest",
+) -> Coef:
+    """One step on L_S in coefficient space, equal to `strong_step` in exact arithmetic: GD's
+    increments of rho (MODEL.md section 4's recursion) and of gamma_s = <Delta W, s>, with
+    Delta W = -eta grad L_S, whose signal-patch part is sum_p sigma'(<w, x^(p)>) <x^(p), s>
+    (signal_gram (4, 4) = S S^T), through the optimizer (a linear map: optimizers.py); a trained
+    second layer's v_{j,r} takes j's place and steps by -eta dL_S/dv_{j,r} =
+    -(eta / (n m)) sum_i l'_i yhat_i sum_p sigma(<w_{j,r}, x_i^(p)>)."""
+    weights = opt.weights(state.t)
+    pre = coef_preacts(state, data, precision)
+    margin = yhat * strong_output_of(pre, act, state.v)
+    _, m, n = pre.noise.shape
+    l_prime = -jax.nn.sigmoid(-margin)
+    weight = (l_prime if weights is None else l_prime * weights) * yhat  # l'_i yhat_i
+    scale = -(eta / (n * m)) * out_sign(state.v)
+    drho = scale * act.grad(pre.noise) * (weight * xi_sq)
+    active = act.grad(pre.signal)
+    dgamma = scale * mm("jrpn,n,pns,st->jrt", active, weight, data.coefs, signal_gram)
+    increments = trained(state, gamma=dgamma, rho=drho)
+    if state.v is not None:
+        increments["v"] = -(eta / (n * m)) * mm("jrn,n->jr", filter_sums(pre, act), weight)
+    updates, opt_state = opt.transform.update(increments, state.opt_state)
+    return Coef(
+        gamma=state.gamma + updates["gamma"],
+        rho=state.rho + updates["rho"],
+        opt_state=opt_state,
+        t=state.t + 1,
+        v=None if state.v is None else state.v + updates["v"],
+    )
+
+
+def coef_init(m: int, n_st: int, opt: Opt, v0: chex.Array | None = None) -> Coef:
+    """The coefficient form's state at step 0: gamma = 0 (2, m, 4), rho = 0 (2, m, n_st), v = v0
+    (None: a fixed second layer), and the optimizer's state for what it updates."""
+    state = Coef(
+        gamma=jnp.zeros((2, m, 4)),
+        rho=jnp.zeros((2, m, n_st)),
+        opt_state=None,
+        t=jnp.int32(0),
+        v=v0,
+    )
+    carried = trained(state, gamma=state.gamma, rho=state.rho)
+    return state.replace(opt_state=opt.transform.init(carried))
+
+
+def coef_loop(
+    W0: chex.Array,
+    signals: chex.Array,
+    train: Sample,
+    evaluation: Sample,
+    yhat: chex.Array,
+    eta: chex.Array,
+    act: Act,
+    opt: Opt,
+    precision: str = "highest",
+    v0: chex.Array | None = None,
+) -> Loop:
+    """The coefficient form (state gamma, rho), as `dense_loop`, for an optimizer that keeps the
+    span (Shape.of refuses the others)."""
+    xi_sq = (train.xi * train.xi).sum(-1)
+    on_train, on_eval = (coef_data(W0, signals, train, s, xi_sq) for s in (train, evaluation))
+    step = partial(
+        coef_step,
+        opt=opt,
+        eta=eta,
+        data=on_train,
+        yhat=yhat,
+        xi_sq=xi_sq,
+        signal_gram=mm("sd,td->st", signals, signals),
+        act=act,
+        precision=precision,
+    )
+
+    def views(st: Coef) -> Views:
+        pre = (coef_preacts(st, on_train, precision), coef_preacts(st, on_eval, precision))
+        return Views(*pre, st.gamma, st.rho, jnp.float32(jnp.nan), st.v)
+
+    return Loop(coef_init(W0.shape[1], train.y.shape[0], opt, v0), step, views)

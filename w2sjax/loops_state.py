@@ -1,0 +1,75 @@
+"""What the two loop forms (loops.py) and their callers share: the states the forms carry, the
+Views metrics.record reads and the Loop a form is set up as.
+
+It sits below both forms, so each form, train.py and metrics.py depend on it and not on each
+other; with it are the two helpers both forms' steps use (trained, out_sign)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import chex
+
+from w2sjax.models import J_SIGN, Preacts
+
+
+class Views(NamedTuple):
+    """What metrics.record reads from a loop's state: the pre-activations on the training set and
+    on the evaluation samples, the signal coefficients (2, m, 4), rho (2, m, n_st), the
+    relative norm of the part of W - W0 outside span{signals, training noise} (NaN where the
+    coefficients are carried, so exact by construction), and a trained second layer's weights
+    v (2, m) (None where it is fixed)."""
+
+    train: Preacts
+    evaluation: Preacts
+    coefs: chex.Array
+    rho: chex.Array
+    residual: chex.Array
+    second: chex.Array | None = None
+
+
+class Loop(NamedTuple):
+    """A loop form set up for one run: the initial state, step(state) -> state, and
+    views(state) -> Views."""
+
+    init: Any
+    step: Callable[[Any], Any]
+    views: Callable[[Any], Views]
+
+
+@chex.dataclass(frozen=True)
+class Strong:
+    """What the dense loop carries: W (2, m, d), rho (2, m, n_st) (zero where the optimizer does
+    not keep the span), the optimizer's state, the step count t, and a trained second layer's
+    weights v (2, m) (None: fixed)."""
+
+    W: chex.Array
+    rho: chex.Array
+    opt_state: Any
+    t: chex.Array
+    v: chex.Array | None = None
+
+
+@chex.dataclass(frozen=True)
+class Coef:
+    """The coefficient-space state (exact for optimizers that keep the span): gamma (2, m, 4) =
+    <w_{j,r} - w_{j,r}^(0), s> for the four signals, rho (2, m, n_st), the optimizer's state, the
+    step count t, and a trained second layer's weights v (2, m) (None: fixed)."""
+
+    gamma: chex.Array
+    rho: chex.Array
+    opt_state: Any
+    t: chex.Array
+    v: chex.Array | None = None
+
+
+def trained(state: Strong | Coef, **parts: chex.Array) -> dict[str, chex.Array]:
+    """`parts` (what a loop form updates) and, where the second layer is trained, its v: the
+    dict of arrays the optimizer steps."""
+    return parts if state.v is None else {**parts, "v": state.v}
+
+
+def out_sign(second: chex.Array | None) -> chex.Array:
+    """(2, m or 1, 1): each filter's output weight, j for the fixed second layer."""
+    return J_SIGN[:, None, None] if second is None else second[:, :, None]
