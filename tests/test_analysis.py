@@ -13,6 +13,7 @@ import pytest
 from conftest import SMALL, small_config
 
 import w2sjax.bench as bench
+import w2sjax.bench_timing as bench_timing
 from w2sjax.batch import Shape, stack_params
 from w2sjax.bench import run_bench, write
 from w2sjax.bench_sweep import sweep_bench
@@ -202,7 +203,7 @@ def test_a_bench_stopped_in_a_bucket_keeps_the_buckets_it_finished(tmp_path, mon
         started.append(n_st)
         if len(started) == 2:
             raise KeyboardInterrupt
-        return bench.EngineTiming(shape, 2, 1.0, 0.5, 0.5)
+        return bench_timing.EngineTiming(shape, 2, 1.0, 0.5, 0.5)
 
     monkeypatch.setitem(bench.SIZES, "cpu", ((75, 500), *bench.SIZES["cpu"][1:]))
     monkeypatch.setattr(bench, "engine", engine)
@@ -218,8 +219,10 @@ def test_a_bench_stopped_in_a_bucket_keeps_the_buckets_it_finished(tmp_path, mon
 @pytest.mark.slow  # the bench's own accounting, 22 s of compiles: `make test-slow`
 def test_sweep_bench_times_every_run_against_the_loops(tmp_path, monkeypatch):
     # Fixed loop rates: 1000 run-steps/s for the JAX loop; PyTorch 500 at n_st = 8, absent at 80.
-    monkeypatch.setattr(bench, "jax_per_run", lambda n, d, m, steps: 1000.0)
-    monkeypatch.setattr(bench, "torch_per_run", lambda n, d, m, steps: 500.0 if n == 8 else None)
+    monkeypatch.setattr(bench_timing, "jax_per_run", lambda n, d, m, steps: 1000.0)
+    monkeypatch.setattr(
+        bench_timing, "torch_per_run", lambda n, d, m, steps: 500.0 if n == 8 else None
+    )
     sweep = load_sweep(_two_point_spec(tmp_path))
     keep = tmp_path / "kept"
     result = sweep_bench(sweep, keep=keep, log=lambda *_: None)
@@ -309,8 +312,8 @@ def test_the_profile_times_the_training_simulate_does():
 def test_bench_fills_the_device_like_a_sweep_chunk():
     shape = Shape.of(build({"d": 64, "n_st": 8, "m": 4, "n_test": 500, "log_points": 3}))
     per_run = bytes_per_run(shape)
-    fits = [bench.fill_runs(shape, k * per_run) for k in (3, 100, 10**6)]
-    assert fits == [bench.MIN_RUNS, 100, bench.FILL_RUNS]
+    fits = [bench_timing.fill_runs(shape, k * per_run) for k in (3, 100, 10**6)]
+    assert fits == [bench_timing.MIN_RUNS, 100, bench_timing.FILL_RUNS]
 
 
 def test_the_over_d_table_measures_only_what_fits():

@@ -3,10 +3,10 @@
 For n_st in N_ST and d in DIMS: the engine's run-steps/s under the reduced sampler and under the
 full one (where its arrays fit the memory budget), and the per-run PyTorch loop's (where its
 materialised patches fit half the host's memory), each measured in a process of its own so its
-peak resident memory (ru_maxrss, runtime included) is its own. The engine's bucket is bench.py's
-(m = 20, n_wk = 200, n_test = 500): the time covers sampling, the weak fit, STEPS training steps
-and evaluation (the faster of REPEATS calls); compile is timed apart and left out. The loop's
-time covers its training steps only.
+peak resident memory (ru_maxrss, runtime included) is its own. The engine's bucket is
+bench_timing.engine's (m = 20, n_wk = 200, n_test = 500): the time covers sampling, the weak
+fit, STEPS training steps and evaluation (the faster of REPEATS calls); compile is timed apart
+and left out. The loop's time covers its training steps only.
 """
 
 from __future__ import annotations
@@ -58,12 +58,12 @@ def plan_case(kind: str, n_st: int, d: int) -> Case | str:
 
 def measure(case: Case) -> dict:
     """In this process: the case's run-steps/s (and the engine's form and dimension)."""
-    from w2sjax import bench
+    from w2sjax.bench_timing import engine, torch_per_run
 
     if case.kind == "torch":
-        rate = bench.torch_per_run(case.n_st, case.d, M, LOOP_STEPS)
+        rate = torch_per_run(case.n_st, case.d, M, LOOP_STEPS)
         return {"run_steps_per_s": rate} if rate else {"error": "n/a (torch does not import)"}
-    timed = bench.engine(case.n_st, case.d, M, case.runs, STEPS, noise=case.kind, repeats=REPEATS)
+    timed = engine(case.n_st, case.d, M, case.runs, STEPS, noise=case.kind, repeats=REPEATS)
     return {
         "run_steps_per_s": case.runs * STEPS / timed.engine_s,
         "compile_s": timed.compile_s,

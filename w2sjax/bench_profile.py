@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 
 from w2sjax.batch import Shape, stack_params
-from w2sjax.bench import timed
+from w2sjax.bench_timing import timed
 from w2sjax.buckets import Run, chunk_id
 from w2sjax.simulate import simulate
 from w2sjax.store import chunk_tables, write_chunk

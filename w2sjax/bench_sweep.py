@@ -1,6 +1,6 @@
 """`w2sjax bench --sweep SPEC`: a whole sweep timed end to end (compile, sampling, the weak fit,
-evaluation and parquet writing included) against what the per-run loops (bench.py) would take for
-the same runs."""
+evaluation and parquet writing included) against what the per-run loops (bench_timing.py) would
+take for the same runs."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import jax
 
-from w2sjax import bench as loops
+from w2sjax import bench_timing
 from w2sjax.batch import Shape
+from w2sjax.bench import SIZES, device_sizes
 from w2sjax.bench_profile import Phases, profile_chunk
 from w2sjax.buckets import assign_noise, chunk_size, memory_budget, plan
 from w2sjax.fields import ConfigError
@@ -62,7 +63,7 @@ def sweep_bench(
     first chunk by phase (bench_profile.py) into the bucket's "phases", with "chunk_runs" runs."""
     if keep:
         prepare_keep(keep, sweep)
-    loop_steps = loop_steps or loops.SIZES[loops.device_sizes()][5]
+    loop_steps = loop_steps or SIZES[device_sizes()][5]
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         summary = execute(sweep, keep or scratch, quiet=True, precision=precision, noise=noise)
@@ -78,8 +79,8 @@ def sweep_bench(
         dims = (shape.n_st, shape.d, shape.m)
         if dims not in rates:
             rates[dims] = (
-                loops.jax_per_run(*dims, loop_steps),
-                loops.torch_per_run(*dims, loop_steps) if use_torch else None,
+                bench_timing.jax_per_run(*dims, loop_steps),
+                bench_timing.torch_per_run(*dims, loop_steps) if use_torch else None,
             )
         jax_rate, torch_rate = rates[dims]
         buckets.append(

@@ -1,0 +1,193 @@
+"""The bench's stopwatch: every program the bench compares, timed one way in this process, so the
+bucket bench (bench.py), the sweep timing (bench_sweep.py), the cost against d (bench_dims.py),
+the profile (bench_profile.py) and the scripts under scripts/ agree on what a time is: results
+waited for, compile timed apart, and where calls repeat, the fastest.
+
+The programs: a large matmul and the engine's dominant product alone (the ceilings, at the
+engine's precision); the engine (`simulate`, with or without its progress reports); and the
+per-run loops it is measured against, a jitted JAX loop (the same `strong_step`, one run, one
+Python call per step) and a PyTorch loop (patches materialised, Conv1d, autograd; when torch
+imports).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from contextlib import closing
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from w2sjax.activations import RELU
+from w2sjax.batch import Shape, stack_params
+from w2sjax.buckets import chunk_size, memory_budget
+from w2sjax.config import build
+from w2sjax.data import sample, signal_matrix
+from w2sjax.loops_dense import strong_init, strong_step
+from w2sjax.models import mm as einsum
+from w2sjax.optimizers import OPTIMIZERS
+from w2sjax.progress import TICKS_PER_S, Progress
+from w2sjax.simulate import simulate
+
+# Runs of a bucket that fills the device as a sweep's chunk would (fill_runs): MIN_RUNS to
+# FILL_RUNS, the throughput a sweep with that many runs per bucket gets. The floor is the issue's
+# 64 runs; the planner's estimate is cautious (it plans 52 at n_st = 20000, d = 10000 on an H200,
+# where 64 ran).
+MIN_RUNS, FILL_RUNS = 64, 4096
+
+
+def timed(fn, *args) -> float:
+    """Seconds of one call fn(*args), its results waited for."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start
+
+
+def fastest(fn, *args, repeats: int) -> float:
+    """Seconds of the fastest of `repeats` calls fn(*args), after one call that warms it."""
+    timed(fn, *args)
+    return min(timed(fn, *args) for _ in range(repeats))
+
+
+def matmul_ceiling(n: int = 8192, repeats: int = 10, precision: str = "highest") -> float:
+    """FLOP/s of a large square float32 matmul at `precision` (the device's peak for it)."""
+    a, b = (jax.random.normal(jax.random.PRNGKey(i), (n, n)) for i in (1, 2))
+    mm = jax.jit(lambda x, y: einsum("ik,kj->ij", x, y, precision=precision))
+    return 2.0 * n**3 / fastest(mm, a, b, repeats=repeats)
+
+
+def shape_ceiling(
+    n_st: int, k: int, m: int, runs: int, repeats: int = 5, precision: str = "highest"
+) -> float:
+    """FLOP/s of the engine's dominant product alone, (runs, 2m, k) x (runs, k, n_st) at
+    `precision`: k = d for the dense form, k = n_st for the coefficient form."""
+    W = jax.random.normal(jax.random.PRNGKey(3), (runs, 2 * m, k))
+    xi = jax.random.normal(jax.random.PRNGKey(4), (runs, n_st, k))
+    mm = jax.jit(lambda w, x: einsum("brd,bnd->brn", w, x, precision=precision))
+    return 2.0 * runs * 2 * m * k * n_st / fastest(mm, W, xi, repeats=repeats)
+
+
+def fill_runs(shape: Shape, budget: int) -> int:
+    """Runs per bench bucket that fill a device with `budget` bytes as a sweep's chunk would,
+    clipped to [MIN_RUNS, FILL_RUNS]."""
+    return min(FILL_RUNS, max(MIN_RUNS, chunk_size(shape, FILL_RUNS, 1, budget)))
+
+
+class EngineTiming(NamedTuple):
+    """One timed bucket of `simulate`: its Shape (form and noise sampler resolved), runs,
+    compile and run seconds, and with `progress` the run seconds with the reports on."""
+
+    shape: Shape
+    runs: int
+    compile_s: float
+    engine_s: float
+    progress_s: float | None = None
+
+
+def engine(
+    n_st: int,
+    d: int,
+    m: int,
+    runs: int | None,
+    steps: int,
+    form: str = "auto",
+    precision: str = "highest",
+    noise: str = "auto",
+    repeats: int = 1,
+    progress: bool = False,
+    tick: int | None = None,
+) -> EngineTiming:
+    """`simulate` timed on `runs` seeds of one bucket (the fastest of `repeats` calls); runs None:
+    as many as a sweep's chunk would hold on this device (`fill_runs`). progress: also the
+    program with progress reports at the interval a sweep would ask for at this speed (about
+    TICKS_PER_S a second), drawn as a sweep's bar would be (into a buffer); its calls alternate
+    with the plain program's, so slow drifts of a shared machine fall on both alike. tick: that
+    report interval in steps instead."""
+    config = build({"d": d, "n_st": n_st, "m": m, "steps": steps, "n_test": 500, "log_points": 3})
+    shape = Shape.of(config, form=form, precision=precision, noise=noise)
+    if runs is None:
+        runs = fill_runs(shape, memory_budget(jax.devices()[0]))
+    params = stack_params([(config, s) for s in range(runs)])
+    start = time.perf_counter()
+    plain = simulate.lower(shape, params).compile()
+    compile_s = time.perf_counter() - start
+    engine_s = timed(plain, params)
+    if not progress:
+        engine_s = min([engine_s] + [timed(plain, params) for _ in range(repeats - 1)])
+        return EngineTiming(shape, runs, compile_s, engine_s)
+    every = jnp.int32(tick or max(1, int(steps / engine_s / TICKS_PER_S)))
+    reporting = simulate.lower(shape, params, every).compile()
+    bar = Progress(runs * steps * repeats, quiet=False, stream=io.StringIO(), plain=False)
+    bar.chunk(runs, steps, 1)
+    # each program's first call only warms it: the plain one's set the interval
+    engine_s = progress_s = float("inf")
+    with closing(bar):
+        timed(reporting, params, every)
+        for _ in range(repeats):
+            progress_s = min(progress_s, timed(reporting, params, every))
+            engine_s = min(engine_s, timed(plain, params))
+    return EngineTiming(shape, runs, compile_s, engine_s, progress_s)
+
+
+def jax_per_run(n_st: int, d: int, m: int, steps: int) -> float:
+    """Run-steps/s of one run stepped from Python through the jitted `strong_step`."""
+    signals = signal_matrix(d, "orthogonal", jnp.float32(4.0), jnp.float32(4.0))
+    data = sample(jax.random.PRNGKey(0), n_st, d, "orthogonal", 0.35, 0.3, jnp.float32(1.0))
+    W0 = 0.01 * jax.random.normal(jax.random.PRNGKey(1), (2, m, d))
+    opt = OPTIMIZERS["gd"].at(jnp.float32(0.05), jnp.float32(0.0), jax.random.PRNGKey(2), n_st, 1)
+    step = jax.jit(
+        partial(
+            strong_step,
+            opt=opt,
+            eta=jnp.float32(0.05),
+            signals=signals,
+            data=data,
+            yhat=data.y,
+            xi_sq=(data.xi**2).sum(-1),
+            act=RELU,
+        )
+    )
+    state = step(strong_init(W0, n_st, opt))
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for _ in range(steps):
+        state = step(state)
+    jax.block_until_ready(state)
+    return steps / (time.perf_counter() - start)
+
+
+def torch_per_run(n_st: int, d: int, m: int, steps: int) -> float | None:
+    """Run-steps/s of the per-run PyTorch loop researchers write: materialised
+    patches (n, d, 3), Conv1d with kernel 1 as the 2m filters, autograd, SGD, float32 without
+    TF32. None when torch is not importable."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    X = torch.randn(n_st, d, 3, generator=gen).to(device)
+    yhat = (torch.randint(0, 2, (n_st,), generator=gen) * 2 - 1).float().to(device)
+    conv = torch.nn.Conv1d(d, 2 * m, kernel_size=1, bias=False).to(device)
+    opt = torch.optim.SGD(conv.parameters(), lr=0.05)
+
+    def step() -> None:
+        F = torch.relu(conv(X)).sum(-1).view(n_st, 2, m).mean(-1)
+        loss = torch.nn.functional.softplus(-yhat * (F[:, 0] - F[:, 1])).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    return steps / (time.perf_counter() - start)
