@@ -4,20 +4,22 @@
 #   [OUT=dir] [DEADLINE=s] [TESTS="pytest args"] [TEST_TIMEOUT=s] [PRECISION_TEST=0] [BENCH=0] \
 #     [BENCH_ARGS="--steps N ..."] [BENCH_SWEEP=SPEC.toml|""] [SWEEP_TIMEOUT=s] [BENCH_D=1] \
 #     [BENCH_D_TIMEOUT=s] [BOUNDARY="SPEC.toml ..."] [BOUNDARY_RATIO=r] [BOUNDARY_MEM="f ..."] \
-#     [BOUNDARY_XLA_FLAGS=...] [RESUME="DATASET.tar.gz ..."] scripts/gpu_session.sh [SWEEP.toml ...]
+#     [BOUNDARY_XLA_FLAGS=...] [RESUME="DATASET.tar.gz ..."] [RESERVE=s] \
+#     scripts/gpu_session.sh [SWEEP.toml ...]
 # Stages, most wanted first (a lease can end before the last):
 # 1. environment; 2. the core correctness tests on this jax/GPU (TESTS overrides which), and the
 # gate of --precision tf32/bf16 (PRECISION_TEST=0 skips it); 3. each sweep file given, its
 # dataset packed as $OUT/<name>.tar.gz; 4. with BOUNDARY, `w2sjax boundary` on each file listed
 # (level 0.85, lattice ratio BOUNDARY_RATIO, default 1.15: docs/BOUNDARY.md's searches), packed
 # likewise, one after another or, with BOUNDARY_MEM (one GPU memory fraction per file), all at
-# once; BOUNDARY_XLA_FLAGS are added to theirs alone (dropped where this jaxlib refuses them);
-# 5. with BENCH_SWEEP (default: the frozen table workload sweeps/bench_table_cpu.toml; "" skips
-# it), that sweep timed end to end against the per-run loops (section "sweep"; its tables
-# packed); 6. `w2sjax bench` at
-# GPU sizes (BENCH=0 skips it, BENCH_ARGS adds options such as --steps or --repeats); both bench
-# parts land in $OUT/bench-<device>-<date>.json, the name results/reference keeps it under, as
-# soon as each is done; 7. with BENCH_D, the cost-against-d table of both noise samplers.
+# once; BOUNDARY_XLA_FLAGS are appended to XLA_FLAGS in the search processes only (dropped
+# where this jaxlib refuses them); SWEEP_TIMEOUT limits each sweep and each search; 5. with
+# BENCH_SWEEP (default: the frozen table workload sweeps/bench_table_cpu.toml; "" skips it),
+# that sweep timed end to end against the per-run loops (section "sweep"; its tables packed);
+# 6. `w2sjax bench` at GPU sizes (BENCH=0 skips it, BENCH_ARGS adds options such as --steps or
+# --repeats); both bench parts land in $OUT/bench-<device>-<date>.json, the name
+# results/reference keeps it under, as soon as each is done; 7. with BENCH_D, the
+# cost-against-d table of both noise samplers.
 # RESUME: packed datasets of an earlier session, unpacked first, so that a sweep or search of the
 # same name goes on from where that one stopped.
 # DEADLINE (seconds from the start) cuts every stage's timeout to what is left, keeping RESERVE
@@ -78,9 +80,12 @@ jax_check() {
 jax.devices(), jax.numpy.ones(2).sum())"
 }
 jax_check
-if [ -n "${BOUNDARY_XLA_FLAGS:-}" ] && ! XLA_FLAGS=$BOUNDARY_XLA_FLAGS jax_check >/dev/null 2>&1; then
+# The searches' XLA flags, checked as they will be used. No stray space: XLA takes a value that
+# does not start with "--" for a file name.
+SEARCH_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }${BOUNDARY_XLA_FLAGS:-}"
+if [ -n "${BOUNDARY_XLA_FLAGS:-}" ] && ! XLA_FLAGS=$SEARCH_FLAGS jax_check >/dev/null 2>&1; then
   log "this jaxlib refused BOUNDARY_XLA_FLAGS=$BOUNDARY_XLA_FLAGS: the searches run without them"
-  BOUNDARY_XLA_FLAGS=
+  SEARCH_FLAGS=${XLA_FLAGS:-}
 fi
 
 # shellcheck disable=SC2086
@@ -110,30 +115,34 @@ PY
 done
 # boundary SPEC: one search, its output in $WORK/boundary-<name>.txt, its dataset packed.
 boundary() {
-  local name flags
+  local name
   name=$(basename "$1" .toml)
-  # trimmed: XLA takes a value that does not start with "--" for a file name
-  flags=$(echo "${XLA_FLAGS:-}" "${BOUNDARY_XLA_FLAGS:-}" | xargs)
+  # outputs a RESUMEd dataset may hold: the summary shows only this session's
+  rm -f "$WORK/sweeps/$name"/{boundary,slopes}.csv "$WORK/sweeps/$name/boundary.png"
   # JAX_LOG_COMPILES: each compile's time, which the summary adds up
   (
-    [ -n "$flags" ] && export XLA_FLAGS=$flags
+    [ -n "$SEARCH_FLAGS" ] && export XLA_FLAGS=$SEARCH_FLAGS
     JAX_LOG_COMPILES=1 stage "boundary $1" "${SWEEP_TIMEOUT:-300}" python3 -m w2sjax boundary \
       "$1" --level 0.85 --ratio "${BOUNDARY_RATIO:-1.15}" --out "$WORK/sweeps" --quiet
   ) >"$WORK/boundary-$name.txt" 2>&1 || log "boundary $1 failed or was cut short"
   pack "$name"
 }
-if [ -n "${BOUNDARY_MEM:-}" ]; then
+declare -a specs=() shares=()
+read -r -a specs <<<"${BOUNDARY:-}"
+read -r -a shares <<<"${BOUNDARY_MEM:-}"
+if [ "${#shares[@]}" -gt 0 ] && [ "${#shares[@]}" -ne "${#specs[@]}" ]; then
+  log "BOUNDARY_MEM has ${#shares[@]} shares for ${#specs[@]} files: the searches run in turn"
+  shares=()
+fi
+if [ "${#shares[@]}" -gt 0 ]; then
   # All searches at once, each process given its share of the GPU's memory (XLA preallocates
   # it; the planner sizes chunks from it): compiles, which dominate a search on a GPU, overlap.
-  read -r -a shares <<<"$BOUNDARY_MEM"
-  i=0
-  for spec in ${BOUNDARY:-}; do
-    XLA_PYTHON_CLIENT_MEM_FRACTION=${shares[$i]} boundary "$spec" &
-    i=$((i + 1))
+  for i in "${!specs[@]}"; do
+    XLA_PYTHON_CLIENT_MEM_FRACTION=${shares[$i]} boundary "${specs[$i]}" &
   done
   wait
 else
-  for spec in ${BOUNDARY:-}; do boundary "$spec"; done
+  for spec in "${specs[@]}"; do boundary "$spec"; done
 fi
 
 BENCH_SWEEP=${BENCH_SWEEP-sweeps/bench_table_cpu.toml}
