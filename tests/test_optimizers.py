@@ -27,6 +27,7 @@ from w2sjax.cli import main
 from w2sjax.config import build
 from w2sjax.fields import FIELDS, SPAN_KEEPING, ConfigError
 from w2sjax.loops_dense import dense_loop, signal_coefs, strong_step
+from w2sjax.loops_state import LoopInputs
 from w2sjax.models import logistic_loss
 from w2sjax.optimizers import OPTIMIZERS
 from w2sjax.simulate import simulate
@@ -122,7 +123,7 @@ def test_every_optimizer_takes_the_reference_step(name):
     if opt.keeps_span:
         rho = np.asarray(state.rho, np.float64)
     else:
-        views = dense_loop(W0, signals, data, data, yhat, eta, RELU, opt).views(state)
+        views = dense_loop(LoopInputs(W0, signals, data, data, eta, RELU, opt), yhat).views(state)
         rho = np.asarray(views.rho, np.float64)
         # rho: least squares of W - W0's part off the signal axes on the xi_i / ||xi_i||^2
         off = delta.copy()

@@ -16,6 +16,7 @@ from w2sjax.batch import Shape, stack_params
 from w2sjax.config import build
 from w2sjax.fields import FIELDS, ConfigError
 from w2sjax.loops_dense import dense_loop, signal_coefs
+from w2sjax.loops_state import LoopInputs
 from w2sjax.metrics import record
 from w2sjax.models import J_SIGN, SECOND_LAYERS, logistic_loss
 from w2sjax.simulate import simulate
@@ -44,7 +45,7 @@ def test_every_second_layer_takes_the_reference_gd_step_in_both_forms(name):
     W0, m = state.W, state.W.shape[1]
     v0 = SECOND_LAYERS[name].init(m)
     twice = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, a]), data)  # test, validation
-    loop = dense_loop(W0, signals, data, twice, yhat, eta, RELU, opt, v0=v0)
+    loop = dense_loop(LoopInputs(W0, signals, data, twice, eta, RELU, opt, v0=v0), yhat)
     step = jax.jit(loop.step)
     X = jnp.asarray(reference_patches(data, np.asarray(signals)), jnp.float32)
     fixed = jnp.repeat(jnp.asarray(J_SIGN)[:, None], m, 1)
@@ -94,9 +95,8 @@ def test_the_trained_layer_changes_predictions_the_fixed_one_would_make():
     state, signals, data, yhat, eta, opt = strong_setup(1)
     m = state.W.shape[1]
     twice = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, a]), data)
-    loop = dense_loop(
-        state.W, signals, data, twice, yhat, eta, RELU, opt, v0=SECOND_LAYERS["trained"].init(m)
-    )
+    v0 = SECOND_LAYERS["trained"].init(m)
+    loop = dense_loop(LoopInputs(state.W, signals, data, twice, eta, RELU, opt, v0=v0), yhat)
     st = loop.init
     for _ in range(STEPS):
         st = loop.step(st)

@@ -12,8 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import chex
+
 from w2sjax.loops_coef import coef_loop
 from w2sjax.loops_dense import dense_loop
-from w2sjax.loops_state import Loop
+from w2sjax.loops_state import Loop, LoopInputs
 
-LOOPS: dict[str, Callable[..., Loop]] = {"dense": dense_loop, "coef": coef_loop}
+# Each form: (inputs, labels yhat (n_st,)) -> Loop.
+LOOPS: dict[str, Callable[[LoopInputs, chex.Array], Loop]] = {
+    "dense": dense_loop,
+    "coef": coef_loop,
+}

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from w2sjax.activations import Act
 from w2sjax.data import Sample, patch_coefs
-from w2sjax.loops_state import Coef, Loop, Views, out_sign, trained
+from w2sjax.loops_state import Coef, Loop, LoopInputs, Views, out_sign, trained
 from w2sjax.models import Preacts, filter_sums, mm, strong_output_of
 from w2sjax.optimizers import Opt
 
@@ -107,20 +107,10 @@ def coef_init(m: int, n_st: int, opt: Opt, v0: chex.Array | None = None) -> Coef
     return state.replace(opt_state=opt.transform.init(carried))
 
 
-def coef_loop(
-    W0: chex.Array,
-    signals: chex.Array,
-    train: Sample,
-    evaluation: Sample,
-    yhat: chex.Array,
-    eta: chex.Array,
-    act: Act,
-    opt: Opt,
-    precision: str = "highest",
-    v0: chex.Array | None = None,
-) -> Loop:
+def coef_loop(inputs: LoopInputs, yhat: chex.Array) -> Loop:
     """The coefficient form (state gamma, rho), as `dense_loop`, for an optimizer that keeps the
     span (Shape.of refuses the others)."""
+    W0, signals, train, evaluation, eta, act, opt, precision, v0 = inputs
     xi_sq = (train.xi * train.xi).sum(-1)
     on_train, on_eval = (coef_data(W0, signals, train, s, xi_sq) for s in (train, evaluation))
     step = partial(

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from w2sjax.activations import Act
 from w2sjax.data import Sample
-from w2sjax.loops_state import Loop, Strong, Views, out_sign, trained
+from w2sjax.loops_state import Loop, LoopInputs, Strong, Views, out_sign, trained
 from w2sjax.models import logistic_loss, mm, strong_output_of, strong_preacts
 from w2sjax.optimizers import Opt
 from w2sjax.projection import projected_coefs, projection
@@ -120,22 +120,10 @@ def signal_coefs(W: chex.Array, init_proj: chex.Array, signals: chex.Array) -> c
     return mm("jrd,sd->jrs", W, signals) - init_proj
 
 
-def dense_loop(
-    W0: chex.Array,
-    signals: chex.Array,
-    train: Sample,
-    evaluation: Sample,
-    yhat: chex.Array,
-    eta: chex.Array,
-    act: Act,
-    opt: Opt,
-    precision: str = "highest",
-    v0: chex.Array | None = None,
-) -> Loop:
-    """The dense form (state W) on the training set, viewed also on the `evaluation` samples.
-    `precision` (see models.mm) applies to the products with the noise patches, forward and
-    gradient. rho is carried where the optimizer keeps the span, else projected at each view.
-    v0: a trained second layer's initial weights (2, m), None for the fixed one."""
+def dense_loop(inputs: LoopInputs, yhat: chex.Array) -> Loop:
+    """The dense form (state W) trained on labels yhat (n_st,), viewed also on the evaluation
+    samples. rho is carried where the optimizer keeps the span, else projected at each view."""
+    W0, signals, train, evaluation, eta, act, opt, precision, v0 = inputs
     xi_sq = (train.xi * train.xi).sum(-1)
     step = partial(
         strong_step,

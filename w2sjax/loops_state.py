@@ -11,7 +11,10 @@ from typing import Any, NamedTuple
 
 import chex
 
+from w2sjax.activations import Act
+from w2sjax.data import Sample
 from w2sjax.models import J_SIGN, Preacts
+from w2sjax.optimizers import Opt
 
 
 class Views(NamedTuple):
@@ -27,6 +30,24 @@ class Views(NamedTuple):
     rho: chex.Array
     residual: chex.Array
     second: chex.Array | None = None
+
+
+class LoopInputs(NamedTuple):
+    """What a loop form is set up from, besides the labels it trains on: W0 (2, m, D), the
+    signals (4, D), the training samples and the evaluation samples (test then validation) they
+    are viewed on, the step size eta, the activation, the optimizer, the precision of the
+    products with the noise patches (models.mm, forward and gradient) and a trained second
+    layer's initial weights v0 (2, m) (None for the fixed one)."""
+
+    W0: chex.Array
+    signals: chex.Array
+    train: Sample
+    evaluation: Sample
+    eta: chex.Array
+    act: Act
+    opt: Opt
+    precision: str = "highest"
+    v0: chex.Array | None = None
 
 
 class Loop(NamedTuple):

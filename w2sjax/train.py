@@ -19,7 +19,7 @@ from w2sjax.activations import ACTIVATIONS, Act
 from w2sjax.batch import Params, Shape
 from w2sjax.data import HARD, RunData, Sample, labels, signal_matrix
 from w2sjax.loops import LOOPS
-from w2sjax.loops_state import Views
+from w2sjax.loops_state import LoopInputs, Views
 from w2sjax.metrics import CEILING_STEP_METRICS, record, teacher_metrics
 from w2sjax.models import SECOND_LAYERS, mm
 from w2sjax.noise import SAMPLERS, NoiseKeys
@@ -113,10 +113,10 @@ def prepare_run(shape: Shape, p: Params) -> Prepared:
     opt = OPTIMIZERS[shape.optimizer].at(p.eta, p.momentum, key, shape.n_st, shape.batch_size)
     v0 = SECOND_LAYERS[shape.second_layer].init(shape.m)
 
+    inputs = LoopInputs(W0, signals, train, evaluation, p.eta, act, opt, shape.precision, v0)
+
     def loop(labels: chex.Array) -> Any:
-        return LOOPS[shape.form](
-            W0, signals, train, evaluation, labels, p.eta, act, opt, shape.precision, v0
-        )
+        return LOOPS[shape.form](inputs, labels)
 
     def rec(labels: chex.Array) -> Callable[[Views], dict]:
         return partial(record_views, labels, run, shape, act)
