@@ -105,7 +105,7 @@ for spec in "$@"; do
   python3 - "$spec" "$WORK" <<'PY'
 import sys, jax, w2sjax
 from w2sjax.summary import summary_table
-from w2sjax.grid import load_sweep
+from w2sjax.config.grid import load_sweep
 sweep = load_sweep(sys.argv[1])
 runs, steps = w2sjax.load(f"{sys.argv[2]}/sweeps/{sweep.name}")
 table = summary_table(runs, steps, sweep.axes())

@@ -19,7 +19,7 @@ import pytest
 import w2sjax
 from w2sjax.activations import RELU
 from w2sjax.batch import Shape, stack_params
-from w2sjax.config import Config, build
+from w2sjax.config.settings import Config, build
 from w2sjax.data import EASY, HARD, Sample
 from w2sjax.loops_coef import coef_data, coef_init, coef_step
 from w2sjax.loops_dense import strong_init, strong_step
@@ -225,7 +225,7 @@ def assert_same_tables(a, b, exact: bool = False) -> None:
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory):
     """(runs, steps) of the sweep of SWEEP_TEXT in one process, one chunk per bucket."""
-    from w2sjax.grid import load_sweep
+    from w2sjax.config.grid import load_sweep
     from w2sjax.sweep import execute
 
     tmp = tmp_path_factory.mktemp("ref")

@@ -25,8 +25,8 @@ from conftest import (
 
 from w2sjax.activations import ACTIVATIONS
 from w2sjax.batch import Shape, stack_params
-from w2sjax.config import build
-from w2sjax.fields import ACTIVATION_PARAM, FIELDS, ConfigError
+from w2sjax.config.fields import ACTIVATION_PARAM, FIELDS, ConfigError
+from w2sjax.config.settings import build
 from w2sjax.loops_dense import signal_coefs
 from w2sjax.models import logistic_loss
 from w2sjax.simulate import simulate

@@ -19,11 +19,11 @@ from w2sjax.bench import run_bench, write
 from w2sjax.bench_sweep import sweep_bench
 from w2sjax.buckets import bytes_per_run
 from w2sjax.cli import main
-from w2sjax.config import build
-from w2sjax.config_toml import to_toml
+from w2sjax.config.fields import ConfigError
+from w2sjax.config.grid import load_sweep
+from w2sjax.config.settings import build
+from w2sjax.config.toml import to_toml
 from w2sjax.crossings import boundary_fit, crossing, snr_threshold
-from w2sjax.fields import ConfigError
-from w2sjax.grid import load_sweep
 from w2sjax.reading import load
 from w2sjax.summary import mean_interval, summary_table, with_final
 

@@ -15,9 +15,9 @@ import w2sjax
 from w2sjax.boundary import bisect, lattice, n_crit, replicates
 from w2sjax.boundary_run import check_request
 from w2sjax.cli import main
+from w2sjax.config.fields import ConfigError
+from w2sjax.config.grid import sweep_from
 from w2sjax.crossings import interval, slopes
-from w2sjax.fields import ConfigError
-from w2sjax.grid import sweep_from
 
 
 def test_the_lattice_is_fixed_geometric_and_ends_at_the_bracket():

@@ -9,7 +9,7 @@ import pytest
 from conftest import SMALL, small_config
 
 from w2sjax.batch import Shape, stack_params
-from w2sjax.config import build
+from w2sjax.config.settings import build
 from w2sjax.simulate import simulate
 from w2sjax.store import runs_table
 from w2sjax.theory import pgr

@@ -12,9 +12,9 @@ from conftest import small_config
 import w2sjax
 from w2sjax.batch import Shape, run_id, stack_params
 from w2sjax.cli import main
-from w2sjax.config_toml import to_toml
-from w2sjax.fields import FIELDS
-from w2sjax.grid import load_sweep
+from w2sjax.config.fields import FIELDS
+from w2sjax.config.grid import load_sweep
+from w2sjax.config.toml import to_toml
 from w2sjax.metrics import RUN_METRICS, STEP_METRICS
 from w2sjax.reading import read_table
 from w2sjax.store import FILTER_COLUMNS, INIT_COLUMNS

@@ -1,14 +1,14 @@
-"""Numeric fields given as formulas of other fields (w2sjax/formulas.py, config.build): values,
-precedence, dependency order, integers, probabilities, grid points, and one-line errors."""
+"""Numeric fields given as formulas of other fields (w2sjax/config/formulas.py, config.build):
+values, precedence, dependency order, integers, probabilities, grid points, and one-line errors."""
 
 from __future__ import annotations
 
 import pytest
 
-from w2sjax.config import build
-from w2sjax.fields import ConfigError
-from w2sjax.formulas import parse
-from w2sjax.grid import sweep_from
+from w2sjax.config.fields import ConfigError
+from w2sjax.config.formulas import parse
+from w2sjax.config.grid import sweep_from
+from w2sjax.config.settings import build
 
 
 @pytest.mark.parametrize(

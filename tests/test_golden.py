@@ -15,7 +15,7 @@ import pytest
 
 import w2sjax
 from w2sjax.cli import main
-from w2sjax.fields import FIELDS
+from w2sjax.config.fields import FIELDS
 from w2sjax.reading import ADDED_FIELDS
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from w2sjax.buckets import bytes_per_run, chunk_size, plan
-from w2sjax.fields import ConfigError
-from w2sjax.grid import load_sweep
+from w2sjax.config.fields import ConfigError
+from w2sjax.config.grid import load_sweep
 from w2sjax.simulate import TRACES
 from w2sjax.sweep import execute
 

@@ -20,8 +20,8 @@ from conftest import SWEEP_TEXT, assert_same_tables, cli, finish
 import w2sjax
 import w2sjax.store as store
 from w2sjax.cli import main
+from w2sjax.config.grid import load_sweep
 from w2sjax.damage import DamagedDataset
-from w2sjax.grid import load_sweep
 from w2sjax.integrity import inspect
 from w2sjax.layout import TABLES, deleting_path, lock_path, parts
 from w2sjax.lock import DatasetLock, LockHeld

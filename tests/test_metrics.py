@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from w2sjax.batch import Shape
-from w2sjax.config import build
+from w2sjax.config.settings import build
 from w2sjax.data import BOTH, EASY, HARD, Sample
 from w2sjax.loops_state import Views
 from w2sjax.metrics import STEP_METRICS, record, teacher_metrics

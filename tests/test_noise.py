@@ -17,10 +17,10 @@ import w2sjax
 from w2sjax.batch import SIGNAL_AXES, Shape, choose_noise, stack_params
 from w2sjax.buckets import bytes_per_run
 from w2sjax.cli import main
-from w2sjax.config import build
+from w2sjax.config.fields import ConfigError
+from w2sjax.config.grid import load_sweep
+from w2sjax.config.settings import build
 from w2sjax.data import noise_mask, sample
-from w2sjax.fields import ConfigError
-from w2sjax.grid import load_sweep
 from w2sjax.noise import SAMPLERS, NoiseKeys, bartlett
 from w2sjax.simulate import simulate
 from w2sjax.sweep import execute

@@ -24,8 +24,8 @@ from conftest import (
 from w2sjax.activations import RELU
 from w2sjax.batch import Shape, stack_params
 from w2sjax.cli import main
-from w2sjax.config import build
-from w2sjax.fields import FIELDS, SPAN_KEEPING, ConfigError
+from w2sjax.config.fields import FIELDS, SPAN_KEEPING, ConfigError
+from w2sjax.config.settings import build
 from w2sjax.loops_dense import dense_loop, signal_coefs, strong_step
 from w2sjax.loops_state import LoopInputs
 from w2sjax.models import logistic_loss
@@ -247,7 +247,7 @@ def test_a_grid_mixing_optimizers_gives_adam_the_full_sampler(tmp_path, capsys):
     Adam's, whichever comes first in the grid (their noise keys differ, so neither decides for
     the other); `w2sjax boundary --noise reduced` refuses Adam in one line before writing."""
     from w2sjax.buckets import assign_noise, plan
-    from w2sjax.grid import load_sweep
+    from w2sjax.config.grid import load_sweep
 
     for order in (["adam", "gd"], ["gd", "adam"]):
         spec = tmp_path / "mixed.toml"

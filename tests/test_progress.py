@@ -12,7 +12,7 @@ from conftest import SWEEP_TEXT, assert_same_tables
 
 import w2sjax
 from w2sjax import progress
-from w2sjax.grid import load_sweep
+from w2sjax.config.grid import load_sweep
 from w2sjax.progress import MAX_TICKS, Progress
 from w2sjax.report import write_report
 from w2sjax.sweep import execute

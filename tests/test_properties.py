@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from w2sjax.cli import main
-from w2sjax.config_toml import parse_overrides
-from w2sjax.fields import FIELDS, SECTIONS, ConfigError
-from w2sjax.grid import load_sweep
+from w2sjax.config.fields import FIELDS, SECTIONS, ConfigError
+from w2sjax.config.grid import load_sweep
+from w2sjax.config.toml import parse_overrides
 
 NAMES = sorted(FIELDS) + ["bogus", "n_stt", "grid", "zip", "Data"]
 SCALARS = st.one_of(

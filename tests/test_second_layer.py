@@ -13,8 +13,8 @@ from conftest import assert_coef_form_reaches, reference_patches, small_config, 
 
 from w2sjax.activations import RELU
 from w2sjax.batch import Shape, stack_params
-from w2sjax.config import build
-from w2sjax.fields import FIELDS, ConfigError
+from w2sjax.config.fields import FIELDS, ConfigError
+from w2sjax.config.settings import build
 from w2sjax.loops_dense import dense_loop, signal_coefs
 from w2sjax.loops_state import LoopInputs
 from w2sjax.metrics import record

@@ -21,9 +21,9 @@ from conftest import (
 
 from w2sjax.activations import ACTIVATIONS
 from w2sjax.batch import Shape, stack_params
-from w2sjax.config import build
+from w2sjax.config.fields import ConfigError
+from w2sjax.config.settings import build
 from w2sjax.data import BOTH, EASY, HARD
-from w2sjax.fields import ConfigError
 from w2sjax.loops_dense import signal_coefs
 from w2sjax.models import logistic_loss, strong_output, weak_output
 from w2sjax.simulate import simulate

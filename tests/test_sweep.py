@@ -15,7 +15,7 @@ from conftest import assert_same_tables, cli, finish
 
 import w2sjax
 from w2sjax.cli import main
-from w2sjax.grid import load_sweep
+from w2sjax.config.grid import load_sweep
 from w2sjax.layout import part_path
 from w2sjax.lock import DatasetLock
 from w2sjax.report import PAPER_COLUMNS

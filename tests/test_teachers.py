@@ -9,7 +9,7 @@ import pytest
 from conftest import SMALL, small_config
 
 from w2sjax.batch import Shape, stack_params
-from w2sjax.config import build
+from w2sjax.config.settings import build
 from w2sjax.data import HARD
 from w2sjax.models import sign, weak_output
 from w2sjax.simulate import simulate

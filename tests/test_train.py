@@ -16,7 +16,7 @@ from conftest import (
 
 from w2sjax.activations import RELU
 from w2sjax.batch import Shape, stack_params
-from w2sjax.config import build
+from w2sjax.config.settings import build
 from w2sjax.data import Sample, labels
 from w2sjax.loops_dense import signal_coefs
 from w2sjax.metrics import STEP_METRICS

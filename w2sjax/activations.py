@@ -13,7 +13,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from w2sjax.fields import ACTIVATIONS as ACTIVATION_NAMES
+from w2sjax.config.fields import ACTIVATIONS as ACTIVATION_NAMES
 
 Elementwise = Callable[[chex.Array, chex.Array], chex.Array]
 

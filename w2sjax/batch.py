@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import chex
 import jax.numpy as jnp
 
-from w2sjax.config import Config, check_engine, check_span, log_steps, weak_set_size
+from w2sjax.config.fields import FIELDS, FORMS, NOISES, PRECISIONS, SPAN_KEEPING
+from w2sjax.config.settings import Config, check_engine, check_span, log_steps, weak_set_size
 from w2sjax.data import noise_rank
-from w2sjax.fields import FIELDS, FORMS, NOISES, PRECISIONS, SPAN_KEEPING
 
 # Which config fields select the compiled program and which are batched, as fields.FIELDS
 # declares them (FieldSpec.static).

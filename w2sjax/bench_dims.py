@@ -40,7 +40,7 @@ def plan_case(kind: str, n_st: int, d: int) -> Case | str:
 
     from w2sjax.batch import Shape
     from w2sjax.buckets import bytes_per_run, memory_budget
-    from w2sjax.config import build
+    from w2sjax.config.settings import build
 
     if kind == "torch":
         need = 2 * 4 * 3 * n_st * d  # the (n, d, 3) patches and their copy in the convolution

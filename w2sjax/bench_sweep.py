@@ -17,8 +17,8 @@ from w2sjax.batch import Shape
 from w2sjax.bench import SIZES, device_sizes
 from w2sjax.bench_profile import Phases, profile_chunk
 from w2sjax.buckets import assign_noise, chunk_size, memory_budget, plan
-from w2sjax.fields import ConfigError
-from w2sjax.grid import Sweep
+from w2sjax.config.fields import ConfigError
+from w2sjax.config.grid import Sweep
 from w2sjax.sweep import execute
 
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from w2sjax.activations import RELU
 from w2sjax.batch import Shape, stack_params
 from w2sjax.buckets import chunk_size, memory_budget
-from w2sjax.config import build
+from w2sjax.config.settings import build
 from w2sjax.data import sample, signal_matrix
 from w2sjax.loops_dense import strong_init, strong_step
 from w2sjax.models import mm as einsum

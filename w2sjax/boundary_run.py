@@ -26,10 +26,10 @@ from w2sjax.boundary import (
     n_crit,
     replicates,
 )
-from w2sjax.config import Config
+from w2sjax.config.fields import FIELDS, ConfigError, is_numeric
+from w2sjax.config.grid import Sweep, expand
+from w2sjax.config.settings import Config
 from w2sjax.crossings import interval, slopes
-from w2sjax.fields import FIELDS, ConfigError, is_numeric
-from w2sjax.grid import Sweep, expand
 from w2sjax.metrics import STEP_METRICS
 from w2sjax.reading import load
 from w2sjax.summary import with_final

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from w2sjax.cli_errors import error, resume_hint
 from w2sjax.cli_sweep import check_sweep_span, sweep_command
-from w2sjax.config import check_engine
-from w2sjax.fields import ConfigError
-from w2sjax.grid import load_sweep
+from w2sjax.config.fields import ConfigError
+from w2sjax.config.grid import load_sweep
+from w2sjax.config.settings import check_engine
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
-from w2sjax.fields import FORMS, NOISES, PRECISIONS
+from w2sjax.config.fields import FORMS, NOISES, PRECISIONS
 
 
 def _positive_int(text: str) -> int:

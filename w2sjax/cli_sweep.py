@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 from w2sjax.cli_errors import error, resume_hint
-from w2sjax.config import check_engine, check_span
-from w2sjax.config_toml import parse_overrides
-from w2sjax.fields import ConfigError
-from w2sjax.grid import Sweep, heatmap_axes, load_sweep
+from w2sjax.config.fields import ConfigError
+from w2sjax.config.grid import Sweep, heatmap_axes, load_sweep
+from w2sjax.config.settings import check_engine, check_span
+from w2sjax.config.toml import parse_overrides
 
 
 def _load(args: argparse.Namespace) -> Sweep:

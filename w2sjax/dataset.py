@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from w2sjax.buckets import assign_noise, noise_record
+from w2sjax.config.grid import Sweep
 from w2sjax.damage import quarantine, remove_uncommitted
-from w2sjax.grid import Sweep
 from w2sjax.integrity import inspect, read_spec
 from w2sjax.layout import SPEC_FILE, DatasetRefused, existing_spec
 from w2sjax.lock import DatasetLock

@@ -26,9 +26,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from w2sjax.config import log_steps
-from w2sjax.fields import ConfigError
-from w2sjax.grid import sweep_from
+from w2sjax.config.fields import ConfigError
+from w2sjax.config.grid import sweep_from
+from w2sjax.config.settings import log_steps
 from w2sjax.layout import (
     OWN_TOP_LEVEL,
     SPEC_FILE,

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from w2sjax.fields import OPTIMIZERS as OPTIMIZER_NAMES
-from w2sjax.fields import SPAN_KEEPING
+from w2sjax.config.fields import OPTIMIZERS as OPTIMIZER_NAMES
+from w2sjax.config.fields import SPAN_KEEPING
 
 # Minibatch t of a run is drawn from fold_in(fold_in(run key, SGD_SALT), t): draws of their own
 # (noise.REDUCED_SALT's reasoning), so no other draw of a run changes.
@@ -83,6 +83,7 @@ OPTIMIZERS: dict[str, Optimizer] = {
     "momentum": Optimizer(transform=lambda eta, beta: optax.trace(decay=beta), state_copies=1),
     "adam": Optimizer(transform=_adam, keeps_span=False, state_copies=2),
 }
-# fields.py validates the names, and config.py refuses engine choices by SPAN_KEEPING, without jax
+# fields.py validates the names, and config/settings.py refuses engine choices by SPAN_KEEPING,
+# without jax
 assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES
 assert tuple(n for n, o in OPTIMIZERS.items() if o.keeps_span) == SPAN_KEEPING

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from w2sjax.config.grid import heatmap_axes, load_sweep
 from w2sjax.crossings import boundary_fit, snr_threshold
-from w2sjax.grid import heatmap_axes, load_sweep
 from w2sjax.layout import SPEC_FILE
 from w2sjax.plots import curves, hard_heatmap, phase_heatmap
 from w2sjax.reading import load, provenance, read_table

@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 
 from w2sjax import __version__
 from w2sjax.batch import Shape, run_id
-from w2sjax.config import Config
-from w2sjax.fields import FIELDS
+from w2sjax.config.fields import FIELDS
+from w2sjax.config.settings import Config
 from w2sjax.integrity import read_spec
 from w2sjax.layout import (
     SPEC_FILE,

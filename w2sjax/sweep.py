@@ -36,8 +36,8 @@ from w2sjax.buckets import (
     schedule,
     split,
 )
+from w2sjax.config.grid import Sweep
 from w2sjax.dataset import Processes, prepare
-from w2sjax.grid import Sweep
 from w2sjax.progress import Progress
 from w2sjax.simulate import simulate
 from w2sjax.store import chunk_tables, done_run_ids, table_metadata, write_chunk

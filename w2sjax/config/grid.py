@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from w2sjax.config import Config, build
-from w2sjax.config_toml import flatten, read_toml, to_toml
-from w2sjax.fields import FIELDS, ConfigError, check_field, is_numeric
+from w2sjax.config.fields import FIELDS, ConfigError, check_field, is_numeric
+from w2sjax.config.settings import Config, build
+from w2sjax.config.toml import flatten, read_toml, to_toml
 
 AXIS_SECTIONS = ("grid", "zip")
 NOT_AXES = ("name", "seeds", "base_seed")

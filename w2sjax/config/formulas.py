@@ -24,7 +24,7 @@ ALLOWED = "numbers, field names, + - * / ^ and parentheses"
 
 
 class FormulaError(ValueError):
-    """What is wrong with a formula, in a few words (config.py adds the field)."""
+    """What is wrong with a formula, in a few words (config/settings.py adds the field)."""
 
 
 @dataclass(frozen=True)

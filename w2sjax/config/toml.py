@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from w2sjax.fields import FIELDS, SECTIONS, ConfigError, at_silent_default
+from w2sjax.config.fields import FIELDS, SECTIONS, ConfigError, at_silent_default
 
 
 def flatten(raw: Mapping[str, Any]) -> dict[str, Any]:

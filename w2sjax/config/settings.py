@@ -1,7 +1,7 @@
 """Typed, validated run configuration: flat {field: value} (formulas evaluated) built into a
 Config, checked across fields, and hashed; and the checks of engine choices.
 
-One field's table entry and check are in fields.py; TOML and `--set` text in config_toml.py.
+One field's table entry and check are in fields.py; TOML and `--set` text in config/toml.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from w2sjax.fields import (
+from w2sjax.config.fields import (
     ACTIVATION_PARAM,
     FIELDS,
     FITTED,
@@ -31,7 +31,7 @@ from w2sjax.fields import (
     is_numeric,
     qualified,
 )
-from w2sjax.formulas import Formula, FormulaError, parse
+from w2sjax.config.formulas import Formula, FormulaError, parse
 
 
 def resolve_probs(values: Mapping[str, Any]) -> dict[str, float]:
