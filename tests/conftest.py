@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 
 import w2sjax
-from w2sjax.activations import RELU
-from w2sjax.batch import Shape, stack_params
 from w2sjax.config.settings import Config, build
-from w2sjax.data import EASY, HARD, Sample
-from w2sjax.loops_coef import coef_data, coef_init, coef_step
-from w2sjax.loops_dense import strong_init, strong_step
-from w2sjax.optimizers import OPTIMIZERS
-from w2sjax.train import draw_run
+from w2sjax.engine.activations import RELU
+from w2sjax.engine.batch import Shape, stack_params
+from w2sjax.engine.data import EASY, HARD, Sample
+from w2sjax.engine.loops.coef import coef_data, coef_init, coef_step
+from w2sjax.engine.loops.dense import strong_init, strong_step
+from w2sjax.engine.optimizers import OPTIMIZERS
+from w2sjax.engine.train import draw_run
 
 REPO = Path(__file__).resolve().parents[1]
 

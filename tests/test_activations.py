@@ -23,14 +23,14 @@ from conftest import (
     with_optimizer,
 )
 
-from w2sjax.activations import ACTIVATIONS
-from w2sjax.batch import Shape, stack_params
 from w2sjax.config.fields import ACTIVATION_PARAM, FIELDS, ConfigError
 from w2sjax.config.settings import build
-from w2sjax.loops_dense import signal_coefs
-from w2sjax.models import logistic_loss
-from w2sjax.simulate import simulate
-from w2sjax.train import draw_run
+from w2sjax.engine.activations import ACTIVATIONS
+from w2sjax.engine.batch import Shape, stack_params
+from w2sjax.engine.loops.dense import signal_coefs
+from w2sjax.engine.models import logistic_loss
+from w2sjax.engine.simulate import simulate
+from w2sjax.engine.train import draw_run
 
 PARAM, REFERENCE = ACTIVATION_PARAMS, REFERENCE_ACTIVATIONS
 

@@ -14,7 +14,6 @@ from conftest import SMALL, small_config
 
 import w2sjax.bench as bench
 import w2sjax.bench_timing as bench_timing
-from w2sjax.batch import Shape, stack_params
 from w2sjax.bench import run_bench, write
 from w2sjax.bench_sweep import sweep_bench
 from w2sjax.buckets import bytes_per_run
@@ -24,6 +23,7 @@ from w2sjax.config.grid import load_sweep
 from w2sjax.config.settings import build
 from w2sjax.config.toml import to_toml
 from w2sjax.crossings import boundary_fit, crossing, snr_threshold
+from w2sjax.engine.batch import Shape, stack_params
 from w2sjax.reading import load
 from w2sjax.summary import mean_interval, summary_table, with_final
 
@@ -285,8 +285,8 @@ def test_the_profile_times_the_training_simulate_does():
     reaches, for the student and for its ceiling, records what simulate records at the last
     step; every phase is timed."""
     from w2sjax.bench_profile import _stages, profile_chunk
-    from w2sjax.simulate import simulate
-    from w2sjax.train import prepare_run
+    from w2sjax.engine.simulate import simulate
+    from w2sjax.engine.train import prepare_run
 
     config = small_config(steps=30, ceiling=True)
     runs = [(config, seed) for seed in range(2)]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from conftest import SMALL, small_config
 
-from w2sjax.batch import Shape, stack_params
 from w2sjax.config.settings import build
-from w2sjax.simulate import simulate
+from w2sjax.engine.batch import Shape, stack_params
+from w2sjax.engine.simulate import simulate
+from w2sjax.engine.theory import pgr
 from w2sjax.store import runs_table
-from w2sjax.theory import pgr
 
 FIELDS = dict(n_st=60, p_e=0.3, p_h=0.4, p_b="rest", steps=30, hard_labels="coin")
 

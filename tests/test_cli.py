@@ -10,15 +10,15 @@ import pytest
 from conftest import small_config
 
 import w2sjax
-from w2sjax.batch import Shape, run_id, stack_params
 from w2sjax.cli import main
 from w2sjax.config.fields import FIELDS
 from w2sjax.config.grid import load_sweep
 from w2sjax.config.toml import to_toml
-from w2sjax.metrics import RUN_METRICS, STEP_METRICS
+from w2sjax.engine.batch import Shape, run_id, stack_params
+from w2sjax.engine.metrics import RUN_METRICS, STEP_METRICS
+from w2sjax.engine.train import draw_run
 from w2sjax.reading import read_table
 from w2sjax.store import FILTER_COLUMNS, INIT_COLUMNS
-from w2sjax.train import draw_run
 
 RUN_COLUMNS = [
     "run_id",

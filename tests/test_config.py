@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from w2sjax.batch import Shape
 from w2sjax.config.fields import FIELDS, ConfigError
 from w2sjax.config.grid import load_sweep
 from w2sjax.config.settings import build, weak_set_size
 from w2sjax.config.toml import flatten, parse_overrides, to_toml
+from w2sjax.engine.batch import Shape
 
 
 def _error(raw: dict) -> str:

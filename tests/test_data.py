@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import reference_patches, reference_strong_output
 
-from w2sjax.data import BOTH, EASY, HARD, sample, signal_matrix
-from w2sjax.models import strong_output, weak_output
+from w2sjax.engine.data import BOTH, EASY, HARD, sample, signal_matrix
+from w2sjax.engine.models import strong_output, weak_output
 
 CHI2_CRIT_DF1, CHI2_CRIT_DF2 = 10.828, 13.816  # chi-square quantiles at p = 0.001
 

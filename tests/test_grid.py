@@ -9,7 +9,7 @@ import pytest
 from w2sjax.buckets import bytes_per_run, chunk_size, plan
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import load_sweep
-from w2sjax.simulate import TRACES
+from w2sjax.engine.simulate import TRACES
 from w2sjax.sweep import execute
 
 

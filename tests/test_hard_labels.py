@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from conftest import small_config
 
-from w2sjax.batch import Shape, run_id, stack_params
-from w2sjax.data import HARD
-from w2sjax.models import sign, weak_output
-from w2sjax.simulate import simulate
-from w2sjax.teachers import fit_weak
-from w2sjax.train import HARD_LABELS, draw_run
+from w2sjax.engine.batch import Shape, run_id, stack_params
+from w2sjax.engine.data import HARD
+from w2sjax.engine.models import sign, weak_output
+from w2sjax.engine.simulate import simulate
+from w2sjax.engine.teachers import fit_weak
+from w2sjax.engine.train import HARD_LABELS, draw_run
 
 
 def _one(params, i: int):

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from w2sjax.batch import Shape
 from w2sjax.config.settings import build
-from w2sjax.data import BOTH, EASY, HARD, Sample
-from w2sjax.loops_state import Views
-from w2sjax.metrics import STEP_METRICS, record, teacher_metrics
-from w2sjax.models import Preacts
+from w2sjax.engine.batch import Shape
+from w2sjax.engine.data import BOTH, EASY, HARD, Sample
+from w2sjax.engine.loops.state import Views
+from w2sjax.engine.metrics import STEP_METRICS, record, teacher_metrics
+from w2sjax.engine.models import Preacts
 from w2sjax.store import runs_table
 
 E, H, B = EASY, HARD, BOTH

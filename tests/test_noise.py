@@ -14,17 +14,17 @@ import pytest
 from conftest import assert_same_tables, small_config
 
 import w2sjax
-from w2sjax.batch import SIGNAL_AXES, Shape, choose_noise, stack_params
 from w2sjax.buckets import bytes_per_run
 from w2sjax.cli import main
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import load_sweep
 from w2sjax.config.settings import build
-from w2sjax.data import noise_mask, sample
-from w2sjax.noise import SAMPLERS, NoiseKeys, bartlett
-from w2sjax.simulate import simulate
+from w2sjax.engine.batch import SIGNAL_AXES, Shape, choose_noise, stack_params
+from w2sjax.engine.data import noise_mask, sample
+from w2sjax.engine.noise import SAMPLERS, NoiseKeys, bartlett
+from w2sjax.engine.simulate import simulate
+from w2sjax.engine.train import draw_run
 from w2sjax.sweep import execute
-from w2sjax.train import draw_run
 
 DATA = Path(__file__).parent / "data"
 

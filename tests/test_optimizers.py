@@ -21,16 +21,16 @@ from conftest import (
     with_optimizer,
 )
 
-from w2sjax.activations import RELU
-from w2sjax.batch import Shape, stack_params
 from w2sjax.cli import main
 from w2sjax.config.fields import FIELDS, SPAN_KEEPING, ConfigError
 from w2sjax.config.settings import build
-from w2sjax.loops_dense import dense_loop, signal_coefs, strong_step
-from w2sjax.loops_state import LoopInputs
-from w2sjax.models import logistic_loss
-from w2sjax.optimizers import OPTIMIZERS
-from w2sjax.simulate import simulate
+from w2sjax.engine.activations import RELU
+from w2sjax.engine.batch import Shape, stack_params
+from w2sjax.engine.loops.dense import dense_loop, signal_coefs, strong_step
+from w2sjax.engine.loops.state import LoopInputs
+from w2sjax.engine.models import logistic_loss
+from w2sjax.engine.optimizers import OPTIMIZERS
+from w2sjax.engine.simulate import simulate
 
 BETA, BATCH = 0.8, 8
 ADAM = dict(b1=0.9, b2=0.999, eps=1e-8)  # optax.adam's defaults, which the registry takes
@@ -276,7 +276,7 @@ def test_adams_projection_is_nan_where_the_training_noise_is_dependent():
     each run's K^-1 and resolved flag match its own unbatched solve's, and numpy's; a run whose
     training noise holds a repeated patch (a dependent Gram) gets NaN rho and residual, its
     neighbour in the batch does not."""
-    from w2sjax.projection import gram_solve, projected_coefs, projection
+    from w2sjax.engine.projection import gram_solve, projected_coefs, projection
 
     state, signals, data, *_ = strong_setup(0)
     xi = data.xi

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from conftest import assert_coef_form_reaches, reference_patches, small_config, strong_setup
 
-from w2sjax.activations import RELU
-from w2sjax.batch import Shape, stack_params
 from w2sjax.config.fields import FIELDS, ConfigError
 from w2sjax.config.settings import build
-from w2sjax.loops_dense import dense_loop, signal_coefs
-from w2sjax.loops_state import LoopInputs
-from w2sjax.metrics import record
-from w2sjax.models import J_SIGN, SECOND_LAYERS, logistic_loss
-from w2sjax.simulate import simulate
+from w2sjax.engine.activations import RELU
+from w2sjax.engine.batch import Shape, stack_params
+from w2sjax.engine.loops.dense import dense_loop, signal_coefs
+from w2sjax.engine.loops.state import LoopInputs
+from w2sjax.engine.metrics import record
+from w2sjax.engine.models import J_SIGN, SECOND_LAYERS, logistic_loss
+from w2sjax.engine.simulate import simulate
 
 STEPS = 8
 

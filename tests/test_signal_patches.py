@@ -19,15 +19,15 @@ from conftest import (
     with_optimizer,
 )
 
-from w2sjax.activations import ACTIVATIONS
-from w2sjax.batch import Shape, stack_params
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.settings import build
-from w2sjax.data import BOTH, EASY, HARD
-from w2sjax.loops_dense import signal_coefs
-from w2sjax.models import logistic_loss, strong_output, weak_output
-from w2sjax.simulate import simulate
-from w2sjax.train import draw_run
+from w2sjax.engine.activations import ACTIVATIONS
+from w2sjax.engine.batch import Shape, stack_params
+from w2sjax.engine.data import BOTH, EASY, HARD
+from w2sjax.engine.loops.dense import signal_coefs
+from w2sjax.engine.models import logistic_loss, strong_output, weak_output
+from w2sjax.engine.simulate import simulate
+from w2sjax.engine.train import draw_run
 
 PARAM = ACTIVATION_PARAMS
 ONE = dict(SMALL, d=48, n_st=30, m=3, sigma_0=0.3, p_e=0.5, p_h=0.5, p_b=0.0, signal_patches=1)

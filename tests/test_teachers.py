@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from conftest import SMALL, small_config
 
-from w2sjax.batch import Shape, stack_params
 from w2sjax.config.settings import build
-from w2sjax.data import HARD
-from w2sjax.models import sign, weak_output
-from w2sjax.simulate import simulate
-from w2sjax.teachers import TEACHERS, fit_weak
-from w2sjax.train import draw_run
+from w2sjax.engine.batch import Shape, stack_params
+from w2sjax.engine.data import HARD
+from w2sjax.engine.models import sign, weak_output
+from w2sjax.engine.simulate import simulate
+from w2sjax.engine.teachers import TEACHERS, fit_weak
+from w2sjax.engine.train import draw_run
 
 FLIP_P = 0.3
 

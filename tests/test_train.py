@@ -14,17 +14,17 @@ from conftest import (
     strong_setup,
 )
 
-from w2sjax.activations import RELU
-from w2sjax.batch import Shape, stack_params
 from w2sjax.config.settings import build
-from w2sjax.data import Sample, labels
-from w2sjax.loops_dense import signal_coefs
-from w2sjax.metrics import STEP_METRICS
-from w2sjax.models import logistic_loss, sign, weak_output
-from w2sjax.noise import SAMPLERS
-from w2sjax.simulate import simulate
-from w2sjax.teachers import fit_weak
-from w2sjax.train import draw_run
+from w2sjax.engine.activations import RELU
+from w2sjax.engine.batch import Shape, stack_params
+from w2sjax.engine.data import Sample, labels
+from w2sjax.engine.loops.dense import signal_coefs
+from w2sjax.engine.metrics import STEP_METRICS
+from w2sjax.engine.models import logistic_loss, sign, weak_output
+from w2sjax.engine.noise import SAMPLERS
+from w2sjax.engine.simulate import simulate
+from w2sjax.engine.teachers import fit_weak
+from w2sjax.engine.train import draw_run
 
 
 def _one(config, seed: int = 0):

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import jax
 
-from w2sjax.batch import Shape, stack_params
 from w2sjax.bench_timing import timed
 from w2sjax.buckets import Run, chunk_id
-from w2sjax.simulate import simulate
+from w2sjax.engine.batch import Shape, stack_params
+from w2sjax.engine.simulate import simulate
+from w2sjax.engine.train import draw_run, prepare_run
 from w2sjax.store import chunk_tables, write_chunk
-from w2sjax.train import draw_run, prepare_run
 
 
 @dataclass(frozen=True)

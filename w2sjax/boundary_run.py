@@ -17,7 +17,6 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from w2sjax.batch import run_id
 from w2sjax.boundary import (
     THEORY_SLOPES,
     Found,
@@ -30,10 +29,11 @@ from w2sjax.config.fields import FIELDS, ConfigError, is_numeric
 from w2sjax.config.grid import Sweep, expand
 from w2sjax.config.settings import Config
 from w2sjax.crossings import interval, slopes
-from w2sjax.metrics import STEP_METRICS
+from w2sjax.engine.batch import run_id
+from w2sjax.engine.metrics import STEP_METRICS
+from w2sjax.engine.theory import abundance, benign_snr
 from w2sjax.reading import load
 from w2sjax.summary import with_final
-from w2sjax.theory import abundance, benign_snr
 
 # Metrics that are fractions: a level outside [0, 1] can never be crossed.
 FRACTIONS = {m for m in STEP_METRICS if "acc" in m or m in ("flip_corrected", "flipped_grad_share")}

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import jax
 
-from w2sjax.batch import Shape, choose_noise, run_id, span_size
 from w2sjax.config.fields import FIELDS, SPAN_KEEPING, at_silent_default
 from w2sjax.config.grid import Sweep
 from w2sjax.config.settings import Config
+from w2sjax.engine.batch import Shape, choose_noise, run_id, span_size
+from w2sjax.engine.metrics import STEP_METRICS
+from w2sjax.engine.optimizers import OPTIMIZERS
 from w2sjax.layout import DatasetRefused
-from w2sjax.metrics import STEP_METRICS
-from w2sjax.optimizers import OPTIMIZERS
 
 Run = tuple[Config, int]
 BYTES_F32 = 4

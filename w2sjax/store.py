@@ -26,9 +26,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from w2sjax import __version__
-from w2sjax.batch import Shape, run_id
 from w2sjax.config.fields import FIELDS
 from w2sjax.config.settings import Config
+from w2sjax.engine.batch import Shape, run_id
+from w2sjax.engine.metrics import (
+    CEILING_STEP_METRICS,
+    RUN_METRICS,
+    SECOND_LAYER_STEP_METRICS,
+    STEP_METRICS,
+)
+from w2sjax.engine.theory import abundance, benign_snr, pgr
 from w2sjax.integrity import read_spec
 from w2sjax.layout import (
     SPEC_FILE,
@@ -40,13 +47,6 @@ from w2sjax.layout import (
     part_path,
     parts,
 )
-from w2sjax.metrics import (
-    CEILING_STEP_METRICS,
-    RUN_METRICS,
-    SECOND_LAYER_STEP_METRICS,
-    STEP_METRICS,
-)
-from w2sjax.theory import abundance, benign_snr, pgr
 
 FILTER_COLUMNS = ("gmu_plus1", "gmu_minus1", "gnu_plus1", "gnu_minus1")
 INIT_COLUMNS = ("w0_mu_plus1", "w0_mu_minus1", "w0_nu_plus1", "w0_nu_minus1")

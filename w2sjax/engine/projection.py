@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2sjax.models import mm
+from w2sjax.engine.models import mm
 
 # The smallest eigenvalue, relative to the diagonal, of the training noise's Gram matrix at which
 # a projection onto the training noise still resolves rho in float32; below it rho is NaN.

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from w2sjax.config.fields import FIELDS, FORMS, NOISES, PRECISIONS, SPAN_KEEPING
 from w2sjax.config.settings import Config, check_engine, check_span, log_steps, weak_set_size
-from w2sjax.data import noise_rank
+from w2sjax.engine.data import noise_rank
 
 # Which config fields select the compiled program and which are batched, as fields.FIELDS
 # declares them (FieldSpec.static).

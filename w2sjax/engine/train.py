@@ -1,5 +1,5 @@
 """One run (docs/MODEL.md sections 1 to 5): its draws, the teacher's pseudo-labels, the
-student's GD loop (loops.py) stepped through the logged steps, and what it records (metrics.py).
+student's GD loop (loops/) stepped through the logged steps, and what it records (metrics.py).
 
 Everything here is a pure function of one run's scalars; `simulate` vmaps it over runs.
 """
@@ -15,17 +15,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2sjax.activations import ACTIVATIONS, Act
-from w2sjax.batch import Params, Shape
-from w2sjax.data import HARD, RunData, Sample, labels, signal_matrix
-from w2sjax.loops import LOOPS
-from w2sjax.loops_state import LoopInputs, Views
-from w2sjax.metrics import CEILING_STEP_METRICS, record, teacher_metrics
-from w2sjax.models import SECOND_LAYERS, mm
-from w2sjax.noise import SAMPLERS, NoiseKeys
-from w2sjax.optimizers import OPTIMIZERS
-from w2sjax.progress import report_step
-from w2sjax.teachers import TEACHERS
+from w2sjax.engine.activations import ACTIVATIONS, Act
+from w2sjax.engine.batch import Params, Shape
+from w2sjax.engine.data import HARD, RunData, Sample, labels, signal_matrix
+from w2sjax.engine.loops import LOOPS
+from w2sjax.engine.loops.state import LoopInputs, Views
+from w2sjax.engine.metrics import CEILING_STEP_METRICS, record, teacher_metrics
+from w2sjax.engine.models import SECOND_LAYERS, mm
+from w2sjax.engine.noise import SAMPLERS, NoiseKeys
+from w2sjax.engine.optimizers import OPTIMIZERS
+from w2sjax.engine.progress import report_step
+from w2sjax.engine.teachers import TEACHERS
 
 # The validation set's key is fold_in(run key, VAL_SALT), the hard_labels = "coin" control's
 # coins fold_in(run key, COIN_SALT): draws of their own, so adding them changed no other draw of a

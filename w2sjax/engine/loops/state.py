@@ -1,5 +1,5 @@
-"""What the two loop forms (loops.py) and their callers share: the states the forms carry, the
-Views metrics.record reads and the Loop a form is set up as.
+"""What the two loop forms (the registry in loops/__init__.py) and their callers share: the
+states the forms carry, the Views metrics.record reads and the Loop a form is set up as.
 
 It sits below both forms, so each form, train.py and metrics.py depend on it and not on each
 other; with it are the two helpers both forms' steps use (trained, out_sign)."""
@@ -11,10 +11,10 @@ from typing import Any, NamedTuple
 
 import chex
 
-from w2sjax.activations import Act
-from w2sjax.data import Sample
-from w2sjax.models import J_SIGN, Preacts
-from w2sjax.optimizers import Opt
+from w2sjax.engine.activations import Act
+from w2sjax.engine.data import Sample
+from w2sjax.engine.models import J_SIGN, Preacts
+from w2sjax.engine.optimizers import Opt
 
 
 class Views(NamedTuple):

@@ -13,11 +13,11 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from w2sjax.activations import Act
-from w2sjax.data import Sample, patch_coefs
-from w2sjax.loops_state import Coef, Loop, LoopInputs, Views, out_sign, trained
-from w2sjax.models import Preacts, filter_sums, mm, strong_output_of
-from w2sjax.optimizers import Opt
+from w2sjax.engine.activations import Act
+from w2sjax.engine.data import Sample, patch_coefs
+from w2sjax.engine.loops.state import Coef, Loop, LoopInputs, Views, out_sign, trained
+from w2sjax.engine.models import Preacts, filter_sums, mm, strong_output_of
+from w2sjax.engine.optimizers import Opt
 
 
 @chex.dataclass(frozen=True)

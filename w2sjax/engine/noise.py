@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2sjax.batch import SIGNAL_AXES, Params, Shape
-from w2sjax.data import noise_mask, noise_rank
+from w2sjax.engine.batch import SIGNAL_AXES, Params, Shape
+from w2sjax.engine.data import noise_mask, noise_rank
 
 # The reduced sampler's key is fold_in(run key, REDUCED_SALT): a draw of its own, never one of the
 # run's four split keys (with partitionable threefry those hash counters 0-3, without it counter

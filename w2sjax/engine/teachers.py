@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from w2sjax.batch import Params, Shape
 from w2sjax.config.fields import TEACHERS as TEACHER_NAMES
-from w2sjax.data import RunData, Sample
-from w2sjax.models import logistic_loss, sign, weak_output
+from w2sjax.engine.batch import Params, Shape
+from w2sjax.engine.data import RunData, Sample
+from w2sjax.engine.models import logistic_loss, sign, weak_output
 
 # A flip teacher's flips come from fold_in(run key, FLIP_SALT): a key of their own
 # (noise.REDUCED_SALT's reasoning), never one another draw of the run uses.

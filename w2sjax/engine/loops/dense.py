@@ -1,7 +1,7 @@
 """The dense loop form (docs/MODEL.md section 3): W itself stepped, 8 m n_st D FLOPs a step.
 
 It takes every optimizer and needs no precomputation, so it is the form for large n_st and for
-optimizers that leave the span, and the reference the coefficient form (loops_coef.py) is
+optimizers that leave the span, and the reference the coefficient form (engine/loops/coef.py) is
 tested against."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from w2sjax.activations import Act
-from w2sjax.data import Sample
-from w2sjax.loops_state import Loop, LoopInputs, Strong, Views, out_sign, trained
-from w2sjax.models import logistic_loss, mm, strong_output_of, strong_preacts
-from w2sjax.optimizers import Opt
-from w2sjax.projection import projected_coefs, projection
+from w2sjax.engine.activations import Act
+from w2sjax.engine.data import Sample
+from w2sjax.engine.loops.state import Loop, LoopInputs, Strong, Views, out_sign, trained
+from w2sjax.engine.models import logistic_loss, mm, strong_output_of, strong_preacts
+from w2sjax.engine.optimizers import Opt
+from w2sjax.engine.projection import projected_coefs, projection
 
 
 def strong_init(W0: chex.Array, n_st: int, opt: Opt, v0: chex.Array | None = None) -> Strong:

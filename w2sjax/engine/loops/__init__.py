@@ -5,8 +5,8 @@ computed once. Both give the same curves to float32 round-off (a test runs 1000 
 Each step is GD's increment -eta grad L_S mapped to an update by the run's optimizer
 (optimizers.py); the coefficient form takes only optimizers that keep the span.
 
-The forms are loops_dense.py and loops_coef.py, what they share (states, Views, Loop)
-loops_state.py; this registry is the one place that names them."""
+The forms are engine/loops/dense.py and engine/loops/coef.py, what they share (states, Views, Loop)
+engine/loops/state.py; this registry is the one place that names them."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import chex
 
-from w2sjax.loops_coef import coef_loop
-from w2sjax.loops_dense import dense_loop
-from w2sjax.loops_state import Loop, LoopInputs
+from w2sjax.engine.loops.coef import coef_loop
+from w2sjax.engine.loops.dense import dense_loop
+from w2sjax.engine.loops.state import Loop, LoopInputs
 
 # Each form: (inputs, labels yhat (n_st,)) -> Loop.
 LOOPS: dict[str, Callable[[LoopInputs, chex.Array], Loop]] = {

@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from w2sjax.activations import RELU, Act
-from w2sjax.data import BOTH, EASY, HARD, MU_NEG, MU_POS, NU_NEG, NU_POS, Sample
-from w2sjax.loops_state import Views
-from w2sjax.models import J_SIGN, Preacts, logistic_loss, sign, strong_output_of
+from w2sjax.engine.activations import RELU, Act
+from w2sjax.engine.data import BOTH, EASY, HARD, MU_NEG, MU_POS, NU_NEG, NU_POS, Sample
+from w2sjax.engine.loops.state import Views
+from w2sjax.engine.models import J_SIGN, Preacts, logistic_loss, sign, strong_output_of
 
 RUN_METRICS = ("weak_test_acc", "weak_test_acc_hard", "pseudo_label_error")
 STEP_METRICS = (

@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2sjax.activations import RELU, Act
 from w2sjax.config.fields import SECOND_LAYERS as SECOND_LAYER_NAMES
-from w2sjax.data import Sample, patch_coefs
+from w2sjax.engine.activations import RELU, Act
+from w2sjax.engine.data import Sample, patch_coefs
 
 J_SIGN = np.array([1.0, -1.0], np.float32)  # j of class index 0 and 1 (numpy: no device at import)
 

@@ -7,8 +7,8 @@ from functools import partial
 
 import jax
 
-from w2sjax.batch import Params, Shape
-from w2sjax.train import simulate_run
+from w2sjax.engine.batch import Params, Shape
+from w2sjax.engine.train import simulate_run
 
 # How many times `simulate` was traced per Shape: a bucket run in many chunks should trace once.
 TRACES: Counter[Shape] = Counter()

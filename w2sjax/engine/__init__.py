@@ -1,0 +1,42 @@
+"""Stage 2, engine: one run of docs/MODEL.md as pure jax functions, and its batched program.
+
+- batch.py: `Shape` (static: selects the compiled program) and `Params` (dynamic: runs axis).
+- data.py: the distribution of section 1 (samples as labels, category, sign and noise patch).
+- noise.py: the noise samplers (`SAMPLERS`: full, reduced).
+- activations.py, optimizers.py, teachers.py: registries (`ACTIVATIONS`, `OPTIMIZERS`,
+  `TEACHERS`), a name mapping to a small object.
+- models.py: the weak and strong models; the second layer (`SECOND_LAYERS`).
+- loops/: the student's training loop in its two exact forms (`LOOPS`: dense, coef).
+- projection.py: Adam's coefficients, a projection onto the span.
+- metrics.py: what a run records (`STEP_METRICS`, `RUN_METRICS`).
+- train.py: one run: draws, the teacher's labels, the loop, the records.
+- simulate.py: `simulate(shape, params)`, jit(vmap(one run)), one compile per Shape.
+- progress.py: the loop's step reports and the progress bar.
+- theory.py: benign_snr, abundance, PGR (section 6).
+"""
+
+from w2sjax._lazy import exports
+
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        "Shape": "batch",
+        "Params": "batch",
+        "stack_params": "batch",
+        "run_id": "batch",
+        "SAMPLERS": "noise",
+        "ACTIVATIONS": "activations",
+        "OPTIMIZERS": "optimizers",
+        "TEACHERS": "teachers",
+        "SECOND_LAYERS": "models",
+        "LOOPS": "loops",
+        "STEP_METRICS": "metrics",
+        "RUN_METRICS": "metrics",
+        "draw_run": "train",
+        "prepare_run": "train",
+        "simulate_run": "train",
+        "benign_snr": "theory",
+        "abundance": "theory",
+        "pgr": "theory",
+    },
+)
