@@ -1,7 +1,9 @@
 """Runs made before the teacher, activation and optimizer registries (tests/golden/, commit
 a45f215) come out of today's code unchanged: every column they had, under both noise samplers,
-with the new fields at their defaults. Exactly under the jax version and backend that made them;
-elsewhere XLA may order a reduction differently, so to float32 round-off."""
+with the new fields at their defaults. Exactly under the jax version, backend and CPU vector
+extension that made them (XLA's CPU code vectorises a reduction to the widest extension the host
+has, so an AVX2-only host sums in another order: last-bit differences in train_loss, seen on an
+AVX2 AMD EPYC); elsewhere to float32 round-off."""
 
 from __future__ import annotations
 
@@ -22,6 +24,14 @@ GOLDEN = Path(__file__).parent / "golden"
 NEW_FIELDS = tuple(f for f in ADDED_FIELDS if f != "hard_labels")  # it existed already
 
 
+def _has_avx512f() -> bool:
+    """Whether this host's CPU has AVX-512 (read where Linux says; False elsewhere)."""
+    try:
+        return " avx512f " in Path("/proc/cpuinfo").read_text().replace("\n", " ")
+    except OSError:
+        return False
+
+
 @pytest.mark.parametrize("noise", ["full", "reduced"])
 def test_runs_made_before_the_registries_are_unchanged(noise, tmp_path):
     # a two-axis sweep with a choice axis (hard_labels): no heatmap, and no crash drawing one
@@ -29,7 +39,11 @@ def test_runs_made_before_the_registries_are_unchanged(noise, tmp_path):
     assert main([*args, "--out", str(tmp_path)]) == 0
     runs, steps = w2sjax.load(tmp_path / "golden")
     made_by = json.loads((GOLDEN / "made_by.json").read_text())
-    exact = (made_by["jax"], made_by["backend"]) == (jax.__version__, jax.default_backend())
+    exact = (made_by["jax"], made_by["backend"], made_by["avx512f"]) == (
+        jax.__version__,
+        jax.default_backend(),
+        _has_avx512f(),
+    )
     for table, name in ((runs, "runs"), (steps, "steps")):
         golden = pd.read_parquet(GOLDEN / f"{noise}_{name}.parquet")
         got = table[golden.columns].reset_index(drop=True)
