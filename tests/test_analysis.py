@@ -24,8 +24,8 @@ from w2sjax.config.settings import build
 from w2sjax.config.toml import to_toml
 from w2sjax.crossings import boundary_fit, crossing, snr_threshold
 from w2sjax.engine.batch import Shape, stack_params
-from w2sjax.reading import load
 from w2sjax.summary import mean_interval, summary_table, with_final
+from w2sjax.tables.reading import load
 
 
 def test_mean_interval_is_the_t_interval():

@@ -12,7 +12,7 @@ from w2sjax.config.settings import build
 from w2sjax.engine.batch import Shape, stack_params
 from w2sjax.engine.simulate import simulate
 from w2sjax.engine.theory import pgr
-from w2sjax.store import runs_table
+from w2sjax.tables.store import runs_table
 
 FIELDS = dict(n_st=60, p_e=0.3, p_h=0.4, p_b="rest", steps=30, hard_labels="coin")
 

@@ -17,8 +17,8 @@ from w2sjax.config.toml import to_toml
 from w2sjax.engine.batch import Shape, run_id, stack_params
 from w2sjax.engine.metrics import RUN_METRICS, STEP_METRICS
 from w2sjax.engine.train import draw_run
-from w2sjax.reading import read_table
-from w2sjax.store import FILTER_COLUMNS, INIT_COLUMNS
+from w2sjax.tables.reading import read_table
+from w2sjax.tables.store import FILTER_COLUMNS, INIT_COLUMNS
 
 RUN_COLUMNS = [
     "run_id",

@@ -14,7 +14,7 @@ import pytest
 from conftest import SWEEP_TEXT, assert_same_tables, cli, finish
 
 import w2sjax
-from w2sjax.layout import parts
+from w2sjax.tables.layout import parts
 
 BIG = (
     SWEEP_TEXT.replace("seeds = 3", "seeds = 20")

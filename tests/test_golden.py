@@ -18,7 +18,7 @@ import pytest
 import w2sjax
 from w2sjax.cli import main
 from w2sjax.config.fields import FIELDS
-from w2sjax.reading import ADDED_FIELDS
+from w2sjax.tables.reading import ADDED_FIELDS
 
 GOLDEN = Path(__file__).parent / "golden"
 NEW_FIELDS = tuple(f for f in ADDED_FIELDS if f != "hard_labels")  # it existed already

@@ -18,16 +18,16 @@ import pytest
 from conftest import SWEEP_TEXT, assert_same_tables, cli, finish
 
 import w2sjax
-import w2sjax.store as store
+import w2sjax.tables.store as store
 from w2sjax.cli import main
 from w2sjax.config.grid import load_sweep
-from w2sjax.damage import DamagedDataset
-from w2sjax.integrity import inspect
-from w2sjax.layout import TABLES, deleting_path, lock_path, parts
-from w2sjax.lock import DatasetLock, LockHeld
-from w2sjax.reading import read_table
-from w2sjax.store import SpecMismatch
 from w2sjax.sweep import execute
+from w2sjax.tables.damage import DamagedDataset
+from w2sjax.tables.integrity import inspect
+from w2sjax.tables.layout import TABLES, deleting_path, lock_path, parts
+from w2sjax.tables.lock import DatasetLock, LockHeld
+from w2sjax.tables.reading import read_table
+from w2sjax.tables.store import SpecMismatch
 
 CHUNK = 2  # runs per chunk: 12 runs, 6 chunks
 

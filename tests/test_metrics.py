@@ -15,7 +15,7 @@ from w2sjax.engine.data import BOTH, EASY, HARD, Sample
 from w2sjax.engine.loops.state import Views
 from w2sjax.engine.metrics import STEP_METRICS, record, teacher_metrics
 from w2sjax.engine.models import Preacts
-from w2sjax.store import runs_table
+from w2sjax.tables.store import runs_table
 
 E, H, B = EASY, HARD, BOTH
 

@@ -16,11 +16,11 @@ from conftest import assert_same_tables, cli, finish
 import w2sjax
 from w2sjax.cli import main
 from w2sjax.config.grid import load_sweep
-from w2sjax.layout import part_path
-from w2sjax.lock import DatasetLock
 from w2sjax.report import PAPER_COLUMNS
-from w2sjax.store import SpecMismatch
 from w2sjax.sweep import execute
+from w2sjax.tables.layout import part_path
+from w2sjax.tables.lock import DatasetLock
+from w2sjax.tables.store import SpecMismatch
 
 
 @pytest.mark.parametrize("max_chunk", [pytest.param(1, marks=pytest.mark.slow), 3])

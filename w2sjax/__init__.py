@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     # Lazy, so `import w2sjax` (and the CLI's input checks) stay fast and jax-free.
     if name == "load":
-        from w2sjax.reading import load
+        from w2sjax.tables.reading import load
 
         return load
     raise AttributeError(f"module 'w2sjax' has no attribute {name!r}")

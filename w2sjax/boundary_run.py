@@ -32,8 +32,8 @@ from w2sjax.crossings import interval, slopes
 from w2sjax.engine.batch import run_id
 from w2sjax.engine.metrics import STEP_METRICS
 from w2sjax.engine.theory import abundance, benign_snr
-from w2sjax.reading import load
 from w2sjax.summary import with_final
+from w2sjax.tables.reading import load
 
 # Metrics that are fractions: a level outside [0, 1] can never be crossed.
 FRACTIONS = {m for m in STEP_METRICS if "acc" in m or m in ("flip_corrected", "flipped_grad_share")}
@@ -183,8 +183,8 @@ def slope_table(result: Result, req: Request, others: list[str]) -> pd.DataFrame
 
 def write_outputs(result: Result, req: Request, others: list[str], root: Path) -> list[Path]:
     """boundary.csv, slopes.csv and boundary.png under the dataset folder `root`."""
-    from w2sjax.layout import BOUNDARY_FILES
     from w2sjax.plots import boundary_figure
+    from w2sjax.tables.layout import BOUNDARY_FILES
 
     paths = [root / name for name in BOUNDARY_FILES]
     result.table.to_csv(paths[0], index=False)
@@ -199,8 +199,8 @@ def run_boundary(
 ) -> list[Path]:
     """The whole search under the dataset's lock (so no other writer meets it between rounds),
     then its outputs. Raises what `execute` raises (DatasetRefused, OSError, OutOfMemory)."""
-    from w2sjax.lock import DatasetLock
     from w2sjax.sweep import execute
+    from w2sjax.tables.lock import DatasetLock
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

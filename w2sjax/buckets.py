@@ -23,7 +23,7 @@ from w2sjax.config.settings import Config
 from w2sjax.engine.batch import Shape, choose_noise, run_id, span_size
 from w2sjax.engine.metrics import STEP_METRICS
 from w2sjax.engine.optimizers import OPTIMIZERS
-from w2sjax.layout import DatasetRefused
+from w2sjax.tables.layout import DatasetRefused
 
 Run = tuple[Config, int]
 BYTES_F32 = 4

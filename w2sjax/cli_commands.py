@@ -20,8 +20,8 @@ from w2sjax.config.settings import check_engine
 
 
 def _report(args: argparse.Namespace) -> int:
-    from w2sjax.layout import DatasetRefused
     from w2sjax.report import write_report
+    from w2sjax.tables.layout import DatasetRefused
 
     try:
         path = write_report(args.dir, args.format)
@@ -42,8 +42,8 @@ def _boundary(args: argparse.Namespace) -> int:
         return error(err, 2)
     # jax loads only once the input is known to be good.
     from w2sjax.boundary_run import run_boundary
-    from w2sjax.layout import DatasetRefused
     from w2sjax.sweep import OutOfMemory
+    from w2sjax.tables.layout import DatasetRefused
 
     try:
         paths = run_boundary(sweep, request, args.out, args.quiet, args.noise)
@@ -60,8 +60,8 @@ def _boundary(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from w2sjax.check import check
-    from w2sjax.layout import DatasetRefused
+    from w2sjax.tables.check import check
+    from w2sjax.tables.layout import DatasetRefused
 
     try:
         result = check(args.dir, args.repair)
@@ -106,8 +106,8 @@ def _bench(args: argparse.Namespace) -> int:
                 )
         from w2sjax.bench import run_bench, write
         from w2sjax.bench_sweep import prepare_keep, sweep_bench, writable_folder
-        from w2sjax.layout import DatasetRefused
         from w2sjax.sweep import OutOfMemory
+        from w2sjax.tables.layout import DatasetRefused
 
         writable_folder(args.out, "--out")
         if args.keep:

@@ -72,9 +72,9 @@ def _figures(sweep: Sweep, root: Path) -> list[Path]:
     axes = sweep.axes()
     if not heatmap_axes(axes):
         return []
-    from w2sjax.layout import FIGURES
     from w2sjax.plots import hard_heatmap, phase_heatmap
-    from w2sjax.reading import load
+    from w2sjax.tables.layout import FIGURES
+    from w2sjax.tables.reading import load
 
     runs, steps = load(root)
     gain = phase_heatmap(runs, *axes, root / FIGURES["gain"])
@@ -89,8 +89,8 @@ def sweep_command(args: argparse.Namespace) -> int:
     except ConfigError as err:
         return error(err, 2)
     # jax loads only once the input is known to be good.
-    from w2sjax.layout import DatasetRefused
     from w2sjax.sweep import OutOfMemory, execute
+    from w2sjax.tables.layout import DatasetRefused
 
     procs = _processes(args)
     resume = resume_hint(args)

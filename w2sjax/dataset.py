@@ -19,11 +19,11 @@ from pathlib import Path
 
 from w2sjax.buckets import assign_noise, noise_record
 from w2sjax.config.grid import Sweep
-from w2sjax.damage import quarantine, remove_uncommitted
-from w2sjax.integrity import inspect, read_spec
-from w2sjax.layout import SPEC_FILE, DatasetRefused, existing_spec
-from w2sjax.lock import DatasetLock
-from w2sjax.store import (
+from w2sjax.tables.damage import quarantine, remove_uncommitted
+from w2sjax.tables.integrity import inspect, read_spec
+from w2sjax.tables.layout import SPEC_FILE, DatasetRefused, existing_spec
+from w2sjax.tables.lock import DatasetLock
+from w2sjax.tables.store import (
     SpecMismatch,
     check_spec,
     discard,

@@ -40,7 +40,7 @@ from w2sjax.dataset import Processes, prepare
 from w2sjax.engine.batch import Shape, stack_params
 from w2sjax.engine.progress import Progress
 from w2sjax.engine.simulate import simulate
-from w2sjax.store import chunk_tables, done_run_ids, table_metadata, write_chunk
+from w2sjax.tables.store import chunk_tables, done_run_ids, table_metadata, write_chunk
 
 # How often the main thread wakes while a chunk computes, to run a Ctrl-C's handler.
 POLL_S = 0.05

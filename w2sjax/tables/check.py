@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from w2sjax.damage import quarantine, remove_uncommitted
-from w2sjax.integrity import Inspection, inspect, read_spec
-from w2sjax.layout import QUARANTINE, SPEC_FILE, TABLES, DatasetRefused, existing_spec
-from w2sjax.lock import DatasetLock, LockHeld
+from w2sjax.tables.damage import quarantine, remove_uncommitted
+from w2sjax.tables.integrity import Inspection, inspect, read_spec
+from w2sjax.tables.layout import QUARANTINE, SPEC_FILE, TABLES, DatasetRefused, existing_spec
+from w2sjax.tables.lock import DatasetLock, LockHeld
 
 SHOWN = 10  # damaged or stray entries listed one per line; the rest are counted
 
@@ -76,7 +76,7 @@ def _verdict(ins: Inspection) -> str:
 
 
 def _repair(root: Path) -> CheckResult:
-    from w2sjax.store import write_text  # store brings jax: only a repair writes
+    from w2sjax.tables.store import write_text  # store brings jax: only a repair writes
 
     with DatasetLock(root):
         remove_uncommitted(root)

@@ -15,7 +15,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from w2sjax.config.fields import FIELDS
-from w2sjax.damage import DamagedDataset, require_intact, unreadable_line
+from w2sjax.tables.damage import DamagedDataset, require_intact, unreadable_line
 
 PARTITIONING = ds.partitioning(pa.schema([("bucket", pa.string())]), flavor="hive")
 # Parts carry page checksums (store.write_parquet): a damaged page fails the read, never reads

@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from w2sjax.layout import DatasetRefused, lock_path
+from w2sjax.tables.layout import DatasetRefused, lock_path
 
 # A writer retries this long before refusing: `w2sjax check` holds the lock shared for a moment.
 WAIT_S = 2.0

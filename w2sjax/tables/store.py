@@ -36,8 +36,8 @@ from w2sjax.engine.metrics import (
     STEP_METRICS,
 )
 from w2sjax.engine.theory import abundance, benign_snr, pgr
-from w2sjax.integrity import read_spec
-from w2sjax.layout import (
+from w2sjax.tables.integrity import read_spec
+from w2sjax.tables.layout import (
     SPEC_FILE,
     DatasetRefused,
     deleting_leftovers,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from w2sjax.integrity import Inspection, inspect, reason, uncommitted, walk
-from w2sjax.layout import QUARANTINE, DatasetRefused
+from w2sjax.tables.integrity import Inspection, inspect, reason, uncommitted, walk
+from w2sjax.tables.layout import QUARANTINE, DatasetRefused
 
 
 class DamagedDataset(DatasetRefused):

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import sweep_from
 from w2sjax.config.settings import log_steps
-from w2sjax.layout import (
+from w2sjax.tables.layout import (
     OWN_TOP_LEVEL,
     SPEC_FILE,
     TABLES,
