@@ -226,7 +226,7 @@ def assert_same_tables(a, b, exact: bool = False) -> None:
 def reference(tmp_path_factory):
     """(runs, steps) of the sweep of SWEEP_TEXT in one process, one chunk per bucket."""
     from w2sjax.config.grid import load_sweep
-    from w2sjax.sweep import execute
+    from w2sjax.sweep.execution import execute
 
     tmp = tmp_path_factory.mktemp("ref")
     (tmp / "sw.toml").write_text(SWEEP_TEXT)

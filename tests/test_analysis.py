@@ -16,7 +16,6 @@ import w2sjax.bench as bench
 import w2sjax.bench_timing as bench_timing
 from w2sjax.bench import run_bench, write
 from w2sjax.bench_sweep import sweep_bench
-from w2sjax.buckets import bytes_per_run
 from w2sjax.cli import main
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import load_sweep
@@ -25,6 +24,7 @@ from w2sjax.config.toml import to_toml
 from w2sjax.crossings import boundary_fit, crossing, snr_threshold
 from w2sjax.engine.batch import Shape, stack_params
 from w2sjax.summary import mean_interval, summary_table, with_final
+from w2sjax.sweep.buckets import bytes_per_run
 from w2sjax.tables.reading import load
 
 

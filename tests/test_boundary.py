@@ -181,7 +181,7 @@ def test_ctrl_c_in_a_search_keeps_its_probes_and_says_how_to_resume(tmp_path, mo
     command, instead of reading probes that were never run (it used to raise a KeyError)."""
     import dataclasses
 
-    import w2sjax.sweep as engine
+    import w2sjax.sweep.execution as engine
 
     real = engine.execute
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from w2sjax.buckets import bytes_per_run, chunk_size, plan
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import load_sweep
 from w2sjax.engine.simulate import TRACES
-from w2sjax.sweep import execute
+from w2sjax.sweep.buckets import bytes_per_run, chunk_size, plan
+from w2sjax.sweep.execution import execute
 
 
 def _write(tmp_path, text: str):

@@ -21,7 +21,7 @@ import w2sjax
 import w2sjax.tables.store as store
 from w2sjax.cli import main
 from w2sjax.config.grid import load_sweep
-from w2sjax.sweep import execute
+from w2sjax.sweep.execution import execute
 from w2sjax.tables.damage import DamagedDataset
 from w2sjax.tables.integrity import inspect
 from w2sjax.tables.layout import TABLES, deleting_path, lock_path, parts

@@ -14,7 +14,6 @@ import pytest
 from conftest import assert_same_tables, small_config
 
 import w2sjax
-from w2sjax.buckets import bytes_per_run
 from w2sjax.cli import main
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import load_sweep
@@ -24,7 +23,8 @@ from w2sjax.engine.data import noise_mask, sample
 from w2sjax.engine.noise import SAMPLERS, NoiseKeys, bartlett
 from w2sjax.engine.simulate import simulate
 from w2sjax.engine.train import draw_run
-from w2sjax.sweep import execute
+from w2sjax.sweep.buckets import bytes_per_run
+from w2sjax.sweep.execution import execute
 
 DATA = Path(__file__).parent / "data"
 
@@ -294,7 +294,7 @@ def test_the_sampler_is_recorded_and_a_resume_keeps_it(tmp_path, capsys):
 
 
 def test_reduced_coordinates_out_of_memory_is_the_usual_clear_line(tmp_path, monkeypatch, capsys):
-    import w2sjax.sweep as engine
+    import w2sjax.sweep.execution as engine
 
     def no_memory(shape, params, tick=None):
         assert shape.noise == "reduced"

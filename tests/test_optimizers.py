@@ -246,8 +246,8 @@ def test_a_grid_mixing_optimizers_gives_adam_the_full_sampler(tmp_path, capsys):
     """At d >> M, --noise auto takes the reduced sampler for GD's points and the full one for
     Adam's, whichever comes first in the grid (their noise keys differ, so neither decides for
     the other); `w2sjax boundary --noise reduced` refuses Adam in one line before writing."""
-    from w2sjax.buckets import assign_noise, plan
     from w2sjax.config.grid import load_sweep
+    from w2sjax.sweep.buckets import assign_noise, plan
 
     for order in (["adam", "gd"], ["gd", "adam"]):
         spec = tmp_path / "mixed.toml"

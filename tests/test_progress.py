@@ -16,7 +16,7 @@ from w2sjax.engine import progress
 from w2sjax.engine.progress import MAX_TICKS, Progress
 from w2sjax.engine.theory import pgr
 from w2sjax.report import write_report
-from w2sjax.sweep import execute
+from w2sjax.sweep.execution import execute
 
 LINE = re.compile(r"w2sjax: ([\d,]+) of ([\d,]+) run-steps")
 

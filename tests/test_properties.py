@@ -147,7 +147,8 @@ def test_the_cli_runs_or_exits_2_with_one_line(text, overrides):
         argv = ["sweep", str(path), "--out", str(Path(tmp) / "out"), "--quiet"]
         argv += [word for item in overrides for word in ("--set", item)]
         err = io.StringIO()
-        with mock.patch("w2sjax.sweep.execute", side_effect=_WouldRun), redirect_stderr(err):
+        would_run = mock.patch("w2sjax.sweep.execution.execute", side_effect=_WouldRun)
+        with would_run, redirect_stderr(err):
             try:
                 code = main(argv)
             except _WouldRun:

@@ -17,7 +17,7 @@ import w2sjax
 from w2sjax.cli import main
 from w2sjax.config.grid import load_sweep
 from w2sjax.report import PAPER_COLUMNS
-from w2sjax.sweep import execute
+from w2sjax.sweep.execution import execute
 from w2sjax.tables.layout import part_path
 from w2sjax.tables.lock import DatasetLock
 from w2sjax.tables.store import SpecMismatch
@@ -240,7 +240,7 @@ def test_out_of_memory_halves_the_chunk_and_changes_nothing(
 ):
     """XLA's RESOURCE_EXHAUSTED (injected for calls of more than 2 runs) makes the sweep retry
     in halves, for the rest of the bucket too; the tables equal the reference's."""
-    import w2sjax.sweep as engine
+    import w2sjax.sweep.execution as engine
 
     real, sizes = engine.simulate, []
 
@@ -258,7 +258,7 @@ def test_out_of_memory_halves_the_chunk_and_changes_nothing(
 
 
 def test_out_of_memory_at_one_run_is_a_clear_error(sweep_file, tmp_path, monkeypatch, capsys):
-    import w2sjax.sweep as engine
+    import w2sjax.sweep.execution as engine
 
     def no_memory(shape, params, tick=None):
         raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating")
@@ -272,8 +272,8 @@ def test_out_of_memory_at_one_run_is_a_clear_error(sweep_file, tmp_path, monkeyp
 def test_full_disk_fails_before_compute(sweep_file, tmp_path, monkeypatch, capsys):
     import shutil as shutil_module
 
-    import w2sjax.buckets as buckets
-    import w2sjax.sweep as engine
+    import w2sjax.sweep.buckets as buckets
+    import w2sjax.sweep.execution as engine
 
     monkeypatch.setattr(
         buckets.shutil,

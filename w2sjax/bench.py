@@ -23,7 +23,7 @@ from pathlib import Path
 import jax
 
 from w2sjax.bench_timing import engine, jax_per_run, matmul_ceiling, shape_ceiling, torch_per_run
-from w2sjax.buckets import BYTES_F32
+from w2sjax.sweep.buckets import BYTES_F32
 from w2sjax.tables.store import write_text
 
 CEILING_BYTES = 16 * 2**30  # bytes of the same-shape ceiling's noise operand, at most

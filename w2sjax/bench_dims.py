@@ -38,9 +38,9 @@ def plan_case(kind: str, n_st: int, d: int) -> Case | str:
     """The case to measure, or why it does not fit this machine."""
     import jax
 
-    from w2sjax.buckets import bytes_per_run, memory_budget
     from w2sjax.config.settings import build
     from w2sjax.engine.batch import Shape
+    from w2sjax.sweep.buckets import bytes_per_run, memory_budget
 
     if kind == "torch":
         need = 2 * 4 * 3 * n_st * d  # the (n, d, 3) patches and their copy in the convolution

@@ -16,10 +16,10 @@ from pathlib import Path
 import jax
 
 from w2sjax.bench_timing import timed
-from w2sjax.buckets import Run, chunk_id
 from w2sjax.engine.batch import Shape, stack_params
 from w2sjax.engine.simulate import simulate
 from w2sjax.engine.train import draw_run, prepare_run
+from w2sjax.sweep.buckets import Run, chunk_id
 from w2sjax.tables.store import chunk_tables, write_chunk
 
 

@@ -15,11 +15,11 @@ import jax
 from w2sjax import bench_timing
 from w2sjax.bench import SIZES, device_sizes
 from w2sjax.bench_profile import Phases, profile_chunk
-from w2sjax.buckets import assign_noise, chunk_size, memory_budget, plan
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import Sweep
 from w2sjax.engine.batch import Shape
-from w2sjax.sweep import execute
+from w2sjax.sweep.buckets import assign_noise, chunk_size, memory_budget, plan
+from w2sjax.sweep.execution import execute
 
 
 def writable_folder(folder: str | Path, option: str) -> Path:

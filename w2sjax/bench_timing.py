@@ -21,7 +21,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from w2sjax.buckets import chunk_size, memory_budget
 from w2sjax.config.settings import build
 from w2sjax.engine.activations import RELU
 from w2sjax.engine.batch import Shape, stack_params
@@ -31,6 +30,7 @@ from w2sjax.engine.models import mm as einsum
 from w2sjax.engine.optimizers import OPTIMIZERS
 from w2sjax.engine.progress import TICKS_PER_S, Progress
 from w2sjax.engine.simulate import simulate
+from w2sjax.sweep.buckets import chunk_size, memory_budget
 
 # Runs of a bucket that fills the device as a sweep's chunk would (fill_runs): MIN_RUNS to
 # FILL_RUNS, the throughput a sweep with that many runs per bucket gets. The floor is the issue's

@@ -199,7 +199,7 @@ def run_boundary(
 ) -> list[Path]:
     """The whole search under the dataset's lock (so no other writer meets it between rounds),
     then its outputs. Raises what `execute` raises (DatasetRefused, OSError, OutOfMemory)."""
-    from w2sjax.sweep import execute
+    from w2sjax.sweep.execution import execute
     from w2sjax.tables.lock import DatasetLock
 
     out = Path(out)

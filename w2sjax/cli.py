@@ -36,7 +36,7 @@ def entry() -> NoReturn:
     except KeyboardInterrupt:
         print("w2sjax: interrupted", file=sys.stderr)
         status = 130
-    sweep = sys.modules.get("w2sjax.sweep")
+    sweep = sys.modules.get("w2sjax.sweep.execution")
     if sweep is not None and sweep.computing():
         sys.stdout.flush()
         sys.stderr.flush()

@@ -42,7 +42,7 @@ def _boundary(args: argparse.Namespace) -> int:
         return error(err, 2)
     # jax loads only once the input is known to be good.
     from w2sjax.boundary_run import run_boundary
-    from w2sjax.sweep import OutOfMemory
+    from w2sjax.sweep.execution import OutOfMemory
     from w2sjax.tables.layout import DatasetRefused
 
     try:
@@ -106,7 +106,7 @@ def _bench(args: argparse.Namespace) -> int:
                 )
         from w2sjax.bench import run_bench, write
         from w2sjax.bench_sweep import prepare_keep, sweep_bench, writable_folder
-        from w2sjax.sweep import OutOfMemory
+        from w2sjax.sweep.execution import OutOfMemory
         from w2sjax.tables.layout import DatasetRefused
 
         writable_folder(args.out, "--out")

@@ -45,7 +45,7 @@ def _processes(args: argparse.Namespace):
     """Initialise jax.distributed if asked; this process's share and how the processes meet."""
     import jax
 
-    from w2sjax.dataset import Processes
+    from w2sjax.sweep.dataset import Processes
 
     if not args.distributed:
         return Processes()
@@ -89,7 +89,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     except ConfigError as err:
         return error(err, 2)
     # jax loads only once the input is known to be good.
-    from w2sjax.sweep import OutOfMemory, execute
+    from w2sjax.sweep.execution import OutOfMemory, execute
     from w2sjax.tables.layout import DatasetRefused
 
     procs = _processes(args)

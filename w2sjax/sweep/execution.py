@@ -25,7 +25,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from w2sjax.buckets import (
+from w2sjax.config.grid import Sweep
+from w2sjax.engine.batch import Shape, stack_params
+from w2sjax.engine.progress import Progress
+from w2sjax.engine.simulate import simulate
+from w2sjax.sweep.buckets import (
     Run,
     Work,
     check_disk,
@@ -35,11 +39,7 @@ from w2sjax.buckets import (
     schedule,
     split,
 )
-from w2sjax.config.grid import Sweep
-from w2sjax.dataset import Processes, prepare
-from w2sjax.engine.batch import Shape, stack_params
-from w2sjax.engine.progress import Progress
-from w2sjax.engine.simulate import simulate
+from w2sjax.sweep.dataset import Processes, prepare
 from w2sjax.tables.store import chunk_tables, done_run_ids, table_metadata, write_chunk
 
 # How often the main thread wakes while a chunk computes, to run a Ctrl-C's handler.

@@ -1,7 +1,7 @@
 """A dataset folder made ready before any compute, so a sweep writes only into a folder that holds
 this spec's whole chunks: nothing a killed writer or a killed --fresh left half done, no damaged
 chunk, no results of another spec, precision or sampler. A resume then adds exactly the missing
-runs, with the samplers the folder already records. sweep.py computes the chunks afterwards.
+runs, with the samplers the folder already records. execution.py computes the chunks afterwards.
 
 Process 0 alone takes the lock and changes the folder; with several processes (--distributed) the
 others wait to learn whether that worked, so none waits for a process 0 that was refused, and then
@@ -17,8 +17,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from w2sjax.buckets import assign_noise, noise_record
 from w2sjax.config.grid import Sweep
+from w2sjax.sweep.buckets import assign_noise, noise_record
 from w2sjax.tables.damage import quarantine, remove_uncommitted
 from w2sjax.tables.integrity import inspect, read_spec
 from w2sjax.tables.layout import SPEC_FILE, DatasetRefused, existing_spec
