@@ -104,7 +104,7 @@ for spec in "$@"; do
   pack "$name" || continue
   python3 - "$spec" "$WORK" <<'PY'
 import sys, jax, w2sjax
-from w2sjax.summary import summary_table
+from w2sjax.analysis.summary import summary_table
 from w2sjax.config.grid import load_sweep
 sweep = load_sweep(sys.argv[1])
 runs, steps = w2sjax.load(f"{sys.argv[2]}/sweeps/{sweep.name}")

@@ -14,6 +14,8 @@ from conftest import SMALL, small_config
 
 import w2sjax.bench as bench
 import w2sjax.bench_timing as bench_timing
+from w2sjax.analysis.crossings import boundary_fit, crossing, snr_threshold
+from w2sjax.analysis.summary import mean_interval, summary_table, with_final
 from w2sjax.bench import run_bench, write
 from w2sjax.bench_sweep import sweep_bench
 from w2sjax.cli import main
@@ -21,9 +23,7 @@ from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import load_sweep
 from w2sjax.config.settings import build
 from w2sjax.config.toml import to_toml
-from w2sjax.crossings import boundary_fit, crossing, snr_threshold
 from w2sjax.engine.batch import Shape, stack_params
-from w2sjax.summary import mean_interval, summary_table, with_final
 from w2sjax.sweep.buckets import bytes_per_run
 from w2sjax.tables.reading import load
 
@@ -363,7 +363,7 @@ def test_heatmaps_of_a_sweep_without_hard_only_samples(tmp_path):
     """p_h = 0 (the label-noise setting): no hard-only accuracy to draw, so the hard-only heatmap
     is skipped (it crashed the sweep after its tables were written); the accuracy heatmap is
     drawn, on log axes for a sqrt(2) grid."""
-    from w2sjax.plots import _is_geometric, hard_heatmap, phase_heatmap
+    from w2sjax.analysis.plots import _is_geometric, hard_heatmap, phase_heatmap
 
     cells = [(mu, d) for mu in (2.0, 2.83, 4.0) for d in (100, 1000)]
     runs = pd.DataFrame(

@@ -12,12 +12,12 @@ import pytest
 from conftest import SWEEP_TEXT
 
 import w2sjax
-from w2sjax.boundary import bisect, lattice, n_crit, replicates
-from w2sjax.boundary_run import check_request
+from w2sjax.analysis.bisect import bisect, lattice, n_crit, replicates
+from w2sjax.analysis.boundary import check_request
+from w2sjax.analysis.crossings import interval, slopes
 from w2sjax.cli import main
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import sweep_from
-from w2sjax.crossings import interval, slopes
 
 
 def test_the_lattice_is_fixed_geometric_and_ends_at_the_bracket():
@@ -163,7 +163,7 @@ def test_a_small_search_keeps_its_probes_and_resumes(tmp_path, capsys):
 def test_the_figure_of_a_search_that_found_nothing_draws_without_warnings(tmp_path):
     """No point straddles the level: the probes are drawn, with no empty legend (matplotlib warns
     on one, and that warning reached every such search's stderr)."""
-    from w2sjax.plots import boundary_figure
+    from w2sjax.analysis.plots import boundary_figure
 
     probes = pd.DataFrame({"p_b": [0.3, 0.3, 0.6, 0.6], "n_st": [16, 4096, 16, 4096]})
     probes["test_acc_hard"] = [0.6, 0.64, 0.7, 0.83]

@@ -11,11 +11,11 @@ import pandas as pd
 from conftest import SWEEP_TEXT, assert_same_tables
 
 import w2sjax
+from w2sjax.analysis.report import write_report
 from w2sjax.config.grid import load_sweep
 from w2sjax.engine import progress
 from w2sjax.engine.progress import MAX_TICKS, Progress
 from w2sjax.engine.theory import pgr
-from w2sjax.report import write_report
 from w2sjax.sweep.execution import execute
 
 LINE = re.compile(r"w2sjax: ([\d,]+) of ([\d,]+) run-steps")

@@ -1,5 +1,5 @@
-"""The regime rule (w2sjax/regimes.py) on hand-made summary rows and on synthetic tables read
-through summary_table, where the early-stopping step and the test set's argmax disagree."""
+"""The regime rule (w2sjax/analysis/regimes.py) on hand-made summary rows and on synthetic tables
+read through summary_table, where the early-stopping step and the test set's argmax disagree."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
-from w2sjax.regimes import THRESHOLDS, regime
-from w2sjax.summary import filter_sign_agreement, summary_table
+from w2sjax.analysis.regimes import THRESHOLDS, regime
+from w2sjax.analysis.summary import filter_sign_agreement, summary_table
 
 NAN = float("nan")
 # A benign row: every pseudo-label fitted, every category learned, no label correction.

@@ -20,7 +20,7 @@ from w2sjax.config.settings import check_engine
 
 
 def _report(args: argparse.Namespace) -> int:
-    from w2sjax.report import write_report
+    from w2sjax.analysis.report import write_report
     from w2sjax.tables.layout import DatasetRefused
 
     try:
@@ -32,7 +32,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _boundary(args: argparse.Namespace) -> int:
-    from w2sjax.boundary_run import check_request
+    from w2sjax.analysis.boundary import check_request
 
     try:
         sweep = load_sweep(args.spec, seeds=args.seeds)
@@ -41,7 +41,7 @@ def _boundary(args: argparse.Namespace) -> int:
     except ConfigError as err:
         return error(err, 2)
     # jax loads only once the input is known to be good.
-    from w2sjax.boundary_run import run_boundary
+    from w2sjax.analysis.boundary import run_boundary
     from w2sjax.sweep.execution import OutOfMemory
     from w2sjax.tables.layout import DatasetRefused
 

@@ -72,7 +72,7 @@ def _figures(sweep: Sweep, root: Path) -> list[Path]:
     axes = sweep.axes()
     if not heatmap_axes(axes):
         return []
-    from w2sjax.plots import hard_heatmap, phase_heatmap
+    from w2sjax.analysis.plots import hard_heatmap, phase_heatmap
     from w2sjax.tables.layout import FIGURES
     from w2sjax.tables.reading import load
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from w2sjax.analysis.crossings import boundary_fit, snr_threshold
+from w2sjax.analysis.plots import curves, hard_heatmap, phase_heatmap
+from w2sjax.analysis.regimes import REGIME_RULE
+from w2sjax.analysis.summary import filter_sign_agreement, summary_table
 from w2sjax.config.grid import heatmap_axes, load_sweep
-from w2sjax.crossings import boundary_fit, snr_threshold
-from w2sjax.plots import curves, hard_heatmap, phase_heatmap
-from w2sjax.regimes import REGIME_RULE
-from w2sjax.summary import filter_sign_agreement, summary_table
 from w2sjax.tables.layout import SPEC_FILE
 from w2sjax.tables.reading import load, provenance, read_table
 

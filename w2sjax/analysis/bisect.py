@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from w2sjax.crossings import censored_crossing, crossing
+from w2sjax.analysis.crossings import censored_crossing, crossing
 
 # Probe = (point of the other axes, lattice index); evaluate returns each probe's seed values.
 Probe = tuple[Hashable, int]

@@ -1,7 +1,7 @@
-"""`w2sjax boundary SPEC --axis FIELD --metric M --level L`: boundary.bisect run on real sweeps.
+"""`w2sjax boundary SPEC --axis FIELD --metric M --level L`: bisect.bisect run on real sweeps.
 
 The probes of every round are grid points of one ordinary sweep dataset, <out>/<name>/: the
-file's other axes times boundary.lattice of FIELD, run with `execute(only=...)` while this
+file's other axes times bisect.lattice of FIELD, run with `execute(only=...)` while this
 process holds the dataset's lock for the whole search; a rerun reuses every probe written.
 Outputs beside the tables: boundary.csv, slopes.csv and boundary.png.
 """
@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from w2sjax.boundary import (
+from w2sjax.analysis.bisect import (
     THEORY_SLOPES,
     Found,
     bisect,
@@ -25,14 +25,14 @@ from w2sjax.boundary import (
     n_crit,
     replicates,
 )
+from w2sjax.analysis.crossings import interval, slopes
+from w2sjax.analysis.summary import with_final
 from w2sjax.config.fields import FIELDS, ConfigError, is_numeric
 from w2sjax.config.grid import Sweep, expand
 from w2sjax.config.settings import Config
-from w2sjax.crossings import interval, slopes
 from w2sjax.engine.batch import run_id
 from w2sjax.engine.metrics import STEP_METRICS
 from w2sjax.engine.theory import abundance, benign_snr
-from w2sjax.summary import with_final
 from w2sjax.tables.reading import load
 
 # Metrics that are fractions: a level outside [0, 1] can never be crossed.
@@ -183,7 +183,7 @@ def slope_table(result: Result, req: Request, others: list[str]) -> pd.DataFrame
 
 def write_outputs(result: Result, req: Request, others: list[str], root: Path) -> list[Path]:
     """boundary.csv, slopes.csv and boundary.png under the dataset folder `root`."""
-    from w2sjax.plots import boundary_figure
+    from w2sjax.analysis.plots import boundary_figure
     from w2sjax.tables.layout import BOUNDARY_FILES
 
     paths = [root / name for name in BOUNDARY_FILES]

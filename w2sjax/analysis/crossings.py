@@ -2,7 +2,7 @@
 (Theorem 3.4's boundary n_crit and its slopes, docs/MODEL.md section 7).
 
 Both boundary estimates use these: the fit over a grid here (boundary_fit, for the report) and
-the bisection search (boundary.py), so a bootstrap replicate that does not cross is censored the
+the bisection search (bisect.py), so a bootstrap replicate that does not cross is censored the
 same way and both give the same kind of interval."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from w2sjax.summary import w2s_gain
+from w2sjax.analysis.summary import w2s_gain
 
 
 def crossing(n_values: np.ndarray, gains: np.ndarray, level: float) -> float:

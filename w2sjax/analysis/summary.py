@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from w2sjax.regimes import regime
+from w2sjax.analysis.regimes import regime
 
 # Two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30; 1.96 beyond.
 _T975 = (

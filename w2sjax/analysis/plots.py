@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from w2sjax.crossings import snr_threshold  # noqa: E402
-from w2sjax.summary import w2s_gain, with_final  # noqa: E402
+from w2sjax.analysis.crossings import snr_threshold  # noqa: E402
+from w2sjax.analysis.summary import w2s_gain, with_final  # noqa: E402
 
 LEARNING = {
     "test_acc": "test",
