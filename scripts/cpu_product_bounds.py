@@ -5,7 +5,7 @@ made of both. Usage: PYTHONPATH=. python scripts/cpu_product_bounds.py"""
 
 import jax
 
-from w2sjax.bench_timing import fastest, matmul_ceiling, shape_ceiling
+from w2sjax.bench.timing import fastest, matmul_ceiling, shape_ceiling
 from w2sjax.engine.models import mm
 
 STEPS, M, RUNS = 200, 20, 8

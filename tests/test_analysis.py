@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from conftest import SMALL, small_config
 
-import w2sjax.bench as bench
-import w2sjax.bench_timing as bench_timing
+import w2sjax.bench.suite as bench
+import w2sjax.bench.timing as bench_timing
 from w2sjax.analysis.crossings import boundary_fit, crossing, snr_threshold
 from w2sjax.analysis.summary import mean_interval, summary_table, with_final
-from w2sjax.bench import run_bench, write
-from w2sjax.bench_sweep import sweep_bench
+from w2sjax.bench.suite import run_bench, write
+from w2sjax.bench.sweep import sweep_bench
 from w2sjax.cli import main
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import load_sweep
@@ -284,7 +284,7 @@ def test_the_profile_times_the_training_simulate_does():
     """bench --profile's nested programs are prefixes of simulate's: the state its steps stage
     reaches, for the student and for its ceiling, records what simulate records at the last
     step; every phase is timed."""
-    from w2sjax.bench_profile import _stages, profile_chunk
+    from w2sjax.bench.profile import _stages, profile_chunk
     from w2sjax.engine.simulate import simulate
     from w2sjax.engine.train import prepare_run
 
@@ -317,7 +317,7 @@ def test_bench_fills_the_device_like_a_sweep_chunk():
 
 
 def test_the_over_d_table_measures_only_what_fits():
-    from w2sjax.bench_dims import DIMS, KINDS, N_ST, Case, markdown, plan_case
+    from w2sjax.bench.dims import DIMS, KINDS, N_ST, Case, markdown, plan_case
 
     at_1e8 = plan_case("reduced", 2000, 10**8)
     assert isinstance(at_1e8, Case) and at_1e8.runs >= 1  # reduced: the size of d = 10^4's

@@ -76,7 +76,7 @@ def _check(args: argparse.Namespace) -> int:
 def _bench_over_d(out: str) -> int:
     import json
 
-    from w2sjax.bench_dims import markdown, over_d
+    from w2sjax.bench.dims import markdown, over_d
 
     rows = over_d()
     path = Path(out) / "bench_d.json"
@@ -104,8 +104,8 @@ def _bench(args: argparse.Namespace) -> int:
                     f"--sweep: the per-run loops it is timed against take full-batch GD steps, "
                     f'so every point needs strong.optimizer = "gd", got "{other}"'
                 )
-        from w2sjax.bench import run_bench, write
-        from w2sjax.bench_sweep import prepare_keep, sweep_bench, writable_folder
+        from w2sjax.bench.suite import run_bench, write
+        from w2sjax.bench.sweep import prepare_keep, sweep_bench, writable_folder
         from w2sjax.sweep.execution import OutOfMemory
         from w2sjax.tables.layout import DatasetRefused
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import jax
 
-from w2sjax.bench_timing import timed
+from w2sjax.bench.timing import timed
 from w2sjax.engine.batch import Shape, stack_params
 from w2sjax.engine.simulate import simulate
 from w2sjax.engine.train import draw_run, prepare_run

@@ -1,6 +1,6 @@
 """The bench's stopwatch: every program the bench compares, timed one way in this process, so the
-bucket bench (bench.py), the sweep timing (bench_sweep.py), the cost against d (bench_dims.py),
-the profile (bench_profile.py) and the scripts under scripts/ agree on what a time is: results
+bucket bench (suite.py), the sweep timing (sweep.py), the cost against d (dims.py), the
+profile (profile.py) and the scripts under scripts/ agree on what a time is: results
 waited for, compile timed apart, and where calls repeat, the fastest.
 
 The programs: a large matmul and the engine's dominant product alone (the ceilings, at the

@@ -1,5 +1,5 @@
 """`w2sjax bench --sweep SPEC`: a whole sweep timed end to end (compile, sampling, the weak fit,
-evaluation and parquet writing included) against what the per-run loops (bench_timing.py) would
+evaluation and parquet writing included) against what the per-run loops (timing.py) would
 take for the same runs."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import jax
 
-from w2sjax import bench_timing
-from w2sjax.bench import SIZES, device_sizes
-from w2sjax.bench_profile import Phases, profile_chunk
+from w2sjax.bench import timing as bench_timing
+from w2sjax.bench.profile import Phases, profile_chunk
+from w2sjax.bench.suite import SIZES, device_sizes
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import Sweep
 from w2sjax.engine.batch import Shape
@@ -60,7 +60,7 @@ def sweep_bench(
     `loop_steps` steps) and counts their training steps only, not sampling, the weak fit or
     evaluation: the speedups err against the engine. Raises KeyboardInterrupt when the sweep
     was stopped by Ctrl-C (its committed chunks stay in `keep`). profile: also time each bucket's
-    first chunk by phase (bench_profile.py) into the bucket's "phases", with "chunk_runs" runs."""
+    first chunk by phase (profile.py) into the bucket's "phases", with "chunk_runs" runs."""
     if keep:
         prepare_keep(keep, sweep)
     loop_steps = loop_steps or SIZES[device_sizes()][5]

@@ -4,7 +4,7 @@ For n_st in N_ST and d in DIMS: the engine's run-steps/s under the reduced sampl
 full one (where its arrays fit the memory budget), and the per-run PyTorch loop's (where its
 materialised patches fit half the host's memory), each measured in a process of its own so its
 peak resident memory (ru_maxrss, runtime included) is its own. The engine's bucket is
-bench_timing.engine's (m = 20, n_wk = 200, n_test = 500): the time covers sampling, the weak
+timing.engine's (m = 20, n_wk = 200, n_test = 500): the time covers sampling, the weak
 fit, STEPS training steps and evaluation (the faster of REPEATS calls); compile is timed apart
 and left out. The loop's time covers its training steps only.
 """
@@ -58,7 +58,7 @@ def plan_case(kind: str, n_st: int, d: int) -> Case | str:
 
 def measure(case: Case) -> dict:
     """In this process: the case's run-steps/s (and the engine's form and dimension)."""
-    from w2sjax.bench_timing import engine, torch_per_run
+    from w2sjax.bench.timing import engine, torch_per_run
 
     if case.kind == "torch":
         rate = torch_per_run(case.n_st, case.d, M, LOOP_STEPS)
@@ -75,7 +75,7 @@ def measure(case: Case) -> dict:
 def run_case(case: Case) -> dict:
     """measure(case) in a child process, with the child's peak resident memory."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "w2sjax.bench_dims", json.dumps(case._asdict())],
+        [sys.executable, "-m", "w2sjax.bench.dims", json.dumps(case._asdict())],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -8,8 +8,8 @@ form does per run-step: dense, 8 m n_st d (the forward <w, xi> and the weight gr
 (2m x d)(d x n_st) products); coefficients, 4 m n_st^2 (one (2m x n_st)(n_st x n_st) product).
 
 This module picks the buckets and puts their figures side by side in one report (bench.json, a
-row per bucket on the log), so a bucket reads as one comparison; bench_timing.py times each
-program, bench_sweep.py times a whole sweep end to end, bench_dims.py measures cost against d
+row per bucket on the log), so a bucket reads as one comparison; timing.py times each
+program, sweep.py times a whole sweep end to end, dims.py measures cost against d
 under each noise sampler.
 """
 
@@ -22,13 +22,13 @@ from pathlib import Path
 
 import jax
 
-from w2sjax.bench_timing import engine, jax_per_run, matmul_ceiling, shape_ceiling, torch_per_run
+from w2sjax.bench.timing import engine, jax_per_run, matmul_ceiling, shape_ceiling, torch_per_run
 from w2sjax.sweep.buckets import BYTES_F32
 from w2sjax.tables.store import write_text
 
 CEILING_BYTES = 16 * 2**30  # bytes of the same-shape ceiling's noise operand, at most
 # (n_st values, d, m, runs, engine steps, per-run loop steps) by platform. runs None: fill the
-# device as a sweep's chunk would (bench_timing.fill_runs).
+# device as a sweep's chunk would (timing.fill_runs).
 SIZES = {
     "gpu": ((75, 2000, 20000), 10000, 20, None, 400, 50),
     "cpu": ((75, 500, 2000), 1000, 20, 8, 200, 20),
