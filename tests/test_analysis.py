@@ -18,7 +18,7 @@ from w2sjax.analysis.crossings import boundary_fit, crossing, snr_threshold
 from w2sjax.analysis.summary import mean_interval, summary_table, with_final
 from w2sjax.bench.suite import run_bench, write
 from w2sjax.bench.sweep import sweep_bench
-from w2sjax.cli import main
+from w2sjax.cli.main import main
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import load_sweep
 from w2sjax.config.settings import build

@@ -15,7 +15,7 @@ import w2sjax
 from w2sjax.analysis.bisect import bisect, lattice, n_crit, replicates
 from w2sjax.analysis.boundary import check_request
 from w2sjax.analysis.crossings import interval, slopes
-from w2sjax.cli import main
+from w2sjax.cli.main import main
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import sweep_from
 

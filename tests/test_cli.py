@@ -10,7 +10,7 @@ import pytest
 from conftest import small_config
 
 import w2sjax
-from w2sjax.cli import main
+from w2sjax.cli.main import main
 from w2sjax.config.fields import FIELDS
 from w2sjax.config.grid import load_sweep
 from w2sjax.config.toml import to_toml

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import w2sjax
-from w2sjax.cli import main
+from w2sjax.cli.main import main
 from w2sjax.config.fields import FIELDS
 from w2sjax.tables.reading import ADDED_FIELDS
 

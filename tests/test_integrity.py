@@ -19,7 +19,7 @@ from conftest import SWEEP_TEXT, assert_same_tables, cli, finish
 
 import w2sjax
 import w2sjax.tables.store as store
-from w2sjax.cli import main
+from w2sjax.cli.main import main
 from w2sjax.config.grid import load_sweep
 from w2sjax.sweep.execution import execute
 from w2sjax.tables.damage import DamagedDataset

@@ -14,7 +14,7 @@ import pytest
 from conftest import assert_same_tables, small_config
 
 import w2sjax
-from w2sjax.cli import main
+from w2sjax.cli.main import main
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import load_sweep
 from w2sjax.config.settings import build

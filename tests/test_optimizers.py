@@ -21,7 +21,7 @@ from conftest import (
     with_optimizer,
 )
 
-from w2sjax.cli import main
+from w2sjax.cli.main import main
 from w2sjax.config.fields import FIELDS, SPAN_KEEPING, ConfigError
 from w2sjax.config.settings import build
 from w2sjax.engine.activations import RELU

@@ -14,7 +14,7 @@ from unittest import mock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from w2sjax.cli import main
+from w2sjax.cli.main import main
 from w2sjax.config.fields import FIELDS, SECTIONS, ConfigError
 from w2sjax.config.grid import load_sweep
 from w2sjax.config.toml import parse_overrides

@@ -15,7 +15,7 @@ from conftest import assert_same_tables, cli, finish
 
 import w2sjax
 from w2sjax.analysis.report import PAPER_COLUMNS
-from w2sjax.cli import main
+from w2sjax.cli.main import main
 from w2sjax.config.grid import load_sweep
 from w2sjax.sweep.execution import execute
 from w2sjax.tables.layout import part_path

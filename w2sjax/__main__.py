@@ -1,3 +1,3 @@
-from w2sjax.cli import entry
+from w2sjax.cli.main import entry
 
 entry()

@@ -1,5 +1,5 @@
 """The `w2sjax` program (the console script and `python -m w2sjax`): the command line parsed
-(cli_parser.py), handed to its command's handler (cli_commands.py), and the status returned, so
+(parser.py), handed to its command's handler (commands.py), and the status returned, so
 every command ends alike: a rejected command line as one line on stderr and status 2, Ctrl-C as
 status 130, and no abort under a chunk XLA is still computing.
 """
@@ -10,9 +10,9 @@ import os
 import sys
 from typing import NoReturn
 
-from w2sjax.cli_commands import COMMANDS
-from w2sjax.cli_errors import error
-from w2sjax.cli_parser import UsageError, parser
+from w2sjax.cli.commands import COMMANDS
+from w2sjax.cli.errors import error
+from w2sjax.cli.parser import UsageError, parser
 
 DESCRIPTION = "Simulate weak-to-strong training as batched sweeps, and time, check and report them."
 

@@ -1,6 +1,6 @@
 """What each subcommand does: its handler, from parsed options to an exit status (COMMANDS, by the
 name the parser stores), for `bench`, `boundary`, `report` and `check` here and for `sweep` and
-`run` in cli_sweep.py; cli.py parses and dispatches, cli_parser.py holds the options.
+`run` in sweep.py; main.py parses and dispatches, parser.py holds the options.
 
 Bad input exits with status 2 and one line on stderr naming the field, before any compute.
 """
@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from w2sjax.cli_errors import error, resume_hint
-from w2sjax.cli_sweep import check_sweep_span, sweep_command
+from w2sjax.cli.errors import error, resume_hint
+from w2sjax.cli.sweep import check_sweep_span, sweep_command
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import load_sweep
 from w2sjax.config.settings import check_engine

@@ -1,5 +1,5 @@
 """The command line's grammar: every subcommand of `w2sjax` and its options (their handlers, in
-cli_commands.py and cli_sweep.py, run them). A rejected command line raises UsageError, which
+commands.py and sweep.py, run them). A rejected command line raises UsageError, which
 cli.main prints as one line, status 2."""
 
 from __future__ import annotations

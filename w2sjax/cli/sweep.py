@@ -1,7 +1,7 @@
 """`w2sjax sweep SPEC.toml` and `w2sjax run CONFIG.toml` (a sweep without axes): the spec loaded and
 checked before jax loads, the processes met where --distributed, what is not written yet
 simulated, then the figures. The engine's main path, kept apart from the other commands
-(cli_commands.py), which reuse its span check.
+(commands.py), which reuse its span check.
 
 Bad input exits with status 2 and one line on stderr naming the field, before any compute.
 """
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from w2sjax.cli_errors import error, resume_hint
+from w2sjax.cli.errors import error, resume_hint
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import Sweep, heatmap_axes, load_sweep
 from w2sjax.config.settings import check_engine, check_span

@@ -1,6 +1,6 @@
 """How a command that stops short says so: one line on stderr and an exit status, and for a command
-that keeps what it wrote, how to resume it. The handlers (cli_commands.py, cli_sweep.py) and
-main (cli.py) all print through here, so every failure reads alike.
+that keeps what it wrote, how to resume it. The handlers (commands.py, sweep.py) and
+main (main.py) all print through here, so every failure reads alike.
 """
 
 from __future__ import annotations
