@@ -24,8 +24,11 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+# ruff, and the import contract of pyproject.toml (a stage imports only earlier stages).
 lint: $(STAMP)
-	$(BIN)/ruff check w2sjax tests
+	$(BIN)/ruff check w2sjax tests scripts
+	$(BIN)/ruff format --check w2sjax tests scripts
+	$(BIN)/lint-imports --no-cache --no-logo
 
 sweep: $(STAMP)
 	$(BIN)/w2sjax sweep $(SPEC) --out $(OUT)
