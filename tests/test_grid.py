@@ -8,6 +8,7 @@ import pytest
 
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import load_sweep
+from w2sjax.config.options import EngineOptions
 from w2sjax.engine.simulate import TRACES
 from w2sjax.sweep.buckets import bytes_per_run, chunk_size, plan
 from w2sjax.sweep.execution import execute
@@ -110,7 +111,7 @@ def test_one_trace_per_bucket_however_many_chunks(sweep_file, tmp_path):
     sweep = load_sweep(sweep_file, {"steps": 17})  # a shape no other test compiles
     shapes = [b.shape for b in plan(sweep)]
     before = {s: TRACES[s] for s in shapes}
-    summary = execute(sweep, tmp_path / "out", quiet=True, max_chunk=2)
+    summary = execute(sweep, tmp_path / "out", EngineOptions(max_chunk=2), quiet=True)
     assert summary.chunks == 6 and summary.ran == 12
     assert all(TRACES[s] - before[s] == 1 for s in shapes)
 

@@ -21,6 +21,7 @@ import w2sjax
 import w2sjax.tables.store as store
 from w2sjax.cli.main import main
 from w2sjax.config.grid import load_sweep
+from w2sjax.config.options import EngineOptions
 from w2sjax.sweep.execution import execute
 from w2sjax.tables.damage import DamagedDataset
 from w2sjax.tables.integrity import inspect
@@ -39,7 +40,7 @@ def _sweep(tmp_path, **overrides):
 
 
 def _resume(sweep, out):
-    return execute(sweep, out, quiet=True, max_chunk=CHUNK, filters=True)
+    return execute(sweep, out, EngineOptions(max_chunk=CHUNK, filters=True), quiet=True)
 
 
 def _filters(root) -> pd.DataFrame:

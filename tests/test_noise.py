@@ -17,6 +17,7 @@ import w2sjax
 from w2sjax.cli.main import main
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import load_sweep
+from w2sjax.config.options import EngineOptions
 from w2sjax.config.settings import build
 from w2sjax.engine.batch import SIGNAL_AXES, Shape, choose_noise, stack_params
 from w2sjax.engine.data import noise_mask, sample
@@ -343,8 +344,10 @@ def test_without_a_readable_spec_toml_a_resume_follows_the_parts_samplers(tmp_pa
 def test_chunking_changes_no_reduced_run(tmp_path):
     """Under the reduced sampler too, a run's numbers do not depend on its chunk."""
     sweep = load_sweep(DATA / "old.toml", {"n_st": 20})  # one bucket of 2 runs
-    whole = execute(sweep, tmp_path / "whole", quiet=True, noise="reduced")
-    ones = execute(sweep, tmp_path / "ones", quiet=True, noise="reduced", max_chunk=1)
+    whole = execute(sweep, tmp_path / "whole", EngineOptions(noise="reduced"), quiet=True)
+    ones = execute(
+        sweep, tmp_path / "ones", EngineOptions(noise="reduced", max_chunk=1), quiet=True
+    )
     assert (whole.chunks, ones.chunks) == (1, 2)
     tables = [w2sjax.load(tmp_path / out / "old") for out in ("whole", "ones")]
     assert (tables[0][0].noise == "reduced").all()

@@ -17,6 +17,7 @@ import w2sjax
 from w2sjax.analysis.report import PAPER_COLUMNS
 from w2sjax.cli.main import main
 from w2sjax.config.grid import load_sweep
+from w2sjax.config.options import EngineOptions
 from w2sjax.sweep.execution import execute
 from w2sjax.tables.layout import part_path
 from w2sjax.tables.lock import DatasetLock
@@ -25,7 +26,9 @@ from w2sjax.tables.store import SpecMismatch
 
 @pytest.mark.parametrize("max_chunk", [pytest.param(1, marks=pytest.mark.slow), 3])
 def test_chunk_size_changes_nothing(sweep_file, tmp_path, reference, max_chunk):
-    summary = execute(load_sweep(sweep_file), tmp_path, quiet=True, max_chunk=max_chunk)
+    summary = execute(
+        load_sweep(sweep_file), tmp_path, EngineOptions(max_chunk=max_chunk), quiet=True
+    )
     assert summary.chunks == 2 * -(-6 // max_chunk)
     assert_same_tables(w2sjax.load(tmp_path / "sw"), reference)
 
@@ -123,7 +126,7 @@ def test_sigkill_then_resume(sweep_file, tmp_path):
 
 def test_rerun_skips_written_runs_and_cleans_uncommitted(sweep_file, tmp_path):
     sweep = load_sweep(sweep_file)
-    execute(sweep, tmp_path, quiet=True, max_chunk=6)
+    execute(sweep, tmp_path, EngineOptions(max_chunk=6), quiet=True)
     root = tmp_path / "sw"
     # Simulate a crash between a chunk's steps part and its runs part: drop one runs part.
     victim = sorted(root.glob("runs/*/*.parquet"))[0]
@@ -132,7 +135,7 @@ def test_rerun_skips_written_runs_and_cleans_uncommitted(sweep_file, tmp_path):
     assert part_path(root, "steps", bucket, chunk).exists()
     runs, steps = w2sjax.load(root)
     assert len(runs) == 6 and set(steps.run_id) == set(runs.run_id)  # load hides the orphan
-    summary = execute(sweep, tmp_path, quiet=True, max_chunk=6)
+    summary = execute(sweep, tmp_path, EngineOptions(max_chunk=6), quiet=True)
     assert summary.ran == 6 and summary.skipped == 6
     assert len(list(root.glob("steps/*/*.parquet"))) == 2  # the orphan was replaced, not kept
     summary = execute(sweep, tmp_path, quiet=True)
@@ -145,8 +148,10 @@ def test_changed_spec_is_refused_unless_fresh(sweep_file, tmp_path, capsys):
     with pytest.raises(SpecMismatch, match="--fresh"):
         execute(changed, tmp_path, quiet=True)
     with pytest.raises(SpecMismatch):  # another precision must not be mixed in by a resume
-        execute(load_sweep(sweep_file), tmp_path, quiet=True, precision="bf16")
-    assert execute(load_sweep(sweep_file), tmp_path, quiet=True, form="dense").ran == 0
+        execute(load_sweep(sweep_file), tmp_path, EngineOptions(precision="bf16"), quiet=True)
+    assert (
+        execute(load_sweep(sweep_file), tmp_path, EngineOptions(form="dense"), quiet=True).ran == 0
+    )
     assert (
         main(["sweep", str(sweep_file), "--out", str(tmp_path), "--set", "eta=0.1", "--quiet"]) == 2
     )

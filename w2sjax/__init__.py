@@ -1,18 +1,33 @@
-"""w2sjax: vectorized JAX simulations of weak-to-strong generalization (docs/MODEL.md says
-what it simulates).
+"""w2sjax: vectorized JAX simulations of weak-to-strong generalization (docs/MODEL.md says what
+it simulates). The public API, everything else may change:
 
-`w2sjax.load(path)` reads a sweep folder into (runs, steps) DataFrames.
+- `run(spec, *, overrides, out, seeds, fresh, quiet, options)`: run a sweep (a path, TOML text
+  or a mapping) into <out>/<name>/ with the command line's checks, lock, resume and integrity
+  guarantees; returns its Dataset.
+- `load(path)`: a dataset as a `Dataset` (runs, steps, filters, spec, summary(), report(),
+  to_xarray()); `runs, steps = w2sjax.load(path)` unpacks it.
+- `EngineOptions`, `Distributed`: how the engine computes (form, precision, noise sampler,
+  filters table, chunk and memory limits, several processes).
+- `ConfigError`, `DatasetRefused`, `DamagedDataset`, `OutOfMemory`: what goes wrong, each with
+  the command line's one-line message.
+
+Names load lazily, so `import w2sjax` stays fast and jax-free.
 """
 
-from typing import Any
+from w2sjax._lazy import exports
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-
-def __getattr__(name: str) -> Any:
-    # Lazy, so `import w2sjax` (and the CLI's input checks) stay fast and jax-free.
-    if name == "load":
-        from w2sjax.tables.reading import load
-
-        return load
-    raise AttributeError(f"module 'w2sjax' has no attribute {name!r}")
+_NAMES = {
+    "run": "api.runner",
+    "load": "api.dataset",
+    "Dataset": "api.dataset",
+    "EngineOptions": "config.options",
+    "Distributed": "config.options",
+    "ConfigError": "config.fields",
+    "DatasetRefused": "tables.layout",
+    "DamagedDataset": "tables.damage",
+    "OutOfMemory": "sweep.execution",
+}
+__getattr__, __dir__ = exports(__name__, _NAMES)
+__all__ = ["__version__", *_NAMES]

@@ -5,6 +5,7 @@ and `import w2sjax` and the command line's input checks must not load jax."""
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,6 +22,6 @@ def exports(
         return getattr(importlib.import_module(f"{package}.{names[name]}"), name)
 
     def dir_() -> list[str]:
-        return sorted(names)
+        return sorted({*names, *vars(sys.modules[package])})
 
     return getattr_, dir_

@@ -29,6 +29,7 @@ from w2sjax.analysis.crossings import interval, slopes
 from w2sjax.analysis.summary import with_final
 from w2sjax.config.fields import FIELDS, ConfigError, is_numeric
 from w2sjax.config.grid import Sweep, expand
+from w2sjax.config.options import EngineOptions
 from w2sjax.config.settings import Config
 from w2sjax.engine.batch import run_id
 from w2sjax.engine.metrics import STEP_METRICS
@@ -195,7 +196,11 @@ def write_outputs(result: Result, req: Request, others: list[str], root: Path) -
 
 
 def run_boundary(
-    sweep: Sweep, req: Request, out: str | Path, quiet: bool = False, noise: str = "auto"
+    sweep: Sweep,
+    req: Request,
+    out: str | Path,
+    quiet: bool = False,
+    options: EngineOptions = EngineOptions(),
 ) -> list[Path]:
     """The whole search under the dataset's lock (so no other writer meets it between rounds),
     then its outputs. Raises what `execute` raises (DatasetRefused, OSError, OutOfMemory)."""
@@ -207,7 +212,8 @@ def run_boundary(
     root = out / sweep.name
 
     def run(probes: Sweep, hashes: set[str]) -> None:
-        if execute(probes, out, quiet=quiet, noise=noise, only=hashes, locked=True).interrupted:
+        done = execute(probes, out, options, quiet=quiet, only=hashes, locked=True)
+        if done.interrupted:
             raise KeyboardInterrupt  # Ctrl-C: the probes written so far are kept
 
     with DatasetLock(root):

@@ -23,7 +23,7 @@ import pandas as pd
 from w2sjax.analysis.crossings import boundary_fit, snr_threshold
 from w2sjax.analysis.plots import curves, hard_heatmap, phase_heatmap
 from w2sjax.analysis.regimes import REGIME_RULE
-from w2sjax.analysis.summary import filter_sign_agreement, summary_table
+from w2sjax.analysis.summary import summary_of
 from w2sjax.config.grid import heatmap_axes, load_sweep
 from w2sjax.tables.layout import SPEC_FILE
 from w2sjax.tables.reading import load, provenance, read_table
@@ -90,13 +90,11 @@ def write_report(path: str | Path, fmt: str = "png") -> Path:
     sweep = load_sweep(root / SPEC_FILE)
     axes = sweep.axes()
     runs, steps = load(root)
-    if (root / "filters").is_dir():
-        agreement = filter_sign_agreement(read_table(root, "filters"))
-        runs = runs.join(agreement.rename("filter_sign_agreement"), on="run_id")
+    filters = read_table(root, "filters") if (root / "filters").is_dir() else None
     meta = provenance(root)
     out = root / "report"
     out.mkdir(exist_ok=True)
-    table = summary_table(runs, steps, axes)
+    table = summary_of(runs, steps, filters, axes)
     table.to_csv(out / "summary.csv", index=False)
     if axes == ["n_st"]:
         probs = {p: runs[p].iloc[0] for p in ("p_e", "p_h", "p_b")}  # one value: not an axis

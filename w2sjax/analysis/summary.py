@@ -157,3 +157,14 @@ def summary_table(runs: pd.DataFrame, steps: pd.DataFrame, by: list[str]) -> pd.
     table = pd.DataFrame(rows)
     table["regime"] = [regime(r) for r in table.itertuples()]
     return table
+
+
+def summary_of(
+    runs: pd.DataFrame, steps: pd.DataFrame, filters: pd.DataFrame | None, by: list[str]
+) -> pd.DataFrame:
+    """The report's summary table (summary.csv): summary_table over `by`, with the filters'
+    sign agreement where the dataset has a filters table."""
+    if filters is not None:
+        agreement = filter_sign_agreement(filters).rename("filter_sign_agreement")
+        runs = runs.join(agreement, on="run_id")
+    return summary_table(runs, steps, by)

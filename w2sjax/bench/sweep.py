@@ -17,6 +17,7 @@ from w2sjax.bench.profile import Phases, profile_chunk
 from w2sjax.bench.suite import SIZES, device_sizes
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import Sweep
+from w2sjax.config.options import EngineOptions
 from w2sjax.engine.batch import Shape
 from w2sjax.sweep.buckets import assign_noise, chunk_size, memory_budget, plan
 from w2sjax.sweep.execution import execute
@@ -66,7 +67,8 @@ def sweep_bench(
     loop_steps = loop_steps or SIZES[device_sizes()][5]
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
-        summary = execute(sweep, keep or scratch, quiet=True, precision=precision, noise=noise)
+        options = EngineOptions(precision=precision, noise=noise)
+        summary = execute(sweep, keep or scratch, options, quiet=True)
         engine_s = time.perf_counter() - start
     if summary.interrupted:  # a partial sweep's time says nothing
         raise KeyboardInterrupt

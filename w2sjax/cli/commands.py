@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from w2sjax.cli.errors import error, resume_hint
-from w2sjax.cli.sweep import check_sweep_span, sweep_command
+from w2sjax.cli.sweep import sweep_command
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import load_sweep
-from w2sjax.config.settings import check_engine
+from w2sjax.config.options import EngineOptions
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -37,7 +37,8 @@ def _boundary(args: argparse.Namespace) -> int:
     try:
         sweep = load_sweep(args.spec, seeds=args.seeds)
         request = check_request(sweep, args.axis, args.metric, args.level, args.ratio)
-        check_sweep_span(sweep, "auto", args.noise)
+        options = EngineOptions(noise=args.noise)
+        options.check(sweep)
     except ConfigError as err:
         return error(err, 2)
     # jax loads only once the input is known to be good.
@@ -46,7 +47,7 @@ def _boundary(args: argparse.Namespace) -> int:
     from w2sjax.tables.layout import DatasetRefused
 
     try:
-        paths = run_boundary(sweep, request, args.out, args.quiet, args.noise)
+        paths = run_boundary(sweep, request, args.out, args.quiet, options)
     except (OSError, DatasetRefused) as err:
         return error(err, 2)
     except OutOfMemory as err:
@@ -95,9 +96,9 @@ def _bench(args: argparse.Namespace) -> int:
         for name in ("seeds", "keep", "profile"):
             if getattr(args, name) and sweep is None:
                 raise ConfigError(f"--{name}: needs --sweep SPEC")
-        check_engine(args.noise, args.precision)
+        options = EngineOptions(noise=args.noise, precision=args.precision)
         if sweep is not None:
-            check_sweep_span(sweep, "auto", args.noise)
+            options.check(sweep)
             other = next((c.optimizer for c in sweep.points if c.optimizer != "gd"), None)
             if other is not None:
                 raise ConfigError(

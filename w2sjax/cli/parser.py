@@ -5,7 +5,7 @@ cli.main prints as one line, status 2."""
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from w2sjax.config.fields import FORMS, NOISES, PRECISIONS
 
@@ -50,8 +50,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    """`w2sjax`'s parser: subcommands sweep, run, bench, boundary, report and check."""
+def _common() -> argparse.ArgumentParser:
+    """The options `sweep` and `run` share: overrides, output, and the engine options."""
     common = _Parser(add_help=False)
     common.add_argument(
         "--set",
@@ -106,9 +106,12 @@ def parser(description: str) -> argparse.ArgumentParser:
     dist.add_argument("--coordinator", help="host:port of process 0")
     dist.add_argument("--num-processes", type=_positive_int)
     dist.add_argument("--process-id", type=int)
+    return common
 
-    top = _Parser(prog="w2sjax", description=description)
-    sub = top.add_subparsers(dest="command", required=True)
+
+def _add_simulate(sub: Any) -> None:
+    """`sweep` (a sweep file) and `run` (one config, no axes)."""
+    common = _common()
     for name, what, help_ in (
         ("sweep", "sweep file (TOML)", "run a sweep file ([grid], [zip] axes)"),
         ("run", "config file (TOML)", "run one config (no axes) as one batch"),
@@ -116,6 +119,10 @@ def parser(description: str) -> argparse.ArgumentParser:
         simulate = sub.add_parser(name, parents=[common], help=help_)
         simulate.add_argument("spec", help=what)
         simulate.set_defaults(one_config=name == "run")
+
+
+def _add_bench(sub: Any) -> None:
+    """`bench`: the engine timed."""
     bench = sub.add_parser(
         "bench",
         help="time the engine against per-run loops and a matmul ceiling; write OUT/bench.json",
@@ -168,6 +175,10 @@ def parser(description: str) -> argparse.ArgumentParser:
         "sampler and the PyTorch loop, each in a process of its own (peak memory); writes "
         "OUT/bench_d.json and prints the table of docs/BENCHMARKS.md",
     )
+
+
+def _add_boundary(sub: Any) -> None:
+    """`boundary`: a bisection search for where a metric crosses a level."""
     boundary = sub.add_parser(
         "boundary",
         help="for every point of the file's other axes, where the seed mean of a metric at the "
@@ -188,11 +199,19 @@ def parser(description: str) -> argparse.ArgumentParser:
     boundary.add_argument("--seeds", type=_positive_int, help="seeds per probe")
     boundary.add_argument("--noise", **NOISE_OPTION)
     boundary.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_report(sub: Any) -> None:
+    """`report`: a dataset's summary and figures."""
     report = sub.add_parser(
         "report", help="markdown summary and figures of a sweep folder (written to DIR/report/)"
     )
     report.add_argument("dir", help="a sweep folder, e.g. results/default")
     report.add_argument("--format", choices=("png", "pdf"), default="png", help="figure format")
+
+
+def _add_check(sub: Any) -> None:
+    """`check`: a dataset's integrity, and its repair."""
     check = sub.add_parser(
         "check",
         help="a dataset's integrity: chunks, runs, step rows, damaged or stray files; exit 0 "
@@ -205,4 +224,12 @@ def parser(description: str) -> argparse.ArgumentParser:
         help="take the dataset's lock and move damaged chunks and stray files to DIR/quarantine/; "
         "rerunning the sweep then recomputes exactly their runs",
     )
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """`w2sjax`'s parser: subcommands sweep, run, bench, boundary, report and check."""
+    top = _Parser(prog="w2sjax", description=description)
+    sub = top.add_subparsers(dest="command", required=True)
+    for add in (_add_simulate, _add_bench, _add_boundary, _add_report, _add_check):
+        add(sub)
     return top

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from w2sjax.config.grid import Sweep
+from w2sjax.config.options import Distributed
 from w2sjax.sweep.buckets import assign_noise, noise_record
 from w2sjax.tables.damage import quarantine, remove_uncommitted
 from w2sjax.tables.integrity import inspect, read_spec
@@ -51,6 +52,29 @@ class Processes:
     count: int = 1
     barrier: Callable[[str], None] = _alone
     agree: Callable[[bool], bool] = _own
+
+
+def processes(distributed: Distributed | None) -> Processes:
+    """This process's share and how the processes meet: one process where `distributed` is
+    None, else jax.distributed initialised from it (jax reads SLURM or Open MPI settings for
+    what it leaves None)."""
+    if distributed is None:
+        return Processes()
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    jax.distributed.initialize(
+        coordinator_address=distributed.coordinator,
+        num_processes=distributed.num_processes,
+        process_id=distributed.process_id,
+    )
+    return Processes(
+        jax.process_index(),
+        jax.process_count(),
+        barrier=multihost_utils.sync_global_devices,
+        agree=lambda ok: bool(multihost_utils.broadcast_one_to_all(np.int32(ok))),
+    )
 
 
 def stored_spec(sweep: Sweep, precision: str, noise: Mapping[str, str]) -> str:

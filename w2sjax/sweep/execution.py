@@ -26,6 +26,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from w2sjax.config.grid import Sweep
+from w2sjax.config.options import EngineOptions
 from w2sjax.engine.batch import Shape, stack_params
 from w2sjax.engine.progress import Progress
 from w2sjax.engine.simulate import simulate
@@ -39,7 +40,7 @@ from w2sjax.sweep.buckets import (
     schedule,
     split,
 )
-from w2sjax.sweep.dataset import Processes, prepare
+from w2sjax.sweep.dataset import prepare, processes
 from w2sjax.tables.store import chunk_tables, done_run_ids, table_metadata, write_chunk
 
 # How often the main thread wakes while a chunk computes, to run a Ctrl-C's handler.
@@ -135,7 +136,8 @@ def run_chunk(
 class Summary:
     """What `execute` did: runs simulated now (`ran`) and already written (`skipped`), chunks
     written, runs whose state became non-finite, whether Ctrl-C stopped it after committing the
-    chunk in flight, the devices and the wall seconds from the first chunk."""
+    chunk in flight, the devices, the wall seconds from the first chunk and this process's
+    index (0 alone draws figures)."""
 
     root: Path
     ran: int
@@ -145,6 +147,7 @@ class Summary:
     interrupted: bool
     devices: str
     seconds: float
+    process: int = 0
 
 
 class Done(NamedTuple):
@@ -215,30 +218,29 @@ def _among(runs: tuple, only: Collection[str]) -> tuple:
 def execute(
     sweep: Sweep,
     out: str | Path = "results",
+    options: EngineOptions = EngineOptions(),
     *,
     fresh: bool = False,
     quiet: bool = False,
-    filters: bool = False,
-    max_chunk: int | None = None,
-    memory_budget_bytes: int | None = None,
-    form: str = "auto",
-    precision: str = "highest",
-    noise: str = "auto",
-    procs: Processes = Processes(),
     only: Collection[str] | None = None,
     locked: bool = False,
 ) -> Summary:
     """Run every not-yet-written run of `sweep` (this process's share) and write its parts under
-    <out>/<name>/. Process 0 holds the dataset's lock from before it touches the folder until
-    every process is done, so a second writer gets LockHeld (a DatasetRefused), one line, before
-    anything is written (`locked`: the caller holds it already). `only`: run just the grid points
-    with these point_hashes (a boundary search's probes); the dataset is still the whole
-    sweep's. Out of device memory at one run per device: OutOfMemory."""
+    <out>/<name>/, computed as `options` say. Process 0 holds the dataset's lock from before it
+    touches the folder until every process is done, so a second writer gets LockHeld (a
+    DatasetRefused), one line, before anything is written (`locked`: the caller holds it
+    already). `only`: run just the grid points with these point_hashes (a boundary search's
+    probes); the dataset is still the whole sweep's. Out of device memory at one run per
+    device: OutOfMemory."""
     root = Path(out) / sweep.name
+    filters, precision = options.filters, options.precision
+    procs = processes(options.distributed)
     with ExitStack() as hold:
-        spec, assigned = prepare(root, sweep, precision, noise, fresh, filters, procs, hold, locked)
+        spec, assigned = prepare(
+            root, sweep, precision, options.noise, fresh, filters, procs, hold, locked
+        )
         devices = jax.local_devices()
-        buckets = plan(sweep, filters, form, precision, assigned)
+        buckets = plan(sweep, filters, options.form, precision, assigned)
         if only is not None:
             buckets = [
                 b
@@ -247,9 +249,15 @@ def execute(
             ]
         if procs.index == 0:
             check_disk(root, buckets)
-        budget = memory_budget_bytes or memory_budget(devices[0])
+        budget = options.memory_budget or memory_budget(devices[0])
         work, skipped = schedule(
-            buckets, done_run_ids(root), procs.index, procs.count, len(devices), budget, max_chunk
+            buckets,
+            done_run_ids(root),
+            procs.index,
+            procs.count,
+            len(devices),
+            budget,
+            options.max_chunk,
         )
         start = time.perf_counter()
         meta = table_metadata(spec, sweep.spec_hash())
@@ -266,4 +274,5 @@ def execute(
         interrupted=done.interrupted,
         devices=f"{len(devices)} {devices[0].platform} device(s)",
         seconds=seconds,
+        process=procs.index,
     )

@@ -1,0 +1,106 @@
+"""Running a sweep from Python with the command line's guarantees: the same checks before any
+compute (bad input raises ConfigError whose message is the line `w2sjax sweep` prints), the same
+lock, resume and integrity check (sweep.execute), the same figures. `w2sjax sweep` and
+`w2sjax run` are this module behind a parser (cli/sweep.py)."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from w2sjax.config.fields import FIELDS, ConfigError
+from w2sjax.config.grid import Sweep, heatmap_axes, load_sweep, sweep_from
+from w2sjax.config.options import EngineOptions
+from w2sjax.config.toml import parse_overrides
+
+# What a sweep file is given as: a path, TOML text, or the mapping TOML text parses to.
+Spec = str | Path | Mapping[str, Any]
+
+
+def _is_path(spec: str | Path) -> bool:
+    """A Path, or a str that names an existing file or ends in .toml; any other str is TOML."""
+    return isinstance(spec, Path) or spec.endswith(".toml") or Path(spec).is_file()
+
+
+def load_spec(
+    spec: Spec,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    seeds: int | None = None,
+    options: EngineOptions = EngineOptions(),
+    one_config: bool = False,
+) -> Sweep:
+    """The sweep `spec` describes, every point checked, with `overrides` ({field: value}, or
+    "field=value" strings as after --set) and `seeds` applied; jax-free. ConfigError (one line)
+    for anything the sweep would refuse, including engine options that its optimizers do not
+    allow, and for axes where `one_config` (`w2sjax run`) asks for one config."""
+    if overrides is not None and not isinstance(overrides, Mapping):
+        overrides = parse_overrides(list(overrides))
+    if isinstance(spec, Mapping):
+        sweep = sweep_from(spec, FIELDS["name"].default, overrides, seeds)
+    elif _is_path(spec):
+        sweep = load_sweep(spec, overrides, seeds)
+    else:
+        try:
+            raw = tomllib.loads(spec)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"spec: not valid TOML ({err})") from None
+        sweep = sweep_from(raw, FIELDS["name"].default, overrides, seeds)
+    if one_config and sweep.axes():
+        where = spec if isinstance(spec, (str, Path)) and _is_path(spec) else "spec"
+        raise ConfigError(
+            f"{where}: has [grid]/[zip] axes ({', '.join(sweep.axes())}); use `w2sjax sweep`"
+        )
+    options.check(sweep)
+    return sweep
+
+
+def figures(sweep: Sweep, root: Path) -> list[Path]:
+    """The phase heatmaps beside the tables when the sweep has exactly two numeric axes: the
+    final gain over the teacher, and the final hard-only test accuracy (Theorem 3.4's order
+    parameter) with the benign_snr = C line fitted to it where there are hard-only samples."""
+    axes = sweep.axes()
+    if not heatmap_axes(axes):
+        return []
+    from w2sjax.analysis.plots import hard_heatmap, phase_heatmap
+    from w2sjax.tables.layout import FIGURES
+    from w2sjax.tables.reading import load
+
+    runs, steps = load(root)
+    gain = phase_heatmap(runs, *axes, root / FIGURES["gain"])
+    hard = hard_heatmap(runs, steps, *axes, root / FIGURES["hard"])[0]
+    return [gain] if hard is None else [gain, hard]
+
+
+def run(
+    spec: Spec,
+    *,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    out: str | Path = "results",
+    seeds: int | None = None,
+    fresh: bool = False,
+    quiet: bool = False,
+    options: EngineOptions = EngineOptions(),
+):
+    """Run the sweep `spec` (a path, TOML text or a mapping) into <out>/<name>/, resuming what
+    is written there, and return its Dataset (figures drawn as `w2sjax sweep` draws them).
+
+    Raises ConfigError (bad input, before any compute), DatasetRefused (another writer holds the
+    dataset, or it holds another spec: `fresh=True` replaces it), OSError (the file system) and
+    sweep.OutOfMemory, each with the command line's one-line message. A Ctrl-C (a notebook's
+    interrupt) commits the chunk in flight and raises KeyboardInterrupt; a second one stops at
+    once. Rerunning resumes."""
+    sweep = load_spec(spec, overrides, seeds, options)
+    from w2sjax.api.dataset import Dataset
+    from w2sjax.sweep.execution import execute
+
+    summary = execute(sweep, out, options, fresh=fresh, quiet=quiet)
+    if summary.interrupted:
+        raise KeyboardInterrupt(
+            f"interrupted after {summary.chunks} chunks ({summary.ran} runs) were written; "
+            f"run it again to resume"
+        )
+    if summary.process == 0:
+        figures(sweep, summary.root)
+    return Dataset(summary.root)

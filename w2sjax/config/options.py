@@ -1,0 +1,57 @@
+"""How the engine computes a sweep, as opposed to what it computes: one frozen record that the
+command line and the Python API both hand to the sweep. None of these choices changes a run's
+setting, point_hash or run_id; docs/ENGINE.md says what each does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from w2sjax.config.fields import FORMS, NOISES, PRECISIONS, ConfigError
+from w2sjax.config.grid import Sweep
+from w2sjax.config.settings import check_engine, check_span
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Several processes (jax.distributed.initialize): each runs its share of every bucket. With
+    every field None, jax reads the SLURM or Open MPI settings itself."""
+
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """form: the GD loop's state (auto, dense, coef); precision: the noise products' (highest,
+    tf32, bf16); noise: the sampler (auto, full, reduced); filters: also write the per-filter
+    table; max_chunk: at most this many runs per compiled call; memory_budget: bytes a chunk may
+    plan to use per device (None: 60% of a GPU, 25% of host memory); distributed: None for one
+    process."""
+
+    form: str = "auto"
+    precision: str = "highest"
+    noise: str = "auto"
+    filters: bool = False
+    max_chunk: int | None = None
+    memory_budget: int | None = None
+    distributed: Distributed | None = None
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("form", self.form, FORMS),
+            ("precision", self.precision, PRECISIONS),
+            ("noise", self.noise, NOISES),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"--{name}: must be one of {', '.join(allowed)}, got {value!r}")
+        for name, value in (("max-chunk", self.max_chunk), ("memory-budget", self.memory_budget)):
+            if value is not None and (type(value) is not int or value < 1):
+                raise ConfigError(f"--{name}: must be an integer >= 1, got {value!r}")
+        check_engine(self.noise, self.precision)
+
+    def check(self, sweep: Sweep) -> None:
+        """ConfigError before anything is written where a point's optimizer leaves the span
+        that form coef or noise reduced needs (settings.check_span)."""
+        for config in sweep.points:
+            check_span(config.optimizer, self.form, self.noise)
