@@ -14,7 +14,7 @@
 # likewise, one after another or, with BOUNDARY_MEM (one GPU memory fraction per file), all at
 # once; BOUNDARY_XLA_FLAGS are appended to XLA_FLAGS in the search processes only (dropped
 # where this jaxlib refuses them); SWEEP_TIMEOUT limits each sweep and each search; 5. with
-# BENCH_SWEEP (default: the frozen table workload sweeps/bench_table_cpu.toml; "" skips it),
+# BENCH_SWEEP (default: the frozen table workload sweeps/bench/bench_table_cpu.toml; "" skips it),
 # that sweep timed end to end against the per-run loops (section "sweep"; its tables packed);
 # 6. `w2sjax bench` at GPU sizes (BENCH=0 skips it, BENCH_ARGS adds options such as --steps or
 # --repeats); both bench parts land in $OUT/bench-<device>-<date>.json, the name
@@ -145,7 +145,7 @@ else
   for spec in "${specs[@]}"; do boundary "$spec"; done
 fi
 
-BENCH_SWEEP=${BENCH_SWEEP-sweeps/bench_table_cpu.toml}
+BENCH_SWEEP=${BENCH_SWEEP-sweeps/bench/bench_table_cpu.toml}
 if [ -n "$BENCH_SWEEP" ]; then
   if stage "end-to-end timing of $BENCH_SWEEP" "${SWEEP_TIMEOUT:-300}" python3 -m w2sjax bench \
     --sizes none --sweep "$BENCH_SWEEP" --keep "$WORK/sweeps" --out "$WORK/sweep-bench" 2>&1 \

@@ -117,8 +117,9 @@ def test_one_trace_per_bucket_however_many_chunks(sweep_file, tmp_path):
 
 
 def test_shipped_sweep_files_are_valid():
-    sweeps = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.toml"))
+    sweeps = sorted((Path(__file__).resolve().parents[1] / "sweeps").rglob("*.toml"))
     assert any(p.name == "default.toml" for p in sweeps)
+    assert len({p.stem for p in sweeps}) == len(sweeps)  # a file's stem names its dataset
     for path in sweeps:
         sweep = load_sweep(path)
         assert sweep.name == path.stem and len(sweep.points) >= 1
