@@ -75,3 +75,40 @@ def test_a_single_chunk_sweep_shows_progress_from_inside_its_chunk(tmp_path, mon
     summary = pd.read_csv(report.parent / "summary.csv")
     means = runs.groupby(["n_st", "p_b"]).pgr_final.mean().to_numpy()
     np.testing.assert_allclose(summary.pgr_final, means)
+
+
+def _terminal(columns: int):
+    """A pseudo-terminal reporting `columns` columns: (what a program writes to, reader fd)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    reader, writer = pty.openpty()
+    fcntl.ioctl(writer, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    return os.fdopen(writer, "w"), reader
+
+
+def _shown(columns: int) -> str:
+    """What a Progress over one chunk writes to a terminal of `columns` columns."""
+    import os
+
+    stream, reader = _terminal(columns)
+    with stream:
+        bar = Progress(total=400, quiet=False, stream=stream)
+        bar.chunk(runs=4, steps=100, passes=1)
+        bar.reached(0, 50)
+        bar.done()
+        bar.close()
+        stream.flush()
+        text = os.read(reader, 1 << 16).decode(errors="replace")
+    os.close(reader)
+    return text
+
+
+def test_a_zero_width_terminal_gets_plain_lines_instead_of_the_bar():
+    lines = LINE.findall(_shown(0))
+    assert lines and lines[-1] == ("400", "400")
+    wide = _shown(80)  # the control: a terminal with a width draws tqdm's bar, no plain line
+    assert "run-step" in wide and not LINE.search(wide)

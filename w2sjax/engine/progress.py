@@ -1,7 +1,7 @@
 """Progress inside a chunk: the compiled step loop reports its step to the host every `tick`
 steps (a host callback, unordered, between blocks of steps: train.curve), and a `Progress` turns
 those reports into a bar with run-steps/s, the sweep's ETA and the chunk's, or into a plain line
-every few seconds where stderr is not a terminal.
+every few seconds where stderr is not a terminal or is one that reports no width.
 
 The callback only reads the step index, which is the same for every run of a chunk (segment
 lengths are shared), so under vmap it fires once per step reported, not once per run; it changes
@@ -10,6 +10,7 @@ no value of the run (a test compares runs with and without it bit for bit).
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -47,6 +48,15 @@ def report_step(pass_index: int, step: chex.Array) -> None:
     jax.debug.callback(report, jnp.int32(pass_index), step)
 
 
+def draws_bar(stream: IO[str]) -> bool:
+    """Whether `stream` is a terminal with a width: some containers' pseudo-terminals report zero
+    columns, where tqdm's bar would print nothing at all."""
+    try:
+        return stream.isatty() and os.get_terminal_size(stream.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):  # no file descriptor, or not a terminal
+        return False
+
+
 def _clock(seconds: float) -> str:
     if not np.isfinite(seconds):
         return "?"
@@ -59,14 +69,15 @@ class Progress:
     student's): `chunk(runs, steps, passes)` before a chunk and `done()` after it; the loop's
     reports move it in between. `tick(steps)` is the report interval to compile the next chunk
     with. quiet: nothing is shown (and no reports are asked for); plain: a line every
-    PLAIN_EVERY_S seconds instead of a redrawn bar (default: where the stream is no terminal)."""
+    PLAIN_EVERY_S seconds instead of a redrawn bar (default: where the stream draws no bar:
+    draws_bar)."""
 
     def __init__(
         self, total: int, quiet: bool, stream: IO[str] | None = None, plain: bool | None = None
     ) -> None:
         self.quiet, self.total = quiet, total
         self.stream = stream or sys.stderr
-        self.plain = not self.stream.isatty() if plain is None else plain
+        self.plain = not draws_bar(self.stream) if plain is None else plain
         self.start = time.perf_counter()
         self.finished = 0  # run-steps of committed chunks
         self.rate = float("nan")  # run-steps/s of the last chunk, compile included
