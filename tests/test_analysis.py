@@ -37,6 +37,23 @@ def test_mean_interval_is_the_t_interval():
     assert mean_interval(pd.Series([0.5, np.nan])) == (0.5, 0.5, 0.5)
 
 
+def test_intervals_stay_in_the_range_of_their_metric():
+    near_one = pd.Series([1.0, 1.0, 1.0, 0.99])  # the t-interval alone runs past 1
+    mean, lo, hi = mean_interval(near_one)
+    assert hi > 1
+    assert mean_interval(near_one, (0.0, 1.0)) == (mean, lo, 1.0)
+    assert mean_interval(1 - near_one, (0.0, 1.0))[1] == 0.0
+    runs, steps = _synthetic()
+    runs = runs.assign(pgr_final=[1.1, 1.0, 1.0, -0.4, -0.2, -0.2])  # PGR may leave [0, 1]
+    steps = steps.assign(test_acc_easy=np.where(steps.run_id == "r2", 0.99, 1.0))
+    table = summary_table(runs, steps, ["n_st"])
+    bounded = [c for c in table.columns if c.endswith(("_lo", "_hi")) and "pgr" not in c]
+    values = table[bounded].to_numpy(dtype=float)
+    assert np.nanmin(values) >= 0 and np.nanmax(values) <= 1
+    assert (table.final_test_acc_easy_hi == 1.0).any()  # cut where the t-interval passed 1
+    assert table.pgr_final_hi.max() > 1 and table.pgr_final_lo.min() < 0  # PGR is not cut
+
+
 def _synthetic():
     """Two n_st rows x 3 seeds. For n_st = 200 the test accuracy peaks at step 10; two of its
     runs stop early there (their validation peak), the third at step 100. For n_st = 75 the

@@ -46,21 +46,28 @@ _T975 = (
 )
 
 
-def mean_interval(values: pd.Series) -> tuple[float, float, float]:
+def mean_interval(
+    values: pd.Series, bounds: tuple[float, float] | None = None
+) -> tuple[float, float, float]:
     """(mean, lo, hi): the mean over seeds with its 95% t-interval (NaNs dropped; lo = hi = mean
-    for a single value)."""
+    for a single value), cut to `bounds`, the range the metric lives in (an accuracy's [0, 1]).
+    The mean lies in that range, so cutting the interval to it loses no coverage."""
     x = values.dropna().to_numpy(dtype=float)
     mean = float(x.mean()) if len(x) else float("nan")
     if len(x) < 2:
         return mean, mean, mean
     t = _T975[len(x) - 2] if len(x) - 1 <= len(_T975) else 1.96
     half = t * float(x.std(ddof=1)) / len(x) ** 0.5
-    return mean, mean - half, mean + half
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return mean, lo, hi
 
 
 # name: (where it is read, column). "runs": the runs table; "last": each run's last logged step;
 # "best": each run's early-stopping step (best_step: its first step of highest validation
-# accuracy). Every metric is then a mean over the point's seeds.
+# accuracy). Every metric is then a mean over the point's seeds, with an interval inside [0, 1]
+# except for UNBOUNDED ones (PGR is below 0 where the student falls under its teacher).
 SUMMARY_METRICS = {
     "weak_test_acc": ("runs", "weak_test_acc"),
     "pseudo_label_error": ("runs", "pseudo_label_error"),
@@ -82,6 +89,9 @@ SUMMARY_METRICS = {
     # with --filters only (filter_sign_agreement, joined to the runs by the report)
     "filter_sign_agreement": ("runs", "filter_sign_agreement"),
 }
+
+
+UNBOUNDED = ("pgr_final", "pgr_best")
 
 
 def last_rows(steps: pd.DataFrame) -> pd.DataFrame:
@@ -130,7 +140,8 @@ def summary_table(runs: pd.DataFrame, steps: pd.DataFrame, by: list[str]) -> pd.
     first logged step of its highest validation accuracy: chosen without the test set), and
     best_step is the median of those steps. oracle_test_acc is the mean of each run's highest
     test accuracy (the test set choosing its own step: an upper bound, not a result). Every
-    metric comes with _lo/_hi, its 95% t-interval over seeds (NaN where no run of the point has
+    metric comes with _lo/_hi, its 95% t-interval over seeds, cut to [0, 1] for every metric but
+    PGR (NaN where no run of the point has
     the metric, e.g. best_* of runs written before the validation set). With by = [] the whole
     table is one point.
     """
@@ -150,7 +161,8 @@ def summary_table(runs: pd.DataFrame, steps: pd.DataFrame, by: list[str]) -> pd.
         row["seeds"] = len(point)
         for name, (where, column) in SUMMARY_METRICS.items():
             values = at[where].get(column, pd.Series(dtype=float))  # absent: NaN
-            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = mean_interval(values)
+            bounds = None if name in UNBOUNDED else (0.0, 1.0)
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = mean_interval(values, bounds)
         steps_at = point.best_step.dropna()
         row["best_step"] = float(steps_at.median()) if len(steps_at) else float("nan")
         rows.append(row)
