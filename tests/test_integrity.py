@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import time
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -419,3 +420,38 @@ def test_a_kill_during_fresh_leaves_no_old_part_and_the_rerun_finishes(
     assert execute(new, tmp_path / "out", quiet=True, fresh=True).ran == 12
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".sw.lock", "sw"]
     assert_same_tables(w2sjax.load(root), reference)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fd through /proc")
+def test_each_part_is_flushed_before_its_commit_rename_and_its_folder_after(tmp_path, monkeypatch):
+    """A power cut costs at most the chunk in flight: every part (and every new folder) is on
+    disk before the runs part, the chunk's commit, is renamed into place, and that rename is
+    flushed in its folder before write_chunk returns."""
+
+    events: list[tuple[str, ...]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def logged_fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def logged_replace(src, dst) -> None:
+        events.append(("replace", str(src), str(dst)))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", logged_fsync)
+    monkeypatch.setattr(os, "replace", logged_replace)
+    table = pd.DataFrame({"run_id": ["a", "b"], "step": [0, 1]})
+    root = tmp_path / "ds"
+    store.write_chunk(root, "b0", "c0", {"runs": table, "steps": table}, {})
+    flushed = [e[1] for e in events if e[0] == "fsync"]
+    renames = [e for e in events if e[0] == "replace"]
+    assert [Path(dst).parts[-3] for _, _, dst in renames] == ["steps", "runs"]  # runs last
+    for _, src, dst in renames:
+        at = events.index(("replace", src, dst))
+        assert ("fsync", src) in events[:at]  # the part's bytes, before the rename
+        assert ("fsync", str(Path(dst).parent)) in events[at:]  # the rename, after it
+    commit = events.index(renames[-1])
+    for folder in (root, root / "steps", root / "steps" / "bucket=b0"):
+        assert ("fsync", str(folder.parent)) in events[:commit]  # each new folder's name
+    assert len(flushed) == len(events) - len(renames)

@@ -21,6 +21,7 @@ from w2sjax.config.options import EngineOptions
 from w2sjax.engine.batch import Shape
 from w2sjax.sweep.buckets import assign_noise, chunk_size, memory_budget, plan
 from w2sjax.sweep.execution import execute
+from w2sjax.tables.store import SyncTime
 
 
 def writable_folder(folder: str | Path, option: str) -> Path:
@@ -56,7 +57,8 @@ def sweep_bench(
 ) -> dict:
     """Wall time of running every run of `sweep` (into a temporary folder, or into `keep`, which
     must not hold this sweep yet), from the call to the last parquet part (compile included),
-    against the per-run loops' time for the same runs. The loops' time is estimated per bucket
+    against the per-run loops' time for the same runs, and the part of it spent flushing the
+    parts to disk (fsync_s: the durability of each commit). The loops' time is estimated per bucket
     as runs x steps / (their run-steps/s measured here at the bucket's n_st, d, m over
     `loop_steps` steps) and counts their training steps only, not sampling, the weak fit or
     evaluation: the speedups err against the engine. Raises KeyboardInterrupt when the sweep
@@ -66,10 +68,11 @@ def sweep_bench(
         prepare_keep(keep, sweep)
     loop_steps = loop_steps or SIZES[device_sizes()][5]
     with tempfile.TemporaryDirectory() as scratch:
-        start = time.perf_counter()
+        start, synced = time.perf_counter(), SyncTime.seconds
         options = EngineOptions(precision=precision, noise=noise)
         summary = execute(sweep, keep or scratch, options, quiet=True)
         engine_s = time.perf_counter() - start
+        fsync_s = SyncTime.seconds - synced
     if summary.interrupted:  # a partial sweep's time says nothing
         raise KeyboardInterrupt
     rates: dict[tuple[int, int, int], tuple[float, float | None]] = {}
@@ -111,6 +114,7 @@ def sweep_bench(
         "devices": summary.devices,
         "diverged": summary.diverged,
         "engine_s": engine_s,
+        "fsync_s": fsync_s,
         "baseline_s": baseline_s,
         "torch_s": torch_s,
         "speedup_over_baseline": baseline_s / engine_s,
@@ -122,7 +126,8 @@ def sweep_bench(
         torch_text = f", PyTorch loop {torch_s:,.1f} s ({_times(torch_s / engine_s)})"
     log(
         f"sweep {sweep.name}: {summary.ran} runs on {summary.devices} in {engine_s:,.1f} s "
-        f"end to end; per-run loops for the same runs: JAX loop {baseline_s:,.1f} s "
+        f"end to end ({fsync_s:.2f} s, {fsync_s / engine_s:.2%}, flushing parts to disk); "
+        f"per-run loops for the same runs: JAX loop {baseline_s:,.1f} s "
         f"({_times(baseline_s / engine_s)}){torch_text}"
     )
     return result

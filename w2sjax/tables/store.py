@@ -4,7 +4,8 @@ The tables (layout.py has where they live): runs (one row per run), steps (one r
 logged step) and, opt-in, filters (one row per run, logged step, class j and filter r).
 
 A chunk is committed when its runs part exists: its steps and filters parts are written first, each
-under a temporary name renamed into place, so a crash leaves at most uncommitted parts, which
+under a temporary name, flushed to disk, renamed into place and its folder flushed, so a crash or
+a power cut leaves at most the uncommitted parts of the chunk in flight, which
 `damage.remove_uncommitted` deletes and readers ignore. Every change to the folder is made by
 the one process holding the dataset's lock (lock.py).
 """
@@ -16,6 +17,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -186,13 +188,42 @@ def table_metadata(spec_text: str, spec_hash: str) -> dict[str, str]:
     }
 
 
+class SyncTime:
+    """Seconds this process has spent flushing the tables to disk (the bench reports them)."""
+
+    seconds = 0.0
+
+
+def fsync(path: Path) -> None:
+    """Flush `path`, a file or a folder (its entries: a rename or a new name in it), to disk."""
+    start = time.perf_counter()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    SyncTime.seconds += time.perf_counter() - start
+
+
+def make_folder(folder: Path) -> None:
+    """`folder` and its missing parents, each new name flushed in its parent, so a power cut
+    cannot take back a folder that a committed part lies in."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        fsync(new.parent)
+
+
 def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temporary name beside path, then rename it into place: a reader (or a
-    resumed sweep) never sees a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Call write(tmp) on a temporary name beside path, flush it to disk, rename it into place
+    and flush the folder: a reader (or a resumed sweep) never sees a partial file, and once
+    this returns a power cut cannot take the file back or leave it short."""
+    make_folder(path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     write(tmp)
+    fsync(tmp)
     os.replace(tmp, path)
+    fsync(path.parent)
 
 
 def write_parquet(df: pd.DataFrame, path: Path, metadata: dict[str, str]) -> None:
