@@ -153,7 +153,7 @@ def test_a_small_search_keeps_its_probes_and_resumes(tmp_path, capsys):
     runs, _ = w2sjax.load(root)
     assert main(["check", str(root)]) == 0  # the outputs are the dataset's own files
     assert main([*args, "--quiet"]) == 0  # a rerun reuses every probe
-    assert len(w2sjax.load(root)[0]) == len(runs)
+    assert len(w2sjax.load(root).runs) == len(runs)
     assert pd.read_csv(root / "boundary.csv").equals(table)
     capsys.readouterr()
     assert main([*args[:4], "--level", "2", "--out", str(tmp_path)]) == 2

@@ -265,16 +265,16 @@ def test_a_dataset_written_before_the_choice_resumes_full_with_its_numbers(tmp_p
     assert "1 runs simulated" in capsys.readouterr().out
     assert (out / "old" / "spec.toml").read_text() == spec_before  # no record added
     resumed = w2sjax.load(out / "old")
-    assert (resumed[0].noise == "full").all()
+    assert (resumed.runs.noise == "full").all()
     # Every column the old dataset has, equal; the recomputed run adds a validation set (a key
     # of its own: no other draw moved) and so an early-stopping step (best_*), which the old runs
     # lack (read as oracle_*, their test argmax).
-    runs_cols = [c for c in original[0].columns if not c.startswith("best_")]
+    runs_cols = [c for c in original.runs.columns if not c.startswith("best_")]
     assert_same_tables(
-        (resumed[0][runs_cols], resumed[1][original[1].columns]),
-        (original[0][runs_cols], original[1]),
+        (resumed.runs[runs_cols], resumed.steps[original.steps.columns]),
+        (original.runs[runs_cols], original.steps),
     )
-    assert resumed[0].best_step.notna().sum() == 1 and original[0].best_step.isna().all()
+    assert resumed.runs.best_step.notna().sum() == 1 and original.runs.best_step.isna().all()
     assert main([*args, "--noise", "reduced"]) == 2
     assert "written with the full sampler" in capsys.readouterr().err
 
@@ -350,5 +350,5 @@ def test_chunking_changes_no_reduced_run(tmp_path):
     )
     assert (whole.chunks, ones.chunks) == (1, 2)
     tables = [w2sjax.load(tmp_path / out / "old") for out in ("whole", "ones")]
-    assert (tables[0][0].noise == "reduced").all()
+    assert (tables[0].runs.noise == "reduced").all()
     assert_same_tables(*tables)
