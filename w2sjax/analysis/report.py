@@ -165,8 +165,8 @@ def write_report(path: str | Path, fmt: str = "png") -> Path:
         f"device {meta.get('device_kind', '?')}, jax {meta.get('jax_version', '?')}, w2sjax "
         f"{meta.get('version', '?')}, commit {meta.get('git_commit') or 'unknown'}).",
         "",
-        "Mean over seeds [95% t-interval, cut to [0, 1] for every metric but PGR]. Each run is "
-        "read at its last step (final) and at its "
+        "Mean over seeds [95% t-interval, cut to [0, 1] for accuracies]. Each run is read at "
+        "its last step (final) and at its "
         "early-stopping step (best: its first logged step of highest validation accuracy, chosen "
         "without the test set); best step is the median of those steps. Oracle test is each "
         "run's highest test accuracy, the test set choosing its own step: an upper bound.",

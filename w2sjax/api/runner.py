@@ -20,8 +20,16 @@ Spec = str | Path | Mapping[str, Any]
 
 
 def _is_path(spec: str | Path) -> bool:
-    """A Path, or a str that names an existing file or ends in .toml; any other str is TOML."""
-    return isinstance(spec, Path) or spec.endswith(".toml") or Path(spec).is_file()
+    """A Path, or a one-line str that ends in .toml or names an existing file; any other str
+    (TOML text has a line break, or is one `key = value`) is TOML."""
+    if isinstance(spec, Path):
+        return True
+    if "\n" in spec:
+        return False
+    try:
+        return spec.endswith(".toml") or Path(spec).is_file()
+    except OSError:  # e.g. too long for a file name
+        return False
 
 
 def load_spec(
