@@ -154,8 +154,9 @@ def chunk_tables(
 
 
 def git_commit() -> str:
-    """The package's git commit (with "+dirty" for local changes), or "" outside a checkout."""
-    here = Path(__file__).resolve().parent
+    """The package's git commit (with "+dirty" for local changes to the package), or ""
+    outside a checkout."""
+    here = Path(__file__).resolve().parents[1]  # the w2sjax package, not just this stage
     try:
         head = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "HEAD"],
