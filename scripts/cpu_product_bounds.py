@@ -1,7 +1,7 @@
-"""The bounds the CPU bench buckets meet (docs/BENCHMARKS.md, "Where the time goes on the CPU"):
-the square-matmul ceiling; the coefficient step's product alone, inside a step loop, and with the
-step's elementwise work; the dense step's forward and gradient products and the rate of a step
-made of both. Usage: PYTHONPATH=. python scripts/cpu_product_bounds.py"""
+"""The bounds the CPU bench buckets meet (docs/notes/benchmarks.md, "2026-11-29, 2 CPU cores:
+where the time goes"): the square-matmul ceiling; the coefficient step's product alone, inside a
+step loop, and with the step's elementwise work; the dense step's forward and gradient products
+and the rate of a step made of both. Usage: PYTHONPATH=. python scripts/cpu_product_bounds.py"""
 
 import jax
 

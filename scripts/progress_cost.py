@@ -1,4 +1,5 @@
-"""The progress reports' cost by report interval (docs/BENCHMARKS.md, "The progress bar's cost"):
+"""The progress reports' cost by report interval (docs/notes/benchmarks.md, "2026-11-29, 2 CPU
+cores: the progress bar's cost"):
 one bench bucket (w2sjax/bench/timing.py's `engine`: d = 1000, m = 20, 8 runs, 200 steps) without
 reports and with them, their calls interleaved (5 each, the fastest kept), at tick 10^6 (the
 blocks but no report inside a segment), 50 and 7 steps.
