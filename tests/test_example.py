@@ -1,6 +1,7 @@
 """examples/quickstart.py, the notebook a researcher opens first, runs end to end as a script
 (as Jupyter would run its cells in order): a sweep from Python, the phase diagram, a found
-boundary and learning curves by category."""
+boundary and learning curves by category. About a minute of three compiles and 27 runs, so it is
+a `slow` test (`make test-slow`): the fast suite's Python blocks of docs/API.md run the same API."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 
+@pytest.mark.slow
 def test_the_quickstart_notebook_runs_end_to_end(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
     result = subprocess.run(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -16,6 +16,9 @@ from w2sjax.config.grid import Sweep, load_sweep
 from w2sjax.tables.layout import SPEC_FILE
 from w2sjax.tables.reading import load as load_tables
 from w2sjax.tables.reading import provenance, read_table
+
+if TYPE_CHECKING:
+    import xarray
 
 # Columns that name a run or its chunk rather than measure it.
 _NOT_MEASURES = ("run_id", "bucket", "seed", "step")
@@ -77,7 +80,7 @@ class Dataset:
 
         return write_report(self.path, fmt)
 
-    def to_xarray(self) -> Any:
+    def to_xarray(self) -> xarray.Dataset:
         """An xarray.Dataset over the grid's axes, `seed` and (for the steps' metrics) `step`:
         every numeric measure of the runs and steps tables as a variable (a runs column that the
         steps table also has, such as ceiling_test_acc, is the steps', whose last step it is).

@@ -8,12 +8,15 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from w2sjax.config.fields import FIELDS, ConfigError
 from w2sjax.config.grid import Sweep, heatmap_axes, load_sweep, sweep_from
 from w2sjax.config.options import EngineOptions
 from w2sjax.config.toml import parse_overrides
+
+if TYPE_CHECKING:
+    from w2sjax.api.dataset import Dataset
 
 # What a sweep file is given as: a path, TOML text, or the mapping TOML text parses to.
 Spec = str | Path | Mapping[str, Any]
@@ -90,7 +93,7 @@ def run(
     fresh: bool = False,
     quiet: bool = False,
     options: EngineOptions = EngineOptions(),
-):
+) -> Dataset:
     """Run the sweep `spec` (a path, TOML text or a mapping) into <out>/<name>/, resuming what
     is written there, and return its Dataset (figures drawn as `w2sjax sweep` draws them).
 
