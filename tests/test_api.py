@@ -136,13 +136,17 @@ def test_to_xarray_indexes_the_grid_seed_and_step(from_text, reference):
     assert 'name = "sw"' in data.attrs["spec"]
 
 
-def test_to_xarray_makes_a_zip_one_dimension(from_text):
-    """The zip sweep of (20, 0.2) and (30, 0.4) makes the grid run's runs at those points (the
-    same settings, so the same run_ids): its dataset is built from them, no run computed."""
+@pytest.mark.parametrize("n_st", [[20, 30], [20, 20]])  # a zip may repeat a field's value
+def test_to_xarray_makes_a_zip_one_dimension(from_text, n_st):
+    """The zip sweep of (n_st, p_b) rows (20 or 30 with 0.2, then 20 with 0.4) makes the grid
+    run's runs at those points (the same settings, so the same run_ids): its dataset is built
+    from them, no run computed."""
     pytest.importorskip("xarray")
     from w2sjax.api.runner import load_spec
 
-    zipped = load_spec(SWEEP_TEXT.replace("[grid]", "[zip]"))
+    text = SWEEP_TEXT.replace("[grid]\nn_st = [20, 30]", f"[zip]\nn_st = {n_st}")
+    zipped = load_spec(text)
+    assert list(zipped.zip) == ["n_st", "p_b"]
     ids = {run_id for c in zipped.points for run_id in _run_ids(c)}
     data = w2sjax.Dataset.__new__(w2sjax.Dataset)
     data.path = from_text.path
@@ -150,14 +154,82 @@ def test_to_xarray_makes_a_zip_one_dimension(from_text):
     data.steps = from_text.steps[from_text.steps.run_id.isin(ids)].reset_index(drop=True)
     data.sweep = zipped
     array = data.to_xarray()
-    assert len(data.runs) == 6 and dict(array.sizes) == {"n_st": 2, "seed": 3, "step": 6}
-    assert list(array.p_b.values) == [0.2, 0.4]  # the zip's other field, along n_st
-    at = array.sel(n_st=30, seed=1)
-    run = data.runs[(data.runs.n_st == 30) & (data.runs.seed == 1)].iloc[0]
-    assert run.p_b == 0.4 and float(at.final_test_acc) == run.final_test_acc
+    assert len(data.runs) == 6 and dict(array.sizes) == {"zip": 2, "seed": 3, "step": 6}
+    assert list(array.n_st.values) == n_st and list(array.p_b.values) == [0.2, 0.4]
+    run = data.runs[(data.runs.p_b == 0.4) & (data.runs.seed == 1)].iloc[0]
+    assert (
+        run.n_st == n_st[1] and float(array.sel(zip=1, seed=1).final_test_acc) == run.final_test_acc
+    )
 
 
 def _run_ids(config) -> list[str]:
     from w2sjax.engine.batch import run_id
 
     return [run_id(config, seed) for seed in range(config.seeds)]
+
+
+def test_specs_and_overrides_that_say_nothing_or_too_much_are_refused(tmp_path):
+    from w2sjax.api.runner import load_spec
+
+    for spec, line in (
+        ("", "spec: empty"),
+        ("   ", "spec: empty"),
+        ("sweeps/nope", "sweeps/nope: cannot read config file"),  # a path, though not .toml
+        ("name = 'x'\n[strong]\nn_st = -1", "strong.n_st"),  # TOML text
+    ):
+        with pytest.raises(w2sjax.ConfigError, match=line):
+            load_spec(spec)
+    with pytest.raises(w2sjax.ConfigError, match="^seeds: "):
+        load_spec(SWEEP_TEXT, seeds=0)
+    with pytest.raises(w2sjax.ConfigError, match="^overrides: strong.etaa: unknown field"):
+        load_spec(SWEEP_TEXT, {"strong.etaa": 0.1})
+    one = load_spec(SWEEP_TEXT, "eta=0.1")  # one override as one string
+    assert one.points[0].eta == load_spec(SWEEP_TEXT, {"strong.eta": 0.1}).points[0].eta == 0.1
+
+
+def test_the_command_line_checks_the_file_before_its_options(sweep_file):
+    sweep_file.write_text(sweep_file.read_text().replace("steps = 25", "steps = -25"))
+    line = _cli_line(["sweep", str(sweep_file), "--noise", "reduced", "--precision", "bf16"])
+    assert "steps" in line and "--noise" not in line
+
+
+def test_engine_options_refuse_what_is_not_theirs():
+    for bad, option in (
+        (dict(filters="no"), "--filters"),
+        (dict(distributed=True), "distributed"),
+        (dict(distributed=w2sjax.Distributed(coordinator="h:1")), None),  # fine
+    ):
+        if option is None:
+            w2sjax.EngineOptions(**bad)
+            continue
+        with pytest.raises(w2sjax.ConfigError, match=f"^{option}: "):
+            w2sjax.EngineOptions(**bad)
+    for bad, option in (
+        (dict(num_processes=0), "--num-processes"),
+        (dict(process_id=-1), "--process-id"),
+    ):
+        with pytest.raises(w2sjax.ConfigError, match=f"^{option}: must be an integer"):
+            w2sjax.Distributed(**bad)
+
+
+def test_jax_distributed_is_initialised_once_per_process(monkeypatch):
+    """A second sweep of the same process (a resume from a notebook) must not initialise
+    jax.distributed again, which jax refuses."""
+    import jax
+
+    from w2sjax.sweep.dataset import processes
+
+    def again(**kwargs):
+        raise RuntimeError("distributed.initialize should only be called once.")
+
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(jax.distributed, "initialize", again)
+    procs = processes(w2sjax.Distributed())
+    assert (procs.index, procs.count) == (jax.process_index(), jax.process_count())
+
+
+def test_a_dataset_without_a_committed_chunk_says_so(tmp_path):
+    (tmp_path / "ds" / "runs" / "bucket=x").mkdir(parents=True)  # its first commit never came
+    (tmp_path / "ds" / "spec.toml").write_text('name = "ds"\n')
+    with pytest.raises(FileNotFoundError, match="ds/runs: no table parts"):
+        w2sjax.load(tmp_path / "ds")

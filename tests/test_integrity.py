@@ -455,3 +455,54 @@ def test_each_part_is_flushed_before_its_commit_rename_and_its_folder_after(tmp_
     for folder in (root, root / "steps", root / "steps" / "bucket=b0"):
         assert ("fsync", str(folder.parent)) in events[:commit]  # each new folder's name
     assert len(flushed) == len(events) - len(renames)
+
+
+def _fsync_log(monkeypatch, refuse_folders: bool = False) -> list[str]:
+    """Every path os.fsync is called on, in order; with `refuse_folders`, a folder's fsync fails
+    as on file systems that cannot flush one (EINVAL)."""
+    import errno
+
+    flushed: list[str] = []
+    fsync = os.fsync
+
+    def logged(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        flushed.append(path)
+        if refuse_folders and Path(path).is_dir():
+            raise OSError(errno.EINVAL, "Invalid argument")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", logged)
+    return flushed
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fd through /proc")
+def test_a_new_dataset_and_its_output_folder_are_flushed_in_their_parents(tmp_path, monkeypatch):
+    from w2sjax.sweep.dataset import set_up
+
+    flushed = _fsync_log(monkeypatch)
+    out = tmp_path / "new" / "out"
+    with DatasetLock(out / "ds"):
+        set_up(out / "ds", 'name = "ds"\n', fresh=False, filters=False)
+    for folder in (tmp_path / "new", out, out / "ds"):
+        assert str(folder.parent) in flushed, folder  # its name, in its parent
+    spec_tmp = str(out / "ds" / ".spec.toml.tmp-")
+    assert any(p.startswith(spec_tmp) for p in flushed)  # spec.toml's bytes, before its rename
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fd through /proc")
+def test_a_file_system_that_cannot_flush_folders_still_takes_commits(tmp_path, monkeypatch):
+    import errno
+
+    flushed = _fsync_log(monkeypatch, refuse_folders=True)
+    table = pd.DataFrame({"run_id": ["a"], "step": [0]})
+    store.write_chunk(tmp_path / "ds", "b0", "c0", {"runs": table, "steps": table}, {})
+    assert (tmp_path / "ds" / "runs" / "bucket=b0" / "part-c0.parquet").is_file()
+    assert any(Path(p).is_dir() for p in flushed)  # it tried
+
+    def failing(fd: int) -> None:  # a file's fsync failing is a real error, never ignored
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(OSError, match="Input/output"):
+        store.write_chunk(tmp_path / "ds", "b0", "c1", {"runs": table}, {})

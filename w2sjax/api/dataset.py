@@ -84,8 +84,9 @@ class Dataset:
         """An xarray.Dataset over the grid's axes, `seed` and (for the steps' metrics) `step`:
         every numeric measure of the runs and steps tables as a variable (a runs column that the
         steps table also has, such as ceiling_test_acc, is the steps', whose last step it is).
-        A [zip] block is one dimension named by its first field, its other fields coordinates
-        along it; the spec text is in attrs. Needs xarray (`pip install w2sjax[xarray]`)."""
+        A [zip] block is one dimension `zip` (its rows by position: a zip may repeat a value in
+        one field), each of its fields a coordinate along it; the spec text is in attrs. Needs
+        xarray (`pip install w2sjax[xarray]`)."""
         try:
             import xarray as xr
         except ImportError:
@@ -93,23 +94,37 @@ class Dataset:
                 "Dataset.to_xarray needs xarray: pip install 'w2sjax[xarray]'"
             ) from None
         sweep = self.sweep
-        zipped = list(sweep.zip)
-        dims = [*sweep.grid, *zipped[:1]]
-        index = [*dims, "seed"]
-        steps = self.steps.merge(self.runs[["run_id", *index]], on="run_id")
+        runs = self.runs
+        if sweep.zip:
+            runs = runs.assign(zip=runs.run_id.map(_zip_rows(sweep)))
+        index = [*sweep.grid, *(["zip"] if sweep.zip else []), "seed"]
+        steps = self.steps.merge(runs[["run_id", *index]], on="run_id")
         step_vars = _measures(steps, exclude=index)
-        run_vars = _measures(self.runs, exclude=[*index, *step_vars])
+        run_vars = _measures(runs, exclude=[*index, *step_vars])
         data = xr.merge(
             [
-                self.runs.set_index(index)[run_vars].astype(float).to_xarray(),
+                runs.set_index(index)[run_vars].astype(float).to_xarray(),
                 steps.set_index([*index, "step"])[step_vars].astype(float).to_xarray(),
             ]
         )
-        for name in zipped[1:]:
-            along = self.runs.drop_duplicates(zipped[0]).set_index(zipped[0])[name]
-            data = data.assign_coords({name: (zipped[0], along.loc[data[zipped[0]].values])})
+        for name in sweep.zip:
+            along = runs.drop_duplicates("zip").set_index("zip")[name]
+            data = data.assign_coords({name: ("zip", along.loc[data["zip"].values].to_numpy())})
         data.attrs.update(spec=self.spec, path=str(self.path))
         return data
+
+
+def _zip_rows(sweep: Sweep) -> dict[str, int]:
+    """run_id -> the position of its [zip] row. Grid points run over the grid's axes first and
+    the zip's rows fastest (config.grid.expand), so point i is zip row i % rows."""
+    from w2sjax.engine.batch import run_id
+
+    rows = len(next(iter(sweep.zip.values())))
+    return {
+        run_id(point, seed): i % rows
+        for i, point in enumerate(sweep.points)
+        for seed in range(point.seeds)
+    }
 
 
 def _measures(table: pd.DataFrame, exclude: list[str]) -> list[str]:

@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from w2sjax.config.fields import FIELDS, ConfigError
+from w2sjax.config.fields import FIELDS, ConfigError, check_field
 from w2sjax.config.grid import Sweep, heatmap_axes, load_sweep, sweep_from
 from w2sjax.config.options import EngineOptions
-from w2sjax.config.toml import parse_overrides
+from w2sjax.config.toml import overrides_from, parse_overrides
 
 if TYPE_CHECKING:
     from w2sjax.api.dataset import Dataset
@@ -23,16 +23,13 @@ Spec = str | Path | Mapping[str, Any]
 
 
 def _is_path(spec: str | Path) -> bool:
-    """A Path, or a one-line str that ends in .toml or names an existing file; any other str
-    (TOML text has a line break, or is one `key = value`) is TOML."""
+    """A Path, or a one-line str that ends in .toml or holds no `=`; any other str is TOML text
+    (which needs a `key = value` to say anything)."""
     if isinstance(spec, Path):
         return True
-    if "\n" in spec:
-        return False
-    try:
-        return spec.endswith(".toml") or Path(spec).is_file()
-    except OSError:  # e.g. too long for a file name
-        return False
+    if not spec.strip():
+        raise ConfigError("spec: empty; give a sweep file's path, TOML text or a mapping")
+    return "\n" not in spec and (spec.endswith(".toml") or "=" not in spec)
 
 
 def load_spec(
@@ -43,11 +40,18 @@ def load_spec(
     one_config: bool = False,
 ) -> Sweep:
     """The sweep `spec` describes, every point checked, with `overrides` ({field: value}, or
-    "field=value" strings as after --set) and `seeds` applied; jax-free. ConfigError (one line)
+    "field=value" strings as after --set; keys may be section.field) and `seeds` applied;
+    jax-free. ConfigError (one line)
     for anything the sweep would refuse, including engine options that its optimizers do not
     allow, and for axes where `one_config` (`w2sjax run`) asks for one config."""
-    if overrides is not None and not isinstance(overrides, Mapping):
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    if isinstance(overrides, Mapping):
+        overrides = overrides_from(overrides)
+    elif overrides is not None:
         overrides = parse_overrides(list(overrides))
+    if seeds is not None:
+        check_field("seeds", seeds)
     if isinstance(spec, Mapping):
         sweep = sweep_from(spec, FIELDS["name"].default, overrides, seeds)
     elif _is_path(spec):

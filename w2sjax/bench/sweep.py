@@ -21,7 +21,7 @@ from w2sjax.config.options import EngineOptions
 from w2sjax.engine.batch import Shape
 from w2sjax.sweep.buckets import assign_noise, chunk_size, memory_budget, plan
 from w2sjax.sweep.execution import execute
-from w2sjax.tables.store import SyncTime
+from w2sjax.tables.durable import SyncTime
 
 
 def writable_folder(folder: str | Path, option: str) -> Path:

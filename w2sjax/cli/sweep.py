@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from w2sjax.api.runner import figures, load_spec
 from w2sjax.cli.errors import error, resume_hint
@@ -41,9 +42,10 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
 
 def sweep_command(args: argparse.Namespace) -> int:
     """`w2sjax sweep` and `w2sjax run`: simulate what is not written yet, then the figures."""
-    try:
+    try:  # in the order the checks always ran: the file, then the options against it
+        sweep = load_spec(Path(args.spec), args.overrides, args.seeds, one_config=args.one_config)
         options = engine_options(args)
-        sweep = load_spec(args.spec, args.overrides, args.seeds, options, args.one_config)
+        options.check(sweep)
     except ConfigError as err:
         return error(err, 2)
     # jax loads only once the input is known to be good.

@@ -11,6 +11,12 @@ from w2sjax.config.grid import Sweep
 from w2sjax.config.settings import check_engine, check_span
 
 
+def _at_least(option: str, value: object, low: int) -> None:
+    """ConfigError unless `value` is None or an integer >= low (not a bool)."""
+    if value is not None and (type(value) is not int or value < low):
+        raise ConfigError(f"--{option}: must be an integer >= {low}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Distributed:
     """Several processes (jax.distributed.initialize): each runs its share of every bucket. With
@@ -19,6 +25,12 @@ class Distributed:
     coordinator: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.coordinator is not None and not isinstance(self.coordinator, str):
+            raise ConfigError(f"--coordinator: must be host:port, got {self.coordinator!r}")
+        _at_least("num-processes", self.num_processes, 1)
+        _at_least("process-id", self.process_id, 0)
 
 
 @dataclass(frozen=True)
@@ -45,9 +57,14 @@ class EngineOptions:
         ):
             if value not in allowed:
                 raise ConfigError(f"--{name}: must be one of {', '.join(allowed)}, got {value!r}")
-        for name, value in (("max-chunk", self.max_chunk), ("memory-budget", self.memory_budget)):
-            if value is not None and (type(value) is not int or value < 1):
-                raise ConfigError(f"--{name}: must be an integer >= 1, got {value!r}")
+        _at_least("max-chunk", self.max_chunk, 1)
+        _at_least("memory-budget", self.memory_budget, 1)
+        if type(self.filters) is not bool:
+            raise ConfigError(f"--filters: must be true or false, got {self.filters!r}")
+        if self.distributed is not None and not isinstance(self.distributed, Distributed):
+            raise ConfigError(
+                f"distributed: must be None or a Distributed(...), got {self.distributed!r}"
+            )
         check_engine(self.noise, self.precision)
 
     def check(self, sweep: Sweep) -> None:

@@ -43,22 +43,41 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def override_field(key: str) -> str | None:
+    """The field an override's key names ("n_st", or "strong.eta" with its section); None when
+    it names none."""
+    key = key.strip()
+    field = key.rpartition(".")[2]
+    if field not in FIELDS or (
+        "." in key and key.rpartition(".")[0] != (FIELDS[field].section or "")
+    ):
+        return None
+    return field
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """["n_st=2000", "strong.eta=0.1"] -> {"n_st": 2000, "eta": 0.1}; unknown fields rejected."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
-        key = key.strip()
-        field = key.rpartition(".")[2]
-        if (
-            not sep
-            or field not in FIELDS
-            or ("." in key and key.rpartition(".")[0] != (FIELDS[field].section or ""))
-        ):
+        field = override_field(key) if sep else None
+        if field is None:
             raise ConfigError(
                 f"--set {item}: must be FIELD=VALUE with FIELD one of {', '.join(FIELDS)}"
             )
         out[field] = parse_value(text.strip())
+    return out
+
+
+def overrides_from(values: Mapping[str, Any]) -> dict[str, Any]:
+    """{"n_st": 2000, "strong.eta": 0.1} -> {"n_st": 2000, "eta": 0.1}, keys as `--set` takes
+    them; unknown fields rejected."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        field = override_field(str(key))
+        if field is None:
+            raise ConfigError(f"overrides: {key}: unknown field; one of {', '.join(FIELDS)}")
+        out[field] = value
     return out
 
 

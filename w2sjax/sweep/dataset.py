@@ -21,6 +21,7 @@ from w2sjax.config.grid import Sweep
 from w2sjax.config.options import Distributed
 from w2sjax.sweep.buckets import assign_noise, noise_record
 from w2sjax.tables.damage import quarantine, remove_uncommitted
+from w2sjax.tables.durable import make_folder
 from w2sjax.tables.integrity import inspect, read_spec
 from w2sjax.tables.layout import SPEC_FILE, DatasetRefused, existing_spec
 from w2sjax.tables.lock import DatasetLock
@@ -56,19 +57,22 @@ class Processes:
 
 def processes(distributed: Distributed | None) -> Processes:
     """This process's share and how the processes meet: one process where `distributed` is
-    None, else jax.distributed initialised from it (jax reads SLURM or Open MPI settings for
-    what it leaves None)."""
+    None, else jax.distributed initialised from it unless it already is (jax reads SLURM or Open
+    MPI settings for what it leaves None)."""
     if distributed is None:
         return Processes()
     import jax
     import numpy as np
     from jax.experimental import multihost_utils
 
-    jax.distributed.initialize(
-        coordinator_address=distributed.coordinator,
-        num_processes=distributed.num_processes,
-        process_id=distributed.process_id,
-    )
+    # Once per process: a second sweep of the same process (a resume from Python) meets the
+    # processes jax already knows.
+    if not getattr(jax.distributed, "is_initialized", lambda: False)():
+        jax.distributed.initialize(
+            coordinator_address=distributed.coordinator,
+            num_processes=distributed.num_processes,
+            process_id=distributed.process_id,
+        )
     return Processes(
         jax.process_index(),
         jax.process_count(),
@@ -111,7 +115,7 @@ def set_up(root: Path, spec_text: str, fresh: bool, filters: bool) -> None:
                 f"it is written anew",
                 file=sys.stderr,
             )
-        root.mkdir(parents=True, exist_ok=True)
+        make_folder(root)
         remove_uncommitted(root)
         found = inspect(root, spec_text, filters=filters)
         moved = quarantine(root, found.to_quarantine)

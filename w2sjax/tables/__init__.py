@@ -2,6 +2,7 @@
 
 - layout.py: where a dataset's files live and which names belong to w2sjax (jax-free).
 - lock.py: one writer per dataset (`DatasetLock`, flock on `.<name>.lock`).
+- durable.py: writing so that a power cut cannot take back a commit (fsync, new folders).
 - store.py: a chunk's tables (runs, steps, filters) and their atomic commit.
 - integrity.py: which chunks are whole and which files are damaged or stray (reads only).
 - damage.py: what is done about damage (quarantine, refusal).

@@ -48,7 +48,7 @@ def chunk_of(part: Path) -> str:
 
 
 def is_temporary(path: Path) -> bool:
-    """A file being written (or left by a killed writer) under store.replace_atomically's name."""
+    """A file being written (or left by a killed writer) under durable.replace_atomically's name."""
     return path.name.startswith(".") and ".tmp-" in path.name
 
 

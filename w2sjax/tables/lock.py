@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from w2sjax.tables.durable import make_folder
 from w2sjax.tables.layout import DatasetRefused, lock_path
 
 # A writer retries this long before refusing: `w2sjax check` holds the lock shared for a moment.
@@ -148,7 +149,7 @@ class DatasetLock:
             except FileNotFoundError:
                 return self
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_folder(self.path.parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | flags, 0o644)
         try:
             locked = self._flock(fd)

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from w2sjax.config.fields import FIELDS
 from w2sjax.tables.damage import DamagedDataset, require_intact, unreadable_line
+from w2sjax.tables.layout import parts
 
 PARTITIONING = ds.partitioning(pa.schema([("bucket", pa.string())]), flavor="hive")
 # Parts carry page checksums (store.write_parquet): a damaged page fails the read, never reads
@@ -38,6 +39,8 @@ def _read(folder: Path) -> pd.DataFrame:
     which integrity's cheap check cannot see) raises DamagedDataset naming it."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such table (has the sweep run?)")
+    if not parts(folder.parent, folder.name):  # e.g. a first chunk killed before its commit
+        raise FileNotFoundError(f"{folder}: no table parts (has the sweep run?)")
     try:
         dataset = ds.dataset(folder, format=PARQUET, partitioning=PARTITIONING)
         schemas = [f.physical_schema for f in dataset.get_fragments()]
@@ -114,10 +117,10 @@ def load(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def provenance(path: str | Path) -> dict[str, str]:
     """The w2sjax.* schema metadata (spec, versions, device kind, ...) of a sweep's tables."""
-    part = next((Path(path) / "runs").glob("bucket=*/part-*.parquet"), None)
-    if part is None:
+    found = parts(Path(path), "runs")
+    if not found:
         raise FileNotFoundError(f"{path}/runs: no table parts (has the sweep run?)")
-    meta = pq.read_schema(part).metadata or {}
+    meta = pq.read_schema(found[0]).metadata or {}
     return {
         k.decode().removeprefix("w2sjax."): v.decode()
         for k, v in meta.items()

@@ -17,8 +17,7 @@ import platform
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
@@ -38,6 +37,7 @@ from w2sjax.engine.metrics import (
     STEP_METRICS,
 )
 from w2sjax.engine.theory import abundance, benign_snr, pgr
+from w2sjax.tables.durable import replace_atomically
 from w2sjax.tables.integrity import read_spec
 from w2sjax.tables.layout import (
     SPEC_FILE,
@@ -187,44 +187,6 @@ def table_metadata(spec_text: str, spec_hash: str) -> dict[str, str]:
         "w2sjax.device_kind": jax.devices()[0].device_kind,
         "w2sjax.python": platform.python_version(),
     }
-
-
-class SyncTime:
-    """Seconds this process has spent flushing the tables to disk (the bench reports them)."""
-
-    seconds = 0.0
-
-
-def fsync(path: Path) -> None:
-    """Flush `path`, a file or a folder (its entries: a rename or a new name in it), to disk."""
-    start = time.perf_counter()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    SyncTime.seconds += time.perf_counter() - start
-
-
-def make_folder(folder: Path) -> None:
-    """`folder` and its missing parents, each new name flushed in its parent, so a power cut
-    cannot take back a folder that a committed part lies in."""
-    missing = [p for p in (folder, *folder.parents) if not p.exists()]
-    for new in reversed(missing):
-        new.mkdir(exist_ok=True)
-        fsync(new.parent)
-
-
-def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temporary name beside path, flush it to disk, rename it into place
-    and flush the folder: a reader (or a resumed sweep) never sees a partial file, and once
-    this returns a power cut cannot take the file back or leave it short."""
-    make_folder(path.parent)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    fsync(tmp)
-    os.replace(tmp, path)
-    fsync(path.parent)
 
 
 def write_parquet(df: pd.DataFrame, path: Path, metadata: dict[str, str]) -> None:
