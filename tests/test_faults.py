@@ -49,7 +49,7 @@ def test_five_sigkills_at_random_moments_lose_nothing(tmp_path):
     assert kills == 5 and 0 < parts() < 100
     finish(cli(*args("killed")))
     clean, killed = (w2sjax.load(tmp_path / out / "sw") for out in ("clean", "killed"))
-    assert len(clean[0]) == 200
+    assert len(clean.runs) == 200
     assert_same_tables(killed, clean, exact=True)
     assert not list((tmp_path / "killed").rglob(".*tmp*"))
 
