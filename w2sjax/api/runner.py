@@ -6,7 +6,7 @@ lock, resume and integrity check (sweep.execute), the same figures. `w2sjax swee
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +27,6 @@ def _is_path(spec: str | Path) -> bool:
     (which needs a `key = value` to say anything)."""
     if isinstance(spec, Path):
         return True
-    if not spec.strip():
-        raise ConfigError("spec: empty; give a sweep file's path, TOML text or a mapping")
     return "\n" not in spec and (spec.endswith(".toml") or "=" not in spec)
 
 
@@ -36,14 +34,15 @@ def load_spec(
     spec: Spec,
     overrides: Mapping[str, Any] | Sequence[str] | None = None,
     seeds: int | None = None,
-    options: EngineOptions = EngineOptions(),
     one_config: bool = False,
 ) -> Sweep:
     """The sweep `spec` describes, every point checked, with `overrides` ({field: value}, or
     "field=value" strings as after --set; keys may be section.field) and `seeds` applied;
-    jax-free. ConfigError (one line)
-    for anything the sweep would refuse, including engine options that its optimizers do not
-    allow, and for axes where `one_config` (`w2sjax run`) asks for one config."""
+    jax-free. ConfigError (one line) for anything the sweep would refuse, and for axes where
+    `one_config` (`w2sjax run`) asks for one config. The engine options are checked against it
+    apart (EngineOptions.check), after the file, as the command line always did."""
+    if isinstance(spec, str) and not spec.strip():
+        raise ConfigError("spec: empty; give a sweep file's path, TOML text or a mapping")
     if isinstance(overrides, str):
         overrides = [overrides]
     if isinstance(overrides, Mapping):
@@ -67,14 +66,15 @@ def load_spec(
         raise ConfigError(
             f"{where}: has [grid]/[zip] axes ({', '.join(sweep.axes())}); use `w2sjax sweep`"
         )
-    options.check(sweep)
     return sweep
 
 
-def figures(sweep: Sweep, root: Path) -> list[Path]:
+def figures(sweep: Sweep, root: Path, tables: Iterable | None = None) -> list[Path]:
     """The phase heatmaps beside the tables when the sweep has exactly two numeric axes: the
     final gain over the teacher, and the final hard-only test accuracy (Theorem 3.4's order
-    parameter) with the benign_snr = C line fitted to it where there are hard-only samples."""
+    parameter) with the benign_snr = C line fitted to it where there are hard-only samples.
+    tables: the dataset's (runs, steps) where the caller has read them (a Dataset), else they
+    are read here, and only when there is a figure to draw."""
     axes = sweep.axes()
     if not heatmap_axes(axes):
         return []
@@ -82,7 +82,7 @@ def figures(sweep: Sweep, root: Path) -> list[Path]:
     from w2sjax.tables.layout import FIGURES
     from w2sjax.tables.reading import load
 
-    runs, steps = load(root)
+    runs, steps = tables if tables is not None else load(root)
     gain = phase_heatmap(runs, *axes, root / FIGURES["gain"])
     hard = hard_heatmap(runs, steps, *axes, root / FIGURES["hard"])[0]
     return [gain] if hard is None else [gain, hard]
@@ -104,9 +104,10 @@ def run(
     Raises ConfigError (bad input, before any compute), DatasetRefused (another writer holds the
     dataset, or it holds another spec: `fresh=True` replaces it), OSError (the file system) and
     sweep.OutOfMemory, each with the command line's one-line message. A Ctrl-C (a notebook's
-    interrupt) commits the chunk in flight and raises KeyboardInterrupt; a second one stops at
-    once. Rerunning resumes."""
-    sweep = load_spec(spec, overrides, seeds, options)
+    interrupt) commits the chunk in flight and raises KeyboardInterrupt; a second one returns at
+    once while the chunk in flight finishes in the background, discarded. Rerunning resumes."""
+    sweep = load_spec(spec, overrides, seeds)
+    options.check(sweep)
     from w2sjax.api.dataset import Dataset
     from w2sjax.sweep.execution import execute
 
@@ -116,6 +117,7 @@ def run(
             f"interrupted after {summary.chunks} chunks ({summary.ran} runs) were written; "
             f"run it again to resume"
         )
+    data = Dataset(summary.root)
     if summary.process == 0:
-        figures(sweep, summary.root)
-    return Dataset(summary.root)
+        figures(sweep, summary.root, data)
+    return data
