@@ -422,17 +422,19 @@ def test_a_kill_during_fresh_leaves_no_old_part_and_the_rerun_finishes(
     assert_same_tables(w2sjax.load(root), reference)
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fd through /proc")
-def test_each_part_is_flushed_before_its_commit_rename_and_its_folder_after(tmp_path, monkeypatch):
-    """A power cut costs at most the chunk in flight: every part (and every new folder) is on
-    disk before the runs part, the chunk's commit, is renamed into place, and that rename is
-    flushed in its folder before write_chunk returns."""
+def _io_log(monkeypatch, refuse_folders: bool = False) -> list[tuple[str, ...]]:
+    """Every os.fsync ("fsync", path) and os.replace ("replace", src, dst), in order; with
+    `refuse_folders`, a folder's fsync fails as on file systems that cannot flush one (EINVAL)."""
+    import errno
 
     events: list[tuple[str, ...]] = []
     fsync, replace = os.fsync, os.replace
 
     def logged_fsync(fd: int) -> None:
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        events.append(("fsync", path))
+        if refuse_folders and Path(path).is_dir():
+            raise OSError(errno.EINVAL, "Invalid argument")
         fsync(fd)
 
     def logged_replace(src, dst) -> None:
@@ -441,10 +443,23 @@ def test_each_part_is_flushed_before_its_commit_rename_and_its_folder_after(tmp_
 
     monkeypatch.setattr(os, "fsync", logged_fsync)
     monkeypatch.setattr(os, "replace", logged_replace)
+    return events
+
+
+def _flushed(events: list[tuple[str, ...]]) -> list[str]:
+    return [e[1] for e in events if e[0] == "fsync"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fd through /proc")
+def test_each_part_is_flushed_before_its_commit_rename_and_its_folder_after(tmp_path, monkeypatch):
+    """A power cut costs at most the chunk in flight: every part (and every new folder) is on
+    disk before the runs part, the chunk's commit, is renamed into place, and that rename is
+    flushed in its folder before write_chunk returns."""
+    events = _io_log(monkeypatch)
     table = pd.DataFrame({"run_id": ["a", "b"], "step": [0, 1]})
     root = tmp_path / "ds"
     store.write_chunk(root, "b0", "c0", {"runs": table, "steps": table}, {})
-    flushed = [e[1] for e in events if e[0] == "fsync"]
+    flushed = _flushed(events)
     renames = [e for e in events if e[0] == "replace"]
     assert [Path(dst).parts[-3] for _, _, dst in renames] == ["steps", "runs"]  # runs last
     for _, src, dst in renames:
@@ -457,33 +472,15 @@ def test_each_part_is_flushed_before_its_commit_rename_and_its_folder_after(tmp_
     assert len(flushed) == len(events) - len(renames)
 
 
-def _fsync_log(monkeypatch, refuse_folders: bool = False) -> list[str]:
-    """Every path os.fsync is called on, in order; with `refuse_folders`, a folder's fsync fails
-    as on file systems that cannot flush one (EINVAL)."""
-    import errno
-
-    flushed: list[str] = []
-    fsync = os.fsync
-
-    def logged(fd: int) -> None:
-        path = os.readlink(f"/proc/self/fd/{fd}")
-        flushed.append(path)
-        if refuse_folders and Path(path).is_dir():
-            raise OSError(errno.EINVAL, "Invalid argument")
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", logged)
-    return flushed
-
-
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fd through /proc")
 def test_a_new_dataset_and_its_output_folder_are_flushed_in_their_parents(tmp_path, monkeypatch):
     from w2sjax.sweep.dataset import set_up
 
-    flushed = _fsync_log(monkeypatch)
+    events = _io_log(monkeypatch)
     out = tmp_path / "new" / "out"
     with DatasetLock(out / "ds"):
         set_up(out / "ds", 'name = "ds"\n', fresh=False, filters=False)
+    flushed = _flushed(events)
     for folder in (tmp_path / "new", out, out / "ds"):
         assert str(folder.parent) in flushed, folder  # its name, in its parent
     spec_tmp = str(out / "ds" / ".spec.toml.tmp-")
@@ -494,11 +491,11 @@ def test_a_new_dataset_and_its_output_folder_are_flushed_in_their_parents(tmp_pa
 def test_a_file_system_that_cannot_flush_folders_still_takes_commits(tmp_path, monkeypatch):
     import errno
 
-    flushed = _fsync_log(monkeypatch, refuse_folders=True)
+    events = _io_log(monkeypatch, refuse_folders=True)
     table = pd.DataFrame({"run_id": ["a"], "step": [0]})
     store.write_chunk(tmp_path / "ds", "b0", "c0", {"runs": table, "steps": table}, {})
     assert (tmp_path / "ds" / "runs" / "bucket=b0" / "part-c0.parquet").is_file()
-    assert any(Path(p).is_dir() for p in flushed)  # it tried
+    assert any(Path(p).is_dir() for p in _flushed(events))  # it tried
 
     def failing(fd: int) -> None:  # a file's fsync failing is a real error, never ignored
         raise OSError(errno.EIO, "Input/output error")

@@ -41,7 +41,11 @@ def fsync(path: Path) -> None:
 def make_folder(folder: Path) -> None:
     """`folder` and its missing parents, each new name flushed in its parent, so a power cut
     cannot take back a folder that a committed part lies in."""
-    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    missing = []
+    for path in (folder, *folder.parents):  # up to the first that exists: its parents do too
+        if path.exists():
+            break
+        missing.append(path)
     for new in reversed(missing):
         new.mkdir(exist_ok=True)
         fsync(new.parent)
