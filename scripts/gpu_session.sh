@@ -5,11 +5,13 @@
 #     [BENCH_ARGS="--steps N ..."] [BENCH_SWEEP=SPEC.toml|""] [SWEEP_TIMEOUT=s] [BENCH_D=1] \
 #     [BENCH_D_TIMEOUT=s] [BOUNDARY="SPEC.toml ..."] [BOUNDARY_RATIO=r] [BOUNDARY_MEM="f ..."] \
 #     [BOUNDARY_XLA_FLAGS=...] [RESUME="DATASET.tar.gz ..."] [RESERVE=s] \
-#     scripts/gpu_session.sh [SWEEP.toml ...]
+#     [MNIST_NPZ=file] [CIFAR10_NPZ=file] scripts/gpu_session.sh [SWEEP.toml ...]
 # Stages, most wanted first (a lease can end before the last):
 # 1. environment; 2. the core correctness tests on this jax/GPU (TESTS overrides which), and the
 # gate of --precision tf32/bf16 (PRECISION_TEST=0 skips it); 3. each sweep file given, its
-# dataset packed as $OUT/<name>.tar.gz; 4. with BOUNDARY, `w2sjax boundary` on each file listed
+# dataset packed as $OUT/<name>.tar.gz, then, with MNIST_NPZ or CIFAR10_NPZ (an .npz of x_train,
+# y_train, x_test, y_test: docs/IMAGES.md), sweeps/images/mnist_*.toml or cifar10_*.toml on that
+# file, packed likewise; 4. with BOUNDARY, `w2sjax boundary` on each file listed
 # (level 0.85, lattice ratio BOUNDARY_RATIO, default 1.15: docs/BOUNDARY.md's searches), packed
 # likewise, one after another or, with BOUNDARY_MEM (one GPU memory fraction per file), all at
 # once; BOUNDARY_XLA_FLAGS are appended to XLA_FLAGS in the search processes only (dropped
@@ -97,16 +99,29 @@ if [ "${PRECISION_TEST:-1}" != 0 ]; then
     tests/test_train.py -k faster_precisions 2>&1 | tail -4 | tee -a "$WORK/tests.txt"
 fi
 
-for spec in "$@"; do
+# The image sweeps of each file given, its path passed to every one of them.
+declare -a sweeps=("$@") sets=()
+for _ in "$@"; do sets+=(""); done
+for image in mnist:${MNIST_NPZ:-} cifar10:${CIFAR10_NPZ:-}; do
+  [ -n "${image#*:}" ] || continue
+  for spec in sweeps/images/"${image%%:*}"_*.toml; do
+    sweeps+=("$spec")
+    sets+=("path=\"${image#*:}\"")
+  done
+done
+for i in "${!sweeps[@]}"; do
+  spec=${sweeps[$i]}
   name=$(basename "$spec" .toml)
   stage "sweep $spec" "${SWEEP_TIMEOUT:-300}" python3 -m w2sjax sweep "$spec" \
-    --out "$WORK/sweeps" --quiet 2>&1 | tail -3 || log "sweep $spec failed or was cut short"
+    ${sets[$i]:+--set "${sets[$i]}"} --out "$WORK/sweeps" --quiet 2>&1 | tail -3 \
+    || log "sweep $spec failed or was cut short"
   pack "$name" || continue
-  python3 - "$spec" "$WORK" <<'PY'
+  python3 - "$spec" "$WORK" "${sets[$i]}" <<'PY'
 import sys, jax, w2sjax
 from w2sjax.analysis.summary import summary_table
 from w2sjax.config.grid import load_sweep
-sweep = load_sweep(sys.argv[1])
+from w2sjax.config.toml import parse_overrides
+sweep = load_sweep(sys.argv[1], parse_overrides([sys.argv[3]] if sys.argv[3] else []))
 runs, steps = w2sjax.load(f"{sys.argv[2]}/sweeps/{sweep.name}")
 table = summary_table(runs, steps, sweep.axes())
 table.insert(len(sweep.axes()) + 1, "device", jax.devices()[0].device_kind)
@@ -183,7 +198,7 @@ for txt in "$WORK"/boundary-*.txt; do
   grep -v -E "^(Compiling|Finished)|Argument mapping" "$txt" | tail -6
   name=${txt##*/boundary-}
   cat "$WORK/sweeps/${name%.txt}"/{boundary,slopes}.csv 2>/dev/null
-  grep -o "Finished XLA compilation of jit(simulate) in [0-9.]*" "$txt" \
+  grep -oE "Finished XLA compilation of jit\((simulate|compiled)\) in [0-9.]*" "$txt" \
     | awk '{n++; s+=$NF} END {if (n) printf "%d compiles of simulate, %.0f s in all\n", n, s}'
 done
 for csv in "$WORK"/*.csv; do

@@ -6,6 +6,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from w2sjax.config.fields import FIELDS, ConfigError
@@ -205,12 +206,46 @@ def _builds(fields: dict) -> bool:
     return True
 
 
+# The image source's fields (docs/IMAGES.md): a value away from the default, and the fields
+# under which it is read. "{npz}" stands for the path of a small npz file of ten classes.
+NATURAL = {"source": "digits", "construction": "natural", "n_st": 100, "n_val": 100, "n_test": 500}
+IMAGE_FIELDS = {
+    "construction": ("natural", {**NATURAL, "construction": "planted"}),
+    "path": ("{npz}", {"source": "npz"}),
+    "classes": ("1/2", {"source": "digits"}),
+    "patches": (16, NATURAL),
+    "data_hash": ("{hash}", {"source": "digits"}),
+}
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    path = tmp_path_factory.mktemp("images") / "ten.npz"
+    x, y = np.random.default_rng(0).uniform(0.1, 1, (40, 4, 4)), np.arange(40) % 10
+    np.savez(path, x_train=x, y_train=y, x_test=x, y_test=y)
+    return str(path)
+
+
+def _image_field(field: str, npz: str) -> tuple[object, dict]:
+    other, reads = IMAGE_FIELDS[field]
+    digits_hash = build({"source": "digits"}).data_hash
+    return {"{npz}": npz, "{hash}": digits_hash}.get(other, other), reads
+
+
 @pytest.mark.parametrize("field", [f for f, spec in FIELDS.items() if spec.silent_default])
-def test_a_silent_field_at_its_default_changes_no_hash_and_no_text(field):
+def test_a_silent_field_at_its_default_changes_no_hash_and_no_text(field, npz):
     """A field added after datasets existed (n_val, hard_labels): at its default the setting's
     hash and the written config are those of a config that never named it; any other value
     changes both."""
     spec = FIELDS[field]
+    if field in IMAGE_FIELDS:  # read only with an image source, which changes the hash itself
+        other, reads = _image_field(field, npz)
+        assert build({field: spec.default}).point_hash == build({}).point_hash
+        assert f"\n{field} = " not in to_toml(build({field: spec.default}).to_dict())
+        changed = build(reads | {field: other})
+        assert changed.point_hash != build({}).point_hash
+        assert f"\n{field} = " in to_toml(changed.to_dict())
+        return
     if spec.choices:
         other = next(c for c in spec.choices if c != spec.default)
     elif spec.kind == "bool":
@@ -233,16 +268,20 @@ def test_a_silent_field_at_its_default_changes_no_hash_and_no_text(field):
 
 
 @pytest.mark.parametrize("field", [f for f, spec in FIELDS.items() if spec.only_with])
-def test_a_field_its_switch_leaves_unread_must_stay_at_its_default(field):
+def test_a_field_its_switch_leaves_unread_must_stay_at_its_default(field, npz):
     """n_wk, eta_wk, steps_wk are read only by the fitted teacher, flip_p only by "flip": set away
     from its default under any other value of its switch, a field is a one-line error naming it,
     its switch and both values; at its default it passes, and under its own switch any value."""
     spec = FIELDS[field]
     switch, reads = spec.only_with
-    other = spec.default / 2 if spec.kind == "float" else spec.default + 1
+    if field in IMAGE_FIELDS:
+        other, where = _image_field(field, npz)
+    else:
+        other = spec.default / 2 if spec.kind == "float" else spec.default + 1
+        where = {switch: reads[0]}
     elsewhere = next(c for c in FIELDS[switch].choices if c not in reads)
     assert getattr(build({switch: elsewhere, field: spec.default}), field) == spec.default
-    assert getattr(build({switch: reads[0], field: other}), field) == other
+    assert getattr(build(where | {field: other}), field) == other
     with pytest.raises(ConfigError) as info:
         build({switch: elsewhere, field: other})
     message = str(info.value)

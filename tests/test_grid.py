@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from w2sjax.config.fields import ConfigError
@@ -116,10 +117,25 @@ def test_one_trace_per_bucket_however_many_chunks(sweep_file, tmp_path):
     assert all(TRACES[s] - before[s] == 1 for s in shapes)
 
 
-def test_shipped_sweep_files_are_valid():
+# The image files the npz sweeps are prepared for (never committed), as stand-ins of their
+# layout: image shape, training and held-out images (fewer than the real files hold).
+STAND_INS = {"mnist": ((28, 28), 10000, 2000), "cifar10": ((32, 32, 3), 10000, 2000)}
+
+
+def test_shipped_sweep_files_are_valid(tmp_path):
     sweeps = sorted((Path(__file__).resolve().parents[1] / "sweeps").rglob("*.toml"))
     assert any(p.name == "default.toml" for p in sweeps)
     assert len({p.stem for p in sweeps}) == len(sweeps)  # a file's stem names its dataset
     for path in sweeps:
-        sweep = load_sweep(path)
+        overrides = {}
+        if 'source = "npz"' in path.read_text():
+            image, train, test = STAND_INS[path.stem.split("_")[0]]
+            stand_in = tmp_path / f"{path.stem}.npz"
+            x = np.random.default_rng(0).integers(1, 255, (train + test, *image), np.uint8)
+            y = np.arange(train + test) % 10
+            np.savez(
+                stand_in, x_train=x[:train], y_train=y[:train], x_test=x[train:], y_test=y[train:]
+            )
+            overrides = {"path": str(stand_in)}
+        sweep = load_sweep(path, overrides)
         assert sweep.name == path.stem and len(sweep.points) >= 1

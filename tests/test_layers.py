@@ -56,17 +56,22 @@ def test_a_planted_back_import_breaks_the_contract(tmp_path, module, planted, br
 
 
 def test_import_and_input_checks_load_no_jax(tmp_path):
+    """Nor does the synthetic source load scikit-learn, which only the digits source reads."""
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "bad"\n[strong]\nn_st = -1\n')
     code = (
         "import sys, w2sjax\n"
         "from w2sjax.cli.main import main\n"
         f"status = [main(['sweep', {str(bad)!r}]), main(['run', {str(bad)!r}]),\n"
-        f"          main(['sweep', {str(bad)!r}, '--set', 'bad_field=1'])]\n"
-        "print(status, sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib')))\n"
+        f"          main(['sweep', {str(bad)!r}, '--set', 'bad_field=1']),\n"
+        f"          main(['sweep', {str(bad)!r}, '--set', 'n_st=5', '--set', 'source=\"npz\"'])]\n"
+        "w2sjax.config.build({})\n"
+        "loaded = ('jax', 'jaxlib', 'sklearn')\n"
+        "print(status, sorted(m for m in sys.modules if m.split('.')[0] in loaded))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
     )
-    assert result.stdout.strip() == "[2, 2, 2] []", result.stdout + result.stderr
-    assert result.stderr.count("w2sjax: error: ") == 3
+    assert result.stdout.strip() == "[2, 2, 2, 2] []", result.stdout + result.stderr
+    assert result.stderr.count("w2sjax: error: ") == 4
+    assert 'data.path: data.source = "npz" needs the path' in result.stderr

@@ -29,7 +29,7 @@ from w2sjax.engine.loops.dense import strong_init, strong_step
 from w2sjax.engine.models import mm as einsum
 from w2sjax.engine.optimizers import OPTIMIZERS
 from w2sjax.engine.progress import TICKS_PER_S, Progress
-from w2sjax.engine.simulate import simulate
+from w2sjax.engine.simulate import compiled
 from w2sjax.sweep.buckets import chunk_size, memory_budget
 
 # Runs of a bucket that fills the device as a sweep's chunk would (fill_runs): MIN_RUNS to
@@ -112,14 +112,14 @@ def engine(
         runs = fill_runs(shape, memory_budget(jax.devices()[0]))
     params = stack_params([(config, s) for s in range(runs)])
     start = time.perf_counter()
-    plain = simulate.lower(shape, params).compile()
+    plain = compiled.lower(shape, params).compile()
     compile_s = time.perf_counter() - start
     engine_s = timed(plain, params)
     if not progress:
         engine_s = min([engine_s] + [timed(plain, params) for _ in range(repeats - 1)])
         return EngineTiming(shape, runs, compile_s, engine_s)
     every = jnp.int32(tick or max(1, int(steps / engine_s / TICKS_PER_S)))
-    reporting = simulate.lower(shape, params, every).compile()
+    reporting = compiled.lower(shape, params, every).compile()
     bar = Progress(runs * steps * repeats, quiet=False, stream=io.StringIO(), plain=False)
     bar.chunk(runs, steps, 1)
     # each program's first call only warms it: the plain one's set the interval

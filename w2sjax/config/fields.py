@@ -34,7 +34,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """How one config field is checked (kind: int | float | prob | choice | name | bool) and
+    """How one config field is checked (kind: int | float | prob | choice | name | bool | text |
+    classes) and
     what it is to the engine. `static`: it sets an array shape, a loop length or a code path, so
     runs that differ in it need different compiled programs (batch.Shape); every other field of
     a section is a number batched over runs (batch.Params). `silent_default`: a field added
@@ -115,6 +116,16 @@ OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 # The student's second layer (models.SECOND_LAYERS): fixed at +1/-1 (the paper) or trained.
 SECOND_LAYERS = ("fixed", "trained")
 SPAN_KEEPING = ("gd", "sgd", "momentum")
+# Where samples come from (`[data] source`, config/sources.py): the synthetic distribution of
+# MODEL.md section 1, or a dataset of images, built into samples by a construction (MODEL.md
+# section 9): "planted" puts an image where the hard signal was, "natural" cuts each image into
+# patches. Only "planted" reads the synthetic distribution's fields.
+SOURCES = ("synthetic", "digits", "npz")
+IMAGE_SOURCES = ("digits", "npz")
+CONSTRUCTIONS = ("planted", "natural")
+IMAGES = ("source", IMAGE_SOURCES)
+# Two groups of class labels, "0-4/5-9" or "3/5" or "0,2,4/1,3": the first group is y = +1.
+CLASSES_RE = re.compile(r"(\d+(-\d+)?)(,\d+(-\d+)?)*/(\d+(-\d+)?)(,\d+(-\d+)?)*")
 
 
 def _choice(section: str, default: str, choices: tuple[str, ...], **flags: bool) -> FieldSpec:
@@ -148,6 +159,40 @@ FIELDS: dict[str, FieldSpec] = {
     "easy_signal": _choice("data", "orthogonal", ("orthogonal", "antipodal"), static=True),
     "signal_patches": FieldSpec(
         "data", "int", 2, "1 or 2", low=1, high=2, static=True, silent_default=True
+    ),
+    "source": _choice("data", "synthetic", SOURCES, static=True, silent_default=True),
+    "construction": _choice(
+        "data", "planted", CONSTRUCTIONS, static=True, silent_default=True, only_with=IMAGES
+    ),
+    "path": FieldSpec(
+        "data",
+        "text",
+        "",
+        "the path of an .npz file",
+        static=True,
+        silent_default=True,
+        only_with=("source", ("npz",)),
+    ),
+    "classes": FieldSpec(
+        "data",
+        "classes",
+        "",
+        'two groups of class labels, the first y = +1, e.g. "0-4/5-9" or "3/5" or "0,2/1,3"',
+        static=True,
+        silent_default=True,
+        only_with=IMAGES,
+    ),
+    "patches": _pos_int("data", 4, silent_default=True, only_with=("construction", ("natural",))),
+    # Filled in from the file (sources.check_source): runs on two different files never share a
+    # point_hash or run_id, and a file that changed under a dataset is refused on resume.
+    "data_hash": FieldSpec(
+        "data",
+        "text",
+        "",
+        "the data's content hash (16 hex digits; filled in from the data when left out)",
+        static=True,
+        silent_default=True,
+        only_with=IMAGES,
     ),
     "n_wk": _pos_int("weak", 200, only_with=FITTED),
     "eta_wk": _pos_float("weak", 0.01, only_with=FITTED),
@@ -215,6 +260,8 @@ SECTIONS = ("data", "weak", "strong", "eval")
 # One path component that is never ".", ".." or hidden: the name becomes a folder under --out, and
 # the dataset's lock and a --fresh deletion in progress use hidden names beside it.
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
+# A path or a hash: one line of printable text.
+_TEXT_RE = re.compile(r"[^\x00-\x1f\x7f]{1,1000}")
 
 
 def qualified(field: str) -> str:
@@ -233,6 +280,11 @@ def check_field(field: str, value: Any) -> Any:
     "rest" passes for probabilities; the sum rule is checked across fields by `resolve_probs`.
     """
     spec = FIELDS[field]
+    if spec.kind in ("text", "classes"):
+        pattern = CLASSES_RE if spec.kind == "classes" else _TEXT_RE
+        if not (isinstance(value, str) and (value == "" or pattern.fullmatch(value))):
+            raise _fail(field, value, spec)
+        return value
     if spec.kind in ("choice", "name"):
         ok = isinstance(value, str) and (
             value in spec.choices if spec.kind == "choice" else bool(_NAME_RE.fullmatch(value))

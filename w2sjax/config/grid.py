@@ -159,6 +159,10 @@ def sweep_from(
         base["seeds"] = seeds
     base["name"] = check_field("name", base["name"])  # before any point: it names a folder
     points = expand(base, grid, zipped)
+    hashes = {p.data_hash for p in points}
+    if len(hashes) == 1 and hashes != {""} and "data_hash" not in grid | zipped:
+        # the data's content hash enters the stored spec: a resume on a changed file is refused
+        base["data_hash"] = hashes.pop()
     return Sweep(base=base, grid=grid, zip=zipped, points=points)
 
 

@@ -32,6 +32,7 @@ from w2sjax.config.fields import (
     qualified,
 )
 from w2sjax.config.formulas import Formula, FormulaError, parse
+from w2sjax.config.sources import check_source
 
 
 def resolve_probs(values: Mapping[str, Any]) -> dict[str, float]:
@@ -77,6 +78,12 @@ class Config:
     nu_norm: float
     easy_signal: str
     signal_patches: int
+    source: str
+    construction: str
+    path: str
+    classes: str
+    patches: int
+    data_hash: str
     n_wk: int
     eta_wk: float
     steps_wk: int
@@ -202,6 +209,7 @@ def build(flat: Mapping[str, Any]) -> Config:
     formulas = {f: _formula(f, v) for f, v in raw.items() if _is_formula(f, v)}
     values = {f: check_field(f, v) for f, v in raw.items() if f not in formulas}
     values = check_applies(_evaluate(values, formulas))
+    values = check_source(values, fitted=values[FITTED[0]] in FITTED[1])
     return Config(**check_signal_patches(check_batch_size(check_activation_param(values))))
 
 
@@ -284,6 +292,21 @@ def check_engine(noise: str, precision: str) -> None:
             f"--noise reduced: needs --precision highest, got {precision} (or use --noise auto, "
             f"which takes the full sampler at lower precision)"
         )
+
+
+def check_source_engine(source: str, form: str, noise: str) -> None:
+    """ConfigError where an engine choice needs the synthetic distribution: the coefficient form
+    and the reduced sampler carry the four signals' coefficients only (an image source's patches
+    have many more, docs/IMAGES.md)."""
+    if source == "synthetic":
+        return
+    for flag, value, needs in (("form", form, "coef"), ("noise", noise, "reduced")):
+        if value == needs:
+            other = "dense" if flag == "form" else "full"
+            raise ConfigError(
+                f'--{flag} {value}: serves only data.source = "synthetic", got "{source}"; use '
+                f"--{flag} auto or {other}"
+            )
 
 
 def check_span(optimizer: str, form: str, noise: str) -> None:

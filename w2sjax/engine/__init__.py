@@ -2,6 +2,9 @@
 
 - batch.py: `Shape` (static: selects the compiled program) and `Params` (dynamic: runs axis).
 - data.py: the distribution of section 1 (samples as labels, category, sign and noise patch).
+- draw.py: the synthetic source's draws of one run, from its key.
+- images.py: the constructions (`CONSTRUCTIONS`: synthetic, planted, natural; section 9) and
+  the image pool a bucket's runs share.
 - noise.py: the noise samplers (`SAMPLERS`: full, reduced).
 - activations.py, optimizers.py, teachers.py: registries (`ACTIVATIONS`, `OPTIMIZERS`,
   `TEACHERS`), a name mapping to a small object.
@@ -29,6 +32,8 @@ __getattr__, __dir__ = exports(
         "OPTIMIZERS": "optimizers",
         "TEACHERS": "teachers",
         "SECOND_LAYERS": "models",
+        "CONSTRUCTIONS": "images",
+        "pool_of": "images",
         "LOOPS": "loops",
         "STEP_METRICS": "metrics",
         "RUN_METRICS": "metrics",

@@ -16,7 +16,14 @@ import chex
 import jax.numpy as jnp
 
 from w2sjax.config.fields import FIELDS, FORMS, NOISES, PRECISIONS, SPAN_KEEPING
-from w2sjax.config.settings import Config, check_engine, check_span, log_steps, weak_set_size
+from w2sjax.config.settings import (
+    Config,
+    check_engine,
+    check_source_engine,
+    check_span,
+    log_steps,
+    weak_set_size,
+)
 from w2sjax.engine.data import noise_rank
 
 # Which config fields select the compiled program and which are batched, as fields.FIELDS
@@ -42,9 +49,9 @@ def reduced_is_exact(config: Config, precision: str) -> bool:
 
 def choose_noise(config: Config, precision: str) -> str:
     """--noise auto: "reduced" where it is exact and smaller than the full sampler (d' > M),
-    else "full"."""
+    else "full" (always for an image source)."""
     M = span_size(weak_set_size(config), config.n_st, config.m)
-    smaller = noise_rank(config.d, config.easy_signal) > M
+    smaller = noise_rank(config.d, config.easy_signal) > M and config.source == "synthetic"
     return "reduced" if smaller and reduced_is_exact(config, precision) else "full"
 
 
@@ -59,6 +66,12 @@ class Shape:
 
     d: int
     signal_patches: int
+    source: str
+    construction: str
+    path: str
+    classes: str
+    patches: int
+    data_hash: str
     n_wk: int
     steps_wk: int
     n_st: int
@@ -105,6 +118,7 @@ class Shape:
             raise ValueError(f"noise: must be one of {', '.join(NOISES)}, got {noise!r}")
         check_engine(noise, precision)
         check_span(config.optimizer, form, noise)
+        check_source_engine(config.source, form, noise)
         if noise == "auto":
             noise = choose_noise(config, precision)
         shape = cls(
@@ -117,6 +131,7 @@ class Shape:
         if form == "auto":
             coords = shape.dim - SIGNAL_AXES if noise == "reduced" else config.d
             coef = config.n_st < coords and config.optimizer in SPAN_KEEPING
+            coef = coef and config.source == "synthetic"
             shape = dataclasses.replace(shape, form="coef" if coef else "dense")
         return shape
 

@@ -6,6 +6,10 @@ noise patch xi. Its two signal patches are coefficient vectors over the four sig
 products with the signals. With `[data] signal_patches = 1` the second is the zero vector, which
 adds sigma(0) to both classes' outputs alike and nothing to any gradient: exactly a sample of
 one signal patch and the noise patch.
+
+An image source (docs/IMAGES.md) keeps this shape: a sample may carry its patches' coefficients
+over the run's basis itself (`Sample.coefs`), the planted construction's image in place of the
+hard signal, or the natural construction's image patches.
 """
 
 from __future__ import annotations
@@ -26,21 +30,26 @@ MU_POS, MU_NEG, NU_POS, NU_NEG = 0, 1, 2, 3
 class Sample:
     """n samples: y (n,) in {+1,-1}; c (n,) in {EASY, HARD, BOTH}; a (n,) hard-signal sign in
     {+1,-1}; xi (n, d) noise patch; second (n,) the second signal patch's scale: None where every
-    sample has two signal patches (the paper's), zeros where it has one. Float arrays so they
-    enter arithmetic directly."""
+    sample has two signal patches (the paper's), zeros where it has one; coefs (n, P, S) the
+    coefficients of each sample's P patches over the run's S basis rows where the sample carries
+    them (an image source), None where they follow from y, c and a (`patch_coefs`). Float arrays
+    so they enter arithmetic directly."""
 
     y: chex.Array
     c: chex.Array
     a: chex.Array
     xi: chex.Array
     second: chex.Array | None = None
+    coefs: chex.Array | None = None
 
 
 class RunData(NamedTuple):
-    """A run's draws in its working coordinates (D = Shape.dim): the signals (4, D), the weak,
-    training, test and validation samples, W0 (2, m, D), n_st fair coins (n_st,) in {+1, -1}
-    (read only by hard_labels = "coin"), and the run's key, from which a later draw of a run's
-    own takes fold_in(key, salt)."""
+    """A run's draws in its working coordinates (D = Shape.dim): the signals (S, D), the rows its
+    samples' signal patches are combinations of (the four signals, for the synthetic source), the
+    weak, training, test and validation samples, W0 (2, m, D), n_st fair coins (n_st,) in
+    {+1, -1} (read only by hard_labels = "coin"), the run's key, from which a later draw of a
+    run's own takes fold_in(key, salt), and the four signals mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}
+    (4, D) the coefficients gmu and gnu are read against (None: `signals` themselves)."""
 
     signals: chex.Array
     weak: Sample
@@ -50,17 +59,24 @@ class RunData(NamedTuple):
     W0: chex.Array
     coins: chex.Array
     key: chex.PRNGKey
+    reference: chex.Array | None = None
 
 
-def signal_matrix(d: int, easy_signal: str, mu_norm: chex.Array, nu_norm: chex.Array) -> chex.Array:
-    """(4, d) rows mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1} as scaled unit axes.
+def signal_matrix(
+    d: int, easy_signal: str, mu_norm: chex.Array, nu_norm: chex.Array, hard_axes: int = 2
+) -> chex.Array:
+    """(2 + hard_axes, d) rows mu_{+1}, mu_{-1}, then ||nu|| times the unit axes 2, ...,
+    1 + hard_axes: at hard_axes = 2 the four signals mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1} as
+    scaled unit axes; more hard axes hold the planted construction's images (docs/IMAGES.md).
 
-    "orthogonal": four distinct axes 0..3. "antipodal": mu_{-1} = -mu_{+1}, axis 1 unused by
+    "orthogonal": mu_{-1} on axis 1. "antipodal": mu_{-1} = -mu_{+1}, axis 1 unused by
     signals (so it carries noise).
     """
     mu_neg_axis, mu_neg_sign = (1, 1.0) if easy_signal == "orthogonal" else (0, -1.0)
-    axes = jnp.array([0, mu_neg_axis, 2, 3])
-    norms = jnp.stack([mu_norm, mu_neg_sign * mu_norm, nu_norm, nu_norm]).astype(jnp.float32)
+    axes = jnp.array([0, mu_neg_axis, *range(2, 2 + hard_axes)])
+    norms = jnp.concatenate(
+        [jnp.stack([mu_norm, mu_neg_sign * mu_norm]), jnp.full(hard_axes, nu_norm)]
+    ).astype(jnp.float32)
     return jax.nn.one_hot(axes, d, dtype=jnp.float32) * norms[:, None]
 
 
@@ -104,14 +120,25 @@ def sample(
 
 
 def patch_coefs(s: Sample) -> chex.Array:
-    """(2, n, 4) coefficients of each sample's two signal patches over the four signals:
-    easy (mu_y, mu_y), hard (a nu_y, a nu_y), both (mu_y, a nu_y); the second times s.second
+    """(P, n, S) coefficients of each sample's signal patches over the run's signal rows: the
+    sample's own `coefs` where it carries them, else two patches over the four signals,
+    easy (mu_y, mu_y), hard (a nu_y, a nu_y), both (mu_y, a nu_y), the second times s.second
     where the samples have one signal patch."""
-    pos = s.y > 0
-    mu_y = jax.nn.one_hot(jnp.where(pos, MU_POS, MU_NEG), 4)
-    a_nu_y = jax.nn.one_hot(jnp.where(pos, NU_POS, NU_NEG), 4) * s.a[:, None]
-    easy, hard = (s.c == EASY)[:, None], (s.c == HARD)[:, None]
-    first = jnp.where(hard, a_nu_y, mu_y)
+    if s.coefs is not None:
+        return jnp.moveaxis(s.coefs, 1, 0)
+    return signal_coefs_of(s, jax.nn.one_hot(jnp.where(s.y > 0, 0, 1), 2))
+
+
+def signal_coefs_of(s: Sample, hard: chex.Array) -> chex.Array:
+    """(2, n, 2 + H) the two signal patches' coefficients over the rows of `signal_matrix` with
+    H hard axes, the hard signal of sample i being ||nu|| times hard[i] (n, H), a unit vector
+    (one-hot over nu_{+1}, nu_{-1} for the synthetic source; an image for the planted
+    construction)."""
+    mu_y = jax.nn.one_hot(jnp.where(s.y > 0, MU_POS, MU_NEG), 2)
+    mu_y = jnp.pad(mu_y, ((0, 0), (0, hard.shape[1])))
+    a_nu_y = jnp.pad(hard * s.a[:, None], ((0, 0), (2, 0)))
+    easy, is_hard = (s.c == EASY)[:, None], (s.c == HARD)[:, None]
+    first = jnp.where(is_hard, a_nu_y, mu_y)
     second = jnp.where(easy, mu_y, a_nu_y)
     if s.second is not None:
         second = second * s.second[:, None]

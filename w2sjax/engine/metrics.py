@@ -34,6 +34,14 @@ STEP_METRICS = (
     "rho_under_min",
     "coef_residual",
 )
+# What reads the noise patch: NaN where samples have none (the natural construction).
+NOISE_METRICS = (
+    "rho_bar_max",
+    "rho_bar_mean_clean",
+    "rho_bar_mean_flipped",
+    "rho_under_min",
+    "coef_residual",
+)
 # With `[eval] ceiling`: the STEP_METRICS of the ceiling run (the same student trained on the
 # true labels) that the steps table keeps, as ceiling_<name>.
 CEILING_STEP_METRICS = ("test_acc", "val_acc")

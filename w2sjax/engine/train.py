@@ -17,21 +17,15 @@ import numpy as np
 
 from w2sjax.engine.activations import ACTIVATIONS, Act
 from w2sjax.engine.batch import Params, Shape
-from w2sjax.engine.data import HARD, RunData, Sample, labels, signal_matrix
+from w2sjax.engine.data import EASY, HARD, RunData, Sample
+from w2sjax.engine.images import CONSTRUCTIONS, Pool, construction
 from w2sjax.engine.loops import LOOPS
 from w2sjax.engine.loops.state import LoopInputs, Views
-from w2sjax.engine.metrics import CEILING_STEP_METRICS, record, teacher_metrics
+from w2sjax.engine.metrics import CEILING_STEP_METRICS, NOISE_METRICS, record, teacher_metrics
 from w2sjax.engine.models import SECOND_LAYERS, mm
-from w2sjax.engine.noise import SAMPLERS, NoiseKeys
 from w2sjax.engine.optimizers import OPTIMIZERS
 from w2sjax.engine.progress import report_step
 from w2sjax.engine.teachers import TEACHERS
-
-# The validation set's key is fold_in(run key, VAL_SALT), the hard_labels = "coin" control's
-# coins fold_in(run key, COIN_SALT): draws of their own, so adding them changed no other draw of a
-# run (noise.REDUCED_SALT's reasoning).
-VAL_SALT = 0x56414C31
-COIN_SALT = 0x434F494E
 
 
 def _teacher_labels(yhat: chex.Array, train: Sample, coins: chex.Array) -> chex.Array:
@@ -52,36 +46,10 @@ HARD_LABELS: dict[str, Callable[[chex.Array, Sample, chex.Array], chex.Array]] =
 }
 
 
-def draw_run(shape: Shape, p: Params) -> RunData:
-    """Every random draw of one run, from its key fold_in(fold_in(key(base_seed), point), seed):
-    split in four (weak data, strong data, test data, init), each set's labels from its key, and
-    the noise from the sampler Shape.noise names (noise.py). The validation set (true labels,
-    for early stopping without the test set) is an evaluation set of the sampler, from
-    fold_in(run key, VAL_SALT)."""
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(p.base_seed), p.point), p.seed)
-    k_wk, k_st, k_test, k_init = jax.random.split(key, 4)
-    sets = [
-        labels(k, n, p.p_e, p.p_h)
-        for k, n in ((k_wk, shape.n_wk), (k_st, shape.n_st), (k_test, shape.n_test))
-    ]
-    keys = NoiseKeys(key, *(k_xi for *_, k_xi in sets), k_init)
-    noise = SAMPLERS[shape.noise].draw(shape, p, keys)
-
-    def second(n: int) -> chex.Array | None:
-        return None if shape.signal_patches == 2 else jnp.zeros(n, jnp.float32)
-
-    weak, train, test = (
-        Sample(y=y, c=c, a=a, xi=xi, second=second(len(y)))
-        for (y, c, a, _), xi in zip(sets, (noise.weak, noise.train, noise.test), strict=True)
-    )
-    *val_labels, k_val = labels(jax.random.fold_in(key, VAL_SALT), shape.n_val, p.p_e, p.p_h)
-    val_xi = SAMPLERS[shape.noise].evaluation(shape, k_val, shape.n_val, p.sigma_p)
-    y, c, a = val_labels
-    val = Sample(y=y, c=c, a=a, xi=val_xi, second=second(shape.n_val))
-    signals = signal_matrix(shape.dim, shape.easy_signal, p.mu_norm, p.nu_norm)
-    coin = jax.random.bernoulli(jax.random.fold_in(key, COIN_SALT), 0.5, (shape.n_st,))
-    coins = jnp.where(coin, 1.0, -1.0).astype(jnp.float32)
-    return RunData(signals, weak, train, test, val, noise.W0, coins, key)
+def draw_run(shape: Shape, p: Params, pool: Pool | None = None) -> RunData:
+    """Every random draw of one run, by the construction of its source (images.CONSTRUCTIONS:
+    the synthetic distribution, or images from `pool`)."""
+    return CONSTRUCTIONS[construction(shape)].draw(shape, p, pool)
 
 
 class Prepared(NamedTuple):
@@ -96,37 +64,51 @@ class Prepared(NamedTuple):
     rec: Callable[[chex.Array], Callable[[Views], dict]]
 
 
-def prepare_run(shape: Shape, p: Params) -> Prepared:
-    """draw_run, the teacher's pseudo-labels and what the loops need, for scalar Params."""
-    run = draw_run(shape, p)
-    signals, _, train, test, val, W0, coins, key = run
+def prepare_run(shape: Shape, p: Params, pool: Pool | None = None) -> Prepared:
+    """draw_run, the teacher's pseudo-labels and what the loops need, for scalar Params (and
+    the images of an image source: images.pool_of)."""
+    made = CONSTRUCTIONS[construction(shape)]
+    run = made.draw(shape, p, pool)
     taught = TEACHERS[shape.teacher].labels(run, p, shape)
+    if made.categories_from_teacher:
+        test = run.test.replace(c=jnp.where(taught.test == run.test.y, EASY, HARD))
+        run = run._replace(test=test)
+    signals, _, train, test, val, W0, coins, key, reference = run
+    reference = signals if reference is None else reference
     yhat = HARD_LABELS[shape.hard_labels](taught.train, train, coins)
     per_run = teacher_metrics(taught.test, test, yhat, train.y)
     if shape.filters:
         # <w^(0), s>: which side of each signal a filter starts on decides, by the ReLU argument,
         # which sign of nu it learns (the report's filter_sign_agreement)
-        per_run["filter_init"] = mm("jrd,sd->jrs", W0, signals)
+        per_run["filter_init"] = mm("jrd,sd->jrs", W0, reference)
 
     evaluation = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), test, val)
     act = ACTIVATIONS[shape.activation].at(p.activation_param)
     opt = OPTIMIZERS[shape.optimizer].at(p.eta, p.momentum, key, shape.n_st, shape.batch_size)
     v0 = SECOND_LAYERS[shape.second_layer].init(shape.m)
 
-    inputs = LoopInputs(W0, signals, train, evaluation, p.eta, act, opt, shape.precision, v0)
+    inputs = LoopInputs(
+        W0, signals, train, evaluation, p.eta, act, opt, shape.precision, v0, reference
+    )
 
     def loop(labels: chex.Array) -> Any:
         return LOOPS[shape.form](inputs, labels)
 
     def rec(labels: chex.Array) -> Callable[[Views], dict]:
-        return partial(record_views, labels, run, shape, act)
+        recorded = partial(record_views, labels, run, shape, act)
+        if made.synthetic_noise:
+            return recorded
+        # no noise patch: nothing is memorised, and no coefficient of one is recorded
+        return lambda views: recorded(views) | {k: jnp.float32(jnp.nan) for k in NOISE_METRICS}
 
     # The ceiling: the same student on the true labels, same data, initialisation and keys.
     passes = (yhat, train.y) if shape.ceiling else (yhat,)
     return Prepared(per_run, passes, loop, rec)
 
 
-def simulate_run(shape: Shape, p: Params, tick: chex.Array | None = None) -> tuple[dict, dict]:
+def simulate_run(
+    shape: Shape, p: Params, tick: chex.Array | None = None, pool: Pool | None = None
+) -> tuple[dict, dict]:
     """One run of MODEL.md sections 1 to 5 for scalar Params.
 
     Returns (per_run, per_step): per_run maps RUN_METRICS to scalars and "diverged_step" to the
@@ -135,9 +117,10 @@ def simulate_run(shape: Shape, p: Params, tick: chex.Array | None = None) -> tup
     steps of `shape.log_steps()` (and "filters" to (K, 2, m, 4)), NaN from the divergence on;
     with shape.ceiling also CEILING_STEP_METRICS, those of the same student trained on the true
     labels (`[eval] ceiling`). The test and validation sets are evaluated together, one product
-    per step. tick: report the step to progress.py every `tick` steps (None: never).
+    per step. tick: report the step to progress.py every `tick` steps (None: never). pool: the
+    images of an image source (images.pool_of).
     """
-    prepared = prepare_run(shape, p)
+    prepared = prepare_run(shape, p, pool)
     per_run = prepared.per_run
     # The passes are independent loops, and XLA may run them side by side (progress.py counts
     # each).

@@ -58,13 +58,15 @@ NOISE_RECORD = "# --noise reduced: "  # spec.toml's line for each noise key samp
 
 def noise_key(config: Config) -> str:
     """The values the noise sampler's choice depends on, as spec.toml records them: with an
-    optimizer that leaves the span (which only the full sampler serves), the optimizer too, so
-    its points never share a key with points the reduced sampler may take. Keys of every other
-    optimizer are those written before the choice existed."""
+    optimizer that leaves the span (which only the full sampler serves), the optimizer too, and
+    with an image source the source, so their points never share a key with points the reduced
+    sampler may take. Keys of every other point are those written before the choice existed."""
     key = (
         f"d={config.d}, n_wk={config.n_wk}, n_st={config.n_st}, m={config.m}, "
         f"easy_signal={config.easy_signal}"
     )
+    if config.source != "synthetic":  # only the full sampler serves an image source
+        key = f"{key}, source={config.source}"
     return key if config.optimizer in SPAN_KEEPING else f"{key}, optimizer={config.optimizer}"
 
 

@@ -64,7 +64,7 @@ def runs_table(
     runs: Sequence[tuple[Config, int]], per_run: dict, per_step: dict, shape: Shape
 ) -> pd.DataFrame:
     """One row per run: run_id, every config field, seed, the per-run metrics, benign_snr,
-    abundance, diverged (bool) with diverged_step (the first non-finite step, else null), the
+    abundance (NaN for the natural construction of an image source), diverged (bool) with diverged_step (the first non-finite step, else null), the
     final test accuracy, the noise sampler, and two readings of "best": the early-stopping step
     (best_step: the first logged step of the highest validation accuracy; best_test_acc and
     best_val_acc there) and the test set's own argmax (oracle_step, oracle_test_acc), which
@@ -78,6 +78,9 @@ def runs_table(
         df[name] = np.asarray(per_run[name])
     args = (df.n_st, df.p_b, df.nu_norm, df.sigma_p, df.d)
     df["benign_snr"], df["abundance"] = benign_snr(*args), abundance(*args)
+    # the natural construction has no hard signal or noise patch for them to weigh
+    natural = (df.source != "synthetic") & (df.construction == "natural")
+    df.loc[natural, ["benign_snr", "abundance"]] = np.nan
     diverged_step = np.asarray(per_run["diverged_step"])
     df["diverged"] = diverged_step >= 0
     df["diverged_step"] = pd.array([int(t) if t >= 0 else None for t in diverged_step], "Int64")

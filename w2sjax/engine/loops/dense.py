@@ -123,7 +123,8 @@ def signal_coefs(W: chex.Array, init_proj: chex.Array, signals: chex.Array) -> c
 def dense_loop(inputs: LoopInputs, yhat: chex.Array) -> Loop:
     """The dense form (state W) trained on labels yhat (n_st,), viewed also on the evaluation
     samples. rho is carried where the optimizer keeps the span, else projected at each view."""
-    W0, signals, train, evaluation, eta, act, opt, precision, v0 = inputs
+    W0, signals, train, evaluation, eta, act, opt, precision, v0, reference = inputs
+    reference = signals if reference is None else reference
     xi_sq = (train.xi * train.xi).sum(-1)
     step = partial(
         strong_step,
@@ -136,7 +137,7 @@ def dense_loop(inputs: LoopInputs, yhat: chex.Array) -> Loop:
         act=act,
         precision=precision,
     )
-    init_proj = mm("jrd,sd->jrs", W0, signals)
+    init_proj = mm("jrd,sd->jrs", W0, reference)
     proj = None if opt.keeps_span else projection(W0, signals, train.xi, xi_sq)
 
     def views(st: Strong) -> Views:
@@ -146,7 +147,7 @@ def dense_loop(inputs: LoopInputs, yhat: chex.Array) -> Loop:
         else:
             rho, residual = projected_coefs(st.W, W0, proj)
         on_eval = strong_preacts(st.W, signals, evaluation, precision)
-        coefs = signal_coefs(st.W, init_proj, signals)
+        coefs = signal_coefs(st.W, init_proj, reference)
         return Views(on_train, on_eval, coefs, rho, residual, st.v)
 
     return Loop(strong_init(W0, train.y.shape[0], opt, v0), step, views)

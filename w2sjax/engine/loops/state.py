@@ -36,8 +36,9 @@ class LoopInputs(NamedTuple):
     """What a loop form is set up from, besides the labels it trains on: W0 (2, m, D), the
     signals (4, D), the training samples and the evaluation samples (test then validation) they
     are viewed on, the step size eta, the activation, the optimizer, the precision of the
-    products with the noise patches (models.mm, forward and gradient) and a trained second
-    layer's initial weights v0 (2, m) (None for the fixed one)."""
+    products with the noise patches (models.mm, forward and gradient), a trained second
+    layer's initial weights v0 (2, m) (None for the fixed one), and the four signals (4, D) the
+    coefficients gmu and gnu are read against (None: `signals`, which then are those four)."""
 
     W0: chex.Array
     signals: chex.Array
@@ -48,6 +49,7 @@ class LoopInputs(NamedTuple):
     opt: Opt
     precision: str = "highest"
     v0: chex.Array | None = None
+    reference: chex.Array | None = None
 
 
 class Loop(NamedTuple):

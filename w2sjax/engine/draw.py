@@ -1,0 +1,56 @@
+"""The synthetic source's draws (docs/MODEL.md section 1): one run's data, initialisation and
+coins from its key, the noise from the sampler its Shape names (noise.py)."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from w2sjax.engine.batch import Params, Shape
+from w2sjax.engine.data import RunData, Sample, labels, signal_matrix
+from w2sjax.engine.noise import SAMPLERS, NoiseKeys
+
+# The validation set's key is fold_in(run key, VAL_SALT), the hard_labels = "coin" control's
+# coins fold_in(run key, COIN_SALT): draws of their own, so adding them changed no other draw of a
+# run (noise.REDUCED_SALT's reasoning).
+VAL_SALT = 0x56414C31
+COIN_SALT = 0x434F494E
+
+
+def run_key(p: Params) -> chex.PRNGKey:
+    """A run's key, fold_in(fold_in(key(base_seed), point), seed): its numbers depend only on its
+    own setting and seed."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(p.base_seed), p.point), p.seed)
+
+
+def draw_synthetic(shape: Shape, p: Params, pool: None = None) -> RunData:
+    """Every random draw of one run, from its key (run_key):
+    split in four (weak data, strong data, test data, init), each set's labels from its key, and
+    the noise from the sampler Shape.noise names (noise.py). The validation set (true labels,
+    for early stopping without the test set) is an evaluation set of the sampler, from
+    fold_in(run key, VAL_SALT)."""
+    key = run_key(p)
+    k_wk, k_st, k_test, k_init = jax.random.split(key, 4)
+    sets = [
+        labels(k, n, p.p_e, p.p_h)
+        for k, n in ((k_wk, shape.n_wk), (k_st, shape.n_st), (k_test, shape.n_test))
+    ]
+    keys = NoiseKeys(key, *(k_xi for *_, k_xi in sets), k_init)
+    noise = SAMPLERS[shape.noise].draw(shape, p, keys)
+
+    def second(n: int) -> chex.Array | None:
+        return None if shape.signal_patches == 2 else jnp.zeros(n, jnp.float32)
+
+    weak, train, test = (
+        Sample(y=y, c=c, a=a, xi=xi, second=second(len(y)))
+        for (y, c, a, _), xi in zip(sets, (noise.weak, noise.train, noise.test), strict=True)
+    )
+    *val_labels, k_val = labels(jax.random.fold_in(key, VAL_SALT), shape.n_val, p.p_e, p.p_h)
+    val_xi = SAMPLERS[shape.noise].evaluation(shape, k_val, shape.n_val, p.sigma_p)
+    y, c, a = val_labels
+    val = Sample(y=y, c=c, a=a, xi=val_xi, second=second(shape.n_val))
+    signals = signal_matrix(shape.dim, shape.easy_signal, p.mu_norm, p.nu_norm)
+    coin = jax.random.bernoulli(jax.random.fold_in(key, COIN_SALT), 0.5, (shape.n_st,))
+    coins = jnp.where(coin, 1.0, -1.0).astype(jnp.float32)
+    return RunData(signals, weak, train, test, val, noise.W0, coins, key)
