@@ -5,12 +5,16 @@ draws and teacher-read categories."""
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import reference_strong_output
 
+import w2sjax
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import sweep_from
 from w2sjax.config.settings import build
@@ -73,14 +77,30 @@ def distinct(tmp_path):
             'data.nu_norm: is not read with data.construction = "natural"',
         ),
         ({"source": "npz", "path": "{ok}", "data_hash": "0" * 16}, "data.data_hash: the data's"),
+        ({"source": "npz", "path": "{ok}", "classes": "2-0/1"}, "a range runs from low to high"),
+        ({"source": "npz", "path": "{broken}"}, "is not a readable .npz file"),
+        ({"source": "npz", "path": "{npy}"}, "holds one array, not an .npz"),
+        (
+            {"source": "npz", "path": "{ok}", "construction": "natural", "optimizer": "adam"},
+            'strong.optimizer: "adam" is not offered with data.construction = "natural"',
+        ),
+        (
+            {"source": "npz", "path": "{ok}", "construction": "natural", "d": 16},
+            'data.d: is not read with data.construction = "natural" (the patch dimension',
+        ),
         ({"classes": "0/1"}, 'data.classes: is read only with data.source = "digits" or "npz"'),
         ({"classes": "0-4"}, "data.classes: must be two groups of class labels"),
     ],
 )
 def test_bad_image_input_is_one_line_naming_the_field(tmp_path, distinct, fields, message):
-    _npz(tmp_path / "layout.npz", np.ones((4, 6, 6)), np.zeros(4, int))
     np.savez(tmp_path / "layout.npz", x_train=np.ones((4, 6, 6)))
-    paths = {"{ok}": distinct, "{layout}": str(tmp_path / "layout.npz")}
+    (tmp_path / "broken.npz").write_bytes(open(distinct, "rb").read()[:300])
+    np.save(tmp_path / "one.npy", np.ones(3))
+    (tmp_path / "one.npy").rename(tmp_path / "npy.npz")
+    paths = {
+        "{ok}": distinct,
+        **{f"{{{n}}}": str(tmp_path / f"{n}.npz") for n in ("layout", "broken", "npy")},
+    }
     fields = {k: paths.get(v, v) if isinstance(v, str) else v for k, v in fields.items()}
     with pytest.raises(ConfigError) as err:
         build({**TINY, "n_val": 40, "classes": "0/1", **fields} if "path" in fields else fields)
@@ -95,20 +115,49 @@ def test_every_source_loads_the_common_layout(distinct):
         assert len(imgs.content_hash) == 16
 
 
-def test_the_data_hash_separates_files_and_enters_the_stored_spec(tmp_path, distinct):
-    moved = np.load(distinct)
+def test_the_data_hash_separates_files_and_a_dataset_reads_without_its_data(tmp_path, distinct):
+    """Runs on different data never share an id, the same data at another path keeps its ids,
+    the hash enters the stored spec, which then reads without the data, and a resume on
+    changed data is refused, naming the hash."""
+    with np.load(distinct) as stored:
+        arrays = {k: stored[k] for k in stored.files}
     other = _npz(
         tmp_path / "other.npz",
-        moved["x_train"] + 1.0,
-        moved["y_train"],
-        moved["x_test"],
-        moved["y_test"],
+        arrays["x_train"] + 1.0,
+        arrays["y_train"],
+        arrays["x_test"],
+        arrays["y_test"],
     )
-    a, b = (build({"source": "npz", "path": p, "classes": "0/1"}) for p in (distinct, other))
+    moved = _npz(tmp_path / "moved.npz", **arrays)
+    a, b, c = (
+        build({"source": "npz", "path": p, "classes": "0/1"}) for p in (distinct, other, moved)
+    )
     assert a.data_hash != b.data_hash and run_id(a, 0) != run_id(b, 0)
-    sweep = sweep_from({"data": {"source": "npz", "path": distinct, "classes": "0/1"}}, "s")
-    assert f'data_hash = "{a.data_hash}"' in sweep.to_toml()
-    assert "source" not in build({}).point_fields()  # the synthetic source's hashes are as before
+    assert a.data_hash == c.data_hash and run_id(a, 0) == run_id(c, 0)
+    raw = {
+        "name": "s",
+        "data": {"source": "npz", "path": moved, "classes": "0/1"},
+        "strong": {"steps": 2, "m": 2},
+        "eval": {"n_test": 10, "n_val": 10, "log_points": 2},
+        "grid": {"n_st": [8, 9]},
+    }
+    text = sweep_from(raw, "s").to_toml()
+    assert f'data_hash = "{a.data_hash}"' in text
+    Path(moved).unlink()
+    stored = sweep_from(tomllib.loads(text), "s", read_data=False)
+    assert [p.point_hash for p in stored.points] == [
+        p.point_hash
+        for p in sweep_from({**raw, "data": {**raw["data"], "path": distinct}}, "s").points
+    ]
+    with pytest.raises(ConfigError, match="grid.path: not a sweep axis; a sweep reads one"):
+        sweep_from({"data": {"source": "npz"}, "grid": {"path": [distinct, other]}}, "s")
+    root = tmp_path / "out" / "s"
+    root.mkdir(parents=True)
+    (root / "spec.toml").write_text(text)
+    raw["data"]["path"] = other
+    with pytest.raises(w2sjax.DatasetRefused, match=f"content hash {a.data_hash}.*{b.data_hash}"):
+        w2sjax.run(raw, out=tmp_path / "out", quiet=True)
+    assert not any(f.startswith(("source", "path", "data_hash")) for f in build({}).point_fields())
 
 
 @pytest.mark.parametrize("name", CONSTRUCTIONS)
@@ -119,7 +168,7 @@ def test_every_construction_keeps_the_contract(name, distinct):
     if name != "synthetic":
         fields = {"d": 64, "source": "npz", "path": distinct, "classes": "0/1,2"}
     if name == "natural":
-        fields = {**fields, "construction": "natural", "d": 10000}
+        fields = {**fields, "construction": "natural", "d": 10000}  # d is not read there
     config = build({**TINY, **fields})
     shape = Shape.of(config)
     pool = pool_of(shape)
@@ -192,6 +241,30 @@ def test_natural_draws_are_disjoint_from_their_splits_and_categories_come_from_t
     np.testing.assert_array_equal(swapped[1]["test_acc"][::-1], per_step["test_acc"])
 
 
+def test_planted_images_are_of_the_sample_class_and_from_its_split(distinct):
+    """Each hard-signal patch, divided by ||nu|| and its sign, is a row of the pool: training
+    and weak samples' of the training images, test and validation samples' of the held-out
+    ones, of the sample's class; a both-signal sample's image is its second patch."""
+    config = build({**TINY, "d": 64, "source": "npz", "path": distinct, "classes": "0/1,2"})
+    shape = Shape.of(config)
+    pool = pool_of(shape)
+    run = jax.jit(draw_run, static_argnums=0)(shape, _one(config), pool)
+    pixels = pool.x_train.shape[1]
+    for s, x, y in (
+        (run.weak, pool.x_train, pool.y_train),
+        (run.train, pool.x_train, pool.y_train),
+        (run.test, pool.x_test, pool.y_test),
+        (run.val, pool.x_test, pool.y_test),
+    ):
+        c, a = np.asarray(s.c), np.asarray(s.a)
+        patch = np.where((c == HARD)[:, None], s.coefs[:, 0], s.coefs[:, 1])[c != EASY]
+        image = patch[:, 2 : 2 + pixels] * a[c != EASY, None]
+        match = np.isclose(image[:, None, :], np.asarray(x)[None], atol=1e-6).all(-1)
+        assert (match.sum(1) == 1).all()
+        np.testing.assert_array_equal(np.asarray(y)[match.argmax(1)], np.asarray(s.y)[c != EASY])
+        np.testing.assert_array_equal(patch[:, :2], 0)  # the easy axes hold no image
+
+
 def test_proposition_2_1_holds_on_planted_digits():
     """The linear teacher is at chance on planted hard-only samples whatever it learned; the
     control without the random sign a learns the images."""
@@ -212,9 +285,12 @@ def test_proposition_2_1_holds_on_planted_digits():
     run = jax.jit(draw_run, static_argnums=0)(shape, _one(config), pool_of(shape))
     test = run.test
     hard = np.asarray(test.c) == HARD
-    no_sign = run.weak.replace(coefs=jnp.abs(run.weak.coefs))  # a = +1 on every sample
+
+    def without_sign(s):  # a = +1 on every sample: the hard patches times a (a^2 = 1)
+        return s.replace(coefs=s.coefs.at[:, :, 2:].multiply(s.a[:, None, None]))
+
     fit = jax.jit(fit_weak, static_argnums=3)
-    for weak, held in ((run.weak, test), (no_sign, test.replace(coefs=jnp.abs(test.coefs)))):
+    for weak, held in ((run.weak, test), (without_sign(run.weak), without_sign(test))):
         w = fit(run.signals, weak, jnp.float32(0.05), 200)
         right = np.asarray(sign(weak_output(w, run.signals, held)) == held.y)
         if weak is run.weak:

@@ -87,7 +87,7 @@ def markdown_table(table: pd.DataFrame, axes: list[str]) -> str:
 def write_report(path: str | Path, fmt: str = "png") -> Path:
     """Write DIR/report/summary.md, summary.csv and the figures (png or pdf); returns the .md."""
     root = Path(path)
-    sweep = load_sweep(root / SPEC_FILE)
+    sweep = load_sweep(root / SPEC_FILE, read_data=False)
     axes = sweep.axes()
     runs, steps = load(root)
     filters = read_table(root, "filters") if (root / "filters").is_dir() else None

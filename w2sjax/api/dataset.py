@@ -56,7 +56,7 @@ class Dataset:
     @cached_property
     def sweep(self) -> Sweep:
         """The sweep spec.toml describes (its base config, axes and grid points)."""
-        return load_sweep(self.path / SPEC_FILE)
+        return load_sweep(self.path / SPEC_FILE, read_data=False)
 
     @property
     def axes(self) -> list[str]:

@@ -22,6 +22,8 @@ from w2sjax.config.toml import flatten, read_toml, to_toml
 
 AXIS_SECTIONS = ("grid", "zip")
 NOT_AXES = ("name", "seeds", "base_seed")
+# One data source per sweep: its content hash is recorded once, in the spec's base.
+DATA_FIELDS = ("source", "path", "data_hash")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,11 @@ def _axis_field(section: str, key: str) -> str:
         raise ConfigError(
             f"{section}.{key}: not a sweep axis; set it at the top level (or --seeds for seeds)"
         )
+    if name in DATA_FIELDS:
+        raise ConfigError(
+            f"{section}.{key}: not a sweep axis; a sweep reads one data source (one file per "
+            f"sweep file)"
+        )
     if name not in FIELDS or (prefix and prefix != FIELDS[name].section):
         axes = ", ".join(f for f in FIELDS if f not in NOT_AXES)
         raise ConfigError(f"{section}.{key}: unknown field; axes may be {axes}")
@@ -101,9 +108,13 @@ def _point_label(values: Mapping[str, Any]) -> str:
 
 
 def expand(
-    base: Mapping[str, Any], grid: Mapping[str, list], zipped: Mapping[str, list]
+    base: Mapping[str, Any],
+    grid: Mapping[str, list],
+    zipped: Mapping[str, list],
+    read_data: bool = True,
 ) -> tuple[Config, ...]:
-    """Grid points: the product of grid axes (file order) with the zip rows, each validated."""
+    """Grid points: the product of grid axes (file order) with the zip rows, each validated
+    (read_data: settings.build)."""
     lengths = {k: len(v) for k, v in zipped.items()}
     if len(set(lengths.values())) > 1:
         described = ", ".join(f"{k} ({n} values)" for k, n in lengths.items())
@@ -117,7 +128,7 @@ def expand(
     for combo in itertools.product(*grid.values(), rows or [{}]):
         values = {**dict(zip(grid, combo[:-1], strict=True)), **combo[-1]}
         try:
-            point = build({**base, **values})
+            point = build({**base, **values}, read_data)
         except ConfigError as err:
             raise ConfigError(f"grid point {_point_label(values)}: {err}") from None
         label = _point_label(values)
@@ -132,11 +143,15 @@ def expand(
 
 
 def load_sweep(
-    path: str | Path, overrides: Mapping[str, Any] | None = None, seeds: int | None = None
+    path: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    seeds: int | None = None,
+    read_data: bool = True,
 ) -> Sweep:
     """Read a sweep (or plain config) file, apply `--set` overrides and `--seeds`, validate every
-    point. An override of an axis field replaces that axis with the single value."""
-    return sweep_from(read_toml(path), Path(path).stem, overrides, seeds)
+    point. An override of an axis field replaces that axis with the single value. read_data
+    False: a dataset's spec.toml, read without its image data (settings.build)."""
+    return sweep_from(read_toml(path), Path(path).stem, overrides, seeds, read_data)
 
 
 def sweep_from(
@@ -144,6 +159,7 @@ def sweep_from(
     default_name: str,
     overrides: Mapping[str, Any] | None = None,
     seeds: int | None = None,
+    read_data: bool = True,
 ) -> Sweep:
     """A sweep from parsed TOML (as `load_sweep`); `default_name` when it names none."""
     raw = dict(raw)
@@ -158,11 +174,11 @@ def sweep_from(
     if seeds is not None:
         base["seeds"] = seeds
     base["name"] = check_field("name", base["name"])  # before any point: it names a folder
-    points = expand(base, grid, zipped)
-    hashes = {p.data_hash for p in points}
-    if len(hashes) == 1 and hashes != {""} and "data_hash" not in grid | zipped:
-        # the data's content hash enters the stored spec: a resume on a changed file is refused
-        base["data_hash"] = hashes.pop()
+    points = expand(base, grid, zipped, read_data)
+    if points[0].data_hash:
+        # the data's content hash enters the stored spec: a resume on a changed file is refused,
+        # and the dataset reads without its data
+        base["data_hash"] = points[0].data_hash
     return Sweep(base=base, grid=grid, zip=zipped, points=points)
 
 

@@ -111,12 +111,13 @@ class Config:
         return dataclasses.asdict(self)
 
     def point_fields(self) -> dict[str, Any]:
-        """The fields that define one simulated setting: all but name, seeds and base_seed, and
-        but a silent-default field at its default (FieldSpec.silent_default)."""
+        """The fields that define one simulated setting: all but name, seeds and base_seed,
+        path (where the data lies; data_hash says what it is, so moving a file changes no run),
+        and a silent-default field at its default (FieldSpec.silent_default)."""
         return {
             k: v
             for k, v in self.to_dict().items()
-            if k not in ("name", "seeds", "base_seed") and not at_silent_default(k, v)
+            if k not in ("name", "seeds", "base_seed", "path") and not at_silent_default(k, v)
         }
 
     @functools.cached_property
@@ -199,9 +200,11 @@ def _evaluate(literal: dict[str, Any], formulas: dict[str, Formula]) -> dict[str
                 raise ConfigError(f"{where} gives {value:g}; must be {FIELDS[f].allowed}") from None
 
 
-def build(flat: Mapping[str, Any]) -> Config:
+def build(flat: Mapping[str, Any], read_data: bool = True) -> Config:
     """Flat {field: raw value} (missing fields take defaults) -> validated Config. A numeric
-    field may be a formula of other numeric fields (formulas.py): the Config holds its value."""
+    field may be a formula of other numeric fields (formulas.py): the Config holds its value.
+    read_data: check an image source against its data (sources.check_source); False for a
+    dataset's own spec, which records what the data decided."""
     unknown = [k for k in flat if k not in FIELDS]
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown field; allowed: {', '.join(FIELDS)}")
@@ -209,7 +212,7 @@ def build(flat: Mapping[str, Any]) -> Config:
     formulas = {f: _formula(f, v) for f, v in raw.items() if _is_formula(f, v)}
     values = {f: check_field(f, v) for f, v in raw.items() if f not in formulas}
     values = check_applies(_evaluate(values, formulas))
-    values = check_source(values, fitted=values[FITTED[0]] in FITTED[1])
+    values = check_source(values, fitted=values[FITTED[0]] in FITTED[1], read_data=read_data)
     return Config(**check_signal_patches(check_batch_size(check_activation_param(values))))
 
 

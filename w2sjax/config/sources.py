@@ -3,9 +3,9 @@ read and checked before any compute, with numpy alone (no jax; scikit-learn only
 
 A source gives `Images`: x_train, y_train, x_test, y_test, the layout in which MNIST,
 Fashion-MNIST and CIFAR-10 are commonly kept. `check_source` checks a config's data fields
-against the images (the file, its layout, the classes, the sizes a run draws), fills in what the
-data decides (the class groups' default, the content hash, the natural construction's patch
-dimension as d) and raises a one-line ConfigError otherwise. The synthetic source reads no file.
+against the images (the file, its layout, the classes, the sizes a run draws), fills in the
+class groups' default and the content hash, and raises a one-line ConfigError otherwise; a
+dataset's own spec is read without its data (`read_data`). The synthetic source reads no file.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from w2sjax.config.fields import FIELDS, ConfigError, qualified
+from w2sjax.config.fields import FIELDS, IMAGE_SOURCES, ConfigError, qualified
 
 LAYOUT = ("x_train", "y_train", "x_test", "y_test")
 # A fixed split of the 1,797 digits (they come unsplit): a third held out for evaluation.
 DIGITS_TEST_SHARE, DIGITS_SPLIT_SEED = 1 / 3, 0
-# Fields the natural construction never reads (no synthetic signal or noise): they stay at their
-# defaults. p_b is "rest" by default, so the probabilities are checked as resolved values.
-NATURAL_UNREAD = ("sigma_p", "mu_norm", "nu_norm", "easy_signal", "signal_patches")
-NATURAL_PROBS = {"p_e": 0.35, "p_h": 0.3}
+# Fields the natural construction never reads (no synthetic signal or noise; d is the patch
+# dimension, from the images): they stay at their defaults. p_b is "rest" by default, so the
+# probabilities are checked as resolved values.
+NATURAL_UNREAD = ("d", "sigma_p", "mu_norm", "nu_norm", "easy_signal", "signal_patches")
+NATURAL_PROBS = {f: FIELDS[f].default for f in ("p_e", "p_h")}
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ def _digits(path: str) -> Images:
         ) from None
     digits = load_digits()
     x, y = digits.images.astype(np.float32), digits.target.astype(np.int64)
-    order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(y))
+    # RandomState: numpy's frozen stream, so the split (and the data's hash) never changes
+    order = np.random.RandomState(DIGITS_SPLIT_SEED).permutation(len(y))
     held = order[: round(len(y) * DIGITS_TEST_SHARE)]
     kept = np.sort(order[len(held) :])
     held = np.sort(held)
@@ -88,17 +91,21 @@ def _npz(path: str) -> Images:
     if not Path(path).is_file():
         raise ConfigError(f"{field}: no such file {path!r}")
     try:
-        with np.load(path, allow_pickle=False) as stored:
-            missing = [k for k in LAYOUT if k not in stored.files]
-            if missing:
-                raise ConfigError(
-                    f"{field}: {path!r} must hold {', '.join(LAYOUT)}; missing {', '.join(missing)}"
-                )
-            arrays = {k: stored[k] for k in LAYOUT}
-    except (OSError, ValueError) as err:
-        if isinstance(err, ConfigError):
-            raise
+        stored = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise ConfigError(f"{field}: {path!r} is not a readable .npz file ({err})") from None
+    if not isinstance(stored, np.lib.npyio.NpzFile):
+        raise ConfigError(f"{field}: {path!r} holds one array, not an .npz of {', '.join(LAYOUT)}")
+    with stored:
+        missing = [k for k in LAYOUT if k not in stored.files]
+        if missing:
+            raise ConfigError(
+                f"{field}: {path!r} must hold {', '.join(LAYOUT)}; missing {', '.join(missing)}"
+            )
+        try:
+            arrays = {k: stored[k] for k in LAYOUT}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise ConfigError(f"{field}: {path!r} is not a readable .npz file ({err})") from None
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if not (np.issubdtype(x.dtype, np.number) and x.ndim in (2, 3, 4) and len(x)):
@@ -125,32 +132,47 @@ SOURCES: dict[str, Source] = {
     "digits": Source(load=_digits, default_classes="0-4/5-9"),
     "npz": Source(load=_npz, default_classes="0-4/5-9"),
 }
+assert tuple(SOURCES) == IMAGE_SOURCES  # fields.py names them for its checks
 
 
 @functools.lru_cache(maxsize=4)
-def _cached(source: str, path: str, stamp: tuple[int, int]) -> Images:
+def _cached(source: str, path: str, stamp: tuple[int, ...]) -> Images:
     return SOURCES[source].load(path)
 
 
 def images(source: str, path: str) -> Images:
-    """The images of `source` (read once per file version: a rewritten file is read again)."""
+    """The images of `source` (read once per file version: a file rewritten, replaced or touched
+    is read again)."""
     if source == "npz" and path and Path(path).is_file():
         stat = Path(path).stat()
-        return _cached(source, path, (stat.st_mtime_ns, stat.st_size))
-    return _cached(source, path, (0, 0))
+        return _cached(
+            source, path, (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
+        )
+    return _cached(source, path, ())
 
 
 def parse_classes(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """'0-4/5-9' -> ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9)): the y = +1 group, then y = -1."""
+    """'0-4/5-9' -> ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9)): the y = +1 group, then y = -1;
+    ConfigError for a range that runs backwards or groups that share a class."""
 
     def group(part: str) -> tuple[int, ...]:
         labels: list[int] = []
         for item in part.split(","):
             low, _, high = item.partition("-")
+            if int(high or low) < int(low):
+                raise ConfigError(
+                    f"{qualified('classes')}: a range runs from low to high, got {item!r} in "
+                    f"{text!r}"
+                )
             labels += range(int(low), int(high or low) + 1)
         return tuple(labels)
 
     pos, neg = (group(part) for part in text.split("/"))
+    if set(pos) & set(neg):
+        both = sorted(set(pos) & set(neg))
+        raise ConfigError(
+            f"{qualified('classes')}: the two groups must not share a class, got {both} in both"
+        )
     return pos, neg
 
 
@@ -190,9 +212,6 @@ def patch_grid(image_shape: tuple[int, ...], patches: int) -> tuple[int, int]:
 def _check_classes(imgs: Images, classes: str) -> None:
     pos, neg = parse_classes(classes)
     field = qualified("classes")
-    if set(pos) & set(neg):
-        both = sorted(set(pos) & set(neg))
-        raise ConfigError(f"{field}: the two groups must not share a class, got {both} in both")
     held = set(imgs.y_train.tolist()) & set(imgs.y_test.tolist())
     absent = [c for c in pos + neg if c not in held]
     if absent:
@@ -203,12 +222,13 @@ def _check_classes(imgs: Images, classes: str) -> None:
 
 
 def _check_natural(values: dict[str, Any], image_shape: tuple[int, ...]) -> int:
-    """The patch dimension, after checking that no synthetic field is set under "natural"."""
+    """The patch dimension, after checking that nothing natural samples lack is asked for."""
     for field in NATURAL_UNREAD:
         if values[field] != FIELDS[field].default:
             raise ConfigError(
-                f'{qualified(field)}: is not read with data.construction = "natural"; leave it '
-                f"at its default {FIELDS[field].default!r}, got {values[field]!r}"
+                f'{qualified(field)}: is not read with data.construction = "natural"'
+                f"{' (the patch dimension comes from the images)' if field == 'd' else ''}; leave "
+                f"it at its default {FIELDS[field].default!r}, got {values[field]!r}"
             )
     for field, default in NATURAL_PROBS.items():
         if abs(values[field] - default) > 1e-9:
@@ -221,6 +241,18 @@ def _check_natural(values: dict[str, Any], image_shape: tuple[int, ...]) -> int:
         raise ConfigError(
             'weak.hard_labels: must be "teacher" with data.construction = "natural" (no sample '
             f"is hard-only before the teacher has labelled it), got {values['hard_labels']!r}"
+        )
+    if values["optimizer"] == "adam":
+        raise ConfigError(
+            'strong.optimizer: "adam" is not offered with data.construction = "natural" (its '
+            "coefficients are a projection onto the training noise, which natural samples do "
+            'not have); use "gd", "sgd" or "momentum"'
+        )
+    if values["activation"] == "softplus" and values["second_layer"] == "trained":
+        raise ConfigError(
+            'strong.second_layer: "trained" with strong.activation = "softplus" is not offered '
+            'with data.construction = "natural" (the empty noise patch\'s softplus(0) would '
+            'become a trained bias); use "fixed" or another activation'
         )
     return patch_grid(image_shape, values["patches"])[1]
 
@@ -253,17 +285,32 @@ def _split(source: str, path: str, classes: str, content_hash: str) -> tuple[int
     return len(x_train), len(x_test), bool((np.abs(flat).sum(1) == 0).any())
 
 
-def check_source(values: dict[str, Any], fitted: bool) -> dict[str, Any]:
-    """`values` with what the data decides filled in, or a ConfigError: an image source's file
-    and layout, its classes (the source's default where none are named), the content hash
-    (data_hash: filled in; refused where given and different, a file changed under a dataset),
-    the sizes the natural construction draws (`fitted`: whether the teacher draws a weak set)
-    and its d (the patch dimension; refused where set to another value). Synthetic: unchanged."""
+def natural_dim(source: str, path: str, patches: int) -> int:
+    """The natural construction's working dimension: the patch dimension of the images."""
+    return patch_grid(images(source, path).x_train.shape[1:], patches)[1]
+
+
+def check_source(values: dict[str, Any], fitted: bool, read_data: bool = True) -> dict[str, Any]:
+    """`values` with what the data decides filled in, or a ConfigError: the class groups (the
+    source's default where none are named), then, reading the data, its file and layout, that it
+    holds the classes, the content hash (data_hash: filled in; refused where given and
+    different, a file changed under a dataset) and the sizes each construction needs (`fitted`:
+    whether the teacher draws a weak set). read_data False: what a dataset's spec.toml already
+    records is taken as it is (a dataset reads without its data), and data_hash must be there.
+    Synthetic: unchanged."""
     if values["source"] == "synthetic":
         return values
     values = dict(values)
-    imgs = images(values["source"], values["path"])
     values["classes"] = values["classes"] or SOURCES[values["source"]].default_classes
+    parse_classes(values["classes"])
+    if not read_data:
+        if not values["data_hash"]:
+            raise ConfigError(
+                "data.data_hash: a dataset's spec.toml records its data's content hash; none "
+                "found (the spec was not written by w2sjax)"
+            )
+        return values
+    imgs = images(values["source"], values["path"])
     _check_classes(imgs, values["classes"])
     given, found = values["data_hash"], imgs.content_hash
     if given and given != found:
@@ -276,13 +323,7 @@ def check_source(values: dict[str, Any], fitted: bool) -> dict[str, Any]:
     image_shape = imgs.x_train.shape[1:]
     pixels = math.prod(image_shape)
     if values["construction"] == "natural":
-        patch_dim = _check_natural(values, image_shape)
-        if values["d"] not in (FIELDS["d"].default, patch_dim):
-            raise ConfigError(
-                f'data.d: is set by the data with data.construction = "natural" (the patch '
-                f"dimension, {patch_dim}); leave it out, got {values['d']}"
-            )
-        values["d"] = patch_dim
+        _check_natural(values, image_shape)
         _check_sizes(values, train, test, fitted)
     elif blank:
         raise ConfigError(

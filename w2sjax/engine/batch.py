@@ -24,6 +24,7 @@ from w2sjax.config.settings import (
     log_steps,
     weak_set_size,
 )
+from w2sjax.config.sources import natural_dim
 from w2sjax.engine.data import noise_rank
 
 # Which config fields select the compiled program and which are batched, as fields.FIELDS
@@ -32,6 +33,14 @@ SHAPE_FIELDS = tuple(f for f, spec in FIELDS.items() if spec.static)
 PARAM_FIELDS = tuple(f for f, spec in FIELDS.items() if spec.section and not spec.static)
 SIGNAL_AXES = 4  # the working coordinates' first axes: mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}
 ENGINE_CHOICES = ("filters", "form", "precision", "noise")  # Shape fields that are not settings
+
+
+def working_d(config: Config) -> int:
+    """The runs' dimension: d, or under the natural construction the images' patch dimension
+    (config.sources.natural_dim; d is not read there)."""
+    if config.source != "synthetic" and config.construction == "natural":
+        return natural_dim(config.source, config.path, config.patches)
+    return config.d
 
 
 def span_size(n_wk: int, n_st: int, m: int) -> int:
@@ -62,7 +71,7 @@ class Shape:
     the state the GD loop carries, `precision` its products' precision and `noise` the noise
     sampler (noise.py; `dim` is its working dimension). None of them changes a run's setting,
     key or run_id. n_wk is the weak training set's size as drawn: 0 where the teacher is not
-    fitted (config.weak_set_size)."""
+    fitted (config.weak_set_size); d the runs' dimension (working_d)."""
 
     d: int
     signal_patches: int
@@ -122,7 +131,8 @@ class Shape:
         if noise == "auto":
             noise = choose_noise(config, precision)
         shape = cls(
-            **{f: getattr(config, f) for f in SHAPE_FIELDS} | {"n_wk": weak_set_size(config)},
+            **{f: getattr(config, f) for f in SHAPE_FIELDS}
+            | {"n_wk": weak_set_size(config), "d": working_d(config)},
             filters=filters,
             form=form,
             precision=precision,

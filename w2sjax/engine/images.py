@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from w2sjax.config.fields import CONSTRUCTIONS as CONSTRUCTION_NAMES
 from w2sjax.config.sources import binary, images, patch_grid
 from w2sjax.engine.batch import Params, Shape
 from w2sjax.engine.data import RunData, Sample, signal_coefs_of, signal_matrix
@@ -184,3 +185,4 @@ CONSTRUCTIONS: dict[str, Construction] = {
     "planted": Construction(draw=_planted),
     "natural": Construction(draw=_natural, synthetic_noise=False, categories_from_teacher=True),
 }
+assert tuple(CONSTRUCTIONS) == ("synthetic", *CONSTRUCTION_NAMES)  # fields.py checks the names

@@ -46,14 +46,15 @@ def sign(f: chex.Array) -> chex.Array:
 
 
 def weak_output(w: chex.Array, signals: chex.Array, s: Sample) -> chex.Array:
-    """(n,) f_wk for w (d,), signals (4, d): signal patches through their 4 inner products."""
+    """(n,) f_wk for w (d,), signals (S, d) (the four signals, or an image source's rows,
+    data.RunData): signal patches through their S inner products with w."""
     return mm("pns,s->n", patch_coefs(s), mm("sd,d->s", signals, w)) + mm("nd,d->n", s.xi, w)
 
 
 @chex.dataclass(frozen=True)
 class Preacts:
-    """Pre-activations <w_{j,r}, x^(p)>: signal (2, m, 2, n) for the two signal patches,
-    noise (2, m, n) for the noise patch."""
+    """Pre-activations <w_{j,r}, x^(p)>: signal (2, m, P, n) for the P signal patches (two for
+    the synthetic source), noise (2, m, n) for the noise patch."""
 
     signal: chex.Array
     noise: chex.Array
@@ -62,8 +63,9 @@ class Preacts:
 def strong_preacts(
     W: chex.Array, signals: chex.Array, s: Sample, precision: str = "highest"
 ) -> Preacts:
-    """Pre-activations of W (2, m, d) on n samples; `precision` (see `mm`) applies to the
-    dominant product, with the noise patches."""
+    """Pre-activations of W (2, m, d) on n samples whose signal patches combine the rows of
+    signals (S, d); `precision` (see `mm`) applies to the dominant product, with the noise
+    patches."""
     proj = mm("jrd,sd->jrs", W, signals)
     return Preacts(
         signal=mm("jrs,pns->jrpn", proj, patch_coefs(s)),

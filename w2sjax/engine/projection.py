@@ -34,7 +34,7 @@ class Projection(NamedTuple):
 def projection(
     W0: chex.Array, signals: chex.Array, xi: chex.Array, xi_sq: chex.Array
 ) -> Projection:
-    """Projection's parts for W0 (2, m, D), signals (4, D) and training noise xi (n_st, D)
+    """Projection's parts for W0 (2, m, D), signals (S, D) and training noise xi (n_st, D)
     (cost 2 n_st^2 D + n_st^3, once)."""
     gram = mm("id,kd->ik", xi, xi)
     norm = jnp.sqrt(xi_sq)

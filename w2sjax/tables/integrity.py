@@ -152,7 +152,7 @@ def read_spec(text: str | None) -> tuple[int | None, str | None]:
     if text is None:
         return None, f"{SPEC_FILE} is missing"
     try:
-        sweep = sweep_from(tomllib.loads(text), "")
+        sweep = sweep_from(tomllib.loads(text), "", read_data=False)
     except (tomllib.TOMLDecodeError, ConfigError) as err:
         return None, f"{SPEC_FILE} is damaged: it does not read as a sweep ({reason(err)})"
     return sum(p.seeds for p in sweep.points), None

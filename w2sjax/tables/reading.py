@@ -61,6 +61,12 @@ def _read(folder: Path) -> pd.DataFrame:
 # made before its field existed ran at its default.
 ADDED_FIELDS = (
     "signal_patches",
+    "source",
+    "construction",
+    "path",
+    "classes",
+    "patches",
+    "data_hash",
     "hard_labels",
     "teacher",
     "flip_p",

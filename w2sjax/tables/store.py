@@ -17,6 +17,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,14 +65,15 @@ def runs_table(
     runs: Sequence[tuple[Config, int]], per_run: dict, per_step: dict, shape: Shape
 ) -> pd.DataFrame:
     """One row per run: run_id, every config field, seed, the per-run metrics, benign_snr,
-    abundance (NaN for the natural construction of an image source), diverged (bool) with diverged_step (the first non-finite step, else null), the
-    final test accuracy, the noise sampler, and two readings of "best": the early-stopping step
-    (best_step: the first logged step of the highest validation accuracy; best_test_acc and
-    best_val_acc there) and the test set's own argmax (oracle_step, oracle_test_acc), which
-    chooses the step by the very accuracy it reports. With shape.ceiling (`[eval] ceiling`):
-    the ceiling run's test accuracy at its last step (ceiling_test_acc) and at its own
-    early-stopping step (ceiling_best_test_acc), and the performance gap recovered at the last
-    (pgr_final) and at the early-stopping steps (pgr_best; theory.pgr)."""
+    abundance (NaN for the natural construction of an image source), diverged (bool) with
+    diverged_step (the first non-finite step, else null), the final test accuracy, the noise
+    sampler, and two readings of "best": the early-stopping step (best_step: the first logged
+    step of the highest validation accuracy; best_test_acc and best_val_acc there) and the test
+    set's own argmax (oracle_step, oracle_test_acc), which chooses the step by the very accuracy
+    it reports. With shape.ceiling (`[eval] ceiling`): the ceiling run's test accuracy at its
+    last step (ceiling_test_acc) and at its own early-stopping step (ceiling_best_test_acc), and
+    the performance gap recovered at the last (pgr_final) and at the early-stopping steps
+    (pgr_best; theory.pgr)."""
     df = pd.DataFrame([{**c.to_dict(), "seed": s} for c, s in runs], columns=[*FIELDS, "seed"])
     df.insert(0, "run_id", [run_id(c, s) for c, s in runs])
     for name in RUN_METRICS:
@@ -225,12 +227,23 @@ class SpecMismatch(DatasetRefused):
     """An existing dataset was made by a different spec."""
 
 
+def _data_hash(spec_text: str) -> str:
+    """The data_hash a spec text records ("" for the synthetic source)."""
+    return tomllib.loads(spec_text).get("data", {}).get("data_hash", "")
+
+
 def check_spec(root: Path, spec_text: str) -> str | None:
     """Refuse to mix two different specs in one dataset folder; the text of its spec.toml (None:
     there is none). A spec.toml that does not read as a sweep (damage) is left to the caller,
     since the parts' own records can still tell whether they belong to `spec_text`."""
     old = existing_spec(root)
     if old is not None and old != spec_text and read_spec(old)[1] is None:
+        was, now = (_data_hash(text) for text in (old, spec_text))
+        if was and now and was != now:
+            raise SpecMismatch(
+                f"{root}: was written from data of content hash {was}, and the data now hashes "
+                f"to {now} (the file changed); restore it, or rerun with --fresh to start again"
+            )
         raise SpecMismatch(
             f"{root}: holds results of a different spec (see {root / SPEC_FILE}); "
             f"rerun with --fresh to replace them, or choose another name or --out"

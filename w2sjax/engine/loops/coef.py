@@ -110,6 +110,8 @@ def coef_init(m: int, n_st: int, opt: Opt, v0: chex.Array | None = None) -> Coef
 def coef_loop(inputs: LoopInputs, yhat: chex.Array) -> Loop:
     """The coefficient form (state gamma, rho), as `dense_loop`, for an optimizer that keeps the
     span (Shape.of refuses the others)."""
+    # the synthetic source's only (batch.Shape refuses it for images): its signals are the four
+    # the coefficients are read against, so `reference` is theirs
     W0, signals, train, evaluation, eta, act, opt, precision, v0, _ = inputs
     xi_sq = (train.xi * train.xi).sum(-1)
     on_train, on_eval = (coef_data(W0, signals, train, s, xi_sq) for s in (train, evaluation))

@@ -34,11 +34,12 @@ class Views(NamedTuple):
 
 class LoopInputs(NamedTuple):
     """What a loop form is set up from, besides the labels it trains on: W0 (2, m, D), the
-    signals (4, D), the training samples and the evaluation samples (test then validation) they
-    are viewed on, the step size eta, the activation, the optimizer, the precision of the
-    products with the noise patches (models.mm, forward and gradient), a trained second
-    layer's initial weights v0 (2, m) (None for the fixed one), and the four signals (4, D) the
-    coefficients gmu and gnu are read against (None: `signals`, which then are those four)."""
+    signals (S, D) the samples' signal patches combine (data.RunData), the training samples
+    and the evaluation samples (test then validation) they are viewed on, the step size eta,
+    the activation, the optimizer, the precision of the products with the noise patches
+    (models.mm, forward and gradient), a trained second layer's initial weights v0 (2, m)
+    (None for the fixed one), and the four signals (4, D) the coefficients gmu and gnu are read
+    against (None: `signals`, which then are those four)."""
 
     W0: chex.Array
     signals: chex.Array
