@@ -18,7 +18,7 @@ import numpy as np
 from w2sjax.engine.activations import ACTIVATIONS, Act
 from w2sjax.engine.batch import Params, Shape
 from w2sjax.engine.data import EASY, HARD, RunData, Sample
-from w2sjax.engine.images import CONSTRUCTIONS, Pool, construction
+from w2sjax.engine.images import CONSTRUCTIONS, Pool, construction, pool_of
 from w2sjax.engine.loops import LOOPS
 from w2sjax.engine.loops.state import LoopInputs, Views
 from w2sjax.engine.metrics import CEILING_STEP_METRICS, NOISE_METRICS, record, teacher_metrics
@@ -48,7 +48,9 @@ HARD_LABELS: dict[str, Callable[[chex.Array, Sample, chex.Array], chex.Array]] =
 
 def draw_run(shape: Shape, p: Params, pool: Pool | None = None) -> RunData:
     """Every random draw of one run, by the construction of its source (images.CONSTRUCTIONS:
-    the synthetic distribution, or images from `pool`)."""
+    the synthetic distribution, or images from `pool`, by default images.pool_of(shape))."""
+    if pool is None:
+        pool = pool_of(shape)
     return CONSTRUCTIONS[construction(shape)].draw(shape, p, pool)
 
 
