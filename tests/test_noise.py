@@ -208,8 +208,12 @@ def _beyond(a: dict, b: dict, z: float = 3.0) -> list[str]:
     return out
 
 
-# M = 310: above d' = 296 (under `slow`), then below d' = 1996 (where `auto` takes reduced)
-@pytest.mark.parametrize("d", [pytest.param(300, marks=pytest.mark.slow), 2000])
+# M = 310: above d' = 296, then below d' = 1996 (where `auto` takes reduced). Both under `slow`
+# (about 45 s each): the fast suite checks the sampler's own law
+# (test_the_reduced_sampler_has_the_full_samplers_law) and pins reduced runs bit for bit
+# (test_golden), and the image tests needed the time.
+@pytest.mark.slow
+@pytest.mark.parametrize("d", [300, 2000])
 def test_reduced_runs_equal_full_runs_in_law(d):
     full = _law_runs(d, "full")
     assert _beyond(full, _law_runs(d, "reduced")) == []
