@@ -297,32 +297,41 @@ def check_engine(noise: str, precision: str) -> None:
         )
 
 
+# The engine choices that carry only span{W0, signals, training noise} (the four signals'
+# coefficients), each with the flag that sets it and the choice to use instead.
+SPAN_ONLY = (("form", "coef", "dense"), ("noise", "reduced", "full"))
+
+
+def span_only_choice(form: str, noise: str) -> tuple[str, str, str] | None:
+    """(flag, value, the alternative) of the first of `form`, `noise` that carries only the span
+    (SPAN_ONLY); None where neither does."""
+    chosen = {"form": form, "noise": noise}
+    return next(((f, v, alt) for f, v, alt in SPAN_ONLY if chosen[f] == v), None)
+
+
 def check_source_engine(source: str, form: str, noise: str) -> None:
     """ConfigError where an engine choice needs the synthetic distribution: the coefficient form
     and the reduced sampler carry the four signals' coefficients only (an image source's patches
     have many more, docs/IMAGES.md)."""
-    if source == "synthetic":
-        return
-    for flag, value, needs in (("form", form, "coef"), ("noise", noise, "reduced")):
-        if value == needs:
-            other = "dense" if flag == "form" else "full"
-            raise ConfigError(
-                f'--{flag} {value}: serves only data.source = "synthetic", got "{source}"; use '
-                f"--{flag} auto or {other}"
-            )
+    found = span_only_choice(form, noise)
+    if source != "synthetic" and found is not None:
+        flag, value, other = found
+        raise ConfigError(
+            f'--{flag} {value}: serves only data.source = "synthetic", got "{source}"; use '
+            f"--{flag} auto or {other}"
+        )
 
 
 def check_span(optimizer: str, form: str, noise: str) -> None:
     """ConfigError where an engine choice needs the weights to stay in span{W0, signals, training
     noise} and `optimizer` does not keep them there (SPAN_KEEPING): the coefficient form carries
     only that span, and the reduced sampler draws only it."""
-    if optimizer in SPAN_KEEPING:
-        return
-    for flag, value, needs in (("form", form, "coef"), ("noise", noise, "reduced")):
-        if value == needs:
-            keeping = ", ".join(f'"{o}"' for o in SPAN_KEEPING)
-            raise ConfigError(
-                f"--{flag} {value}: is exact only for strong.optimizer {keeping}, got "
-                f'"{optimizer}" (which leaves the span of the initial weights, signals and '
-                f"training noise); use --{flag} auto or {'dense' if flag == 'form' else 'full'}"
-            )
+    found = span_only_choice(form, noise)
+    if optimizer not in SPAN_KEEPING and found is not None:
+        flag, value, other = found
+        keeping = ", ".join(f'"{o}"' for o in SPAN_KEEPING)
+        raise ConfigError(
+            f"--{flag} {value}: is exact only for strong.optimizer {keeping}, got "
+            f'"{optimizer}" (which leaves the span of the initial weights, signals and '
+            f"training noise); use --{flag} auto or {other}"
+        )

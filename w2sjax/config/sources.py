@@ -83,6 +83,14 @@ def _digits(path: str) -> Images:
     return Images(x[kept], y[kept], x[held], y[held])
 
 
+# What numpy raises for a file that is not a readable .npz (truncated, not a zip, bad member).
+UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+
+
+def _unreadable(path: str, err: Exception) -> ConfigError:
+    return ConfigError(f"{qualified('path')}: {path!r} is not a readable .npz file ({err})")
+
+
 def _npz(path: str) -> Images:
     """An .npz file holding x_train, y_train, x_test, y_test."""
     field = qualified("path")
@@ -92,8 +100,8 @@ def _npz(path: str) -> Images:
         raise ConfigError(f"{field}: no such file {path!r}")
     try:
         stored = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise ConfigError(f"{field}: {path!r} is not a readable .npz file ({err})") from None
+    except UNREADABLE as err:
+        raise _unreadable(path, err) from None
     if not isinstance(stored, np.lib.npyio.NpzFile):
         raise ConfigError(f"{field}: {path!r} holds one array, not an .npz of {', '.join(LAYOUT)}")
     with stored:
@@ -102,10 +110,10 @@ def _npz(path: str) -> Images:
             raise ConfigError(
                 f"{field}: {path!r} must hold {', '.join(LAYOUT)}; missing {', '.join(missing)}"
             )
-        try:
+        try:  # members are read lazily: a damaged one fails here, not at np.load
             arrays = {k: stored[k] for k in LAYOUT}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-            raise ConfigError(f"{field}: {path!r} is not a readable .npz file ({err})") from None
+        except UNREADABLE as err:
+            raise _unreadable(path, err) from None
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if not (np.issubdtype(x.dtype, np.number) and x.ndim in (2, 3, 4) and len(x)):
@@ -283,6 +291,12 @@ def _split(source: str, path: str, classes: str, content_hash: str) -> tuple[int
     x_train, _, x_test, _ = binary(images(source, path), classes)
     flat = np.concatenate([x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)])
     return len(x_train), len(x_test), bool((np.abs(flat).sum(1) == 0).any())
+
+
+def construction_of(source: str, construction: str) -> str:
+    """Which construction builds the samples: "synthetic" for the synthetic source (whose
+    construction field is unread), else the image source's construction."""
+    return "synthetic" if source == "synthetic" else construction
 
 
 def natural_dim(source: str, path: str, patches: int) -> int:

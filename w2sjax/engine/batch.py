@@ -24,7 +24,7 @@ from w2sjax.config.settings import (
     log_steps,
     weak_set_size,
 )
-from w2sjax.config.sources import natural_dim
+from w2sjax.config.sources import construction_of, natural_dim
 from w2sjax.engine.data import noise_rank
 
 # Which config fields select the compiled program and which are batched, as fields.FIELDS
@@ -38,7 +38,7 @@ ENGINE_CHOICES = ("filters", "form", "precision", "noise")  # Shape fields that 
 def working_d(config: Config) -> int:
     """The runs' dimension: d, or under the natural construction the images' patch dimension
     (config.sources.natural_dim; d is not read there)."""
-    if config.source != "synthetic" and config.construction == "natural":
+    if construction_of(config.source, config.construction) == "natural":
         return natural_dim(config.source, config.path, config.patches)
     return config.d
 

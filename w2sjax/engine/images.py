@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from w2sjax.config.fields import CONSTRUCTIONS as CONSTRUCTION_NAMES
-from w2sjax.config.sources import binary, images, patch_grid
+from w2sjax.config.sources import binary, construction_of, images, patch_grid
 from w2sjax.engine.batch import Params, Shape
 from w2sjax.engine.data import RunData, Sample, signal_coefs_of, signal_matrix
 from w2sjax.engine.draw import draw_synthetic, run_key
@@ -52,8 +52,8 @@ class Pool(NamedTuple):
 
 
 def construction(shape: Shape) -> str:
-    """The CONSTRUCTIONS entry of `shape`: "synthetic", or its image source's construction."""
-    return "synthetic" if shape.source == "synthetic" else shape.construction
+    """The CONSTRUCTIONS entry of `shape` (sources.construction_of)."""
+    return construction_of(shape.source, shape.construction)
 
 
 def planted_images(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -31,6 +31,7 @@ from w2sjax import __version__
 from w2sjax.config.fields import FIELDS
 from w2sjax.config.settings import Config
 from w2sjax.engine.batch import Shape, run_id
+from w2sjax.engine.images import CONSTRUCTIONS, construction
 from w2sjax.engine.metrics import (
     CEILING_STEP_METRICS,
     RUN_METRICS,
@@ -80,9 +81,8 @@ def runs_table(
         df[name] = np.asarray(per_run[name])
     args = (df.n_st, df.p_b, df.nu_norm, df.sigma_p, df.d)
     df["benign_snr"], df["abundance"] = benign_snr(*args), abundance(*args)
-    # the natural construction has no hard signal or noise patch for them to weigh
-    natural = (df.source != "synthetic") & (df.construction == "natural")
-    df.loc[natural, ["benign_snr", "abundance"]] = np.nan
+    if not CONSTRUCTIONS[construction(shape)].synthetic_noise:  # no hard signal or noise to weigh
+        df[["benign_snr", "abundance"]] = np.nan
     diverged_step = np.asarray(per_run["diverged_step"])
     df["diverged"] = diverged_step >= 0
     df["diverged_step"] = pd.array([int(t) if t >= 0 else None for t in diverged_step], "Int64")
