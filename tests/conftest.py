@@ -11,7 +11,16 @@ import tempfile
 from functools import partial
 from pathlib import Path
 
-import jax
+# The suite spends most of its time compiling small programs that then run for milliseconds:
+# LLVM's optimisation level 0 halves the compile time (tests/test_golden.py: 62 s -> 30 s on
+# one core) and changes no HLO, so every program computes what it computes for users, to the
+# float round-off the tests allow. Set before jax starts its backend, so the xdist workers and
+# the `w2sjax` processes the tests start inherit it.
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
+).strip()
+
+import jax  # noqa: E402
 import jax.numpy as jnp
 import numpy as np
 import pytest

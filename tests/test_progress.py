@@ -101,10 +101,19 @@ def _shown(columns: int) -> str:
         bar.reached(0, 50)
         bar.done()
         bar.close()
-        stream.flush()
-        text = os.read(reader, 1 << 16).decode(errors="replace")
+    # Read to the end only once the writing end is closed: one read returns what has reached
+    # the terminal so far, which was sometimes the first line alone.
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(reader, 1 << 16)
+        except OSError:  # EIO: the other end is closed and everything was read
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
     os.close(reader)
-    return text
+    return b"".join(chunks).decode(errors="replace")
 
 
 def test_a_zero_width_terminal_gets_plain_lines_instead_of_the_bar():
