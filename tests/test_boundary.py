@@ -158,6 +158,16 @@ def test_a_small_search_keeps_its_probes_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     assert main([*args[:4], "--level", "2", "--out", str(tmp_path)]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    # the search's probes collapse (`w2sjax collapse`), and bad input is one line, status 2
+    folded = tmp_path / "collapse"
+    assert main(["collapse", str(root), "--boot", "2", "--out", str(folded)]) == 0
+    assert list(pd.read_csv(folded / "collapse.csv").law) == ["fitted", "theorem"]
+    assert (folded / "collapse.png").stat().st_size > 1000
+    capsys.readouterr()
+    for bad in (["--metric", "bogus"], ["--levels", "0.5,1.5"]):
+        assert main(["collapse", str(root), *bad, "--out", str(folded)]) == 2
+    assert main(["collapse", str(tmp_path / "none"), "--out", str(folded)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 3
 
 
 def test_the_figure_of_a_search_that_found_nothing_draws_without_warnings(tmp_path):

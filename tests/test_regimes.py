@@ -80,6 +80,23 @@ def test_regime_rule(change, expected):
     assert regime(SimpleNamespace(**{**BENIGN, **change})) == expected
 
 
+@pytest.mark.parametrize(
+    "overall, hard, expected",
+    [
+        ((0.97, 0.72), (0.97, 0.92), "label_correction_no_forgetting"),
+        ((0.97, 0.92), (0.97, 0.72), "label_correction_then_forgetting"),
+    ],
+)
+def test_forgetting_is_the_fall_of_hard_only_accuracy_not_of_overall(overall, hard, expected):
+    """Rows that carry overall accuracy as well, falling by more than the threshold where hard-only
+    accuracy does not and the other way round: only the hard-only fall is forgetting (hard-only
+    samples are a fraction p_h of the test set, so overall accuracy hides most of their fall)."""
+    row = {**BENIGN, "flip_corrected_best": 0.9, "best_test_acc": overall[0]}
+    row |= {"final_test_acc": overall[1], "best_test_acc_hard": hard[0]}
+    row |= {"final_test_acc_hard": hard[1]}
+    assert regime(SimpleNamespace(**row)) == expected
+
+
 def _tables(points: dict[int, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Runs and steps of three seeds per n_st, logged at steps 0, 10 and 100. points[n_st] maps a
     step to that step's metrics (the same for every seed) and "best_step" to the seeds' own

@@ -254,3 +254,28 @@ def boundary_figure(
     ax.set_title(f"boundary of {metric} (probes: seed means)", fontsize=10)
     fig.colorbar(dots, ax=ax)
     return _save(fig, Path(path))
+
+
+def collapse_figure(probes, result, metric: str, path: str | Path) -> Path:
+    """The data collapse (collapse.py): every probe's seed mean of `metric` (with its standard
+    error) against the theorem's variable benign_snr = n_st p_b^2 q^2, and against the fitted
+    n_st p_b^alpha q^beta, coloured by the probe's curve (p_b, q)."""
+    from w2sjax.analysis.collapse import means
+
+    mean, se = means(probes.values)
+    fig, axs = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    groups = sorted(set(probes.group))
+    colours = plt.cm.viridis(np.linspace(0, 0.95, len(groups)))
+    for ax, law in zip(axs, (result.theorem, result.fitted), strict=True):
+        a, b = (0.0 if np.isnan(v) else v for v in (law.alpha, law.beta))
+        x = np.exp(probes.log_n + a * probes.log_p_b + b * probes.log_q)
+        for g, colour in zip(groups, colours, strict=True):
+            at = probes.group == g
+            ax.errorbar(x[at], mean[at], yerr=se[at], fmt="o", ms=3, color=colour, label=g)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"n_st p_b^{a:.2f} q^{b:.2f}")
+        ax.set_title(f"spread {law.spread:.2f} seed errors", fontsize=10)
+    axs[0].set_ylabel(f"{metric} (seed mean)")
+    axs[0].set_title(f"theorem: benign_snr; spread {result.theorem.spread:.2f}", fontsize=10)
+    axs[1].legend(fontsize=6, ncol=2)
+    return _save(fig, Path(path))

@@ -1,6 +1,6 @@
 """What each subcommand does: its handler, from parsed options to an exit status (COMMANDS, by the
-name the parser stores), for `bench`, `boundary`, `report` and `check` here and for `sweep` and
-`run` in sweep.py; main.py parses and dispatches, parser.py holds the options.
+name the parser stores), for `bench`, `boundary`, `collapse`, `report` and `check` here and for
+`sweep` and `run` in sweep.py; main.py parses and dispatches, parser.py holds the options.
 
 Bad input exits with status 2 and one line on stderr naming the field, before any compute.
 """
@@ -57,6 +57,19 @@ def _boundary(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 130
     print("boundary: " + ", ".join(map(str, paths)))
+    return 0
+
+
+def _collapse(args: argparse.Namespace) -> int:
+    from w2sjax.analysis.collapse import run_collapse
+    from w2sjax.tables.layout import DatasetRefused
+
+    try:
+        table, paths = run_collapse(args.dirs, args.metric, args.out, args.boot, args.levels)
+    except (FileNotFoundError, ConfigError, DatasetRefused) as err:
+        return error(err, 2)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("collapse: " + ", ".join(map(str, paths)))
     return 0
 
 
@@ -160,5 +173,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "bench": _bench,
     "report": _report,
     "boundary": _boundary,
+    "collapse": _collapse,
     "check": _check,
 }

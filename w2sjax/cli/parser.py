@@ -20,6 +20,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _levels(text: str) -> tuple[float, ...]:
+    """'0.75,0.85,0.95': levels strictly between 0 and 1."""
+    try:
+        levels = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        levels = ()
+    if not levels or not all(0 < v < 1 for v in levels):
+        raise argparse.ArgumentTypeError(f"must be levels in (0, 1) like 0.75,0.85, got {text!r}")
+    return levels
+
+
 def _bytes(text: str) -> int:
     """'2G', '500M', '64K' or a plain number of bytes."""
     units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -201,6 +212,31 @@ def _add_boundary(sub: Any) -> None:
     boundary.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_collapse(sub: Any) -> None:
+    """`collapse`: which scaling law puts every probe of boundary datasets on one curve."""
+    collapse = sub.add_parser(
+        "collapse",
+        help="fit n_st p_b^alpha q^beta by the spread of every probe of the datasets about one "
+        "increasing curve; against Theorem 3.4's benign_snr (alpha = beta = 2)",
+    )
+    collapse.add_argument("dirs", nargs="+", help="dataset folders, e.g. results/boundary/NAME")
+    collapse.add_argument(
+        "--metric", default="test_acc_hard", help="a steps column (default: test_acc_hard)"
+    )
+    collapse.add_argument(
+        "--boot", type=_positive_int, default=200, help="bootstrap replicates (default: 200)"
+    )
+    collapse.add_argument(
+        "--levels",
+        type=_levels,
+        default=(0.75, 0.85, 0.95),
+        help="levels whose crossings along n_st give exponents (default: 0.75,0.85,0.95)",
+    )
+    collapse.add_argument(
+        "--out", default="results/collapse", help="output folder (default: results/collapse)"
+    )
+
+
 def _add_report(sub: Any) -> None:
     """`report`: a dataset's summary and figures."""
     report = sub.add_parser(
@@ -227,9 +263,9 @@ def _add_check(sub: Any) -> None:
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-    """`w2sjax`'s parser: subcommands sweep, run, bench, boundary, report and check."""
+    """`w2sjax`'s parser: subcommands sweep, run, bench, boundary, collapse, report, check."""
     top = _Parser(prog="w2sjax", description=description)
     sub = top.add_subparsers(dest="command", required=True)
-    for add in (_add_simulate, _add_bench, _add_boundary, _add_report, _add_check):
+    for add in (_add_simulate, _add_bench, _add_boundary, _add_collapse, _add_report, _add_check):
         add(sub)
     return top

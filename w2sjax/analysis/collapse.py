@@ -1,0 +1,309 @@
+"""`w2sjax collapse DIR...`: which scaling variable puts every probe of boundary datasets on one
+curve (docs/BOUNDARY.md, "The data collapse").
+
+Theorem 3.4 says the order parameter (final hard-only test accuracy) depends on n_st, p_b and
+q = ||nu||^2 / (sigma_p^2 sqrt d) through benign_snr = n_st p_b^2 q^2 alone. The general law
+n_st p_b^alpha q^beta is fitted here by the spread of the probes' seed means about one
+increasing curve of x = log n_st + alpha log p_b + beta log q: an isotonic regression weighted
+by the seed means' standard errors, the spread its root mean square residual in those errors
+(about 1 when the probes lie on one curve up to seed noise, larger when the law leaves curves
+apart). The exponents' intervals come from a bootstrap over seeds, every probe's seeds
+resampled and the fit repeated.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import isotonic_regression
+
+from w2sjax.config.fields import FIELDS, ConfigError
+
+THEOREM = (2.0, 2.0)  # Theorem 3.4: benign_snr = n_st p_b^2 q^2
+AXES = ("p_b", "q")
+# A probe whose seeds all agree (accuracy 1.0 at every seed) has no seed error; this floor keeps
+# its weight finite (a test set of 2000 samples reads accuracy to about 0.005 per seed).
+SE_FLOOR = 0.005
+COARSE = np.round(np.arange(0.0, 4.0001, 0.1), 10)  # the exponents' first search
+NEAR = np.round(np.arange(-1.0, 1.0001, 0.1), 10)  # a bootstrap replicate's, around the fit
+FINE = np.round(np.arange(-0.1, 0.1001, 0.01), 10)  # around the coarse minimum
+N_BOOT = 200
+LEVELS = (0.75, 0.85, 0.95)  # the order parameter's levels whose crossings are compared
+
+
+class Probes(NamedTuple):
+    """The probes of one or more datasets: one per grid point (its runs are its seeds).
+    log_n, log_p_b, log_q: (probes,); values: (probes, seeds) of the metric, NaN-padded where a
+    probe has fewer seeds; group: (probes,) a label of the probe's curve (its p_b and q)."""
+
+    log_n: np.ndarray
+    log_p_b: np.ndarray
+    log_q: np.ndarray
+    values: np.ndarray
+    group: np.ndarray
+
+
+class Law(NamedTuple):
+    """A scaling law n_st p_b^alpha q^beta and its spread (seed errors) about one curve."""
+
+    alpha: float
+    beta: float
+    spread: float
+
+
+class Collapse(NamedTuple):
+    """The fitted law, the theorem's law at alpha = beta = 2, and the fit's bootstrap replicates
+    (n_boot, 2) of (alpha, beta) and of the spread (n_boot,) for intervals."""
+
+    fitted: Law
+    theorem: Law
+    boots: np.ndarray
+    boot_spread: np.ndarray
+
+
+def q_of(nu_norm, sigma_p, d):
+    """q = ||nu||^2 / (sigma_p^2 sqrt d) (docs/MODEL.md section 7); scalars or arrays."""
+    return nu_norm**2 / (sigma_p**2 * np.sqrt(d))
+
+
+def probes_of(runs: pd.DataFrame, metric: str) -> Probes:
+    """The probes of a runs table holding `metric` (e.g. final_test_acc_hard, from
+    summary.with_final): runs grouped by every config field but the seed. ConfigError (one line)
+    when the table lacks the metric."""
+    if metric not in runs:
+        raise ConfigError(f"--metric: the runs have no column {metric!r}")
+    keys = [f for f in FIELDS if f in runs and f != "seed"]
+    cells = runs.assign(_key=runs[keys].astype(str).agg("|".join, axis=1)).groupby("_key")
+    first = cells.first()
+    seeds = int(cells.size().max())
+    values = np.full((len(first), seeds), np.nan)
+    for i, (_, cell) in enumerate(cells):
+        values[i, : len(cell)] = cell[metric].to_numpy(dtype=float)
+    q = q_of(*(first[c].to_numpy(dtype=float) for c in ("nu_norm", "sigma_p", "d")))
+    p_b = first.p_b.to_numpy(dtype=float)
+    group = np.array([f"p_b {p:g}, q {v:.3g}" for p, v in zip(p_b, q, strict=True)])
+    return Probes(np.log(first.n_st.to_numpy(dtype=float)), np.log(p_b), np.log(q), values, group)
+
+
+def means(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Seed means and their standard errors (floored at SE_FLOOR) of (probes, seeds) values."""
+    count = np.isfinite(values).sum(-1)
+    mean = np.nanmean(values, -1)
+    sd = np.sqrt(np.nansum((values - mean[:, None]) ** 2, -1) / np.maximum(count - 1, 1))
+    return mean, np.maximum(sd / np.sqrt(np.maximum(count, 1)), SE_FLOOR)
+
+
+def spread(x: np.ndarray, mean: np.ndarray, se: np.ndarray) -> float:
+    """Root mean square of (mean - f(x)) / se, f the increasing function closest to the means in
+    weighted least squares (weights 1 / se^2): 1 where the probes lie on one curve up to seed
+    noise (a little less, the curve being fitted to them)."""
+    order = np.argsort(x, kind="stable")
+    fit = isotonic_regression(mean[order], weights=se[order] ** -2).x
+    return float(np.sqrt(np.mean(((mean[order] - fit) / se[order]) ** 2)))
+
+
+def _free(probes: Probes) -> tuple[bool, bool]:
+    """Whether the probes vary p_b, and q: an exponent is fitted only along an axis that varies."""
+    return tuple(np.ptp(v) > 1e-9 for v in (probes.log_p_b, probes.log_q))
+
+
+def _best(probes: Probes, mean, se, alphas, betas) -> Law:
+    best = Law(math.nan, math.nan, math.inf)
+    for a in alphas:
+        for b in betas:
+            s = spread(probes.log_n + a * probes.log_p_b + b * probes.log_q, mean, se)
+            if s < best.spread:
+                best = Law(float(a), float(b), s)
+    return best
+
+
+def fit_law(probes: Probes, mean: np.ndarray, se: np.ndarray, near: Law | None = None) -> Law:
+    """The law of least spread: (alpha, beta) on a grid of step 0.1 over [0, 4] (or, `near` a
+    law, over its exponents +- 1: a bootstrap replicate's search), then of step 0.01 around its
+    best; an exponent whose axis does not vary stays NaN."""
+    free = _free(probes)
+    centres = (0.0, 0.0) if near is None else (near.alpha, near.beta)
+    grid = [
+        (COARSE if near is None else c + NEAR) if f else np.zeros(1)
+        for f, c in zip(free, centres, strict=True)
+    ]
+    law = _best(probes, mean, se, *grid)
+    fine = [law.alpha + FINE if free[0] else [0.0], law.beta + FINE if free[1] else [0.0]]
+    law = _best(probes, mean, se, *fine)
+    return Law(*(v if f else math.nan for v, f in zip(law[:2], free, strict=True)), law.spread)
+
+
+def law_spread(probes: Probes, alpha: float, beta: float) -> Law:
+    """A given law's spread over the probes' seed means."""
+    mean, se = means(probes.values)
+    x = probes.log_n + alpha * probes.log_p_b + beta * probes.log_q
+    return Law(alpha, beta, spread(x, mean, se))
+
+
+def collapse(probes: Probes, n_boot: int = N_BOOT, seed: int = 0) -> Collapse:
+    """The fitted law, the theorem's, and n_boot replicates of the fit with every probe's seeds
+    resampled with replacement. ConfigError where neither p_b nor q varies, or under 3 probes."""
+    if len(probes.log_n) < 3 or not any(_free(probes)):
+        raise ConfigError(
+            "the probes must vary p_b or q (nu_norm, sigma_p, d), at least 3 of them, to fit a law"
+        )
+    fitted = fit_law(probes, *means(probes.values))
+    near = fitted._replace(**{k: 0.0 for k in ("alpha", "beta") if math.isnan(getattr(fitted, k))})
+    rng = np.random.default_rng(seed)
+    count = np.isfinite(probes.values).sum(-1)
+    boots = np.full((n_boot, 2), np.nan)
+    boot_spread = np.full(n_boot, np.nan)
+    for b in range(n_boot):
+        picks = (rng.random(probes.values.shape) * count[:, None]).astype(int)
+        law = fit_law(probes, *means(np.take_along_axis(probes.values, picks, -1)), near)
+        boots[b], boot_spread[b] = law[:2], law.spread
+    return Collapse(fitted, law_spread(probes, *THEOREM), boots, boot_spread)
+
+
+def collapse_table(result: Collapse) -> pd.DataFrame:
+    """collapse.csv: one row per law (fitted, theorem) with alpha, beta, their 95% bootstrap
+    intervals (the fitted law's) and the spread in seed errors."""
+    from w2sjax.analysis.crossings import interval
+
+    rows = []
+    for name, law in (("fitted", result.fitted), ("theorem", result.theorem)):
+        row = {"law": name, "alpha": law.alpha, "beta": law.beta, "spread": law.spread}
+        for k, axis in enumerate(("alpha", "beta")):
+            lo, hi = interval(result.boots[:, k]) if name == "fitted" else (math.nan, math.nan)
+            row |= {f"{axis}_lo": lo, f"{axis}_hi": hi}
+        rows.append(row)
+    columns = ["law", "alpha", "alpha_lo", "alpha_hi", "beta", "beta_lo", "beta_hi", "spread"]
+    return pd.DataFrame(rows)[columns]
+
+
+def _curves(probes: Probes) -> list[np.ndarray]:
+    """The probes of each curve (one p_b and q), each sorted by n_st: (curves,) index arrays."""
+    keys = np.round(np.c_[probes.log_p_b, probes.log_q], 9)
+    return [
+        np.flatnonzero((keys == k).all(1))[np.argsort(probes.log_n[(keys == k).all(1)])]
+        for k in np.unique(keys, axis=0)
+    ]
+
+
+class Crossings(NamedTuple):
+    """Where each curve's seed mean crosses each level along n_st: table (one row per curve and
+    level: p_b, q, level, n_crit and its 95% interval) and the bootstrap replicates (n_boot,
+    rows) behind the intervals and the exponents' (censored ones at +-inf, as in crossings.py)."""
+
+    table: pd.DataFrame
+    boots: np.ndarray
+
+
+def crossings(probes: Probes, levels, n_boot: int = N_BOOT, seed: int = 0) -> Crossings:
+    """n_crit of every curve at every level, interpolated in log n_st between the probes (the
+    first crossing of the seed means), with every probe's seeds resampled n_boot times."""
+    from w2sjax.analysis.crossings import censored_crossing, crossing, interval
+
+    curves = _curves(probes)
+    rng = np.random.default_rng(seed)
+    count = np.isfinite(probes.values).sum(-1)
+    rows, boots = [], np.full((n_boot, len(curves) * len(levels)), np.nan)
+    resampled = []
+    for _ in range(n_boot):
+        picks = (rng.random(probes.values.shape) * count[:, None]).astype(int)
+        resampled.append(means(np.take_along_axis(probes.values, picks, -1))[0])
+    mean = means(probes.values)[0]
+    for c, at in enumerate(curves):
+        n = np.exp(probes.log_n[at])
+        for k, level in enumerate(levels):
+            col = c * len(levels) + k
+            boots[:, col] = [censored_crossing(n, m[at], level) for m in resampled]
+            lo, hi = interval(boots[:, col])
+            rows.append(
+                {
+                    "p_b": float(np.exp(probes.log_p_b[at[0]])),
+                    "q": float(np.exp(probes.log_q[at[0]])),
+                    "level": level,
+                    "n_crit": crossing(n, mean[at], level),
+                    "n_crit_lo": lo,
+                    "n_crit_hi": hi,
+                    "n_lo": n[0],
+                    "n_hi": n[-1],
+                }
+            )
+    return Crossings(pd.DataFrame(rows), boots)
+
+
+def _fits(table: pd.DataFrame) -> list[tuple[str, np.ndarray, list[str]]]:
+    """The exponent fits of one level's crossings: (name, rows, axes): p_b and q jointly over
+    every curve, p_b at each q with two or more p_b, and q at each p_b over every three
+    successive q (the local exponent, to see whether it drifts along q)."""
+    fits = [("all curves", table.index.to_numpy(), ["p_b", "q"])]
+    for q, rows in table.groupby("q"):
+        if rows.p_b.nunique() > 1:
+            fits.append((f"q = {q:.3g}", rows.index.to_numpy(), ["p_b"]))
+    for p_b, rows in table.groupby("p_b"):
+        qs = np.sort(rows.q.unique())
+        for i in range(len(qs) - 2):
+            window = rows[rows.q.between(qs[i], qs[i + 2])]
+            fits.append((f"p_b = {p_b:g}, q {qs[i]:.3g}-{qs[i + 2]:.3g}", window.index, ["q"]))
+    return fits
+
+
+def exponents(found: Crossings) -> pd.DataFrame:
+    """exponents.csv: d log n_crit / d log axis (p_b, q) per level and fit (`_fits`), with 95%
+    bootstrap intervals (a censored replicate enters at the curve's probed end, a bound) and
+    Theorem 3.4's -2 for both."""
+    from w2sjax.analysis.crossings import interval, slopes
+
+    table = found.table
+    ends = table[["n_lo", "n_hi"]].to_numpy()
+    clipped = np.clip(found.boots, ends[:, 0], ends[:, 1])
+    rows = []
+    for level, at_level in table.groupby("level"):
+        for name, idx, axes in _fits(at_level):
+            idx = np.asarray(idx)
+            logs = {a: table.loc[idx, a].to_numpy(dtype=float) for a in axes}
+            fit = slopes(logs, table.loc[idx, "n_crit"].to_numpy(dtype=float))
+            per_boot = [slopes(logs, b[idx]) for b in clipped]
+            for a in axes:
+                lo, hi = interval(np.array([s[a] for s in per_boot]))
+                rows.append(
+                    {
+                        "level": level,
+                        "fit": name,
+                        "axis": a,
+                        "slope": fit[a],
+                        "lo": lo,
+                        "hi": hi,
+                        "theory": -2.0,
+                    }  # fmt: skip
+                )
+    return pd.DataFrame(rows)
+
+
+def run_collapse(
+    dirs: list[str], metric: str, out: str | Path, n_boot: int = N_BOOT, levels=LEVELS
+) -> tuple[pd.DataFrame, list[Path]]:
+    """The collapse of every probe of the datasets `dirs` (final value of the steps column
+    `metric`), and each curve's crossings of `levels` with their exponents: collapse.csv,
+    collapse.png, crossings.csv and exponents.csv under `out`. Raises ConfigError for a metric
+    that is not a steps column, FileNotFoundError / DatasetRefused for a folder that is not a
+    dataset."""
+    from w2sjax.analysis.plots import collapse_figure
+    from w2sjax.analysis.summary import with_final
+    from w2sjax.engine.metrics import STEP_METRICS
+    from w2sjax.tables.reading import load
+
+    if metric not in STEP_METRICS:
+        raise ConfigError(f"--metric {metric}: must be a steps column: {', '.join(STEP_METRICS)}")
+    runs = pd.concat([with_final(*load(d), [metric]) for d in dirs], ignore_index=True)
+    probes = probes_of(runs, f"final_{metric}")
+    result = collapse(probes, n_boot)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = collapse_table(result)
+    table.to_csv(out / "collapse.csv", index=False)
+    return table, [
+        out / "collapse.csv",
+        collapse_figure(probes, result, metric, out / "collapse.png"),
+    ]
