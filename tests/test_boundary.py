@@ -162,7 +162,14 @@ def test_a_small_search_keeps_its_probes_and_resumes(tmp_path, capsys):
     folded = tmp_path / "collapse"
     assert main(["collapse", str(root), "--boot", "2", "--out", str(folded)]) == 0
     assert list(pd.read_csv(folded / "collapse.csv").law) == ["fitted", "theorem"]
+    twice = tmp_path / "twice"  # a dataset named twice: its runs count once
+    assert main(["collapse", str(root), str(root), "--boot", "2", "--out", str(twice)]) == 0
+    assert (twice / "collapse.csv").read_text() == (folded / "collapse.csv").read_text()
     assert (folded / "collapse.png").stat().st_size > 1000
+    levels = pd.read_csv(folded / "crossings.csv")  # one n_st: no curve crosses anything
+    curves = runs.groupby(["p_b", "nu_norm"]).ngroups
+    assert len(levels) == 3 * curves and levels.n_crit.isna().all()
+    assert set(pd.read_csv(folded / "exponents.csv").level) <= {0.75, 0.85, 0.95}
     capsys.readouterr()
     for bad in (["--metric", "bogus"], ["--levels", "0.5,1.5"]):
         assert main(["collapse", str(root), *bad, "--out", str(folded)]) == 2

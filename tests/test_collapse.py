@@ -6,17 +6,15 @@ import pandas as pd
 import pytest
 
 from w2sjax.analysis.collapse import (
-    LEVELS,
     THEOREM,
     Probes,
     collapse,
     collapse_table,
-    crossings,
-    exponents,
     law_spread,
     probes_of,
     q_of,
 )
+from w2sjax.analysis.levels import LEVELS, crossings, exponents
 from w2sjax.config.fields import ConfigError
 
 PLANTED = (1.7, 1.4)  # the exponents our searches measured, not the theorem's (2, 2)

@@ -5,6 +5,8 @@
 - crossings.py: where a gain or metric crosses a level, and the slopes of that boundary.
 - bisect.py: the boundary search as a pure function of an `evaluate` callback.
 - boundary.py: `w2sjax boundary`: that search run on real sweeps.
+- collapse.py: `w2sjax collapse`: the scaling law that puts every probe on one curve.
+- levels.py: each curve's crossings of several levels, and their exponents.
 - plots.py: learning curves, phase heatmaps, the boundary figure (matplotlib, no display).
 - report.py: `w2sjax report DIR`: summary.md, summary.csv, figures.
 """
@@ -21,6 +23,7 @@ __getattr__, __dir__ = exports(
         "boundary_fit": "crossings",
         "snr_threshold": "crossings",
         "run_boundary": "boundary",
+        "run_collapse": "collapse",
         "curves": "plots",
         "phase_heatmap": "plots",
         "hard_heatmap": "plots",

@@ -32,7 +32,6 @@ COARSE = np.round(np.arange(0.0, 4.0001, 0.1), 10)  # the exponents' first searc
 NEAR = np.round(np.arange(-1.0, 1.0001, 0.1), 10)  # a bootstrap replicate's, around the fit
 FINE = np.round(np.arange(-0.1, 0.1001, 0.01), 10)  # around the coarse minimum
 N_BOOT = 200
-LEVELS = (0.75, 0.85, 0.95)  # the order parameter's levels whose crossings are compared
 
 
 class Probes(NamedTuple):
@@ -97,6 +96,14 @@ def means(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.maximum(sd / np.sqrt(np.maximum(count, 1)), SE_FLOOR)
 
 
+def resample(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(probes, seeds) values with each probe's seeds drawn with replacement from its own finite
+    ones (the NaN padding of a probe with fewer seeds is never drawn)."""
+    count = np.isfinite(values).sum(-1)
+    picks = (rng.random(values.shape) * count[:, None]).astype(int)
+    return np.take_along_axis(values, picks, -1)
+
+
 def spread(x: np.ndarray, mean: np.ndarray, se: np.ndarray) -> float:
     """Root mean square of (mean - f(x)) / se, f the increasing function closest to the means in
     weighted least squares (weights 1 / se^2): 1 where the probes lie on one curve up to seed
@@ -154,12 +161,10 @@ def collapse(probes: Probes, n_boot: int = N_BOOT, seed: int = 0) -> Collapse:
     fitted = fit_law(probes, *means(probes.values))
     near = fitted._replace(**{k: 0.0 for k in ("alpha", "beta") if math.isnan(getattr(fitted, k))})
     rng = np.random.default_rng(seed)
-    count = np.isfinite(probes.values).sum(-1)
     boots = np.full((n_boot, 2), np.nan)
     boot_spread = np.full(n_boot, np.nan)
     for b in range(n_boot):
-        picks = (rng.random(probes.values.shape) * count[:, None]).astype(int)
-        law = fit_law(probes, *means(np.take_along_axis(probes.values, picks, -1)), near)
+        law = fit_law(probes, *means(resample(probes.values, rng)), near)
         boots[b], boot_spread[b] = law[:2], law.spread
     return Collapse(fitted, law_spread(probes, *THEOREM), boots, boot_spread)
 
@@ -180,115 +185,19 @@ def collapse_table(result: Collapse) -> pd.DataFrame:
     return pd.DataFrame(rows)[columns]
 
 
-def _curves(probes: Probes) -> list[np.ndarray]:
-    """The probes of each curve (one p_b and q), each sorted by n_st: (curves,) index arrays."""
-    keys = np.round(np.c_[probes.log_p_b, probes.log_q], 9)
-    return [
-        np.flatnonzero((keys == k).all(1))[np.argsort(probes.log_n[(keys == k).all(1)])]
-        for k in np.unique(keys, axis=0)
-    ]
-
-
-class Crossings(NamedTuple):
-    """Where each curve's seed mean crosses each level along n_st: table (one row per curve and
-    level: p_b, q, level, n_crit and its 95% interval) and the bootstrap replicates (n_boot,
-    rows) behind the intervals and the exponents' (censored ones at +-inf, as in crossings.py)."""
-
-    table: pd.DataFrame
-    boots: np.ndarray
-
-
-def crossings(probes: Probes, levels, n_boot: int = N_BOOT, seed: int = 0) -> Crossings:
-    """n_crit of every curve at every level, interpolated in log n_st between the probes (the
-    first crossing of the seed means), with every probe's seeds resampled n_boot times."""
-    from w2sjax.analysis.crossings import censored_crossing, crossing, interval
-
-    curves = _curves(probes)
-    rng = np.random.default_rng(seed)
-    count = np.isfinite(probes.values).sum(-1)
-    rows, boots = [], np.full((n_boot, len(curves) * len(levels)), np.nan)
-    resampled = []
-    for _ in range(n_boot):
-        picks = (rng.random(probes.values.shape) * count[:, None]).astype(int)
-        resampled.append(means(np.take_along_axis(probes.values, picks, -1))[0])
-    mean = means(probes.values)[0]
-    for c, at in enumerate(curves):
-        n = np.exp(probes.log_n[at])
-        for k, level in enumerate(levels):
-            col = c * len(levels) + k
-            boots[:, col] = [censored_crossing(n, m[at], level) for m in resampled]
-            lo, hi = interval(boots[:, col])
-            rows.append(
-                {
-                    "p_b": float(np.exp(probes.log_p_b[at[0]])),
-                    "q": float(np.exp(probes.log_q[at[0]])),
-                    "level": level,
-                    "n_crit": crossing(n, mean[at], level),
-                    "n_crit_lo": lo,
-                    "n_crit_hi": hi,
-                    "n_lo": n[0],
-                    "n_hi": n[-1],
-                }
-            )
-    return Crossings(pd.DataFrame(rows), boots)
-
-
-def _fits(table: pd.DataFrame) -> list[tuple[str, np.ndarray, list[str]]]:
-    """The exponent fits of one level's crossings: (name, rows, axes): p_b and q jointly over
-    every curve, p_b at each q with two or more p_b, and q at each p_b over every three
-    successive q (the local exponent, to see whether it drifts along q)."""
-    fits = [("all curves", table.index.to_numpy(), ["p_b", "q"])]
-    for q, rows in table.groupby("q"):
-        if rows.p_b.nunique() > 1:
-            fits.append((f"q = {q:.3g}", rows.index.to_numpy(), ["p_b"]))
-    for p_b, rows in table.groupby("p_b"):
-        qs = np.sort(rows.q.unique())
-        for i in range(len(qs) - 2):
-            window = rows[rows.q.between(qs[i], qs[i + 2])]
-            fits.append((f"p_b = {p_b:g}, q {qs[i]:.3g}-{qs[i + 2]:.3g}", window.index, ["q"]))
-    return fits
-
-
-def exponents(found: Crossings) -> pd.DataFrame:
-    """exponents.csv: d log n_crit / d log axis (p_b, q) per level and fit (`_fits`), with 95%
-    bootstrap intervals (a censored replicate enters at the curve's probed end, a bound) and
-    Theorem 3.4's -2 for both."""
-    from w2sjax.analysis.crossings import interval, slopes
-
-    table = found.table
-    ends = table[["n_lo", "n_hi"]].to_numpy()
-    clipped = np.clip(found.boots, ends[:, 0], ends[:, 1])
-    rows = []
-    for level, at_level in table.groupby("level"):
-        for name, idx, axes in _fits(at_level):
-            idx = np.asarray(idx)
-            logs = {a: table.loc[idx, a].to_numpy(dtype=float) for a in axes}
-            fit = slopes(logs, table.loc[idx, "n_crit"].to_numpy(dtype=float))
-            per_boot = [slopes(logs, b[idx]) for b in clipped]
-            for a in axes:
-                lo, hi = interval(np.array([s[a] for s in per_boot]))
-                rows.append(
-                    {
-                        "level": level,
-                        "fit": name,
-                        "axis": a,
-                        "slope": fit[a],
-                        "lo": lo,
-                        "hi": hi,
-                        "theory": -2.0,
-                    }  # fmt: skip
-                )
-    return pd.DataFrame(rows)
-
-
 def run_collapse(
-    dirs: list[str], metric: str, out: str | Path, n_boot: int = N_BOOT, levels=LEVELS
+    dirs: list[str],
+    metric: str,
+    out: str | Path,
+    n_boot: int = N_BOOT,
+    levels: tuple[float, ...] = (0.75, 0.85, 0.95),
 ) -> tuple[pd.DataFrame, list[Path]]:
     """The collapse of every probe of the datasets `dirs` (final value of the steps column
     `metric`), and each curve's crossings of `levels` with their exponents: collapse.csv,
     collapse.png, crossings.csv and exponents.csv under `out`. Raises ConfigError for a metric
     that is not a steps column, FileNotFoundError / DatasetRefused for a folder that is not a
     dataset."""
+    from w2sjax.analysis.levels import crossings, exponents
     from w2sjax.analysis.plots import collapse_figure
     from w2sjax.analysis.summary import with_final
     from w2sjax.engine.metrics import STEP_METRICS
@@ -297,13 +206,15 @@ def run_collapse(
     if metric not in STEP_METRICS:
         raise ConfigError(f"--metric {metric}: must be a steps column: {', '.join(STEP_METRICS)}")
     runs = pd.concat([with_final(*load(d), [metric]) for d in dirs], ignore_index=True)
+    runs = runs.drop_duplicates("run_id")  # a probe two datasets share counts once
     probes = probes_of(runs, f"final_{metric}")
     result = collapse(probes, n_boot)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = collapse_table(result)
     table.to_csv(out / "collapse.csv", index=False)
-    return table, [
-        out / "collapse.csv",
-        collapse_figure(probes, result, metric, out / "collapse.png"),
-    ]
+    figure = collapse_figure(probes, result, metric, out / "collapse.png")
+    found = crossings(probes, levels, n_boot)
+    found.table.to_csv(out / "crossings.csv", index=False)
+    exponents(found).to_csv(out / "exponents.csv", index=False)
+    return table, [out / "collapse.csv", figure, out / "crossings.csv", out / "exponents.csv"]

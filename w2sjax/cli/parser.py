@@ -229,7 +229,7 @@ def _add_collapse(sub: Any) -> None:
     collapse.add_argument(
         "--levels",
         type=_levels,
-        default=(0.75, 0.85, 0.95),
+        default=(0.75, 0.85, 0.95),  # levels.LEVELS
         help="levels whose crossings along n_st give exponents (default: 0.75,0.85,0.95)",
     )
     collapse.add_argument(
