@@ -170,11 +170,18 @@ def test_a_small_search_keeps_its_probes_and_resumes(tmp_path, capsys):
     curves = runs.groupby(["p_b", "nu_norm"]).ngroups
     assert len(levels) == 3 * curves and levels.n_crit.isna().all()
     assert set(pd.read_csv(folded / "exponents.csv").level) <= {0.75, 0.85, 0.95}
+    part = tmp_path / "part"  # only the probes of q <= the median q
+    q_max = float(levels.q.median())
+    args_part = ["collapse", str(root), "--q-max", str(q_max), "--boot", "2", "--out", str(part)]
+    assert main(args_part) == 0
+    kept = pd.read_csv(part / "crossings.csv").q
+    assert (kept <= q_max).all() and 0 < kept.nunique() < levels.q.nunique()
     capsys.readouterr()
-    for bad in (["--metric", "bogus"], ["--levels", "0.5,1.5"]):
+    for bad in (["--metric", "bogus"], ["--levels", "0.5,1.5"], ["--q-min", "1e9"]):
         assert main(["collapse", str(root), *bad, "--out", str(folded)]) == 2
     assert main(["collapse", str(tmp_path / "none"), "--out", str(folded)]) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 3
+    assert main(["collapse", str(root), "--out", str(spec)]) == 2  # --out is a file
+    assert len(capsys.readouterr().err.strip().splitlines()) == 5
 
 
 def test_the_figure_of_a_search_that_found_nothing_draws_without_warnings(tmp_path):

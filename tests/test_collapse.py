@@ -12,10 +12,10 @@ from w2sjax.analysis.collapse import (
     collapse_table,
     law_spread,
     probes_of,
-    q_of,
 )
 from w2sjax.analysis.levels import LEVELS, crossings, exponents
 from w2sjax.config.fields import ConfigError
+from w2sjax.engine.theory import q_of
 
 PLANTED = (1.7, 1.4)  # the exponents our searches measured, not the theorem's (2, 2)
 SEEDS, NOISE = 8, 0.04
@@ -50,8 +50,26 @@ def test_the_fit_recovers_the_planted_law_and_the_wrong_law_spreads():
     for axis, true in zip(("alpha", "beta"), PLANTED, strict=True):
         assert table.loc["fitted", f"{axis}_lo"] <= true <= table.loc["fitted", f"{axis}_hi"]
     # the control: the theorem's law on these probes leaves the curves seed errors apart
-    assert result.theorem == law_spread(synthetic(PLANTED), *THEOREM)
     assert result.theorem.spread > 3 * fitted.spread
+    assert table.loc["theorem", "spread_lo"] > table.loc["fitted", "spread_hi"]
+    assert table.loc["fitted", "edge"] == 0  # no replicate stopped at its search's edge
+
+
+def test_probes_a_law_lines_up_share_one_value_of_the_curve():
+    """p_b 0.3 and 0.6 under alpha = 2 are a factor 4 in n_st, whole steps of the lattice
+    16 x 2^(k/2): probes land on the same x. Ordered among themselves by round-off (or by a law
+    a hair away), they made the spread jump at alpha = 2; pooled, it is the same on both sides."""
+    rng = np.random.default_rng(3)
+    log_n = np.log(np.round(16 * 2 ** (np.arange(12) / 2)))
+    rows = [(n, np.log(p)) for p in (0.3, 0.6) for n in log_n]
+    log_n, log_p = map(np.array, zip(*rows, strict=True))
+    x = log_n + 2 * log_p
+    values = 0.5 + 0.5 / (1 + np.exp(-2 * (x - x.mean())))
+    values = values[:, None] + 0.05 * rng.standard_normal((len(x), 8))
+    probes = Probes(log_n, log_p, np.zeros_like(log_n), values, np.array(["g"] * len(x)))
+    near = [law_spread(probes, a, 0.0).spread for a in (2.0, 2 - 1e-7, 2 + 1e-7, 2.002, 1.998)]
+    assert len(np.unique(np.round(x, 9))) < len(x)  # the ties are there
+    assert np.ptp(near) < 1e-9
 
 
 def test_probes_drawn_from_the_theorems_law_collapse_under_it():
@@ -89,6 +107,18 @@ def test_probes_of_a_runs_table_group_seeds_and_read_q():
     assert np.isnan(result.fitted.alpha) and not np.isnan(result.fitted.beta)
     with pytest.raises(ConfigError, match="--metric: the runs have no column 'bogus'"):
         probes_of(runs, "bogus")
+    # a diverged seed (NaN) is left out of its probe, a probe of NaN seeds altogether
+    holed = runs.copy()
+    holed.loc[
+        (holed.n_st == 50) & (holed.nu_norm == 10.0) & (holed.seed == 1), "final_test_acc_hard"
+    ] = np.nan
+    holed.loc[(holed.n_st == 800) & (holed.nu_norm == 20.0), "final_test_acc_hard"] = np.nan
+    packed = probes_of(holed, "final_test_acc_hard")
+    assert packed.values.shape == (5, 3) and np.isnan(packed.values).sum() == 1
+    assert np.isfinite(packed.values[:, :2]).all()  # finite seeds first: resampling draws them
+    # runs that differ in more than the law's fields are not one set of probes
+    with pytest.raises(ConfigError, match=r"the runs differ in steps \(300, 3000\)"):
+        probes_of(runs.assign(steps=np.where(runs.seed == 0, 300, 3000)), "final_test_acc_hard")
     with pytest.raises(ConfigError, match="must vary p_b or q"):
         collapse(probes_of(runs[runs.nu_norm == 10.0], "final_test_acc_hard"))
 
@@ -102,6 +132,7 @@ def test_crossings_at_every_level_give_the_planted_exponents():
     found = crossings(synthetic(PLANTED), LEVELS, n_boot=20)
     assert found.table.n_crit.notna().all() and len(found.table) == 9 * len(LEVELS)
     table = exponents(found)
+    assert (table.not_crossing == 0).all() and (table[table.fit == "all curves"].curves == 9).all()
     for (fit, axis), rows in table.groupby(["fit", "axis"]):
         true = -PLANTED[0] if axis == "p_b" else -PLANTED[1]
         rows = rows if fit == "all curves" else rows[rows.level < 0.9]
@@ -109,3 +140,9 @@ def test_crossings_at_every_level_give_the_planted_exponents():
     joint = table[table.fit == "all curves"]
     assert (joint.hi < -1.0).all() and (joint.lo > -2.0).all()
     assert set(table.fit) >= {"q = 0.1", "p_b = 0.2, q 0.1-0.4"}
+    # a curve held below 0.95 stays out of that level's fits, and says so
+    cut = synthetic(PLANTED)
+    curve = (cut.log_p_b == cut.log_p_b.min()) & (cut.log_q == cut.log_q.min())
+    cut = cut._replace(values=np.where(curve[:, None], np.minimum(cut.values, 0.9), cut.values))
+    joint = exponents(crossings(cut, LEVELS, n_boot=5)).query("fit == 'all curves'")
+    assert list(joint.not_crossing.unique()) == [0, 1] and joint.curves.min() == 8

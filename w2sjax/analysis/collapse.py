@@ -1,5 +1,5 @@
 """`w2sjax collapse DIR...`: which scaling variable puts every probe of boundary datasets on one
-curve (docs/BOUNDARY.md, "The data collapse").
+curve (docs/BOUNDARY.md, "The collapse command").
 
 Theorem 3.4 says the order parameter (final hard-only test accuracy) depends on n_st, p_b and
 q = ||nu||^2 / (sigma_p^2 sqrt d) through benign_snr = n_st p_b^2 q^2 alone. The general law
@@ -22,9 +22,9 @@ import pandas as pd
 from scipy.optimize import isotonic_regression
 
 from w2sjax.config.fields import FIELDS, ConfigError
+from w2sjax.engine.theory import q_of
 
 THEOREM = (2.0, 2.0)  # Theorem 3.4: benign_snr = n_st p_b^2 q^2
-AXES = ("p_b", "q")
 # A probe whose seeds all agree (accuracy 1.0 at every seed) has no seed error; this floor keeps
 # its weight finite (a test set of 2000 samples reads accuracy to about 0.005 per seed).
 SE_FLOOR = 0.005
@@ -32,6 +32,7 @@ COARSE = np.round(np.arange(0.0, 4.0001, 0.1), 10)  # the exponents' first searc
 NEAR = np.round(np.arange(-1.0, 1.0001, 0.1), 10)  # a bootstrap replicate's, around the fit
 FINE = np.round(np.arange(-0.1, 0.1001, 0.01), 10)  # around the coarse minimum
 N_BOOT = 200
+TIE = 0.02  # probes this close in log n_st p_b^alpha q^beta (2%) are one point of the curve
 
 
 class Probes(NamedTuple):
@@ -55,8 +56,9 @@ class Law(NamedTuple):
 
 
 class Collapse(NamedTuple):
-    """The fitted law, the theorem's law at alpha = beta = 2, and the fit's bootstrap replicates
-    (n_boot, 2) of (alpha, beta) and of the spread (n_boot,) for intervals."""
+    """The fitted law, the theorem's law at alpha = beta = 2, the fit's bootstrap replicates
+    (n_boot, 2) of (alpha, beta), and each law's spread over the same replicates (n_boot, 2),
+    fitted then theorem, for intervals."""
 
     fitted: Law
     theorem: Law
@@ -64,22 +66,36 @@ class Collapse(NamedTuple):
     boot_spread: np.ndarray
 
 
-def q_of(nu_norm, sigma_p, d):
-    """q = ||nu||^2 / (sigma_p^2 sqrt d) (docs/MODEL.md section 7); scalars or arrays."""
-    return nu_norm**2 / (sigma_p**2 * np.sqrt(d))
+# Fields that may vary between the probes of one collapse: the law's variables, and those the
+# boundary files scale with them by formula. Any other field differing (steps, the teacher, ...)
+# would put probes of different laws on one curve.
+LAW_FIELDS = {"n_st", "p_b", "p_e", "nu_norm", "sigma_p", "d", "mu_norm", "eta", "sigma_0", "n_wk"}
+# Bookkeeping: the same run under another sweep name, seed count or data path is the same probe.
+NOT_A_PROBE = {"seed", "name", "seeds", "base_seed", "path"}
 
 
 def probes_of(runs: pd.DataFrame, metric: str) -> Probes:
     """The probes of a runs table holding `metric` (e.g. final_test_acc_hard, from
-    summary.with_final): runs grouped by every config field but the seed. ConfigError (one line)
-    when the table lacks the metric."""
+    summary.with_final): runs grouped by their config (seed and bookkeeping aside), each probe's
+    finite values first in its row, probes without one left out. ConfigError (one line) when the
+    table lacks the metric, has no finite value, or varies a field outside LAW_FIELDS."""
     if metric not in runs:
         raise ConfigError(f"--metric: the runs have no column {metric!r}")
-    keys = [f for f in FIELDS if f in runs and f != "seed"]
-    cells = runs.assign(_key=runs[keys].astype(str).agg("|".join, axis=1)).groupby("_key")
+    keys = [f for f in FIELDS if f in runs and f not in NOT_A_PROBE]
+    text = runs[keys].astype(str)
+    for field in keys:
+        if field not in LAW_FIELDS and text[field].nunique() > 1:
+            values = ", ".join(sorted(text[field].unique()))
+            raise ConfigError(
+                f"collapse: the runs differ in {field} ({values}); collapse datasets that differ "
+                f"only in {', '.join(sorted(LAW_FIELDS))}"
+            )
+    runs = runs[np.isfinite(runs[metric].to_numpy(dtype=float))]
+    if runs.empty:
+        raise ConfigError(f"--metric {metric}: no run has a finite value")
+    cells = runs.assign(_key=text.loc[runs.index].agg("|".join, axis=1)).groupby("_key")
     first = cells.first()
-    seeds = int(cells.size().max())
-    values = np.full((len(first), seeds), np.nan)
+    values = np.full((len(first), int(cells.size().max())), np.nan)
     for i, (_, cell) in enumerate(cells):
         values[i, : len(cell)] = cell[metric].to_numpy(dtype=float)
     q = q_of(*(first[c].to_numpy(dtype=float) for c in ("nu_norm", "sigma_p", "d")))
@@ -105,12 +121,20 @@ def resample(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def spread(x: np.ndarray, mean: np.ndarray, se: np.ndarray) -> float:
-    """Root mean square of (mean - f(x)) / se, f the increasing function closest to the means in
-    weighted least squares (weights 1 / se^2): 1 where the probes lie on one curve up to seed
-    noise (a little less, the curve being fitted to them)."""
+    """Root mean square of (mean - f(x)) / se over the (probes,) arrays, f the increasing function
+    closest to the means in weighted least squares (weights 1 / se^2): 1 where the probes lie on
+    one curve up to seed noise (a little less, the curve being fitted to them). Probes within
+    TIE of each other in x share one value of f: an increasing f may jump between any two
+    distinct x, so without this the spread would drop wherever a law merely orders nearly equal
+    probes the way their noise suits (p_b 0.3 against 0.6 under alpha = 2 is a factor 4 in n_st,
+    whole steps of the lattice 16 x 2^(k/2), so such near-ties sit at the theorem's law)."""
     order = np.argsort(x, kind="stable")
-    fit = isotonic_regression(mean[order], weights=se[order] ** -2).x
-    return float(np.sqrt(np.mean(((mean[order] - fit) / se[order]) ** 2)))
+    block = np.empty(len(x), int)
+    block[order] = np.concatenate([[0], np.cumsum(np.diff(x[order]) >= TIE)])
+    w = se**-2
+    weight = np.bincount(block, w)
+    fit = isotonic_regression(np.bincount(block, w * mean) / weight, weights=weight).x
+    return float(np.sqrt(np.mean(((mean - fit[block]) / se) ** 2)))
 
 
 def _free(probes: Probes) -> tuple[bool, bool]:
@@ -118,7 +142,10 @@ def _free(probes: Probes) -> tuple[bool, bool]:
     return tuple(np.ptp(v) > 1e-9 for v in (probes.log_p_b, probes.log_q))
 
 
-def _best(probes: Probes, mean, se, alphas, betas) -> Law:
+def _best(
+    probes: Probes, mean: np.ndarray, se: np.ndarray, alphas: np.ndarray, betas: np.ndarray
+) -> Law:
+    """The law of least spread over the grid alphas x betas (the first one found at a tie)."""
     best = Law(math.nan, math.nan, math.inf)
     for a in alphas:
         for b in betas:
@@ -161,28 +188,35 @@ def collapse(probes: Probes, n_boot: int = N_BOOT, seed: int = 0) -> Collapse:
     fitted = fit_law(probes, *means(probes.values))
     near = fitted._replace(**{k: 0.0 for k in ("alpha", "beta") if math.isnan(getattr(fitted, k))})
     rng = np.random.default_rng(seed)
-    boots = np.full((n_boot, 2), np.nan)
-    boot_spread = np.full(n_boot, np.nan)
+    boots, boot_spread = np.full((n_boot, 2), np.nan), np.full((n_boot, 2), np.nan)
+    theorem_x = probes.log_n + THEOREM[0] * probes.log_p_b + THEOREM[1] * probes.log_q
     for b in range(n_boot):
-        law = fit_law(probes, *means(resample(probes.values, rng)), near)
-        boots[b], boot_spread[b] = law[:2], law.spread
+        mean, se = means(resample(probes.values, rng))
+        law = fit_law(probes, mean, se, near)
+        boots[b], boot_spread[b] = law[:2], (law.spread, spread(theorem_x, mean, se))
     return Collapse(fitted, law_spread(probes, *THEOREM), boots, boot_spread)
 
 
 def collapse_table(result: Collapse) -> pd.DataFrame:
-    """collapse.csv: one row per law (fitted, theorem) with alpha, beta, their 95% bootstrap
-    intervals (the fitted law's) and the spread in seed errors."""
+    """collapse.csv: one row per law (fitted, theorem) with alpha, beta and the fitted law's 95%
+    bootstrap intervals, the spread in seed errors with its interval, and `edge`: the fraction
+    of the fit's replicates whose search stopped at its window's edge (its interval is then a
+    bound on that side)."""
     from w2sjax.analysis.crossings import interval
 
+    near = np.array([result.fitted.alpha, result.fitted.beta])
+    edge = float((np.abs(result.boots - near) > NEAR[-1] + 1e-9).any(1).mean())
     rows = []
-    for name, law in (("fitted", result.fitted), ("theorem", result.theorem)):
+    for k, (name, law) in enumerate((("fitted", result.fitted), ("theorem", result.theorem))):
         row = {"law": name, "alpha": law.alpha, "beta": law.beta, "spread": law.spread}
-        for k, axis in enumerate(("alpha", "beta")):
-            lo, hi = interval(result.boots[:, k]) if name == "fitted" else (math.nan, math.nan)
+        for j, axis in enumerate(("alpha", "beta")):
+            lo, hi = interval(result.boots[:, j]) if name == "fitted" else (math.nan, math.nan)
             row |= {f"{axis}_lo": lo, f"{axis}_hi": hi}
+        lo, hi = interval(result.boot_spread[:, k])
+        row |= {"spread_lo": lo, "spread_hi": hi, "edge": edge if name == "fitted" else math.nan}
         rows.append(row)
     columns = ["law", "alpha", "alpha_lo", "alpha_hi", "beta", "beta_lo", "beta_hi", "spread"]
-    return pd.DataFrame(rows)[columns]
+    return pd.DataFrame(rows)[[*columns, "spread_lo", "spread_hi", "edge"]]
 
 
 def run_collapse(
@@ -190,14 +224,16 @@ def run_collapse(
     metric: str,
     out: str | Path,
     n_boot: int = N_BOOT,
-    levels: tuple[float, ...] = (0.75, 0.85, 0.95),
+    levels: tuple[float, ...] | None = None,
+    q_range: tuple[float, float] = (0.0, math.inf),
 ) -> tuple[pd.DataFrame, list[Path]]:
     """The collapse of every probe of the datasets `dirs` (final value of the steps column
-    `metric`), and each curve's crossings of `levels` with their exponents: collapse.csv,
-    collapse.png, crossings.csv and exponents.csv under `out`. Raises ConfigError for a metric
-    that is not a steps column, FileNotFoundError / DatasetRefused for a folder that is not a
-    dataset."""
-    from w2sjax.analysis.levels import crossings, exponents
+    `metric`) whose q lies in `q_range` (ends included), and each curve's crossings of `levels`
+    (levels.LEVELS by default) with their exponents: collapse.csv, collapse.png, crossings.csv
+    and exponents.csv under `out`, made first. Raises ConfigError for a metric that is not a
+    steps column or probes that cannot be collapsed, FileNotFoundError / DatasetRefused for a
+    folder that is not a dataset, OSError for an `out` that cannot be made."""
+    from w2sjax.analysis.levels import LEVELS, crossings, exponents
     from w2sjax.analysis.plots import collapse_figure
     from w2sjax.analysis.summary import with_final
     from w2sjax.engine.metrics import STEP_METRICS
@@ -205,16 +241,20 @@ def run_collapse(
 
     if metric not in STEP_METRICS:
         raise ConfigError(f"--metric {metric}: must be a steps column: {', '.join(STEP_METRICS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)  # an unusable --out fails before any compute
     runs = pd.concat([with_final(*load(d), [metric]) for d in dirs], ignore_index=True)
     runs = runs.drop_duplicates("run_id")  # a probe two datasets share counts once
+    q = q_of(runs.nu_norm, runs.sigma_p, runs.d)
+    runs = runs[(q >= q_range[0]) & (q <= q_range[1])]
+    if runs.empty:
+        raise ConfigError(f"--q-min/--q-max: no probe has q in [{q_range[0]:g}, {q_range[1]:g}]")
     probes = probes_of(runs, f"final_{metric}")
     result = collapse(probes, n_boot)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     table = collapse_table(result)
     table.to_csv(out / "collapse.csv", index=False)
     figure = collapse_figure(probes, result, metric, out / "collapse.png")
-    found = crossings(probes, levels, n_boot)
+    found = crossings(probes, LEVELS if levels is None else levels, n_boot)
     found.table.to_csv(out / "crossings.csv", index=False)
     exponents(found).to_csv(out / "exponents.csv", index=False)
     return table, [out / "collapse.csv", figure, out / "crossings.csv", out / "exponents.csv"]

@@ -46,7 +46,7 @@ def crossings(
     resampled = [means(resample(probes.values, rng))[0] for _ in range(n_boot)]
     mean = means(probes.values)[0]
     for c, at in enumerate(curves):
-        n = np.exp(probes.log_n[at])
+        n = np.round(np.exp(probes.log_n[at]), 6)  # the n_st written, not its log's round-off
         for k, level in enumerate(levels):
             col = c * len(levels) + k
             boots[:, col] = [censored_crossing(n, m[at], level) for m in resampled]
@@ -67,9 +67,10 @@ def crossings(
 
 
 def _fits(table: pd.DataFrame) -> list[tuple[str, np.ndarray, list[str]]]:
-    """The exponent fits of one level's crossings: (name, rows, axes): p_b and q jointly over
-    every curve, p_b at each q with two or more p_b, and q at each p_b over every three
-    successive q (the local exponent, to see whether it drifts along q)."""
+    """The exponent fits of one level's crossings (the curves that cross): (name, rows, axes):
+    p_b and q jointly over every curve, p_b at each q with two or more p_b, and q at each p_b
+    over every three successive q (the local exponent, to see whether it drifts along q), each
+    named by the curves it fits."""
     fits = [("all curves", table.index.to_numpy(), ["p_b", "q"])]
     for q, rows in table.groupby("q"):
         if rows.p_b.nunique() > 1:
@@ -78,27 +79,32 @@ def _fits(table: pd.DataFrame) -> list[tuple[str, np.ndarray, list[str]]]:
         qs = np.sort(rows.q.unique())
         for i in range(len(qs) - 2):
             window = rows[rows.q.between(qs[i], qs[i + 2])]
-            fits.append((f"p_b = {p_b:g}, q {qs[i]:.3g}-{qs[i + 2]:.3g}", window.index, ["q"]))
+            name = f"p_b = {p_b:g}, q {qs[i]:.3g}-{qs[i + 2]:.3g}"
+            fits.append((name, window.index.to_numpy(), ["q"]))
     return fits
 
 
 def exponents(found: Crossings) -> pd.DataFrame:
-    """exponents.csv: d log n_crit / d log axis (p_b, q) per level and fit (`_fits`), with 95%
-    bootstrap intervals (a censored replicate enters at the curve's probed end, a bound; a curve
-    whose seed means do not cross enters neither the fit nor its replicates) and Theorem 3.4's
-    -2 for both."""
+    """exponents.csv: d log n_crit / d log axis (p_b, q) per level and fit (`_fits`) over the
+    curves whose seed means cross the level, with 95% bootstrap intervals and Theorem 3.4's -2.
+    `curves`: the curves fitted; `not_crossing`: the level's curves left out because their seed
+    means do not cross inside their probes (a bound the fit does not see); `censored`: the
+    fraction of the fitted curves' replicates that did not cross and enter their fit at the
+    curve's probed end, so that an interval with many is partly a bound."""
     table = found.table
     ends = table[["n_lo", "n_hi"]].to_numpy()
     clipped = np.clip(found.boots, ends[:, 0], ends[:, 1])
-    # a curve whose seed means do not cross stays out of the fit, its replicates with it
-    clipped[:, ~np.isfinite(table.n_crit.to_numpy(dtype=float))] = np.nan
+    crossed = np.isfinite(table.n_crit.to_numpy(dtype=float))
     rows = []
     for level, at_level in table.groupby("level"):
-        for name, idx, axes in _fits(at_level):
-            idx = np.asarray(idx)
+        left_out = int((~crossed[at_level.index]).sum())
+        if not crossed[at_level.index].any():
+            continue
+        for name, idx, axes in _fits(at_level[crossed[at_level.index]]):
             logs = {a: table.loc[idx, a].to_numpy(dtype=float) for a in axes}
             fit = slopes(logs, table.loc[idx, "n_crit"].to_numpy(dtype=float))
             per_boot = [slopes(logs, b[idx]) for b in clipped]
+            censored = float(np.isinf(found.boots[:, idx]).mean())
             for a in axes:
                 lo, hi = interval(np.array([s[a] for s in per_boot]))
                 rows.append(
@@ -110,6 +116,10 @@ def exponents(found: Crossings) -> pd.DataFrame:
                         "lo": lo,
                         "hi": hi,
                         "theory": -2.0,
+                        "curves": len(idx),
+                        "not_crossing": left_out,
+                        "censored": censored,
                     }  # fmt: skip
                 )
-    return pd.DataFrame(rows)
+    columns = ["level", "fit", "axis", "slope", "lo", "hi", "theory", "curves", "not_crossing"]
+    return pd.DataFrame(rows, columns=[*columns, "censored"])

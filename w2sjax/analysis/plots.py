@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -15,6 +16,9 @@ import pandas as pd  # noqa: E402
 
 from w2sjax.analysis.crossings import snr_threshold  # noqa: E402
 from w2sjax.analysis.summary import w2s_gain, with_final  # noqa: E402
+
+if TYPE_CHECKING:  # collapse.py (and scipy with it) loads only for the collapse figure
+    from w2sjax.analysis.collapse import Collapse, Probes
 
 LEARNING = {
     "test_acc": "test",
@@ -256,7 +260,7 @@ def boundary_figure(
     return _save(fig, Path(path))
 
 
-def collapse_figure(probes, result, metric: str, path: str | Path) -> Path:
+def collapse_figure(probes: Probes, result: Collapse, metric: str, path: str | Path) -> Path:
     """The data collapse (collapse.py): every probe's seed mean of `metric` (with its standard
     error) against the theorem's variable benign_snr = n_st p_b^2 q^2, and against the fitted
     n_st p_b^alpha q^beta, coloured by the probe's curve (p_b, q)."""

@@ -64,9 +64,16 @@ def _collapse(args: argparse.Namespace) -> int:
     from w2sjax.analysis.collapse import run_collapse
     from w2sjax.tables.layout import DatasetRefused
 
+    given = {"n_boot": args.boot, "levels": args.levels}  # run_collapse's defaults otherwise
     try:
-        table, paths = run_collapse(args.dirs, args.metric, args.out, args.boot, args.levels)
-    except (FileNotFoundError, ConfigError, DatasetRefused) as err:
+        table, paths = run_collapse(
+            args.dirs,
+            args.metric,
+            args.out,
+            q_range=(args.q_min, args.q_max),
+            **{k: v for k, v in given.items() if v is not None},
+        )
+    except (OSError, ConfigError, DatasetRefused) as err:
         return error(err, 2)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("collapse: " + ", ".join(map(str, paths)))

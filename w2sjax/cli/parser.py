@@ -223,14 +223,17 @@ def _add_collapse(sub: Any) -> None:
     collapse.add_argument(
         "--metric", default="test_acc_hard", help="a steps column (default: test_acc_hard)"
     )
-    collapse.add_argument(
-        "--boot", type=_positive_int, default=200, help="bootstrap replicates (default: 200)"
-    )
+    collapse.add_argument("--boot", type=_positive_int, help="bootstrap replicates (default: 200)")
     collapse.add_argument(
         "--levels",
         type=_levels,
-        default=(0.75, 0.85, 0.95),  # levels.LEVELS
         help="levels whose crossings along n_st give exponents (default: 0.75,0.85,0.95)",
+    )
+    collapse.add_argument(
+        "--q-min", type=float, default=0.0, help="only probes with q >= this (default: all)"
+    )
+    collapse.add_argument(
+        "--q-max", type=float, default=float("inf"), help="only probes with q <= this"
     )
     collapse.add_argument(
         "--out", default="results/collapse", help="output folder (default: results/collapse)"

@@ -13,6 +13,11 @@ def benign_snr(n_st: Any, p_b: Any, nu_norm: Any, sigma_p: Any, d: Any) -> Any:
     return n_st * p_b**2 * nu_norm**4 / (sigma_p**4 * d)
 
 
+def q_of(nu_norm: Any, sigma_p: Any, d: Any) -> Any:
+    """q = ||nu||^2 / (sigma_p^2 sqrt d): benign_snr = n_st p_b^2 q^2 (docs/BOUNDARY.md)."""
+    return nu_norm**2 / (sigma_p**2 * np.sqrt(d))
+
+
 def abundance(n_st: Any, p_b: Any, nu_norm: Any, sigma_p: Any, d: Any) -> Any:
     """n_st p_b ||nu||^2 / (sigma_p^2 d): data-scarce (<< 1) vs data-abundant (>> 1) heuristic."""
     return n_st * p_b * nu_norm**2 / (sigma_p**2 * d)
