@@ -23,7 +23,8 @@
 # results/reference keeps it under, as soon as each is done; 7. with BENCH_D, the
 # cost-against-d table of both noise samplers.
 # RESUME: packed datasets of an earlier session, unpacked first, so that a sweep or search of the
-# same name goes on from where that one stopped.
+# same name goes on from where that one stopped. The boundary law's GPU leg is a sweep file of
+# stage 3: sweeps/boundary/law_coin_q_gpu.toml (its header gives the whole command).
 # DEADLINE (seconds from the start) cuts every stage's timeout to what is left, keeping RESERVE
 # (default 20) for the summary, so a lease's limit never kills the script mid-write.
 # $OUT gets only the packed datasets and the bench JSONs (the device tool brings back at most 8
