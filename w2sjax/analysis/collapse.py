@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import isotonic_regression
 
+from w2sjax.analysis.crossings import resample
 from w2sjax.config.fields import FIELDS, ConfigError
 from w2sjax.engine.theory import q_of
 
@@ -110,14 +111,6 @@ def means(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = np.nanmean(values, -1)
     sd = np.sqrt(np.nansum((values - mean[:, None]) ** 2, -1) / np.maximum(count - 1, 1))
     return mean, np.maximum(sd / np.sqrt(np.maximum(count, 1)), SE_FLOOR)
-
-
-def resample(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(probes, seeds) values with each probe's seeds drawn with replacement from its own finite
-    ones (the NaN padding of a probe with fewer seeds is never drawn)."""
-    count = np.isfinite(values).sum(-1)
-    picks = (rng.random(values.shape) * count[:, None]).astype(int)
-    return np.take_along_axis(values, picks, -1)
 
 
 def spread(x: np.ndarray, mean: np.ndarray, se: np.ndarray) -> float:

@@ -43,6 +43,14 @@ def censored_crossing(n_values: np.ndarray, gains: np.ndarray, level: float) -> 
     return crit
 
 
+def resample(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(..., seeds) values with each cell's seeds drawn with replacement from its own finite
+    ones (the NaN padding of a cell with fewer seeds is never drawn): one bootstrap replicate."""
+    count = np.isfinite(values).sum(-1)
+    picks = (rng.random(values.shape) * count[..., None]).astype(int)
+    return np.take_along_axis(values, picks, -1)
+
+
 def interval(samples: np.ndarray) -> tuple[float, float]:
     """The 95% percentile interval of the samples that are not NaN (NaN, NaN without any), as
     order statistics, so censored (infinite) replicates give an infinite end rather than a
@@ -98,7 +106,6 @@ def boundary_fit(
     for i, row in enumerate(cells):
         for j, cell in enumerate(row):
             values[i, j, : len(cell)] = cell
-    counts = np.isfinite(values).sum(-1)
 
     def level_of(means: np.ndarray) -> float:
         return (np.nanmin(means) + np.nanmax(means)) / 2 if level is None else level
@@ -111,8 +118,7 @@ def boundary_fit(
     rng = np.random.default_rng(seed)
     boot_n = np.full((n_boot, len(others)), np.nan)
     for b in range(n_boot):
-        picks = (rng.random(values.shape) * counts[..., None]).astype(int)
-        resampled = np.take_along_axis(values, picks, -1).mean(-1)
+        resampled = resample(values, rng).mean(-1)
         at = level_of(resampled)
         boot_n[b, found] = [censored_crossing(n_values, m, at) for m in resampled[found]]
     ends = (n_values[0], n_values[-1])

@@ -11,8 +11,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from w2sjax.analysis.collapse import N_BOOT, Probes, means, resample
-from w2sjax.analysis.crossings import censored_crossing, crossing, interval, slopes
+from w2sjax.analysis.collapse import N_BOOT, Probes, means
+from w2sjax.analysis.crossings import censored_crossing, crossing, interval, resample, slopes
 
 LEVELS = (0.75, 0.85, 0.95)  # the order parameter's levels whose crossings are compared
 
@@ -20,10 +20,8 @@ LEVELS = (0.75, 0.85, 0.95)  # the order parameter's levels whose crossings are 
 def _curves(probes: Probes) -> list[np.ndarray]:
     """The probes of each curve (one p_b and q), each sorted by n_st: (curves,) index arrays."""
     keys = np.round(np.c_[probes.log_p_b, probes.log_q], 9)
-    return [
-        np.flatnonzero((keys == k).all(1))[np.argsort(probes.log_n[(keys == k).all(1)])]
-        for k in np.unique(keys, axis=0)
-    ]
+    members = (np.flatnonzero((keys == k).all(1)) for k in np.unique(keys, axis=0))
+    return [at[np.argsort(probes.log_n[at])] for at in members]
 
 
 class Crossings(NamedTuple):

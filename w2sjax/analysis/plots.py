@@ -270,16 +270,17 @@ def collapse_figure(probes: Probes, result: Collapse, metric: str, path: str | P
     fig, axs = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
     groups = sorted(set(probes.group))
     colours = plt.cm.viridis(np.linspace(0, 0.95, len(groups)))
-    for ax, law in zip(axs, (result.theorem, result.fitted), strict=True):
+    laws = {"theorem: benign_snr": result.theorem, "fitted": result.fitted}
+    for ax, (name, law) in zip(axs, laws.items(), strict=True):
         a, b = (0.0 if np.isnan(v) else v for v in (law.alpha, law.beta))
         x = np.exp(probes.log_n + a * probes.log_p_b + b * probes.log_q)
         for g, colour in zip(groups, colours, strict=True):
             at = probes.group == g
             ax.errorbar(x[at], mean[at], yerr=se[at], fmt="o", ms=3, color=colour, label=g)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # spans under a decade
         ax.set_xlabel(f"n_st p_b^{a:.2f} q^{b:.2f}")
-        ax.set_title(f"spread {law.spread:.2f} seed errors", fontsize=10)
+        ax.set_title(f"{name}; spread {law.spread:.2f} seed errors", fontsize=10)
     axs[0].set_ylabel(f"{metric} (seed mean)")
-    axs[0].set_title(f"theorem: benign_snr; spread {result.theorem.spread:.2f}", fontsize=10)
     axs[1].legend(fontsize=6, ncol=2)
     return _save(fig, Path(path))
