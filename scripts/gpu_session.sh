@@ -4,7 +4,7 @@
 #   [OUT=dir] [DEADLINE=s] [TESTS="pytest args"] [TEST_TIMEOUT=s] [PRECISION_TEST=0] [BENCH=0] \
 #     [BENCH_ARGS="--steps N ..."] [BENCH_SWEEP=SPEC.toml|""] [SWEEP_TIMEOUT=s] [BENCH_D=1] \
 #     [BENCH_D_TIMEOUT=s] [BOUNDARY="SPEC.toml ..."] [BOUNDARY_RATIO=r] [BOUNDARY_MEM="f ..."] \
-#     [BOUNDARY_XLA_FLAGS=...] [RESUME="DATASET.tar.gz ..."] [RESERVE=s] \
+#     [BOUNDARY_XLA_FLAGS=...] [RESUME="DATASET.tar.gz ..."] [RESERVE=s] [AUTOTUNE_LEVELS="0 4"] \
 #     [MNIST_NPZ=file] [CIFAR10_NPZ=file] scripts/gpu_session.sh [SWEEP.toml ...]
 # Stages, most wanted first (a lease can end before the last):
 # 1. environment; 2. the core correctness tests on this jax/GPU (TESTS overrides which), and the
@@ -17,9 +17,9 @@
 # once; BOUNDARY_XLA_FLAGS are appended to XLA_FLAGS in the search processes only (dropped
 # where this jaxlib refuses them); SWEEP_TIMEOUT limits each sweep and each search; 5. with
 # BENCH_SWEEP (default: the frozen table workload sweeps/bench/bench_table_cpu.toml; "" skips it),
-# that sweep timed end to end against the per-run loops (section "sweep"; its tables packed);
-# 6. `w2sjax bench` at GPU sizes (BENCH=0 skips it, BENCH_ARGS adds options such as --steps or
-# --repeats); both bench parts land in $OUT/bench-<device>-<date>.json, the name
+# that sweep timed end to end against the per-run loops (section "sweep"; its tables packed),
+# compile included, and again at each XLA autotune level of AUTOTUNE_LEVELS; 6. `w2sjax bench` at GPU sizes (BENCH=0 skips it, BENCH_ARGS adds options such as --steps or
+# --repeats), each bucket with its compile seconds cold and cached; both bench parts land in $OUT/bench-<device>-<date>.json, the name
 # results/reference keeps it under, as soon as each is done; 7. with BENCH_D, the
 # cost-against-d table of both noise samplers.
 # RESUME: packed datasets of an earlier session, unpacked first, so that a sweep or search of the
@@ -171,6 +171,18 @@ if [ -n "$BENCH_SWEEP" ]; then
   bench_json
   pack "$(basename "$BENCH_SWEEP" .toml)"
 fi
+
+# The autotuning setting that serves a sweep best (issue 28): the same end-to-end timing, compile
+# included, at each of AUTOTUNE_LEVELS (XLA's --xla_gpu_autotune_level; the default run above is
+# jaxlib's own level); their "sweep" lines land in the summary.
+for level in ${AUTOTUNE_LEVELS:-}; do
+  [ -n "$BENCH_SWEEP" ] || break
+  XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_gpu_autotune_level=$level" stage \
+    "end-to-end timing at autotune level $level" "${SWEEP_TIMEOUT:-300}" python3 -m w2sjax bench \
+    --sizes none --sweep "$BENCH_SWEEP" --no-torch --out "$WORK/autotune-$level" 2>&1 \
+    | sed "s/^sweep /sweep (autotune level $level) /" | tee -a "$WORK/sweep-bench.txt" \
+    || log "timing at autotune level $level failed or timed out"
+done
 
 if [ "${BENCH:-1}" = 0 ]; then
   echo "bench skipped (BENCH=0)" > "$WORK/bench.txt"

@@ -166,6 +166,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not worker:
         config.stash[_CACHE] = cache
     os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+    os.environ["W2SJAX_CACHE_DIR"] = cache  # every sweep's cache (sweep/cache.py), not ~/.cache
     jax.config.update("jax_compilation_cache_dir", cache)
 
 

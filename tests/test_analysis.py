@@ -145,11 +145,13 @@ def test_bench_report_has_the_documented_keys(tmp_path, monkeypatch):
         "ceiling_flops",
         "achieved_flops",
         "compile_s",
+        "compile_cached_s",
     }
     assert [b["n_st"] for b in saved["buckets"]] == [75, 1200]
     for bucket in saved["buckets"]:
         assert keys <= set(bucket) and bucket["torch_run_steps_per_s"] is None
         assert bucket["engine_run_steps_per_s"] > 0 and bucket["ceiling_flops"] > 0
+        assert 0 < bucket["compile_cached_s"] < bucket["compile_s"]  # loaded, not compiled
         n, d, m, dim = bucket["n_st"], bucket["d"], bucket["m"], bucket["dim"]
         # auto: the reduced sampler where d' > M = 2m + n_wk + n_st (n_wk = 200), so D = 4 + M
         M = 2 * m + 200 + n
@@ -220,7 +222,7 @@ def test_a_bench_stopped_in_a_bucket_keeps_the_buckets_it_finished(tmp_path, mon
         started.append(n_st)
         if len(started) == 2:
             raise KeyboardInterrupt
-        return bench_timing.EngineTiming(shape, 2, 1.0, 0.5, 0.5)
+        return bench_timing.EngineTiming(shape, 2, 1.0, 0.5, 0.5, 0.1)
 
     monkeypatch.setitem(bench.SIZES, "cpu", ((75, 500), *bench.SIZES["cpu"][1:]))
     monkeypatch.setattr(bench, "engine", engine)

@@ -23,7 +23,7 @@ from w2sjax.engine.batch import Shape, run_id, stack_params
 from w2sjax.engine.data import EASY, HARD, patch_coefs
 from w2sjax.engine.images import CONSTRUCTIONS, cut, pool_of
 from w2sjax.engine.models import sign, strong_output, weak_output
-from w2sjax.engine.simulate import compiled, simulate
+from w2sjax.engine.simulate import simulate
 from w2sjax.engine.teachers import fit_weak
 from w2sjax.engine.train import draw_run
 
@@ -316,9 +316,9 @@ def test_planted_on_the_signals_themselves_is_the_synthetic_run(tmp_path):
     synthetic = build(base)
     planted = build({**base, "source": "npz", "path": path, "classes": "0/1"})
     params = stack_params([(synthetic, s) for s in range(3)])  # the same keys for both
-    a = jax.device_get(compiled(Shape.of(synthetic, form="dense"), params))
+    a = simulate(Shape.of(synthetic, form="dense"), params)
     shape = Shape.of(planted)
-    b = jax.device_get(compiled(shape, params, None, pool_of(shape)))
+    b = simulate(shape, params)
     for got, want in zip(b, a, strict=True):
         assert set(got) == set(want)
         for key in want:
@@ -327,7 +327,7 @@ def test_planted_on_the_signals_themselves_is_the_synthetic_run(tmp_path):
     # the control: images that are not the signals (the same program, another pool) change it
     x = np.float32([[0.6, 0.8]] * 5 + [[0.8, 0.6]] * 5)  # class +1 first, as the pool keeps it
     other = pool_of(shape)._replace(x_train=jnp.asarray(x), x_test=jnp.asarray(x))
-    c = jax.device_get(compiled(shape, params, None, other))
+    c = simulate(shape, params, pool=other)
     assert not np.allclose(c[1]["gnu_pos"], a[1]["gnu_pos"], rtol=1e-3)
 
 

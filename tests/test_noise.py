@@ -301,7 +301,7 @@ def test_the_sampler_is_recorded_and_a_resume_keeps_it(tmp_path, capsys):
 def test_reduced_coordinates_out_of_memory_is_the_usual_clear_line(tmp_path, monkeypatch, capsys):
     import w2sjax.sweep.execution as engine
 
-    def no_memory(shape, params, tick=None):
+    def no_memory(shape, params, tick=None, reached=None):
         assert shape.noise == "reduced"
         raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating")
 

@@ -1,5 +1,5 @@
-"""Progress inside a chunk (progress.py): the compiled loop's reports, that they change no run,
-and what a sweep shows from them."""
+"""Progress inside a chunk (progress.py): the loop's reports between its programs, that they
+change no run, and what a sweep shows from them."""
 
 from __future__ import annotations
 
@@ -21,35 +21,35 @@ from w2sjax.sweep.execution import execute
 LINE = re.compile(r"w2sjax: ([\d,]+) of ([\d,]+) run-steps")
 
 
-def test_each_pass_counts_its_own_steps_and_the_tick_is_bounded():
-    """A chunk's passes (the student and its ceiling) are independent loops XLA may run side by
-    side: each pass counts its own last step, so reports of the ceiling's pass never stand for
-    the student's. The report interval aims at TICKS_PER_S a second at the last chunk's speed,
-    but never under steps / MAX_TICKS (at most MAX_TICKS reports a pass)."""
+def test_reports_count_the_chunks_steps_and_the_tick_is_bounded():
+    """A report of step t counts runs x t run-steps of the chunk in flight (the ceiling's pass
+    steps with its student's, in the same calls), and a chunk's end counts it whole. The report
+    interval aims at TICKS_PER_S a second at the last chunk's speed, but never under
+    steps / MAX_TICKS (at most MAX_TICKS reports a chunk)."""
     bar = Progress(total=4 * 100 * 3, quiet=False, stream=io.StringIO(), plain=True)
-    assert int(bar.tick(100)) == 100 // progress.FIRST_TICKS
-    bar.chunk(runs=4, steps=100, passes=2)
-    bar.reached(1, 90)  # the ceiling's pass, run first
-    assert bar._in_chunk == 4 * 100 * 90 / 200
-    bar.reached(0, 10)
-    bar.reached(1, 50)  # late: the count keeps its largest step
-    assert bar._in_chunk == 4 * 100 * 100 / 200
+    assert bar.tick(100) == 100 // progress.FIRST_TICKS
+    bar.chunk(runs=4, steps=100)
+    bar.reached(45)
+    assert bar._in_chunk == 4 * 45
+    bar.reached(90)
+    assert bar._in_chunk == 4 * 90
     bar.done()
     assert bar.finished == 400 and bar._in_chunk == 0
     bar.rate = 4 * 1e6  # a chunk of 4 runs at a million steps a second
-    assert int(bar.tick(100)) == 100  # one report a pass
+    assert bar.tick(100) == 100  # one report a chunk
     bar.rate = 4 * 1.0
-    assert int(bar.tick(1000)) == 1000 // MAX_TICKS
+    assert bar.tick(1000) == 1000 // MAX_TICKS
     assert Progress(total=1, quiet=True).tick(100) is None
 
 
 def test_a_single_chunk_sweep_shows_progress_from_inside_its_chunk(tmp_path, monkeypatch, capsys):
     """One bucket in one chunk, with the ceiling (two passes): where stderr is not a terminal,
     plain lines (here one per report) show run-steps done from the second half of the chunk,
-    before it is committed; the tables are bit for bit those of a --quiet sweep (compiled
-    without the reports), which shows nothing. The same dataset then checks the ceiling's
-    columns end to end: the runs' ceiling_test_acc is its curve's last step, pgr_best is
-    theory.pgr of the best columns, and the report gives PGR's seed means and heatmap."""
+    before it is committed; the tables are bit for bit those of a --quiet sweep (its loop
+    stepped a logged step a call, without reports), which shows nothing. The same dataset then
+    checks the ceiling's columns end to end: the runs' ceiling_test_acc is its curve's last
+    step, pgr_best is theory.pgr of the best columns, and the report gives PGR's seed means and
+    heatmap."""
     monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
     text = SWEEP_TEXT.replace("n_st = [20, 30]", "n_st = [20]").replace("steps = 25", "steps = 40")
     (tmp_path / "sw.toml").write_text(text.replace("[eval]", "[eval]\nceiling = true"))
@@ -97,8 +97,8 @@ def _shown(columns: int) -> str:
     stream, reader = _terminal(columns)
     with stream:
         bar = Progress(total=400, quiet=False, stream=stream)
-        bar.chunk(runs=4, steps=100, passes=1)
-        bar.reached(0, 50)
+        bar.chunk(runs=4, steps=100)
+        bar.reached(50)
         bar.done()
         bar.close()
     # Read to the end only once the writing end is closed: one read returns what has reached

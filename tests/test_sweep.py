@@ -249,11 +249,11 @@ def test_out_of_memory_halves_the_chunk_and_changes_nothing(
 
     real, sizes = engine.simulate, []
 
-    def tight_device(shape, params, tick=None):
+    def tight_device(shape, params, tick=None, reached=None):
         sizes.append(params.seed.shape[0])
         if params.seed.shape[0] > 2:
             raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating")
-        return real(shape, params, tick)
+        return real(shape, params, tick, reached)
 
     monkeypatch.setattr(engine, "simulate", tight_device)
     summary = execute(load_sweep(sweep_file), tmp_path, quiet=True)  # plans 6 runs per chunk
@@ -265,7 +265,7 @@ def test_out_of_memory_halves_the_chunk_and_changes_nothing(
 def test_out_of_memory_at_one_run_is_a_clear_error(sweep_file, tmp_path, monkeypatch, capsys):
     import w2sjax.sweep.execution as engine
 
-    def no_memory(shape, params, tick=None):
+    def no_memory(shape, params, tick=None, reached=None):
         raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating")
 
     monkeypatch.setattr(engine, "simulate", no_memory)

@@ -24,7 +24,7 @@ from w2sjax.engine.models import logistic_loss, sign, weak_output
 from w2sjax.engine.noise import SAMPLERS
 from w2sjax.engine.simulate import simulate
 from w2sjax.engine.teachers import fit_weak
-from w2sjax.engine.train import draw_run
+from w2sjax.engine.train import begin, draw_run, simulate_run
 
 
 def _one(config, seed: int = 0):
@@ -126,6 +126,38 @@ def test_batching_never_changes_a_run(noise):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
     # Distinct runs really differ, so the comparison above has teeth.
     assert not np.allclose(_select(full, k)[1]["test_acc"], _select(full, 4)[1]["test_acc"])
+
+
+@pytest.mark.parametrize("form", ["dense", "coef"])
+def test_stepping_the_loop_from_the_host_is_the_one_program_run(form):
+    """simulate calls begin, advance (in stretches of `tick` steps, reporting each) and look as
+    programs of their own; simulate_run is the same parts in one program. They agree bit for
+    bit, with the ceiling's pass and the filters; the reports are the steps done, in order."""
+    config = small_config(steps=23, log="linear", log_points=4, ceiling=True)
+    shape = Shape.of(config, form=form, filters=True)
+    params = stack_params([(config, s) for s in range(2)])
+    reached = []
+    stepped = simulate(shape, params, 5, reached.append)
+    whole = jax.device_get(jax.jit(jax.vmap(lambda p: simulate_run(shape, p)))(params))
+    for got, want in zip(stepped, whole, strict=True):
+        assert set(got) == set(want)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    logged = shape.log_steps()
+    stretches = [[*range(a + 5, b, 5), b] for a, b in zip(logged, logged[1:], strict=False)]
+    assert len(logged) == 4 and reached == [t for stretch in stretches for t in stretch]
+
+
+def test_only_what_the_loop_reads_stays_on_the_device():
+    """Between programs a run keeps its noise patches only where its loop form reads them (the
+    dense one; the coefficient form's setup holds all it needs), and never the weak set's."""
+    config = small_config()
+    params = _one(config)
+    for form, width in (("dense", config.d), ("coef", 0)):
+        shape = Shape.of(config, form=form)
+        _, fixed, _ = jax.eval_shape(lambda p, s=shape: begin(s, p), params)
+        assert fixed.run.weak is None and fixed.run.test.xi.shape[-1] == 0
+        assert fixed.run.train.xi.shape[-1] == fixed.evaluation.xi.shape[-1] == width
 
 
 def test_simulate_outputs_and_step_zero():

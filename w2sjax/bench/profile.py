@@ -17,7 +17,7 @@ import jax
 
 from w2sjax.bench.timing import timed
 from w2sjax.engine.batch import Shape, stack_params
-from w2sjax.engine.simulate import simulate
+from w2sjax.engine.simulate import compile_programs, simulate
 from w2sjax.engine.train import draw_run, prepare_run
 from w2sjax.sweep.buckets import Run, chunk_id
 from w2sjax.tables.store import chunk_tables, write_chunk
@@ -66,10 +66,10 @@ def _stages(shape: Shape) -> list:
     return [jax.jit(jax.vmap(f)) for f in (sample, teacher, first_step, every_step)]
 
 
-def _fastest(fn, args: tuple, repeats: int, static: tuple = ()) -> tuple[float, float]:
+def _fastest(fn, args: tuple, repeats: int) -> tuple[float, float]:
     """(compile seconds, the fastest of `repeats` calls' seconds)."""
     start = time.perf_counter()
-    compiled = fn.lower(*static, *args).compile()
+    compiled = fn.lower(*args).compile()
     compile_s = time.perf_counter() - start
     return compile_s, min(timed(compiled, *args) for _ in range(repeats))
 
@@ -78,8 +78,9 @@ def profile_chunk(shape: Shape, runs: list[Run], repeats: int = 2) -> Phases:
     """Phases of simulating `runs` (one chunk of a bucket of `shape`) and writing them."""
     params = stack_params(runs)
     cumulative = [_fastest(stage, (params,), repeats)[1] for stage in _stages(shape)]
-    compile_s, full = _fastest(simulate, (params,), repeats, static=(shape,))
-    per_run, per_step = jax.device_get(simulate(shape, params))
+    compile_s = compile_programs(shape, params)
+    full = min(timed(simulate, shape, params) for _ in range(repeats))
+    per_run, per_step = simulate(shape, params)
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         tables = chunk_tables(shape, runs, per_run, per_step)

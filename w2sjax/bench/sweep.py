@@ -20,6 +20,7 @@ from w2sjax.config.grid import Sweep
 from w2sjax.config.options import EngineOptions
 from w2sjax.engine.batch import Shape
 from w2sjax.sweep.buckets import assign_noise, chunk_size, memory_budget, plan
+from w2sjax.sweep.cache import OFF
 from w2sjax.sweep.execution import execute
 from w2sjax.tables.durable import SyncTime
 
@@ -69,7 +70,8 @@ def sweep_bench(
     loop_steps = loop_steps or SIZES[device_sizes()][5]
     with tempfile.TemporaryDirectory() as scratch:
         start, synced = time.perf_counter(), SyncTime.seconds
-        options = EngineOptions(precision=precision, noise=noise)
+        # compiled cold, as the per-run loops it is compared with are
+        options = EngineOptions(precision=precision, noise=noise, cache=OFF)
         summary = execute(sweep, keep or scratch, options, quiet=True)
         engine_s = time.perf_counter() - start
         fsync_s = SyncTime.seconds - synced

@@ -4,18 +4,20 @@ profile (profile.py) and the scripts under scripts/ agree on what a time is: res
 waited for, compile timed apart, and where calls repeat, the fastest.
 
 The programs: a large matmul and the engine's dominant product alone (the ceilings, at the
-engine's precision); the engine (`simulate`, with or without its progress reports); and the
-per-run loops it is measured against, a jitted JAX loop (the same `strong_step`, one run, one
-Python call per step) and a PyTorch loop (patches materialised, Conv1d, autograd; when torch
-imports).
+engine's precision); the engine (`simulate`, with or without its progress reports, and its
+compile, cold and cached); and the per-run loops it is measured against, a jitted JAX loop
+(the same `strong_step`, one run, one Python call per step) and a PyTorch loop (patches
+materialised, Conv1d, autograd; when torch imports).
 """
 
 from __future__ import annotations
 
 import io
+import tempfile
 import time
 from contextlib import closing
 from functools import partial
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -29,8 +31,9 @@ from w2sjax.engine.loops.dense import strong_init, strong_step
 from w2sjax.engine.models import mm as einsum
 from w2sjax.engine.optimizers import OPTIMIZERS
 from w2sjax.engine.progress import TICKS_PER_S, Progress
-from w2sjax.engine.simulate import compiled
+from w2sjax.engine.simulate import compile_programs, simulate
 from w2sjax.sweep.buckets import chunk_size, memory_budget
+from w2sjax.sweep.cache import kept_in
 
 # Runs of a bucket that fills the device as a sweep's chunk would (fill_runs): MIN_RUNS to
 # FILL_RUNS, the throughput a sweep with that many runs per bucket gets. The floor is the issue's
@@ -78,13 +81,25 @@ def fill_runs(shape: Shape, budget: int) -> int:
 
 class EngineTiming(NamedTuple):
     """One timed bucket of `simulate`: its Shape (form and noise sampler resolved), runs,
-    compile and run seconds, and with `progress` the run seconds with the reports on."""
+    compile seconds (cold: an empty persistent cache; cached: its programs loaded from it in
+    a process that had not compiled them), run seconds, and with `progress` the run seconds
+    with the reports on."""
 
     shape: Shape
     runs: int
     compile_s: float
     engine_s: float
     progress_s: float | None = None
+    compile_cached_s: float | None = None
+
+
+def compile_cold_and_cached(shape: Shape, params) -> tuple[float, float]:
+    """(cold, cached) seconds of compile_programs: into an empty persistent cache, then, with
+    jax's in-memory caches cleared as in a new process, from it."""
+    with tempfile.TemporaryDirectory() as folder, kept_in(Path(folder)):
+        cold = compile_programs(shape, params)
+        jax.clear_caches()
+        return cold, compile_programs(shape, params)
 
 
 def engine(
@@ -101,35 +116,30 @@ def engine(
     tick: int | None = None,
 ) -> EngineTiming:
     """`simulate` timed on `runs` seeds of one bucket (the fastest of `repeats` calls); runs None:
-    as many as a sweep's chunk would hold on this device (`fill_runs`). progress: also the
-    program with progress reports at the interval a sweep would ask for at this speed (about
-    TICKS_PER_S a second), drawn as a sweep's bar would be (into a buffer); its calls alternate
-    with the plain program's, so slow drifts of a shared machine fall on both alike. tick: that
-    report interval in steps instead."""
+    as many as a sweep's chunk would hold on this device (`fill_runs`). progress: also with
+    progress reports at the interval a sweep would ask for at this speed (about TICKS_PER_S a
+    second), drawn as a sweep's bar would be (into a buffer); its calls alternate with the plain
+    ones, so slow drifts of a shared machine fall on both alike. tick: that report interval in
+    steps instead."""
     config = build({"d": d, "n_st": n_st, "m": m, "steps": steps, "n_test": 500, "log_points": 3})
     shape = Shape.of(config, form=form, precision=precision, noise=noise)
     if runs is None:
         runs = fill_runs(shape, memory_budget(jax.devices()[0]))
     params = stack_params([(config, s) for s in range(runs)])
-    start = time.perf_counter()
-    plain = compiled.lower(shape, params).compile()
-    compile_s = time.perf_counter() - start
-    engine_s = timed(plain, params)
+    compile_s, cached_s = compile_cold_and_cached(shape, params)
+    engine_s = timed(simulate, shape, params)
     if not progress:
-        engine_s = min([engine_s] + [timed(plain, params) for _ in range(repeats - 1)])
-        return EngineTiming(shape, runs, compile_s, engine_s)
-    every = jnp.int32(tick or max(1, int(steps / engine_s / TICKS_PER_S)))
-    reporting = compiled.lower(shape, params, every).compile()
+        engine_s = min([engine_s] + [timed(simulate, shape, params) for _ in range(repeats - 1)])
+        return EngineTiming(shape, runs, compile_s, engine_s, None, cached_s)
+    every = tick or max(1, int(steps / engine_s / TICKS_PER_S))
     bar = Progress(runs * steps * repeats, quiet=False, stream=io.StringIO(), plain=False)
-    bar.chunk(runs, steps, 1)
-    # each program's first call only warms it: the plain one's set the interval
+    bar.chunk(runs, steps)
     engine_s = progress_s = float("inf")
     with closing(bar):
-        timed(reporting, params, every)
         for _ in range(repeats):
-            progress_s = min(progress_s, timed(reporting, params, every))
-            engine_s = min(engine_s, timed(plain, params))
-    return EngineTiming(shape, runs, compile_s, engine_s, progress_s)
+            progress_s = min(progress_s, timed(simulate, shape, params, every, bar.reached))
+            engine_s = min(engine_s, timed(simulate, shape, params))
+    return EngineTiming(shape, runs, compile_s, engine_s, progress_s, cached_s)
 
 
 def jax_per_run(n_st: int, d: int, m: int, steps: int) -> float:

@@ -52,6 +52,13 @@ NOISE_OPTION = dict(
 )
 
 
+CACHE_OPTION = dict(
+    metavar="DIR|off",
+    help="keep compiled programs in DIR for later runs and processes, or 'off' (default: "
+    "$W2SJAX_CACHE_DIR, else $XDG_CACHE_HOME/w2sjax/xla or ~/.cache/w2sjax/xla)",
+)
+
+
 class UsageError(Exception):
     """A command line argparse rejects; main prints it as one line (no usage block), status 2."""
 
@@ -102,6 +109,13 @@ def _common() -> argparse.ArgumentParser:
         "TF32, or bf16 operands; the faster ones pass tests/test_train.py's agreement test",
     )
     common.add_argument("--noise", **NOISE_OPTION)
+    common.add_argument("--cache", **CACHE_OPTION)
+    common.add_argument(
+        "--compile-ahead",
+        action="store_true",
+        help="compile each bucket's programs while the one before it computes (pays where a "
+        "GPU computes and the host compiles; on the CPU both share the cores)",
+    )
     common.add_argument(
         "--filters",
         action="store_true",
@@ -209,6 +223,7 @@ def _add_boundary(sub: Any) -> None:
     )
     boundary.add_argument("--seeds", type=_positive_int, help="seeds per probe")
     boundary.add_argument("--noise", **NOISE_OPTION)
+    boundary.add_argument("--cache", **CACHE_OPTION)
     boundary.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

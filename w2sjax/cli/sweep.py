@@ -37,6 +37,8 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         max_chunk=args.max_chunk,
         memory_budget=args.memory_budget,
         distributed=distributed,
+        cache=args.cache,
+        compile_ahead=args.compile_ahead,
     )
 
 

@@ -39,7 +39,9 @@ class EngineOptions:
     tf32, bf16); noise: the sampler (auto, full, reduced); filters: also write the per-filter
     table; max_chunk: at most this many runs per compiled call; memory_budget: bytes a chunk may
     plan to use per device (None: 60% of a GPU, 25% of host memory); distributed: None for one
-    process."""
+    process; cache: the folder compiled programs are kept in, or "off" (None: $W2SJAX_CACHE_DIR,
+    else the user's cache folder; sweep/cache.py); compile_ahead: compile each bucket's programs
+    while the one before it computes."""
 
     form: str = "auto"
     precision: str = "highest"
@@ -48,8 +50,12 @@ class EngineOptions:
     max_chunk: int | None = None
     memory_budget: int | None = None
     distributed: Distributed | None = None
+    cache: str | None = None
+    compile_ahead: bool = False
 
     def __post_init__(self) -> None:
+        if self.cache is not None and (not isinstance(self.cache, str) or not self.cache):
+            raise ConfigError(f"--cache: must be a folder or 'off', got {self.cache!r}")
         for name, value, allowed in (
             ("form", self.form, FORMS),
             ("precision", self.precision, PRECISIONS),
@@ -59,8 +65,9 @@ class EngineOptions:
                 raise ConfigError(f"--{name}: must be one of {', '.join(allowed)}, got {value!r}")
         _at_least("max-chunk", self.max_chunk, 1)
         _at_least("memory-budget", self.memory_budget, 1)
-        if type(self.filters) is not bool:
-            raise ConfigError(f"--filters: must be true or false, got {self.filters!r}")
+        for name, flag in (("filters", self.filters), ("compile-ahead", self.compile_ahead)):
+            if type(flag) is not bool:
+                raise ConfigError(f"--{name}: must be true or false, got {flag!r}")
         if self.distributed is not None and not isinstance(self.distributed, Distributed):
             raise ConfigError(
                 f"distributed: must be None or a Distributed(...), got {self.distributed!r}"

@@ -12,9 +12,11 @@
 - loops/: the student's training loop in its two exact forms (`LOOPS`: dense, coef).
 - projection.py: Adam's coefficients, a projection onto the span.
 - metrics.py: what a run records (`STEP_METRICS`, `RUN_METRICS`).
-- train.py: one run: draws, the teacher's labels, the loop, the records.
-- simulate.py: `simulate(shape, params)`, jit(vmap(one run)), one compile per Shape.
-- progress.py: the loop's step reports and the progress bar.
+- train.py: one run as begin (draws, the teacher's labels, the loop's setup), advance (steps)
+  and look (the records), and all three in one program (`simulate_run`).
+- simulate.py: `simulate(shape, params)`, those three vmapped over runs, compiled once per Shape
+  and called in turn by the host.
+- progress.py: the progress bar the host moves between calls.
 - theory.py: benign_snr, abundance, PGR (section 6).
 """
 

@@ -1,11 +1,10 @@
-"""Progress inside a chunk: the compiled step loop reports its step to the host every `tick`
-steps (a host callback, unordered, between blocks of steps: train.curve), and a `Progress` turns
-those reports into a bar with run-steps/s, the sweep's ETA and the chunk's, or into a plain line
-every few seconds where stderr is not a terminal or is one that reports no width.
+"""Progress inside a chunk: engine/simulate.py steps a chunk's loop in calls of at most `tick`
+steps and reports each call's last step once its steps are done, and a `Progress` turns those
+reports into a bar with run-steps/s, the sweep's ETA and the chunk's, or into a plain line every
+few seconds where stderr is not a terminal or is one that reports no width.
 
-The callback only reads the step index, which is the same for every run of a chunk (segment
-lengths are shared), so under vmap it fires once per step reported, not once per run; it changes
-no value of the run (a test compares runs with and without it bit for bit).
+The reports come from the host between compiled programs, not from a callback inside one: jax
+keeps no program with a host callback in its persistent compilation cache.
 """
 
 from __future__ import annotations
@@ -16,9 +15,6 @@ import threading
 import time
 from typing import IO
 
-import chex
-import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -28,24 +24,6 @@ FIRST_TICKS = 20
 TICKS_PER_S = 4.0
 MAX_TICKS = 200
 PLAIN_EVERY_S = 10.0  # a plain line's interval where stderr is not a terminal
-
-
-class _Current:
-    """Where the compiled loop's reports go: the Progress of the chunk in flight (None: none)."""
-
-    sink: Progress | None = None
-
-
-def report(pass_index: chex.Array, step: chex.Array) -> None:
-    """Host side of the callback: pass_index 0 for the student, 1 for its ceiling."""
-    sink = _Current.sink
-    if sink is not None:
-        sink.reached(int(pass_index), int(step))
-
-
-def report_step(pass_index: int, step: chex.Array) -> None:
-    """Inside the loop: report `step` (unbatched) of pass `pass_index` to the host."""
-    jax.debug.callback(report, jnp.int32(pass_index), step)
 
 
 def draws_bar(stream: IO[str]) -> bool:
@@ -66,8 +44,8 @@ def _clock(seconds: float) -> str:
 
 class Progress:
     """The sweep's progress in run-steps (runs x steps, the ceiling's counted with its
-    student's): `chunk(runs, steps, passes)` before a chunk and `done()` after it; the loop's
-    reports move it in between. `tick(steps)` is the report interval to compile the next chunk
+    student's): `chunk(runs, steps)` before a chunk and `done()` after it; the loop's reports
+    (`reached`) move it in between. `tick(steps)` is the report interval to compile the next chunk
     with. quiet: nothing is shown (and no reports are asked for); plain: a line every
     PLAIN_EVERY_S seconds instead of a redrawn bar (default: where the stream draws no bar:
     draws_bar)."""
@@ -82,50 +60,44 @@ class Progress:
         self.finished = 0  # run-steps of committed chunks
         self.rate = float("nan")  # run-steps/s of the last chunk, compile included
         self._lock = threading.Lock()
-        self._chunk = (0, 1, 1)  # runs, steps, passes of the chunk in flight
+        self._chunk = (0, 1)  # runs, steps of the chunk in flight
         self._chunk_start = self.start
         self._in_chunk = 0.0
-        self._reached = [0]  # per pass: the last step reported
         self._first: tuple[float, float] | None = None  # (time, run-steps) of the first report
         self._last_line = -np.inf
         self.bar = None
         if not quiet and not self.plain:
             self.bar = tqdm(total=total, unit="run-step", file=self.stream, dynamic_ncols=True)
 
-    def tick(self, steps: int) -> chex.Array | None:
+    def tick(self, steps: int) -> int | None:
         """Steps between reports for a chunk of `steps` steps: about TICKS_PER_S reports a second
-        at the last chunk's speed (FIRST_TICKS a pass before any); None when quiet."""
+        at the last chunk's speed (FIRST_TICKS a chunk before any); None when quiet."""
         if self.quiet:
             return None
         if np.isfinite(self.rate):  # the loop's steps a second: every run steps at once
             every = int(self.rate / max(self._chunk[0], 1) / TICKS_PER_S)
         else:
             every = steps // FIRST_TICKS
-        # at most MAX_TICKS a pass, whatever the last chunk's speed said (it may have been
+        # at most MAX_TICKS a chunk, whatever the last chunk's speed said (it may have been
         # another bucket's, with cheaper steps)
-        return jnp.int32(min(max(every, steps // MAX_TICKS, 1), steps))
+        return min(max(every, steps // MAX_TICKS, 1), steps)
 
-    def chunk(self, runs: int, steps: int, passes: int) -> None:
+    def chunk(self, runs: int, steps: int) -> None:
         with self._lock:
-            self._chunk, self._in_chunk, self._first = (runs, steps, passes), 0.0, None
-            self._reached = [0] * passes
+            self._chunk, self._in_chunk, self._first = (runs, steps), 0.0, None
             self._chunk_start = time.perf_counter()
-        _Current.sink = self
 
-    def reached(self, pass_index: int, step: int) -> None:
-        runs, steps, passes = self._chunk
+    def reached(self, step: int) -> None:
+        """The chunk's runs have all stepped `step` steps."""
+        runs, _ = self._chunk
         with self._lock:
-            # The passes are independent loops, which XLA may run one after the other or side by
-            # side: each keeps its own count.
-            self._reached[pass_index] = max(self._reached[pass_index], step)
-            self._in_chunk = sum(self._reached) / (passes * steps) * runs * steps
+            self._in_chunk = float(runs * step)
             if self._first is None:  # the chunk's compile (if any) is over: time from here
                 self._first = (time.perf_counter(), self._in_chunk)
         self._show()
 
     def done(self) -> None:
-        _Current.sink = None
-        runs, steps, _ = self._chunk
+        runs, steps = self._chunk
         with self._lock:
             self.finished += runs * steps
             self._in_chunk = 0.0
@@ -138,7 +110,7 @@ class Progress:
         now = time.perf_counter()
         done = self.finished + self._in_chunk
         rate = done / max(now - self.start, 1e-9)
-        runs, steps, _ = self._chunk
+        runs, steps = self._chunk
         chunk_eta = "?"
         if self._first is not None and self._in_chunk > self._first[1]:
             speed = (self._in_chunk - self._first[1]) / max(now - self._first[0], 1e-9)
@@ -159,6 +131,5 @@ class Progress:
             )
 
     def close(self) -> None:
-        _Current.sink = None
         if self.bar is not None:
             self.bar.close()

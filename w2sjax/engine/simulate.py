@@ -1,38 +1,91 @@
-"""The batched entry point: one compiled program per Shape, vmapped over a leading runs axis."""
+"""The batched entry point: a Shape's runs stepped together, vmapped over a leading runs axis,
+as three compiled programs per Shape (engine/train.py's begin, advance and look) that the host
+calls in turn: begin once, then for each logged step advance up to it (in stretches of at most
+`tick` steps where progress is reported) and look. No program carries a host callback, so each
+is kept in jax's persistent compilation cache (sweep/cache.py)."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Callable
 from functools import partial
 
 import jax
+import numpy as np
 
 from w2sjax.engine.batch import Params, Shape
 from w2sjax.engine.images import Pool, pool_of
-from w2sjax.engine.train import simulate_run
+from w2sjax.engine.train import Fixed, Moving, advance, begin, look, segments
 
 # How many times `simulate` was traced per Shape: a bucket run in many chunks should trace once.
 TRACES: Counter[Shape] = Counter()
 
 
-def simulate(shape: Shape, params: Params, tick: jax.Array | None = None) -> tuple[dict, dict]:
-    """Simulate a batch of runs that share `shape`.
+@partial(jax.jit, static_argnums=0)
+def _begin(shape: Shape, params: Params, pool: Pool | None) -> tuple[dict, Fixed, Moving]:
+    TRACES[shape] += 1  # runs at trace time only
+    return jax.vmap(lambda p: begin(shape, p, pool))(params)
 
-    params: Params with leading axis (runs,). Returns (per_run, per_step) with per_run values of
-    shape (runs,) ("filter_init": (runs, 2, m, 4) when shape.filters) and per_step values
-    (runs, K) over the K steps of `shape.log_steps()` ("filters": (runs, K, 2, m, 4)). A run's
-    results depend only on its own Params row: its random numbers come from its own key.
-    tick (an int32 scalar, not batched, so changing it does not recompile): report progress
-    every `tick` steps (progress.py); None: no reports. An image source's images
-    (images.pool_of) go in as one argument shared by every run.
-    """
-    return compiled(shape, params, tick, pool_of(shape))
+
+# The state moves in place: its old buffers are handed to the program (donated).
+@partial(jax.jit, static_argnums=0, donate_argnums=3)
+def _advance(
+    shape: Shape, params: Params, fixed: Fixed, moving: Moving, start: jax.Array, length: jax.Array
+) -> Moving:
+    return jax.vmap(lambda p, f, m: advance(shape, p, f, m, start, length))(params, fixed, moving)
 
 
 @partial(jax.jit, static_argnums=0)
-def compiled(
-    shape: Shape, params: Params, tick: jax.Array | None = None, pool: Pool | None = None
+def _look(shape: Shape, params: Params, fixed: Fixed, moving: Moving) -> dict:
+    return jax.vmap(lambda p, f, m: look(shape, p, f, m))(params, fixed, moving)
+
+
+def simulate(
+    shape: Shape,
+    params: Params,
+    tick: int | None = None,
+    reached: Callable[[int], None] | None = None,
+    pool: Pool | None = None,
 ) -> tuple[dict, dict]:
-    """`simulate`'s program, its images `pool` passed in (None: the synthetic source)."""
-    TRACES[shape] += 1  # runs at trace time only
-    return jax.vmap(lambda p: simulate_run(shape, p, tick, pool))(params)
+    """Simulate a batch of runs that share `shape`.
+
+    params: Params with leading axis (runs,). Returns (per_run, per_step) as numpy arrays, with
+    per_run values of shape (runs,) ("filter_init": (runs, 2, m, 4) when shape.filters) and
+    per_step values (runs, K) over the K steps of `shape.log_steps()` ("filters":
+    (runs, K, 2, m, 4)). A run's results depend only on its own Params row: its random numbers
+    come from its own key. tick: step at most `tick` steps a call and call reached(step) after
+    each call, once its steps are done (progress.py); None: a call per logged step, no reports.
+    pool: an image source's images (default images.pool_of(shape)), one argument shared by
+    every run.
+    """
+    pool = pool_of(shape) if pool is None else pool
+    per_run, fixed, moving = _begin(shape, params, pool)
+    records = []
+    for start, length in zip(*segments(shape), strict=True):
+        done, end = int(start), int(start + length)
+        while done < end:  # up to a logged step, in calls of at most `tick` steps
+            stretch = end - done if tick is None else min(tick, end - done)
+            moving = _advance(shape, params, fixed, moving, np.int32(done), np.int32(stretch))
+            done += stretch
+            if reached is not None:
+                jax.block_until_ready(moving)
+                reached(done)
+        records.append(_look(shape, params, fixed, moving))
+    per_run = dict(per_run, diverged_step=moving.diverged[0])
+    per_run, records = jax.device_get((per_run, records))
+    per_step = {k: np.stack([r[k] for r in records], axis=1) for k in records[0]}
+    return per_run, per_step
+
+
+def compile_programs(shape: Shape, params: Params, pool: Pool | None = None) -> float:
+    """Compile (or load from the persistent cache) `simulate`'s three programs for `params`' batch
+    without running them: seconds taken. A later `simulate` of the same batch compiles nothing."""
+    start = time.perf_counter()
+    pool = pool_of(shape) if pool is None else pool
+    _begin.lower(shape, params, pool).compile()
+    _, fixed, moving = jax.eval_shape(partial(_begin, shape), params, pool)
+    step = jax.ShapeDtypeStruct((), np.int32)
+    _advance.lower(shape, params, fixed, moving, step, step).compile()
+    _look.lower(shape, params, fixed, moving).compile()
+    return time.perf_counter() - start

@@ -1,7 +1,11 @@
 """One run (docs/MODEL.md sections 1 to 5): its draws, the teacher's pseudo-labels, the
 student's GD loop (loops/) stepped through the logged steps, and what it records (metrics.py).
 
-Everything here is a pure function of one run's scalars; `simulate` vmaps it over runs.
+A run is three pure functions of its scalars, each vmapped over runs by engine/simulate.py into
+a program of its own: `begin` (draws, teacher, the loop form's setup and step-0 state), `advance`
+(a number of steps) and `look` (what a logged step records). Apart, so the host steps the loop
+and reports progress between programs that carry no host callback, which jax then keeps in its
+persistent compilation cache (sweep/cache.py); `simulate_run` is the three in one program.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from w2sjax.engine.loops.state import LoopInputs, Views
 from w2sjax.engine.metrics import CEILING_STEP_METRICS, NOISE_METRICS, record, teacher_metrics
 from w2sjax.engine.models import SECOND_LAYERS, mm
 from w2sjax.engine.optimizers import OPTIMIZERS
-from w2sjax.engine.progress import report_step
 from w2sjax.engine.teachers import TEACHERS
 
 
@@ -54,11 +57,168 @@ def draw_run(shape: Shape, p: Params, pool: Pool | None = None) -> RunData:
     return CONSTRUCTIONS[construction(shape)].draw(shape, p, pool)
 
 
+class Fixed(NamedTuple):
+    """What a run's training reads and never changes: its draws (without the weak set, which
+    only the teacher reads, and with only the labels of the test and validation sets), the
+    evaluation samples (test then validation), the labels of each pass (the student's
+    pseudo-labels yhat first; with `[eval] ceiling` then the true labels) and the loop form's
+    setup (loops.Form)."""
+
+    run: RunData
+    evaluation: Sample
+    passes: tuple[chex.Array, ...]
+    pre: Any
+
+
+class Moving(NamedTuple):
+    """What a run's training changes, per pass: the loop's state and the first step whose state
+    is not finite (-1: none yet)."""
+
+    states: tuple
+    diverged: tuple[chex.Array, ...]
+
+
+def _without_noise(s: Sample) -> Sample:
+    """s with its noise patches (n, D) replaced by an (n, 0) array: what is not read later need
+    not stay on the device."""
+    return s.replace(xi=jnp.zeros((s.y.shape[0], 0)))
+
+
+def _inputs(shape: Shape, p: Params, run: RunData, evaluation: Sample) -> LoopInputs:
+    """The loop forms' inputs: the activation and optimizer at this run's values."""
+    act = ACTIVATIONS[shape.activation].at(p.activation_param)
+    opt = OPTIMIZERS[shape.optimizer].at(p.eta, p.momentum, run.key, shape.n_st, shape.batch_size)
+    v0 = SECOND_LAYERS[shape.second_layer].init(shape.m)
+    return LoopInputs(
+        run.W0, run.signals, run.train, evaluation, p.eta, act, opt, shape.precision, v0,
+        run.reference,
+    )  # fmt: skip
+
+
+def begin(shape: Shape, p: Params, pool: Pool | None = None) -> tuple[dict, Fixed, Moving]:
+    """A run up to its step 0, for scalar Params (and the images of an image source:
+    images.pool_of): (per_run, the teacher's metrics and with shape.filters "filter_init"; Fixed;
+    Moving at step 0)."""
+    made = CONSTRUCTIONS[construction(shape)]
+    run = made.draw(shape, p, pool)
+    taught = TEACHERS[shape.teacher].labels(run, p, shape)
+    if made.categories_from_teacher:
+        test = run.test.replace(c=jnp.where(taught.test == run.test.y, EASY, HARD))
+        run = run._replace(test=test)
+    yhat = HARD_LABELS[shape.hard_labels](taught.train, run.train, run.coins)
+    per_run = teacher_metrics(taught.test, run.test, yhat, run.train.y)
+    reference = run.signals if run.reference is None else run.reference
+    if shape.filters:
+        # <w^(0), s>: which side of each signal a filter starts on decides, by the ReLU argument,
+        # which sign of nu it learns (the report's filter_sign_agreement)
+        per_run["filter_init"] = mm("jrd,sd->jrs", run.W0, reference)
+    evaluation = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), run.test, run.val)
+    inputs = _inputs(shape, p, run, evaluation)
+    form = LOOPS[shape.form]
+    pre = form.setup(inputs)
+    # The ceiling: the same student on the true labels, same data, initialisation and keys.
+    passes = (yhat, run.train.y) if shape.ceiling else (yhat,)
+    states = tuple(form.loop(inputs, labels, pre).init for labels in passes)
+    # metrics.record reads only the labels of the test and validation sets (their samples are
+    # in `evaluation`), and the coefficient form reads no noise patch after its setup
+    test, val = (_without_noise(s).replace(coefs=None) for s in (run.test, run.val))
+    train = run.train if form.reads_noise else _without_noise(run.train)
+    if not form.reads_noise:
+        evaluation = _without_noise(evaluation)
+    kept = run._replace(weak=None, train=train, test=test, val=val)
+    moving = Moving(states, tuple(jnp.int32(-1) for _ in passes))
+    return per_run, Fixed(kept, evaluation, passes, pre), moving
+
+
+def _loops(shape: Shape, p: Params, fixed: Fixed) -> list:
+    inputs = _inputs(shape, p, fixed.run, fixed.evaluation)
+    return [LOOPS[shape.form].loop(inputs, labels, fixed.pre) for labels in fixed.passes]
+
+
+def advance(
+    shape: Shape, p: Params, fixed: Fixed, moving: Moving, start: chex.Array, length: chex.Array
+) -> Moving:
+    """Moving `length` steps on from step `start` (both int32 scalars, the same for every run
+    of a batch, so that under vmap the loop stays a loop), each pass's divergence step noted."""
+
+    def steps(loop: Any, state: Any, diverged_at: chex.Array) -> tuple:
+        def body(i: chex.Array, c: tuple) -> tuple:
+            st, at = c
+            st = loop.step(st)
+            finite = jnp.all(
+                jnp.stack([jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(st)])
+            )
+            return st, jnp.where((at < 0) & ~finite, start + i + 1, at)
+
+        return jax.lax.fori_loop(0, length, body, (state, diverged_at))
+
+    # The passes are independent loops, which XLA may run side by side.
+    moved = [
+        steps(loop, state, at)
+        for loop, state, at in zip(_loops(shape, p, fixed), *moving, strict=True)
+    ]
+    return Moving(tuple(s for s, _ in moved), tuple(at for _, at in moved))
+
+
+def look(shape: Shape, p: Params, fixed: Fixed, moving: Moving) -> dict:
+    """What the current step records (shape.log_steps(): STEP_METRICS, "filters" (2, m, 4) with
+    shape.filters, with shape.ceiling CEILING_STEP_METRICS as ceiling_*), NaN for a pass that
+    has diverged."""
+    act = ACTIVATIONS[shape.activation].at(p.activation_param)
+    noise = CONSTRUCTIONS[construction(shape)].synthetic_noise
+    out: dict = {}
+    passes = zip(_loops(shape, p, fixed), fixed.passes, *moving, strict=True)
+    for index, (loop, labels, state, at) in enumerate(passes):
+        seen = record_views(labels, fixed.run, shape, act, loop.views(state))
+        if not noise:  # no noise patch: nothing is memorised, and no coefficient of one
+            seen |= {k: jnp.float32(jnp.nan) for k in NOISE_METRICS}
+        seen = {k: jnp.where(at >= 0, jnp.nan, v) for k, v in seen.items()}
+        if index == 0:
+            out |= seen
+        else:
+            out |= {f"ceiling_{k}": seen[k] for k in CEILING_STEP_METRICS}
+    return out
+
+
+def simulate_run(shape: Shape, p: Params, pool: Pool | None = None) -> tuple[dict, dict]:
+    """One run of MODEL.md sections 1 to 5 for scalar Params, in one program (begin, then
+    advance and look at each logged step; engine/simulate.py runs the same three as programs of
+    their own).
+
+    Returns (per_run, per_step): per_run maps RUN_METRICS to scalars and "diverged_step" to the
+    first step whose state is not finite (-1: none), and with shape.filters "filter_init" to the
+    initial projections (2, m, 4); per_step maps STEP_METRICS to (K,) arrays over the K logged
+    steps of `shape.log_steps()` (and "filters" to (K, 2, m, 4)), NaN from the divergence on;
+    with shape.ceiling also CEILING_STEP_METRICS, those of the same student trained on the true
+    labels (`[eval] ceiling`). The test and validation sets are evaluated together, one product
+    per step. pool: the images of an image source (images.pool_of).
+    """
+    per_run, fixed, moving = begin(shape, p, pool)
+
+    def segment(moving: Moving, xs: tuple) -> tuple[Moving, dict]:
+        moving = advance(shape, p, fixed, moving, *xs)
+        return moving, look(shape, p, fixed, moving)
+
+    # The first segment has length 0: step 0 is recorded from the loop's carry, never from
+    # constants XLA would fold at compile time.
+    starts, lengths = segments(shape)
+    moving, per_step = jax.lax.scan(segment, moving, (jnp.asarray(starts), jnp.asarray(lengths)))
+    per_run["diverged_step"] = moving.diverged[0]
+    return per_run, per_step
+
+
+def segments(shape: Shape) -> tuple[np.ndarray, np.ndarray]:
+    """(start, length) int32 (K,) of the loop's stretches ending at each of the K logged steps:
+    the first has length 0 (step 0)."""
+    log_steps = np.asarray(shape.log_steps(), np.int32)
+    lengths = np.diff(log_steps, prepend=0).astype(np.int32)
+    return log_steps - lengths, lengths
+
+
 class Prepared(NamedTuple):
-    """One run ready to train: the teacher's per-run metrics and the labels (n_st,) of each pass
-    (the student's pseudo-labels yhat first; with `[eval] ceiling` then the true labels).
-    loop(labels) builds the loop form's Loop on those labels (its step-0 state, step and
-    views); rec(labels) records a logged state's Views."""
+    """One run ready to train (for bench --profile and tests, which time or check the stages
+    one by one): the teacher's per-run metrics, the labels of each pass, loop(labels) the loop
+    form's Loop on those labels, and rec(labels) what a logged state's Views record."""
 
     per_run: dict
     passes: tuple[chex.Array, ...]
@@ -67,73 +227,22 @@ class Prepared(NamedTuple):
 
 
 def prepare_run(shape: Shape, p: Params, pool: Pool | None = None) -> Prepared:
-    """draw_run, the teacher's pseudo-labels and what the loops need, for scalar Params (and
-    the images of an image source: images.pool_of)."""
-    made = CONSTRUCTIONS[construction(shape)]
-    run = made.draw(shape, p, pool)
-    taught = TEACHERS[shape.teacher].labels(run, p, shape)
-    if made.categories_from_teacher:
-        test = run.test.replace(c=jnp.where(taught.test == run.test.y, EASY, HARD))
-        run = run._replace(test=test)
-    signals, _, train, test, val, W0, coins, key, reference = run
-    reference = signals if reference is None else reference
-    yhat = HARD_LABELS[shape.hard_labels](taught.train, train, coins)
-    per_run = teacher_metrics(taught.test, test, yhat, train.y)
-    if shape.filters:
-        # <w^(0), s>: which side of each signal a filter starts on decides, by the ReLU argument,
-        # which sign of nu it learns (the report's filter_sign_agreement)
-        per_run["filter_init"] = mm("jrd,sd->jrs", W0, reference)
-
-    evaluation = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), test, val)
+    """`begin`'s run as a Prepared, for scalar Params."""
+    per_run, fixed, _ = begin(shape, p, pool)
+    inputs = _inputs(shape, p, fixed.run, fixed.evaluation)
     act = ACTIVATIONS[shape.activation].at(p.activation_param)
-    opt = OPTIMIZERS[shape.optimizer].at(p.eta, p.momentum, key, shape.n_st, shape.batch_size)
-    v0 = SECOND_LAYERS[shape.second_layer].init(shape.m)
-
-    inputs = LoopInputs(
-        W0, signals, train, evaluation, p.eta, act, opt, shape.precision, v0, reference
-    )
+    noise = CONSTRUCTIONS[construction(shape)].synthetic_noise
 
     def loop(labels: chex.Array) -> Any:
-        return LOOPS[shape.form](inputs, labels)
+        return LOOPS[shape.form].loop(inputs, labels, fixed.pre)
 
     def rec(labels: chex.Array) -> Callable[[Views], dict]:
-        recorded = partial(record_views, labels, run, shape, act)
-        if made.synthetic_noise:
+        recorded = partial(record_views, labels, fixed.run, shape, act)
+        if noise:
             return recorded
-        # no noise patch: nothing is memorised, and no coefficient of one is recorded
         return lambda views: recorded(views) | {k: jnp.float32(jnp.nan) for k in NOISE_METRICS}
 
-    # The ceiling: the same student on the true labels, same data, initialisation and keys.
-    passes = (yhat, train.y) if shape.ceiling else (yhat,)
-    return Prepared(per_run, passes, loop, rec)
-
-
-def simulate_run(
-    shape: Shape, p: Params, tick: chex.Array | None = None, pool: Pool | None = None
-) -> tuple[dict, dict]:
-    """One run of MODEL.md sections 1 to 5 for scalar Params.
-
-    Returns (per_run, per_step): per_run maps RUN_METRICS to scalars and "diverged_step" to the
-    first step whose state is not finite (-1: none), and with shape.filters "filter_init" to the
-    initial projections (2, m, 4); per_step maps STEP_METRICS to (K,) arrays over the K logged
-    steps of `shape.log_steps()` (and "filters" to (K, 2, m, 4)), NaN from the divergence on;
-    with shape.ceiling also CEILING_STEP_METRICS, those of the same student trained on the true
-    labels (`[eval] ceiling`). The test and validation sets are evaluated together, one product
-    per step. tick: report the step to progress.py every `tick` steps (None: never). pool: the
-    images of an image source (images.pool_of).
-    """
-    prepared = prepare_run(shape, p, pool)
-    per_run = prepared.per_run
-    # The passes are independent loops, and XLA may run them side by side (progress.py counts
-    # each).
-    curves = [
-        curve(shape, *prepared.loop(labels), prepared.rec(labels), tick, index)
-        for index, labels in enumerate(prepared.passes)
-    ]
-    (per_step, per_run["diverged_step"]), *ceiling = curves
-    for other, _ in ceiling:
-        per_step.update({f"ceiling_{k}": other[k] for k in CEILING_STEP_METRICS})
-    return per_run, per_step
+    return Prepared(per_run, fixed.passes, loop, rec)
 
 
 def record_views(
@@ -141,60 +250,3 @@ def record_views(
 ) -> dict[str, chex.Array]:
     """metrics.record of one logged state's Views, the student trained on labels yhat (n_st,)."""
     return record(views, run.train, yhat, run.test, run.val, filters=shape.filters, act=act)
-
-
-def curve(
-    shape: Shape,
-    state: Any,
-    step: Callable[[Any], Any],
-    views: Callable[[Any], Views],
-    rec: Callable[[Views], dict],
-    tick: chex.Array | None = None,
-    pass_index: int = 0,
-) -> tuple[dict, chex.Array]:
-    """Step a loop from `state` through shape.log_steps(), recording rec(views(state)) at each
-    logged step: (per_step, each value (K,) over the K logged steps, NaN from the divergence on;
-    diverged_at, the first step whose state is not finite, -1 for none). With `tick`, the steps
-    run in blocks that end at each multiple of tick (and at each logged step), and each block
-    reports its last step to progress.py as pass `pass_index`: no branch inside the step loop,
-    so the steps themselves run as they do without reports."""
-
-    def run(carry: tuple, start: chex.Array, length: chex.Array) -> tuple:
-        def body(i: chex.Array, c: tuple) -> tuple:
-            st, diverged_at = c
-            st = step(st)
-            finite = jnp.all(
-                jnp.stack([jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(st)])
-            )
-            return st, jnp.where((diverged_at < 0) & ~finite, start + i + 1, diverged_at)
-
-        return jax.lax.fori_loop(0, length, body, carry)
-
-    def run_reporting(carry: tuple, start: chex.Array, length: chex.Array) -> tuple:
-        end = start + length
-
-        def block(c: tuple) -> tuple:
-            t, inner = c
-            n = jnp.minimum(tick - t % tick, end - t)
-            inner = run(inner, t, n)
-            report_step(pass_index, t + n)
-            return t + n, inner
-
-        return jax.lax.while_loop(lambda c: c[0] < end, block, (start, carry))[1]
-
-    def segment(carry: tuple, xs: tuple) -> tuple[tuple, dict]:
-        start, length = xs
-        state, diverged_at = (run if tick is None else run_reporting)(carry, start, length)
-        out = rec(views(state))
-        return (state, diverged_at), jax.tree_util.tree_map(
-            lambda v: jnp.where(diverged_at >= 0, jnp.nan, v), out
-        )
-
-    # Segment lengths are the same for every run, so under vmap the inner loop stays a real loop
-    # and only logged steps are stacked. The first segment has length 0: step 0 is recorded from
-    # the loop's carry, never from constants XLA would fold at compile time.
-    log_steps = np.asarray(shape.log_steps())
-    lengths = np.diff(log_steps, prepend=0)
-    xs = (jnp.asarray(log_steps - lengths, jnp.int32), jnp.asarray(lengths, jnp.int32))
-    (_, diverged_at), per_step = jax.lax.scan(segment, (state, jnp.int32(-1)), xs)
-    return per_step, diverged_at

@@ -29,7 +29,7 @@ from w2sjax.config.grid import Sweep
 from w2sjax.config.options import EngineOptions
 from w2sjax.engine.batch import Shape, stack_params
 from w2sjax.engine.progress import Progress
-from w2sjax.engine.simulate import simulate
+from w2sjax.engine.simulate import compile_programs, simulate
 from w2sjax.sweep.buckets import (
     Run,
     Work,
@@ -40,6 +40,7 @@ from w2sjax.sweep.buckets import (
     schedule,
     split,
 )
+from w2sjax.sweep.cache import cache_folder, enable
 from w2sjax.sweep.dataset import prepare, processes
 from w2sjax.tables.store import chunk_tables, done_run_ids, table_metadata, write_chunk
 
@@ -91,11 +92,11 @@ class OutOfMemory(RuntimeError):
 
 
 def _in_background(fn: Callable[[], Any]) -> Any:
-    """fn() computed in a daemon thread while the main thread wakes every POLL_S: a program
-    with host callbacks (the progress reports) runs synchronously on the CPU, and a main thread
-    blocked inside it would run no signal handler until the chunk ends (a second Ctrl-C would
-    wait for it). Exceptions in fn are raised here. The wait is a Future's, not Thread.join's:
-    a join interrupted by KeyboardInterrupt can mark a running thread stopped (CPython 3.11)."""
+    """fn() computed in a daemon thread while the main thread wakes every POLL_S: a main thread
+    blocked waiting on a program runs no signal handler until it ends (a second Ctrl-C would
+    wait for the chunk). Exceptions in fn are raised here. The wait is a Future's, not
+    Thread.join's: a join interrupted by KeyboardInterrupt can mark a running thread stopped
+    (CPython 3.11)."""
     chunk: Future = Future()
     _CHUNKS[:] = [c for c in _CHUNKS if not c.done()] + [chunk]
 
@@ -111,20 +112,41 @@ def _in_background(fn: Callable[[], Any]) -> Any:
     return chunk.result()
 
 
+def _batch(runs: list[Run], size: int, sharding: NamedSharding) -> Any:
+    """The Params of `runs` padded to `size` (repeating the last run), placed by `sharding`."""
+    return jax.device_put(stack_params(runs + [runs[-1]] * (size - len(runs))), sharding)
+
+
+def compile_ahead(item: Work, size: int, sharding: NamedSharding) -> None:
+    """Compile the programs of `item`'s chunks of `size` runs in a daemon thread, while the
+    chunk in flight computes: its first call then finds them compiled. A failure here is left
+    for that call to meet and report."""
+
+    def target() -> None:
+        try:
+            params = _batch(list(split(item.runs, size)[0]), size, sharding)
+            compile_programs(item.bucket.shape, params)
+        except Exception:  # noqa: BLE001 - the chunk's own call raises it where it is handled
+            pass
+
+    threading.Thread(target=target, daemon=True).start()
+
+
 def run_chunk(
     shape: Shape,
     runs: list[Run],
     size: int,
     sharding: NamedSharding,
-    tick: jax.Array | None = None,
+    progress: Progress | None = None,
 ) -> tuple[dict, dict]:
     """Simulate `runs` padded to `size` (repeating the last run); outputs trimmed to len(runs).
-    tick: progress reports' interval in steps (progress.py; None: none). Raises DeviceOOM when
-    the device runs out of memory."""
-    padded = runs + [runs[-1]] * (size - len(runs))
+    progress: where the loop reports its steps (None: nowhere). Raises DeviceOOM when the
+    device runs out of memory."""
+    tick = None if progress is None else progress.tick(shape.steps)
+    reached = None if tick is None else progress.reached
     try:
-        params = jax.device_put(stack_params(padded), sharding)
-        out = _in_background(lambda: jax.device_get(simulate(shape, params, tick)))
+        params = _batch(runs, size, sharding)
+        out = _in_background(lambda: simulate(shape, params, tick, reached))
     except jax.errors.JaxRuntimeError as err:
         if "RESOURCE_EXHAUSTED" in str(err):
             raise DeviceOOM(str(err).splitlines()[0]) from err
@@ -160,9 +182,15 @@ class Done(NamedTuple):
 
 
 def run_work(
-    work: list[Work], root: Path, meta: dict[str, str], devices: list, quiet: bool
+    work: list[Work],
+    root: Path,
+    meta: dict[str, str],
+    devices: list,
+    quiet: bool,
+    ahead: bool = False,
 ) -> Done:
-    """Simulate and commit every chunk of `work`.
+    """Simulate and commit every chunk of `work`; ahead: compile each bucket's programs while
+    the one before it computes (compile_ahead).
     A chunk that runs out of device memory is retried in halves (the bucket's later chunks too),
     down to one run per device; below that OutOfMemory is raised."""
     sharding = NamedSharding(Mesh(np.array(devices), ("runs",)), PartitionSpec("runs"))
@@ -171,17 +199,17 @@ def run_work(
     interrupted = _Interrupt()
     progress = Progress(sum(len(item.runs) * item.bucket.shape.steps for item in work), quiet)
     with interrupted, closing(progress):
-        for item in work:
+        for index, item in enumerate(work):
             bucket = item.bucket
             size = min(item.size, caps.get(bucket.id, item.size))
+            if ahead and index + 1 < len(work):
+                compile_ahead(work[index + 1], work[index + 1].size, sharding)
             queue = split(item.runs, size)
             while queue and not interrupted.requested:
                 runs = queue.pop(0)
-                steps = bucket.shape.steps
-                tick = progress.tick(steps)
-                progress.chunk(len(runs), steps, 1 + bucket.shape.ceiling)
+                progress.chunk(len(runs), bucket.shape.steps)
                 try:
-                    per_run, per_step = run_chunk(bucket.shape, runs, size, sharding, tick)
+                    per_run, per_step = run_chunk(bucket.shape, runs, size, sharding, progress)
                 except DeviceOOM as err:
                     if size <= len(devices):
                         raise OutOfMemory(
@@ -232,6 +260,7 @@ def execute(
     already). `only`: run just the grid points with these point_hashes (a boundary search's
     probes); the dataset is still the whole sweep's. Out of device memory at one run per
     device: OutOfMemory."""
+    enable(cache_folder(options.cache))
     root = Path(out) / sweep.name
     filters, precision = options.filters, options.precision
     procs = processes(options.distributed)
@@ -261,7 +290,7 @@ def execute(
         )
         start = time.perf_counter()
         meta = table_metadata(spec, sweep.spec_hash())
-        done = run_work(work, root, meta, devices, quiet)
+        done = run_work(work, root, meta, devices, quiet, options.compile_ahead)
         seconds = time.perf_counter() - start
         if not done.interrupted:
             procs.barrier("w2sjax-finished")

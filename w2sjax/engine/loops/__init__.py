@@ -10,16 +10,11 @@ engine/loops/state.py; this registry is the one place that names them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from w2sjax.engine.loops.coef import coef_loop, coef_setup
+from w2sjax.engine.loops.dense import dense_loop, dense_setup
+from w2sjax.engine.loops.state import Form
 
-import chex
-
-from w2sjax.engine.loops.coef import coef_loop
-from w2sjax.engine.loops.dense import dense_loop
-from w2sjax.engine.loops.state import Loop, LoopInputs
-
-# Each form: (inputs, labels yhat (n_st,)) -> Loop.
-LOOPS: dict[str, Callable[[LoopInputs, chex.Array], Loop]] = {
-    "dense": dense_loop,
-    "coef": coef_loop,
+LOOPS: dict[str, Form] = {
+    "dense": Form(dense_setup, dense_loop),
+    "coef": Form(coef_setup, coef_loop, reads_noise=False),
 }

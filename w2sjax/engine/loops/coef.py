@@ -8,6 +8,7 @@ noise coordinates (Shape.of's "auto"); it is exact only for optimizers that keep
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import chex
 import jax
@@ -107,28 +108,45 @@ def coef_init(m: int, n_st: int, opt: Opt, v0: chex.Array | None = None) -> Coef
     return state.replace(opt_state=opt.transform.init(carried))
 
 
-def coef_loop(inputs: LoopInputs, yhat: chex.Array) -> Loop:
-    """The coefficient form (state gamma, rho), as `dense_loop`, for an optimizer that keeps the
-    span (Shape.of refuses the others)."""
+class CoefPre(NamedTuple):
+    """What the coefficient form computes once per run (coef_setup): xi_sq (n_st,), the CoefData
+    of the training set and of the evaluation samples, and signal_gram (4, 4) S S^T."""
+
+    xi_sq: chex.Array
+    on_train: CoefData
+    on_eval: CoefData
+    signal_gram: chex.Array
+
+
+def coef_setup(inputs: LoopInputs) -> CoefPre:
+    """CoefPre of one run's inputs (cost 2 n_st (n_st + n_eval) d)."""
     # the synthetic source's only (batch.Shape refuses it for images): its signals are the four
     # the coefficients are read against, so `reference` is theirs
-    W0, signals, train, evaluation, eta, act, opt, precision, v0, _ = inputs
+    W0, signals, train, evaluation = inputs[:4]
     xi_sq = (train.xi * train.xi).sum(-1)
     on_train, on_eval = (coef_data(W0, signals, train, s, xi_sq) for s in (train, evaluation))
+    return CoefPre(xi_sq, on_train, on_eval, mm("sd,td->st", signals, signals))
+
+
+def coef_loop(inputs: LoopInputs, yhat: chex.Array, pre: CoefPre | None = None) -> Loop:
+    """The coefficient form (state gamma, rho), as `dense_loop` (pre None: coef_setup(inputs)
+    here), for an optimizer that keeps the span (Shape.of refuses the others)."""
+    pre = coef_setup(inputs) if pre is None else pre
+    W0, _, train, _, eta, act, opt, precision, v0, _ = inputs
     step = partial(
         coef_step,
         opt=opt,
         eta=eta,
-        data=on_train,
+        data=pre.on_train,
         yhat=yhat,
-        xi_sq=xi_sq,
-        signal_gram=mm("sd,td->st", signals, signals),
+        xi_sq=pre.xi_sq,
+        signal_gram=pre.signal_gram,
         act=act,
         precision=precision,
     )
 
     def views(st: Coef) -> Views:
-        pre = (coef_preacts(st, on_train, precision), coef_preacts(st, on_eval, precision))
-        return Views(*pre, st.gamma, st.rho, jnp.float32(jnp.nan), st.v)
+        on = (coef_preacts(st, pre.on_train, precision), coef_preacts(st, pre.on_eval, precision))
+        return Views(*on, st.gamma, st.rho, jnp.float32(jnp.nan), st.v)
 
     return Loop(coef_init(W0.shape[1], train.y.shape[0], opt, v0), step, views)

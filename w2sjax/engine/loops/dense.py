@@ -7,6 +7,7 @@ tested against."""
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import chex
 import jax
@@ -17,7 +18,7 @@ from w2sjax.engine.data import Sample
 from w2sjax.engine.loops.state import Loop, LoopInputs, Strong, Views, out_sign, trained
 from w2sjax.engine.models import logistic_loss, mm, strong_output_of, strong_preacts
 from w2sjax.engine.optimizers import Opt
-from w2sjax.engine.projection import projected_coefs, projection
+from w2sjax.engine.projection import Projection, projected_coefs, projection
 
 
 def strong_init(W0: chex.Array, n_st: int, opt: Opt, v0: chex.Array | None = None) -> Strong:
@@ -120,12 +121,33 @@ def signal_coefs(W: chex.Array, init_proj: chex.Array, signals: chex.Array) -> c
     return mm("jrd,sd->jrs", W, signals) - init_proj
 
 
-def dense_loop(inputs: LoopInputs, yhat: chex.Array) -> Loop:
-    """The dense form (state W) trained on labels yhat (n_st,), viewed also on the evaluation
-    samples. rho is carried where the optimizer keeps the span, else projected at each view."""
-    W0, signals, train, evaluation, eta, act, opt, precision, v0, reference = inputs
+class DensePre(NamedTuple):
+    """What the dense form computes once per run (dense_setup): xi_sq (n_st,) ||xi_i||^2, the
+    initial projections init_proj (2, m, 4) on the four reference signals, and the projection
+    onto span{signals, training noise} (None where the optimizer keeps the span: rho is then
+    carried)."""
+
+    xi_sq: chex.Array
+    init_proj: chex.Array
+    proj: Projection | None
+
+
+def dense_setup(inputs: LoopInputs) -> DensePre:
+    """DensePre of one run's inputs."""
+    W0, signals, train, _, _, _, opt, _, _, reference = inputs
     reference = signals if reference is None else reference
     xi_sq = (train.xi * train.xi).sum(-1)
+    proj = None if opt.keeps_span else projection(W0, signals, train.xi, xi_sq)
+    return DensePre(xi_sq, mm("jrd,sd->jrs", W0, reference), proj)
+
+
+def dense_loop(inputs: LoopInputs, yhat: chex.Array, pre: DensePre | None = None) -> Loop:
+    """The dense form (state W) trained on labels yhat (n_st,), viewed also on the evaluation
+    samples, from its setup `pre` (None: dense_setup(inputs) here). rho is carried where the
+    optimizer keeps the span, else projected at each view."""
+    pre = dense_setup(inputs) if pre is None else pre
+    W0, signals, train, evaluation, eta, act, opt, precision, v0, reference = inputs
+    reference = signals if reference is None else reference
     step = partial(
         strong_step,
         opt=opt,
@@ -133,21 +155,19 @@ def dense_loop(inputs: LoopInputs, yhat: chex.Array) -> Loop:
         signals=signals,
         data=train,
         yhat=yhat,
-        xi_sq=xi_sq,
+        xi_sq=pre.xi_sq,
         act=act,
         precision=precision,
     )
-    init_proj = mm("jrd,sd->jrs", W0, reference)
-    proj = None if opt.keeps_span else projection(W0, signals, train.xi, xi_sq)
 
     def views(st: Strong) -> Views:
         on_train = strong_preacts(st.W, signals, train, precision)
-        if proj is None:
+        if pre.proj is None:
             rho, residual = st.rho, jnp.float32(jnp.nan)
         else:
-            rho, residual = projected_coefs(st.W, W0, proj)
+            rho, residual = projected_coefs(st.W, W0, pre.proj)
         on_eval = strong_preacts(st.W, signals, evaluation, precision)
-        coefs = signal_coefs(st.W, init_proj, reference)
+        coefs = signal_coefs(st.W, pre.init_proj, reference)
         return Views(on_train, on_eval, coefs, rho, residual, st.v)
 
     return Loop(strong_init(W0, train.y.shape[0], opt, v0), step, views)

@@ -62,6 +62,18 @@ class Loop(NamedTuple):
     views: Callable[[Any], Views]
 
 
+class Form(NamedTuple):
+    """A loop form: setup(inputs) computes what it needs once per run (a pytree of arrays,
+    whatever the labels), loop(inputs, yhat, pre) the Loop on labels yhat (n_st,) from it. Apart,
+    so a run's setup is computed once and its steps run in later programs (engine/simulate.py).
+    reads_noise: whether loop reads the samples' noise patches (xi) besides `pre`; where not,
+    they are not kept on the device after the setup."""
+
+    setup: Callable[[LoopInputs], Any]
+    loop: Callable[[LoopInputs, chex.Array, Any], Loop]
+    reads_noise: bool = True
+
+
 @chex.dataclass(frozen=True)
 class Strong:
     """What the dense loop carries: W (2, m, d), rho (2, m, n_st) (zero where the optimizer does

@@ -1,0 +1,82 @@
+"""Compiled programs kept across processes (sweep/cache.py): where, switched off, and that a
+bucket's programs are all kept."""
+
+from pathlib import Path
+
+import jax
+import jaxlib
+import pytest
+
+from w2sjax.config.fields import ConfigError
+from w2sjax.config.options import EngineOptions
+from w2sjax.config.settings import build
+from w2sjax.engine.batch import Shape, stack_params
+from w2sjax.engine.simulate import compile_programs
+from w2sjax.sweep.cache import ENV, cache_folder, enable, kept_in
+
+VERSIONS = f"jax-{jax.__version__}-jaxlib-{jaxlib.__version__}"
+
+
+def test_the_option_then_the_environment_then_the_users_cache_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv(ENV, str(tmp_path / "env"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_folder(str(tmp_path / "opt")) == tmp_path / "opt" / VERSIONS
+    assert cache_folder() == tmp_path / "env" / VERSIONS
+    assert cache_folder("off") is None
+    monkeypatch.setenv(ENV, "off")
+    assert cache_folder() is None
+    monkeypatch.delenv(ENV)
+    assert cache_folder() == tmp_path / "xdg" / "w2sjax" / "xla" / VERSIONS
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_folder() == Path(tmp_path / "home" / ".cache" / "w2sjax" / "xla" / VERSIONS)
+    with pytest.raises(ConfigError, match="--cache: must be a folder or 'off'"):
+        EngineOptions(cache="")
+
+
+def test_a_compile_lands_in_the_folder_and_off_keeps_none(tmp_path):
+    """A program that takes its time to compile is written to the folder enabled, and with the
+    cache off nothing is written."""
+    before = jax.config.jax_compilation_cache_dir
+    low = jax.config.jax_persistent_cache_min_compile_time_secs
+    try:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        enable(tmp_path / "on")
+        jax.jit(lambda x: jax.numpy.sin(x) * 3)(1.0).block_until_ready()
+        kept = sorted((tmp_path / "on").iterdir())
+        assert kept  # the program, written for the next process
+        enable(None)
+        jax.jit(lambda x: jax.numpy.cos(x) * 5)(1.0).block_until_ready()
+        assert jax.config.jax_compilation_cache_dir is None
+        assert sorted((tmp_path / "on").iterdir()) == kept
+    finally:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", low)
+        enable(None if before is None else Path(before))
+
+
+def test_a_new_process_loads_every_program_of_a_bucket_from_the_cache(tmp_path):
+    """simulate's three programs carry no host callback, so all three are kept: with jax's
+    in-memory caches cleared (as in a new process) each is a persistent-cache hit. The control:
+    a program with a host callback (what the progress reports once were) is never kept."""
+    hits = []
+
+    def listen(event: str, **kwargs) -> None:
+        if event == "/jax/compilation_cache/cache_hits":
+            hits.append(event)
+
+    config = build({"d": 40, "n_st": 6, "m": 3, "steps": 5, "n_test": 20, "log_points": 2})
+    shape, params = Shape.of(config), stack_params([(config, 0), (config, 1)])
+    jax.monitoring.register_event_listener(listen)
+    try:
+        with kept_in(tmp_path):
+            compile_programs(shape, params)
+            jax.clear_caches()
+            compile_programs(shape, params)
+            assert len(hits) == 3
+            noted = jax.jit(lambda x: (jax.debug.callback(lambda _: None, x), x * 2)[1])
+            noted(1.0).block_until_ready()
+            jax.clear_caches()
+            noted(1.0).block_until_ready()
+            assert len(hits) == 3
+    finally:
+        jax.monitoring.unregister_event_listener(listen)
