@@ -2,10 +2,11 @@
 # One prepared GPU session (see docs/BENCHMARKS.md): runs from the work tree on the device image's
 # own packages and prints a short summary last.
 #   [OUT=dir] [DEADLINE=s] [TESTS="pytest args"] [TEST_TIMEOUT=s] [PRECISION_TEST=0] [BENCH=0] \
-#     [BENCH_ARGS="--steps N ..."] [BENCH_SWEEP=SPEC.toml|""] [SWEEP_TIMEOUT=s] [BENCH_D=1] \
-#     [BENCH_D_TIMEOUT=s] [BOUNDARY="SPEC.toml ..."] [BOUNDARY_RATIO=r] [BOUNDARY_MEM="f ..."] \
-#     [BOUNDARY_XLA_FLAGS=...] [RESUME="DATASET.tar.gz ..."] [RESERVE=s] [AUTOTUNE_LEVELS="0 4"] \
-#     [MNIST_NPZ=file] [CIFAR10_NPZ=file] scripts/gpu_session.sh [SWEEP.toml ...]
+#     [BENCH_ARGS="--steps N ..."] [BENCH_SWEEP=SPEC.toml|""] [BENCH_SEEDS=n] [SWEEP_TIMEOUT=s] \
+#     [AUTOTUNE_LEVELS="0 4"] [BENCH_D=1] [BENCH_D_TIMEOUT=s] [BOUNDARY="SPEC.toml ..."] \
+#     [BOUNDARY_RATIO=r] [BOUNDARY_MEM="f ..."] [BOUNDARY_XLA_FLAGS=...] \
+#     [RESUME="DATASET.tar.gz ..."] [RESERVE=s] [MNIST_NPZ=file] [CIFAR10_NPZ=file] \
+#     scripts/gpu_session.sh [SWEEP.toml ...]
 # Stages, most wanted first (a lease can end before the last):
 # 1. environment; 2. the core correctness tests on this jax/GPU (TESTS overrides which), and the
 # gate of --precision tf32/bf16 (PRECISION_TEST=0 skips it); 3. each sweep file given, its
@@ -16,12 +17,14 @@
 # likewise, one after another or, with BOUNDARY_MEM (one GPU memory fraction per file), all at
 # once; BOUNDARY_XLA_FLAGS are appended to XLA_FLAGS in the search processes only (dropped
 # where this jaxlib refuses them); SWEEP_TIMEOUT limits each sweep and each search; 5. with
-# BENCH_SWEEP (default: the frozen table workload sweeps/bench/bench_table_cpu.toml; "" skips it),
-# that sweep timed end to end against the per-run loops (section "sweep"; its tables packed),
-# compile included, and again at each XLA autotune level of AUTOTUNE_LEVELS; 6. `w2sjax bench` at GPU sizes (BENCH=0 skips it, BENCH_ARGS adds options such as --steps or
-# --repeats), each bucket with its compile seconds cold and cached; both bench parts land in $OUT/bench-<device>-<date>.json, the name
-# results/reference keeps it under, as soon as each is done; 7. with BENCH_D, the
-# cost-against-d table of both noise samplers.
+# BENCH_SWEEP (default: the frozen table workload sweeps/bench/bench_table_cpu.toml at
+# BENCH_SEEDS seeds a point, default 32: 96 runs, GPU-sized; "" skips it), that sweep timed end
+# to end, compile included, against the per-run loops (section "sweep"; its tables packed), then
+# again at each XLA autotune level of AUTOTUNE_LEVELS (--xla_gpu_autotune_level); 6. `w2sjax
+# bench` at GPU sizes (BENCH=0 skips it, BENCH_ARGS adds options such as --steps or --repeats),
+# each bucket with its compile seconds cold and cached; both bench parts land in
+# $OUT/bench-<device>-<date>.json, the name results/reference keeps it under, as soon as each is
+# done; 7. with BENCH_D, the cost-against-d table of both noise samplers.
 # RESUME: packed datasets of an earlier session, unpacked first, so that a sweep or search of the
 # same name goes on from where that one stopped. The boundary law's GPU leg is a sweep file of
 # stage 3: sweeps/boundary/law_coin_q_gpu.toml (its header gives the whole command).
@@ -164,7 +167,8 @@ fi
 BENCH_SWEEP=${BENCH_SWEEP-sweeps/bench/bench_table_cpu.toml}
 if [ -n "$BENCH_SWEEP" ]; then
   if stage "end-to-end timing of $BENCH_SWEEP" "${SWEEP_TIMEOUT:-300}" python3 -m w2sjax bench \
-    --sizes none --sweep "$BENCH_SWEEP" --keep "$WORK/sweeps" --out "$WORK/sweep-bench" 2>&1 \
+    --sizes none --sweep "$BENCH_SWEEP" --seeds "${BENCH_SEEDS:-32}" --keep "$WORK/sweeps" \
+    --out "$WORK/sweep-bench" 2>&1 \
     | tee "$WORK/sweep-bench.txt"; then :; else
     log "end-to-end timing failed or timed out"
   fi
@@ -179,7 +183,8 @@ for level in ${AUTOTUNE_LEVELS:-}; do
   [ -n "$BENCH_SWEEP" ] || break
   XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_gpu_autotune_level=$level" stage \
     "end-to-end timing at autotune level $level" "${SWEEP_TIMEOUT:-300}" python3 -m w2sjax bench \
-    --sizes none --sweep "$BENCH_SWEEP" --no-torch --out "$WORK/autotune-$level" 2>&1 \
+    --sizes none --sweep "$BENCH_SWEEP" --seeds "${BENCH_SEEDS:-32}" --no-torch \
+    --out "$WORK/autotune-$level" 2>&1 \
     | sed "s/^sweep /sweep (autotune level $level) /" | tee -a "$WORK/sweep-bench.txt" \
     || log "timing at autotune level $level failed or timed out"
 done

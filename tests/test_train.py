@@ -158,6 +158,34 @@ def test_only_what_the_loop_reads_stays_on_the_device():
         _, fixed, _ = jax.eval_shape(lambda p, s=shape: begin(s, p), params)
         assert fixed.run.weak is None and fixed.run.test.xi.shape[-1] == 0
         assert fixed.run.train.xi.shape[-1] == fixed.evaluation.xi.shape[-1] == width
+    # at bf16 the products' noise operands are kept rounded, once
+    for form, kept in (("dense", lambda f: f.run.train.xi), ("coef", lambda f: f.pre.on_train.K)):
+        shape = Shape.of(config, form=form, precision="bf16")
+        _, fixed, _ = jax.eval_shape(lambda p, s=shape: begin(s, p), params)
+        assert kept(fixed).dtype == jnp.bfloat16
+
+
+def test_the_bf16_product_takes_bf16_operands_in_its_gradient_too():
+    """bf16_product's transposes are bfloat16-operand products accumulated in float32: the
+    gradient of a float32 operand is exactly that product (not rounded to bfloat16), within
+    bfloat16's rounding of the float32 gradient, and float32 itself."""
+    from w2sjax.engine.models import bf16_product
+
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    W, xi = jax.random.normal(k1, (2, 5, 64)), jax.random.normal(k2, (9, 64))
+    ct = jax.random.normal(k3, (2, 5, 9))
+    grads = jax.grad(lambda w, x: (bf16_product("jrd,nd->jrn", w, x) * ct).sum(), (0, 1))(W, xi)
+    bf = jnp.bfloat16
+    exact = jnp.einsum(
+        "jrn,nd->jrd", ct.astype(bf), xi.astype(bf), preferred_element_type=jnp.float32
+    )
+    np.testing.assert_array_equal(grads[0], exact)
+    assert grads[0].dtype == grads[1].dtype == jnp.float32
+    assert not np.array_equal(grads[0], grads[0].astype(bf).astype(jnp.float32))
+    full = jnp.einsum("jrn,nd->jrd", ct, xi, precision="highest")
+    np.testing.assert_allclose(grads[0], full, atol=0.02 * float(jnp.abs(full).max()))
+    with_bf16_noise = jax.grad(lambda w: (bf16_product("jrd,nd->jrn", w, xi.astype(bf)) * ct).sum())
+    np.testing.assert_array_equal(with_bf16_noise(W), grads[0])
 
 
 def test_simulate_outputs_and_step_zero():

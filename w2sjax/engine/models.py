@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import chex
 import jax
@@ -21,18 +22,42 @@ from w2sjax.config.fields import SECOND_LAYERS as SECOND_LAYER_NAMES
 from w2sjax.engine.activations import RELU, Act
 from w2sjax.engine.data import Sample, patch_coefs
 
+BF16, F32 = jnp.bfloat16, jnp.float32
 J_SIGN = np.array([1.0, -1.0], np.float32)  # j of class index 0 and 1 (numpy: no device at import)
 
 
 def mm(subscripts: str, *operands: chex.Array, precision: str = "highest") -> chex.Array:
     """einsum with float32 results at `precision` (its transpose under jax.grad keeps it):
     "highest", true float32 products; "tf32", the GPU's TensorFloat-32 matmul mode (plain float32
-    on CPU); "bf16", operands rounded to bfloat16, float32 accumulation."""
+    on CPU); "bf16", two operands rounded to bfloat16, float32 accumulation (bf16_product)."""
     if precision == "bf16":
-        operands = tuple(x.astype(jnp.bfloat16) for x in operands)
-        return jnp.einsum(subscripts, *operands, preferred_element_type=jnp.float32)
+        return bf16_product(subscripts, *operands)
     level = jax.lax.Precision.HIGHEST if precision == "highest" else jax.lax.Precision.DEFAULT
     return jnp.einsum(subscripts, *operands, precision=level)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def bf16_product(subscripts: str, a: chex.Array, b: chex.Array) -> chex.Array:
+    """einsum "A,B->C" of a and b rounded to bfloat16, accumulated in float32; under jax.grad
+    its transposes are the same kind of product (each index of an operand in the other or in
+    the output). jax's own transpose would turn a bfloat16 operand kept as such (the noise,
+    engine/train.py) back into float32 at every step and round the gradient to bfloat16."""
+    return jnp.einsum(subscripts, a.astype(BF16), b.astype(BF16), preferred_element_type=F32)
+
+
+def _bf16_forward(subscripts: str, a: chex.Array, b: chex.Array) -> tuple:
+    return bf16_product(subscripts, a, b), (a, b)
+
+
+def _bf16_backward(subscripts: str, operands: tuple, ct: chex.Array) -> tuple:
+    a, b = operands
+    (sa, sb), sc = subscripts.split("->")[0].split(","), subscripts.split("->")[1]
+    da = bf16_product(f"{sc},{sb}->{sa}", ct, b)
+    db = bf16_product(f"{sa},{sc}->{sb}", a, ct)
+    return da.astype(a.dtype), db.astype(b.dtype)
+
+
+bf16_product.defvjp(_bf16_forward, _bf16_backward)
 
 
 def logistic_loss(z: chex.Array) -> chex.Array:

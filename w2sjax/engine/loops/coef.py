@@ -25,7 +25,8 @@ from w2sjax.engine.optimizers import Opt
 class CoefData:
     """What the coefficient form precomputes once per run. For a sample set X: init (2, m, 4)
     <w^(0), s>, q0 (2, m, n) <w^(0), xi_j>, K (n_st, n) <xi_i, xi_j> / ||xi_i||^2 (xi_i from the
-    training set), coefs (2, n, 4) its signal-patch coefficients."""
+    training set; bfloat16 at precision "bf16"), coefs (2, n, 4) its signal-patch
+    coefficients."""
 
     init: chex.Array
     q0: chex.Array
@@ -125,6 +126,8 @@ def coef_setup(inputs: LoopInputs) -> CoefPre:
     W0, signals, train, evaluation = inputs[:4]
     xi_sq = (train.xi * train.xi).sum(-1)
     on_train, on_eval = (coef_data(W0, signals, train, s, xi_sq) for s in (train, evaluation))
+    if inputs.precision == "bf16":  # K is the steps' bf16 operand: rounded once, here
+        on_train, on_eval = (d.replace(K=d.K.astype(jnp.bfloat16)) for d in (on_train, on_eval))
     return CoefPre(xi_sq, on_train, on_eval, mm("sd,td->st", signals, signals))
 
 
