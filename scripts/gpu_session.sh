@@ -216,7 +216,7 @@ for txt in "$WORK"/boundary-*.txt; do
   grep -v -E "^(Compiling|Finished)|Argument mapping" "$txt" | tail -6
   name=${txt##*/boundary-}
   cat "$WORK/sweeps/${name%.txt}"/{boundary,slopes}.csv 2>/dev/null
-  grep -oE "Finished XLA compilation of jit\((simulate|compiled)\) in [0-9.]*" "$txt" \
+  grep -oE "Finished XLA compilation of jit\((_begin|_advance|_look)\) in [0-9.]*" "$txt" \
     | awk '{n++; s+=$NF} END {if (n) printf "%d compiles of simulate, %.0f s in all\n", n, s}'
 done
 for csv in "$WORK"/*.csv; do

@@ -5,16 +5,18 @@ from pathlib import Path
 
 import jax
 import jaxlib
+import numpy as np
 import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.options import EngineOptions
 from w2sjax.config.settings import build
 from w2sjax.engine.batch import Shape, stack_params
-from w2sjax.engine.simulate import compile_programs
-from w2sjax.sweep.cache import ENV, cache_folder, enable, kept_in
+from w2sjax.engine.simulate import compile_programs, simulate
+from w2sjax.sweep.cache import ENV, SETTINGS, cache_folder, enable, host_tag, kept_in
 
-VERSIONS = f"jax-{jax.__version__}-jaxlib-{jaxlib.__version__}"
+VERSIONS = f"jax-{jax.__version__}-jaxlib-{jaxlib.__version__}-{host_tag()}"
 
 
 def test_the_option_then_the_environment_then_the_users_cache_folder(monkeypatch, tmp_path):
@@ -32,6 +34,16 @@ def test_the_option_then_the_environment_then_the_users_cache_folder(monkeypatch
     assert cache_folder() == Path(tmp_path / "home" / ".cache" / "w2sjax" / "xla" / VERSIONS)
     with pytest.raises(ConfigError, match="--cache: must be a folder or 'off'"):
         EngineOptions(cache="")
+    assert len(host_tag()) == 8 and int(host_tag(), 16) >= 0  # the processor, in 8 hex digits
+
+
+def test_kept_in_leaves_jax_as_it_found_it(tmp_path):
+    """A notebook's jax settings survive a block with the cache elsewhere."""
+    before = {k: getattr(jax.config, k) for k in SETTINGS if hasattr(jax.config, k)}
+    with kept_in(tmp_path / "elsewhere"):
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "elsewhere")
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
+    assert {k: getattr(jax.config, k) for k in before} == before
 
 
 def test_a_compile_lands_in_the_folder_and_off_keeps_none(tmp_path):
@@ -80,3 +92,31 @@ def test_a_new_process_loads_every_program_of_a_bucket_from_the_cache(tmp_path):
             assert len(hits) == 3
     finally:
         jax.monitoring.unregister_event_listener(listen)
+
+
+def test_a_bucket_compiled_ahead_compiles_nothing_when_it_runs(tmp_path):
+    """compile_programs (what --compile-ahead runs in a thread) compiles the very programs a
+    sweep's chunk then calls, its runs placed as run_chunk places them: however many steps the
+    host takes, the calls compile nothing more."""
+    compiled = []
+
+    def listen(event: str, duration: float, **kwargs) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(duration)
+
+    config = build({"d": 36, "n_st": 7, "m": 3, "steps": 6, "n_test": 20, "log_points": 3})
+    shape = Shape.of(config)
+    mesh = Mesh(np.array(jax.local_devices()), ("runs",))
+    params = jax.device_put(
+        stack_params([(config, 0), (config, 1)]), NamedSharding(mesh, PartitionSpec("runs"))
+    )
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        with kept_in(None):
+            compile_programs(shape, params)
+            ahead = len(compiled)
+            simulate(shape, params, 1, lambda step: None)
+            simulate(shape, params)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert ahead >= 3 and len(compiled) == ahead

@@ -34,9 +34,21 @@ def test_chunk_size_changes_nothing(sweep_file, tmp_path, reference, max_chunk):
 
 
 def test_four_devices_change_nothing(sweep_file, tmp_path, reference):
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    out = finish(cli("sweep", str(sweep_file), "--out", str(tmp_path), "--quiet", env=env))
+    """The runs sharded over 4 devices give the same tables, and each of the two buckets
+    compiles its step loop and its records once: advance's outputs are placed as begin's, so
+    its next call takes them as they are (simulate.programs)."""
+    env = {
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "JAX_PLATFORMS": "cpu",
+        "JAX_LOG_COMPILES": "1",
+    }
+    args = ("sweep", str(sweep_file), "--out", str(tmp_path), "--quiet", "--cache", "off")
+    proc = cli(*args, env=env)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
     assert "on 4 cpu device(s)" in out
+    for program in ("_begin", "_advance", "_look"):
+        assert err.count(f"Finished XLA compilation of jit({program})") == 2, program
     assert_same_tables(w2sjax.load(tmp_path / "sw"), reference)
 
 

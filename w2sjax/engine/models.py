@@ -29,8 +29,10 @@ J_SIGN = np.array([1.0, -1.0], np.float32)  # j of class index 0 and 1 (numpy: n
 def mm(subscripts: str, *operands: chex.Array, precision: str = "highest") -> chex.Array:
     """einsum with float32 results at `precision` (its transpose under jax.grad keeps it):
     "highest", true float32 products; "tf32", the GPU's TensorFloat-32 matmul mode (plain float32
-    on CPU); "bf16", two operands rounded to bfloat16, float32 accumulation (bf16_product)."""
+    on CPU); "bf16", exactly two operands rounded to bfloat16, float32 accumulation
+    (bf16_product)."""
     if precision == "bf16":
+        assert len(operands) == 2 and "->" in subscripts, "bf16: two operands, an explicit output"
         return bf16_product(subscripts, *operands)
     level = jax.lax.Precision.HIGHEST if precision == "highest" else jax.lax.Precision.DEFAULT
     return jnp.einsum(subscripts, *operands, precision=level)

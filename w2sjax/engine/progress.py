@@ -65,6 +65,7 @@ class Progress:
         self._in_chunk = 0.0
         self._first: tuple[float, float] | None = None  # (time, run-steps) of the first report
         self._last_line = -np.inf
+        self.closed = False
         self.bar = None
         if not quiet and not self.plain:
             self.bar = tqdm(total=total, unit="run-step", file=self.stream, dynamic_ncols=True)
@@ -88,7 +89,10 @@ class Progress:
             self._chunk_start = time.perf_counter()
 
     def reached(self, step: int) -> None:
-        """The chunk's runs have all stepped `step` steps."""
+        """The chunk's runs have all stepped `step` steps (nothing once closed: a chunk a
+        second Ctrl-C abandoned may still be stepping)."""
+        if self.closed:
+            return
         runs, _ = self._chunk
         with self._lock:
             self._in_chunk = float(runs * step)
@@ -131,5 +135,6 @@ class Progress:
             )
 
     def close(self) -> None:
+        self.closed = True
         if self.bar is not None:
             self.bar.close()

@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -22,23 +23,47 @@ from w2sjax.engine.train import Fixed, Moving, advance, begin, look, segments
 TRACES: Counter[Shape] = Counter()
 
 
-@partial(jax.jit, static_argnums=0)
 def _begin(shape: Shape, params: Params, pool: Pool | None) -> tuple[dict, Fixed, Moving]:
     TRACES[shape] += 1  # runs at trace time only
     return jax.vmap(lambda p: begin(shape, p, pool))(params)
 
 
-# The state moves in place: its old buffers are handed to the program (donated).
-@partial(jax.jit, static_argnums=0, donate_argnums=3)
 def _advance(
     shape: Shape, params: Params, fixed: Fixed, moving: Moving, start: jax.Array, length: jax.Array
 ) -> Moving:
     return jax.vmap(lambda p, f, m: advance(shape, p, f, m, start, length))(params, fixed, moving)
 
 
-@partial(jax.jit, static_argnums=0)
 def _look(shape: Shape, params: Params, fixed: Fixed, moving: Moving) -> dict:
     return jax.vmap(lambda p, f, m: look(shape, p, f, m))(params, fixed, moving)
+
+
+class Programs(NamedTuple):
+    """`simulate`'s three programs (jitted; Shape static)."""
+
+    begin: Callable
+    advance: Callable
+    look: Callable
+
+
+@cache
+def programs(placement: jax.sharding.Sharding | None) -> Programs:
+    """The three programs with every output placed by `placement`, the runs' params' own (None:
+    as XLA likes). Placed alike, advance's outputs are its next call's inputs as begin left them:
+    XLA's own choice differs for outputs made from constants (the step counts), and advance and
+    look would compile twice, once for each. The state moves in place: advance is handed its
+    old buffers (donated)."""
+    placed = {} if placement is None else {"out_shardings": placement}
+    return Programs(
+        jax.jit(_begin, static_argnums=0, **placed),
+        jax.jit(_advance, static_argnums=0, donate_argnums=3, **placed),
+        jax.jit(_look, static_argnums=0, **placed),
+    )
+
+
+def _placement(params: Params) -> jax.sharding.Sharding | None:
+    """Where params' runs axis lives (None: not a jax array)."""
+    return getattr(jax.tree_util.tree_leaves(params)[0], "sharding", None)
 
 
 def simulate(
@@ -60,18 +85,19 @@ def simulate(
     every run.
     """
     pool = pool_of(shape) if pool is None else pool
-    per_run, fixed, moving = _begin(shape, params, pool)
+    run = programs(_placement(params))
+    per_run, fixed, moving = run.begin(shape, params, pool)
     records = []
     for start, length in zip(*segments(shape), strict=True):
         done, end = int(start), int(start + length)
         while done < end:  # up to a logged step, in calls of at most `tick` steps
             stretch = end - done if tick is None else min(tick, end - done)
-            moving = _advance(shape, params, fixed, moving, np.int32(done), np.int32(stretch))
+            moving = run.advance(shape, params, fixed, moving, np.int32(done), np.int32(stretch))
             done += stretch
             if reached is not None:
                 jax.block_until_ready(moving)
                 reached(done)
-        records.append(_look(shape, params, fixed, moving))
+        records.append(run.look(shape, params, fixed, moving))
     per_run = dict(per_run, diverged_step=moving.diverged[0])
     per_run, records = jax.device_get((per_run, records))
     per_step = {k: np.stack([r[k] for r in records], axis=1) for k in records[0]}
@@ -83,9 +109,14 @@ def compile_programs(shape: Shape, params: Params, pool: Pool | None = None) -> 
     without running them: seconds taken. A later `simulate` of the same batch compiles nothing."""
     start = time.perf_counter()
     pool = pool_of(shape) if pool is None else pool
-    _begin.lower(shape, params, pool).compile()
-    _, fixed, moving = jax.eval_shape(partial(_begin, shape), params, pool)
+    placement = _placement(params)
+    run = programs(placement)
+    run.begin.lower(shape, params, pool).compile()
+    _, fixed, moving = jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placement, weak_type=a.weak_type),
+        jax.eval_shape(partial(run.begin, shape), params, pool),
+    )
     step = jax.ShapeDtypeStruct((), np.int32)
-    _advance.lower(shape, params, fixed, moving, step, step).compile()
-    _look.lower(shape, params, fixed, moving).compile()
+    run.advance.lower(shape, params, fixed, moving, step, step).compile()
+    run.look.lower(shape, params, fixed, moving).compile()
     return time.perf_counter() - start

@@ -9,7 +9,9 @@ cached executable is the one the compiler would make.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +24,8 @@ MAX_BYTES = 4 * 2**30  # least recently used entries go past this
 def cache_folder(option: str | None = None) -> Path | None:
     """Where compiled programs are kept: `option` (a folder, or "off" for nowhere), else
     $W2SJAX_CACHE_DIR (the same), else $XDG_CACHE_HOME/w2sjax/xla, else ~/.cache/w2sjax/xla;
-    each with a subfolder per jax and jaxlib version, whose entries only those versions read."""
+    each with a subfolder per jax and jaxlib version and processor (host_tag), whose entries
+    only those read."""
     import jax
     import jaxlib
 
@@ -34,7 +37,20 @@ def cache_folder(option: str | None = None) -> Path | None:
     else:
         xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         base = Path(xdg) / "w2sjax" / "xla"
-    return base / f"jax-{jax.__version__}-jaxlib-{jaxlib.__version__}"
+    return base / f"jax-{jax.__version__}-jaxlib-{jaxlib.__version__}-{host_tag()}"
+
+
+def host_tag() -> str:
+    """The processor a folder's programs were built for: XLA compiles CPU programs for the
+    host's instruction set, and a home folder shared between machines (a cluster's) must not
+    hand one machine's programs to another (8 hex digits of its CPU flags; the machine type
+    where the system does not list them)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return hashlib.sha1((flags or platform.machine()).encode()).hexdigest()[:8]
 
 
 def _has_filelock() -> bool:
@@ -68,14 +84,26 @@ def enable(folder: Path | None) -> None:
     getattr(compilation_cache, "reset_cache", lambda: None)()
 
 
+# What `enable` sets, which `kept_in` restores.
+SETTINGS = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_compilation_cache_max_size",
+)
+
+
 @contextmanager
 def kept_in(folder: Path | None) -> Iterator[None]:
-    """The persistent cache in `folder` (None: none) inside the block, as it was after."""
+    """The persistent cache in `folder` (None: none) inside the block; every setting `enable`
+    changes as it was after."""
     import jax
+    from jax._src import compilation_cache
 
-    before = jax.config.jax_compilation_cache_dir
+    before = {k: getattr(jax.config, k) for k in SETTINGS if hasattr(jax.config, k)}
     enable(folder)
     try:
         yield
     finally:
-        enable(None if before is None else Path(before))
+        for key, value in before.items():
+            jax.config.update(key, value)
+        getattr(compilation_cache, "reset_cache", lambda: None)()

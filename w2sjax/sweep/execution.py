@@ -91,25 +91,36 @@ class OutOfMemory(RuntimeError):
     """Even the smallest chunk did not fit on the device; str() is one line for the user."""
 
 
-def _in_background(fn: Callable[[], Any]) -> Any:
-    """fn() computed in a daemon thread while the main thread wakes every POLL_S: a main thread
-    blocked waiting on a program runs no signal handler until it ends (a second Ctrl-C would
-    wait for the chunk). Exceptions in fn are raised here. The wait is a Future's, not
-    Thread.join's: a join interrupted by KeyboardInterrupt can mark a running thread stopped
-    (CPython 3.11)."""
-    chunk: Future = Future()
-    _CHUNKS[:] = [c for c in _CHUNKS if not c.done()] + [chunk]
+def _started(fn: Callable[[], Any]) -> Future:
+    """fn() started in a daemon thread, its result or exception in the Future returned, which
+    `computing` counts until it is done."""
+    work: Future = Future()
+    _CHUNKS[:] = [c for c in _CHUNKS if not c.done()] + [work]
 
     def target() -> None:
         try:
-            chunk.set_result(fn())
-        except BaseException as err:  # handed to the caller
-            chunk.set_exception(err)
+            work.set_result(fn())
+        except BaseException as err:  # handed to whoever waits
+            work.set_exception(err)
 
     threading.Thread(target=target, daemon=True).start()
-    while not wait([chunk], timeout=POLL_S).done:
+    return work
+
+
+def _waited(work: Future) -> Future:
+    """work, once done, the main thread awake every POLL_S meanwhile. The wait is a Future's,
+    not Thread.join's: a join interrupted by KeyboardInterrupt can mark a running thread
+    stopped (CPython 3.11)."""
+    while not wait([work], timeout=POLL_S).done:
         pass
-    return chunk.result()
+    return work
+
+
+def _in_background(fn: Callable[[], Any]) -> Any:
+    """fn() computed in a daemon thread while the main thread wakes every POLL_S: a main thread
+    blocked waiting on a program runs no signal handler until it ends (a second Ctrl-C would
+    wait for the chunk). Exceptions in fn are raised here."""
+    return _waited(_started(fn)).result()
 
 
 def _batch(runs: list[Run], size: int, sharding: NamedSharding) -> Any:
@@ -117,19 +128,15 @@ def _batch(runs: list[Run], size: int, sharding: NamedSharding) -> Any:
     return jax.device_put(stack_params(runs + [runs[-1]] * (size - len(runs))), sharding)
 
 
-def compile_ahead(item: Work, size: int, sharding: NamedSharding) -> None:
-    """Compile the programs of `item`'s chunks of `size` runs in a daemon thread, while the
-    chunk in flight computes: its first call then finds them compiled. A failure here is left
-    for that call to meet and report."""
-
-    def target() -> None:
-        try:
-            params = _batch(list(split(item.runs, size)[0]), size, sharding)
-            compile_programs(item.bucket.shape, params)
-        except Exception:  # noqa: BLE001 - the chunk's own call raises it where it is handled
-            pass
-
-    threading.Thread(target=target, daemon=True).start()
+def compile_ahead(item: Work, size: int, sharding: NamedSharding) -> Future:
+    """The programs of `item`'s chunks of `size` runs compiled in a daemon thread, while the
+    chunk in flight computes: its first call then finds them compiled. A failure is left in the
+    Future, for that call to meet again and report."""
+    return _started(
+        lambda: compile_programs(
+            item.bucket.shape, _batch(list(split(item.runs, size)[0]), size, sharding)
+        )
+    )
 
 
 def run_chunk(
@@ -199,11 +206,14 @@ def run_work(
     interrupted = _Interrupt()
     progress = Progress(sum(len(item.runs) * item.bucket.shape.steps for item in work), quiet)
     with interrupted, closing(progress):
+        compiling: Future | None = None  # this bucket's programs, compiled ahead
         for index, item in enumerate(work):
             bucket = item.bucket
             size = min(item.size, caps.get(bucket.id, item.size))
-            if ahead and index + 1 < len(work):
-                compile_ahead(work[index + 1], work[index + 1].size, sharding)
+            if compiling is not None:  # not compiled twice at once, nor two buckets ahead
+                _waited(compiling)
+            following = work[index + 1] if ahead and index + 1 < len(work) else None
+            compiling = following and compile_ahead(following, following.size, sharding)
             queue = split(item.runs, size)
             while queue and not interrupted.requested:
                 runs = queue.pop(0)
