@@ -172,13 +172,10 @@ def look(shape: Shape, p: Params, fixed: Fixed, moving: Moving) -> dict:
     shape.filters, with shape.ceiling CEILING_STEP_METRICS as ceiling_*), NaN for a pass that
     has diverged."""
     act = ACTIVATIONS[shape.activation].at(p.activation_param)
-    noise = CONSTRUCTIONS[construction(shape)].synthetic_noise
     out: dict = {}
     passes = zip(_loops(shape, p, fixed), fixed.passes, *moving, strict=True)
     for index, (loop, labels, state, at) in enumerate(passes):
         seen = record_views(labels, fixed.run, shape, act, loop.views(state))
-        if not noise:  # no noise patch: nothing is memorised, and no coefficient of one
-            seen |= {k: jnp.float32(jnp.nan) for k in NOISE_METRICS}
         seen = {k: jnp.where(at >= 0, jnp.nan, v) for k, v in seen.items()}
         if index == 0:
             out |= seen
@@ -238,16 +235,12 @@ def prepare_run(shape: Shape, p: Params, pool: Pool | None = None) -> Prepared:
     per_run, fixed, _ = begin(shape, p, pool)
     inputs = _inputs(shape, p, fixed.run, fixed.evaluation)
     act = ACTIVATIONS[shape.activation].at(p.activation_param)
-    noise = CONSTRUCTIONS[construction(shape)].synthetic_noise
 
     def loop(labels: chex.Array) -> Any:
         return LOOPS[shape.form].loop(inputs, labels, fixed.pre)
 
     def rec(labels: chex.Array) -> Callable[[Views], dict]:
-        recorded = partial(record_views, labels, fixed.run, shape, act)
-        if noise:
-            return recorded
-        return lambda views: recorded(views) | {k: jnp.float32(jnp.nan) for k in NOISE_METRICS}
+        return partial(record_views, labels, fixed.run, shape, act)
 
     return Prepared(per_run, fixed.passes, loop, rec)
 
@@ -255,5 +248,10 @@ def prepare_run(shape: Shape, p: Params, pool: Pool | None = None) -> Prepared:
 def record_views(
     yhat: chex.Array, run: RunData, shape: Shape, act: Act, views: Views
 ) -> dict[str, chex.Array]:
-    """metrics.record of one logged state's Views, the student trained on labels yhat (n_st,)."""
-    return record(views, run.train, yhat, run.test, run.val, filters=shape.filters, act=act)
+    """metrics.record of one logged state's Views, the student trained on labels yhat (n_st,);
+    an image source without a noise patch memorises nothing, and records no coefficient of one
+    (NaN)."""
+    seen = record(views, run.train, yhat, run.test, run.val, filters=shape.filters, act=act)
+    if not CONSTRUCTIONS[construction(shape)].synthetic_noise:
+        seen |= {k: jnp.float32(jnp.nan) for k in NOISE_METRICS}
+    return seen
