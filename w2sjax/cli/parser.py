@@ -113,8 +113,8 @@ def _common() -> argparse.ArgumentParser:
     common.add_argument(
         "--compile-ahead",
         action="store_true",
-        help="compile each bucket's programs while the one before it computes (pays where a "
-        "GPU computes and the host compiles; on the CPU both share the cores)",
+        help="compile each bucket's programs while the one before it computes (meant for a "
+        "GPU; on the CPU, where both share the cores, it gains nothing)",
     )
     common.add_argument(
         "--filters",
