@@ -148,8 +148,9 @@ def bytes_per_run(shape: Shape) -> int:
         + (3 * span_size(shape.n_wk, shape.n_st, shape.m) * D if shape.noise == "reduced" else 0)
         + len(shape.log_steps()) * (len(STEP_METRICS) + (8 * shape.m if shape.filters else 0))
         + (shape.n_st * (shape.n_st + n_eval) if shape.form == "coef" else 0)  # the K's
-        # a projected decomposition's xi_i / ||xi_i||^2, Gram matrix and its inverse
-        + ((shape.n_st * D + 2 * shape.n_st**2) if shape.optimizer not in SPAN_KEEPING else 0)
+        # a projected decomposition's float32 copy of the training noise (kept from begin to
+        # the views: the loop's own may be bfloat16), xi_i / ||xi_i||^2, Gram matrix, inverse
+        + ((2 * shape.n_st * D + 2 * shape.n_st**2) if shape.optimizer not in SPAN_KEEPING else 0)
     )
     return int(1.5 * BYTES_F32 * floats)
 
