@@ -137,8 +137,8 @@ def begin(shape: Shape, p: Params, pool: Pool | None = None) -> tuple[dict, Fixe
     return per_run, Fixed(kept, evaluation, passes, pre), moving
 
 
-def _loops(shape: Shape, p: Params, fixed: Fixed) -> list:
-    inputs = _inputs(shape, p, fixed.run, fixed.evaluation)
+def _loops(shape: Shape, inputs: LoopInputs, fixed: Fixed) -> list:
+    """Each pass's Loop on the run's inputs (_inputs) and its form's setup."""
     return [LOOPS[shape.form].loop(inputs, labels, fixed.pre) for labels in fixed.passes]
 
 
@@ -160,10 +160,8 @@ def advance(
         return jax.lax.fori_loop(0, length, body, (state, diverged_at))
 
     # The passes are independent loops, which XLA may run side by side.
-    moved = [
-        steps(loop, state, at)
-        for loop, state, at in zip(_loops(shape, p, fixed), *moving, strict=True)
-    ]
+    loops = _loops(shape, _inputs(shape, p, fixed.run, fixed.evaluation), fixed)
+    moved = [steps(loop, state, at) for loop, state, at in zip(loops, *moving, strict=True)]
     return Moving(tuple(s for s, _ in moved), tuple(at for _, at in moved))
 
 
@@ -171,11 +169,11 @@ def look(shape: Shape, p: Params, fixed: Fixed, moving: Moving) -> dict:
     """What the current step records (shape.log_steps(): STEP_METRICS, "filters" (2, m, 4) with
     shape.filters, with shape.ceiling CEILING_STEP_METRICS as ceiling_*), NaN for a pass that
     has diverged."""
-    act = ACTIVATIONS[shape.activation].at(p.activation_param)
+    inputs = _inputs(shape, p, fixed.run, fixed.evaluation)
     out: dict = {}
-    passes = zip(_loops(shape, p, fixed), fixed.passes, *moving, strict=True)
+    passes = zip(_loops(shape, inputs, fixed), fixed.passes, *moving, strict=True)
     for index, (loop, labels, state, at) in enumerate(passes):
-        seen = record_views(labels, fixed.run, shape, act, loop.views(state))
+        seen = record_views(labels, fixed.run, shape, inputs.act, loop.views(state))
         seen = {k: jnp.where(at >= 0, jnp.nan, v) for k, v in seen.items()}
         if index == 0:
             out |= seen
@@ -234,13 +232,12 @@ def prepare_run(shape: Shape, p: Params, pool: Pool | None = None) -> Prepared:
     """`begin`'s run as a Prepared, for scalar Params."""
     per_run, fixed, _ = begin(shape, p, pool)
     inputs = _inputs(shape, p, fixed.run, fixed.evaluation)
-    act = ACTIVATIONS[shape.activation].at(p.activation_param)
 
     def loop(labels: chex.Array) -> Any:
         return LOOPS[shape.form].loop(inputs, labels, fixed.pre)
 
     def rec(labels: chex.Array) -> Callable[[Views], dict]:
-        return partial(record_views, labels, fixed.run, shape, act)
+        return partial(record_views, labels, fixed.run, shape, inputs.act)
 
     return Prepared(per_run, fixed.passes, loop, rec)
 
