@@ -51,7 +51,7 @@ def test_every_sampler_keeps_the_contract(noise, easy_signal):
     again = SAMPLERS[noise].draw(shape, one, _keys(0))
     assert all(bool((a == b).all()) for a, b in zip(drawn, again, strict=True))
     assert not bool((drawn.train == SAMPLERS[noise].draw(shape, one, _keys(1)).train).all())
-    evaluation = SAMPLERS[noise].evaluation(shape, jax.random.PRNGKey(5), 7, jnp.float32(1.0))
+    evaluation = SAMPLERS[noise].evaluation(shape, one, jax.random.PRNGKey(5), 7)
     assert evaluation.shape == (7, D) and float(jnp.abs(evaluation * signal_axes).max()) == 0.0
 
 
@@ -314,6 +314,8 @@ def test_reduced_coordinates_out_of_memory_is_the_usual_clear_line(tmp_path, mon
         "--quiet",
         "--set",
         "d=100000000",
+        "--pad",
+        "off",
     ]
     assert main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()

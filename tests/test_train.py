@@ -37,12 +37,13 @@ def test_proposition_2_1_weak_model_guesses_on_hard_data(noise):
     config = small_config(d=1000, n_wk=200, steps_wk=200, n_st=10, m=2, eta_wk=0.01)
     config = build({**config.to_dict(), "mu_norm": 4.0, "nu_norm": 4.0, "sigma_p": 1.0})
     shape = Shape.of(config, noise=noise)
-    run = draw_run(shape, _one(config))
+    one = _one(config)  # sigma_p = 1
+    run = draw_run(shape, one)
     w = fit_weak(run.signals, run.weak, jnp.float32(0.01), 200)
     acc = {}
     for key, (p_e, p_h) in enumerate([(0.0, 1.0), (1.0, 0.0), (0.0, 0.0)]):
         y, c, a, k_xi = labels(jax.random.PRNGKey(100 + key), 20000, p_e, p_h)
-        xi = SAMPLERS[noise].evaluation(shape, k_xi, 20000, jnp.float32(1.0))
+        xi = SAMPLERS[noise].evaluation(shape, one, k_xi, 20000)
         test = Sample(y=y, c=c, a=a, xi=xi)
         acc[(p_e, p_h)] = float((sign(weak_output(w, run.signals, test)) == test.y).mean())
     hard, easy, both = acc[(0.0, 1.0)], acc[(1.0, 0.0)], acc[(0.0, 0.0)]

@@ -35,6 +35,12 @@ def lattice(lo: float, hi: float, ratio: float, integer: bool) -> list[float]:
     return values
 
 
+def probed_share(size: int) -> float:
+    """About the share of a lattice of `size` values that `bisect` evaluates for a point: both
+    ends, then one value a round until the bracket is adjacent."""
+    return min(1.0, (2 + math.ceil(math.log2(max(size - 1, 1)))) / size)
+
+
 class Found(NamedTuple):
     """One point's search: the lattice indices evaluated and their seed values, and the final
     bracket (lo, hi) of adjacent indices whose means straddle the level (None where the file's

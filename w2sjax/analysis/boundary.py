@@ -23,6 +23,7 @@ from w2sjax.analysis.bisect import (
     bisect,
     lattice,
     n_crit,
+    probed_share,
     replicates,
 )
 from w2sjax.analysis.crossings import interval, slopes
@@ -211,8 +212,10 @@ def run_boundary(
     out.mkdir(parents=True, exist_ok=True)
     root = out / sweep.name
 
+    share = probed_share(len(probe_sweep(sweep, req)[1]))
+
     def run(probes: Sweep, hashes: set[str]) -> None:
-        done = execute(probes, out, options, quiet=quiet, only=hashes, locked=True)
+        done = execute(probes, out, options, quiet=quiet, only=hashes, locked=True, share=share)
         if done.interrupted:
             raise KeyboardInterrupt  # Ctrl-C: the probes written so far are kept
 

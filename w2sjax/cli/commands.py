@@ -37,7 +37,7 @@ def _boundary(args: argparse.Namespace) -> int:
     try:
         sweep = load_sweep(args.spec, seeds=args.seeds)
         request = check_request(sweep, args.axis, args.metric, args.level, args.ratio)
-        options = EngineOptions(noise=args.noise, cache=args.cache)
+        options = EngineOptions(noise=args.noise, cache=args.cache, pad=args.pad)
         options.check(sweep)
     except ConfigError as err:
         return error(err, 2)

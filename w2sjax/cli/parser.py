@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
-from w2sjax.config.fields import FORMS, NOISES, PRECISIONS
+from w2sjax.config.fields import FORMS, NOISES, PADS, PRECISIONS
 
 
 def _positive_int(text: str) -> int:
@@ -49,6 +49,16 @@ NOISE_OPTION = dict(
     help="noise sampler: full (all d coordinates) or reduced (k = min(M, d') coordinates of the "
     "span the run uses, equal in distribution; needs --precision highest); auto: reduced "
     "where d' > M = 2m + n_wk + n_st (n_wk = 0 without a fitted teacher)",
+)
+
+
+PAD_OPTION = dict(
+    choices=PADS,
+    default="auto",
+    help="runs that differ only in n_st share one compiled program, padded to the larger n_st "
+    "with the padding weighing nothing: where a cost model (compile seconds against the "
+    "padding's FLOPs) says it saves time (auto), never (off), or one program per group (max); "
+    "a dataset keeps the choice it was made with",
 )
 
 
@@ -109,6 +119,7 @@ def _common() -> argparse.ArgumentParser:
         "TF32, or bf16 operands; the faster ones pass tests/test_train.py's agreement test",
     )
     common.add_argument("--noise", **NOISE_OPTION)
+    common.add_argument("--pad", **PAD_OPTION)
     common.add_argument("--cache", **CACHE_OPTION)
     common.add_argument(
         "--compile-ahead",
@@ -223,6 +234,7 @@ def _add_boundary(sub: Any) -> None:
     )
     boundary.add_argument("--seeds", type=_positive_int, help="seeds per probe")
     boundary.add_argument("--noise", **NOISE_OPTION)
+    boundary.add_argument("--pad", **PAD_OPTION)
     boundary.add_argument("--cache", **CACHE_OPTION)
     boundary.add_argument("--quiet", action="store_true", help="no progress bars")
 

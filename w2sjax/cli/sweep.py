@@ -39,6 +39,7 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         distributed=distributed,
         cache=args.cache,
         compile_ahead=args.compile_ahead,
+        pad=args.pad,
     )
 
 

@@ -20,6 +20,7 @@ PROB_FIELDS = ("p_e", "p_h", "p_b")
 FORMS = ("auto", "dense", "coef")
 PRECISIONS = ("highest", "tf32", "bf16")
 NOISES = ("auto", "full", "reduced")
+PADS = ("auto", "off", "max")
 PROB_TOLERANCE = 1e-9
 REST = "rest"
 

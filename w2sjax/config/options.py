@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from w2sjax.config.fields import FORMS, NOISES, PRECISIONS, ConfigError
+from w2sjax.config.fields import FORMS, NOISES, PADS, PRECISIONS, ConfigError
 from w2sjax.config.grid import Sweep
 from w2sjax.config.settings import check_engine, check_span
 
@@ -41,7 +41,9 @@ class EngineOptions:
     plan to use per device (None: 60% of a GPU, 25% of host memory); distributed: None for one
     process; cache: the folder compiled programs are kept in, or "off" (None: $W2SJAX_CACHE_DIR,
     else the user's cache folder; sweep/cache.py); compile_ahead: compile each bucket's programs
-    while the one before it computes."""
+    while the one before it computes; pad: runs that differ only in n_st share a program padded
+    to a larger n_st where a cost model says it saves time (auto), never (off), or always, one
+    program per group at its largest n_st (max) (sweep/padding.py)."""
 
     form: str = "auto"
     precision: str = "highest"
@@ -52,6 +54,7 @@ class EngineOptions:
     distributed: Distributed | None = None
     cache: str | None = None
     compile_ahead: bool = False
+    pad: str = "auto"
 
     def __post_init__(self) -> None:
         if self.cache is not None and (not isinstance(self.cache, str) or not self.cache):
@@ -60,6 +63,7 @@ class EngineOptions:
             ("form", self.form, FORMS),
             ("precision", self.precision, PRECISIONS),
             ("noise", self.noise, NOISES),
+            ("pad", self.pad, PADS),
         ):
             if value not in allowed:
                 raise ConfigError(f"--{name}: must be one of {', '.join(allowed)}, got {value!r}")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import chex
+import jax
 import jax.numpy as jnp
 
 from w2sjax.config.fields import FIELDS, FORMS, NOISES, PRECISIONS, SPAN_KEEPING
@@ -26,13 +27,15 @@ from w2sjax.config.settings import (
 )
 from w2sjax.config.sources import construction_of, natural_dim
 from w2sjax.engine.data import noise_rank
+from w2sjax.engine.optimizers import OPTIMIZERS
 
 # Which config fields select the compiled program and which are batched, as fields.FIELDS
 # declares them (FieldSpec.static).
 SHAPE_FIELDS = tuple(f for f, spec in FIELDS.items() if spec.static)
 PARAM_FIELDS = tuple(f for f, spec in FIELDS.items() if spec.section and not spec.static)
 SIGNAL_AXES = 4  # the working coordinates' first axes: mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}
-ENGINE_CHOICES = ("filters", "form", "precision", "noise")  # Shape fields that are not settings
+# Shape fields that are not settings
+ENGINE_CHOICES = ("filters", "form", "precision", "noise", "padded")
 
 
 def working_d(config: Config) -> int:
@@ -64,14 +67,32 @@ def choose_noise(config: Config, precision: str) -> str:
     return "reduced" if smaller and reduced_is_exact(config, precision) else "full"
 
 
+def can_pad(shape: Shape) -> bool:
+    """Whether runs of `shape` may share a program padded to a larger n_st (Shape.padded) with
+    their numbers unchanged up to float round-off: the synthetic source, whose draws are then
+    made at each run's own sizes (noise.normals), which needs jax's partitionable threefry (the
+    default since jax 0.5); an optimizer that keeps the span (Adam's projection would take in
+    the padding) and takes the full batch (a minibatch is drawn from the run's own n_st)."""
+    opt = OPTIMIZERS[shape.optimizer]
+    return (
+        shape.source == "synthetic"
+        and opt.keeps_span
+        and not opt.minibatch
+        and bool(jax.config.jax_threefry_partitionable)
+    )
+
+
 @dataclass(frozen=True)
 class Shape:
-    """Shape-setting values of a bucket of runs (see SHAPE_FIELDS), and four engine choices:
+    """Shape-setting values of a bucket of runs (see SHAPE_FIELDS), and five engine choices:
     `filters` adds the per-filter coefficient output (2 x m x 4 per logged step); `form` picks
     the state the GD loop carries, `precision` its products' precision and `noise` the noise
-    sampler (noise.py; `dim` is its working dimension). None of them changes a run's setting,
-    key or run_id. n_wk is the weak training set's size as drawn: 0 where the teacher is not
-    fitted (config.weak_set_size); d the runs' dimension (working_d)."""
+    sampler (noise.py; `dim` is its working dimension); `padded`: n_st is the length of the
+    program's sample axis, and each run trains on its own Params.n_st samples of it, the rest
+    weighing nothing (can_pad), so runs that differ only in n_st share a program. None of them
+    changes a run's setting, key or run_id. n_wk is the weak training set's size as drawn: 0
+    where the teacher is not fitted (config.weak_set_size); d the runs' dimension
+    (working_d)."""
 
     d: int
     signal_patches: int
@@ -102,6 +123,7 @@ class Shape:
     form: str = "dense"
     precision: str = "highest"
     noise: str = "full"
+    padded: bool = False
 
     @classmethod
     def of(
@@ -161,8 +183,9 @@ class Shape:
 
 @chex.dataclass(frozen=True)
 class Params:
-    """Per-run dynamic values, each of shape (runs,): the PARAM_FIELDS as float32, and the
-    integers that make a run's key: base_seed, point (31-bit hash of the setting) and seed."""
+    """Per-run dynamic values, each of shape (runs,): the PARAM_FIELDS as float32, the
+    integers that make a run's key: base_seed, point (31-bit hash of the setting) and seed, and
+    the run's own n_st (int32; read only where the Shape is padded)."""
 
     p_e: chex.Array
     p_h: chex.Array
@@ -179,11 +202,13 @@ class Params:
     base_seed: chex.Array
     point: chex.Array
     seed: chex.Array
+    n_st: chex.Array
 
 
 # The dataclasses hold exactly the fields FIELDS (fields.py) declares static or batched.
 assert {f.name for f in dataclasses.fields(Shape)} == {*SHAPE_FIELDS, *ENGINE_CHOICES}
-assert {f.name for f in dataclasses.fields(Params)} == {*PARAM_FIELDS, "base_seed", "point", "seed"}
+PARAM_INTS = ("base_seed", "point", "seed", "n_st")
+assert {f.name for f in dataclasses.fields(Params)} == {*PARAM_FIELDS, *PARAM_INTS}
 
 
 def point_index(config: Config) -> int:
@@ -199,6 +224,7 @@ def stack_params(runs: Sequence[tuple[Config, int]]) -> Params:
         "base_seed": jnp.asarray([c.base_seed for c, _ in runs], jnp.uint32),
         "point": jnp.asarray([point_index(c) for c, _ in runs], jnp.uint32),
         "seed": jnp.asarray([s for _, s in runs], jnp.uint32),
+        "n_st": jnp.asarray([c.n_st for c, _ in runs], jnp.int32),
     }
     return Params(**floats, **ints)
 

@@ -48,8 +48,10 @@ class RunData(NamedTuple):
     samples' signal patches are combinations of (the four signals, for the synthetic source), the
     weak, training, test and validation samples, W0 (2, m, D), n_st fair coins (n_st,) in
     {+1, -1} (read only by hard_labels = "coin"), the run's key, from which a later draw of a
-    run's own takes fold_in(key, salt), and the four signals mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}
-    (4, D) the coefficients gmu and gnu are read against (None: `signals` themselves)."""
+    run's own takes fold_in(key, salt), the four signals mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}
+    (4, D) the coefficients gmu and gnu are read against (None: `signals` themselves), and
+    which training samples are the run's own (n_st,) bool, where a padded program's sample axis
+    (batch.Shape.padded) is longer than the run's n_st (None: every one)."""
 
     signals: chex.Array
     weak: Sample
@@ -60,6 +62,7 @@ class RunData(NamedTuple):
     coins: chex.Array
     key: chex.PRNGKey
     reference: chex.Array | None = None
+    real: chex.Array | None = None
 
 
 def signal_matrix(

@@ -47,10 +47,11 @@ def draw_synthetic(shape: Shape, p: Params, pool: None = None) -> RunData:
         for (y, c, a, _), xi in zip(sets, (noise.weak, noise.train, noise.test), strict=True)
     )
     *val_labels, k_val = labels(jax.random.fold_in(key, VAL_SALT), shape.n_val, p.p_e, p.p_h)
-    val_xi = SAMPLERS[shape.noise].evaluation(shape, k_val, shape.n_val, p.sigma_p)
+    val_xi = SAMPLERS[shape.noise].evaluation(shape, p, k_val, shape.n_val)
     y, c, a = val_labels
     val = Sample(y=y, c=c, a=a, xi=val_xi, second=second(shape.n_val))
     signals = signal_matrix(shape.dim, shape.easy_signal, p.mu_norm, p.nu_norm)
     coin = jax.random.bernoulli(jax.random.fold_in(key, COIN_SALT), 0.5, (shape.n_st,))
     coins = jnp.where(coin, 1.0, -1.0).astype(jnp.float32)
-    return RunData(signals, weak, train, test, val, noise.W0, coins, key)
+    real = jnp.arange(shape.n_st) < p.n_st if shape.padded else None
+    return RunData(signals, weak, train, test, val, noise.W0, coins, key, real=real)

@@ -56,22 +56,35 @@ def masked_mean(x: chex.Array, mask: chex.Array) -> chex.Array:
     return jnp.where(count > 0, jnp.where(mask, x, 0.0).sum() / jnp.maximum(count, 1), jnp.nan)
 
 
+def mean_over(x: chex.Array, real: chex.Array | None) -> chex.Array:
+    """Mean of x (n,) over the run's own samples `real` (n,) bool (None: all of them)."""
+    return x.mean() if real is None else masked_mean(x, real)
+
+
 def coef_summaries(
-    coefs: chex.Array, rho: chex.Array, yhat: chex.Array, flipped: chex.Array
+    coefs: chex.Array,
+    rho: chex.Array,
+    yhat: chex.Array,
+    flipped: chex.Array,
+    real: chex.Array | None = None,
 ) -> dict[str, chex.Array]:
-    """MODEL.md section 5 coefficient summaries from coefs (2, m, 4) and rho (2, m, n)."""
+    """MODEL.md section 5 coefficient summaries from coefs (2, m, 4) and rho (2, m, n), over the
+    run's own samples `real` (n,) bool (None: all; `flipped` already within them)."""
     own_mu = jnp.stack([coefs[0, :, MU_POS], coefs[1, :, MU_NEG]])  # (2, m): gmu_{j,r,j}
     own_nu = jnp.stack([coefs[0, :, NU_POS], coefs[1, :, NU_NEG]])  # (2, m): gnu_{j,r,j}
     is_bar = (J_SIGN[:, None] == yhat[None, :])[:, None, :]  # (2, 1, n): j = yhat_i
     rho_own_max = jnp.where(yhat > 0, rho[0], rho[1]).max(0)  # (n,) max_r rho_{yhat_i, r, i}
+    clean, bar, under = ~flipped, is_bar, ~is_bar
+    if real is not None:
+        clean, bar, under = clean & real, bar & real, under & real
     return {
         "gmu_own": own_mu.max(1).mean(),
         "gnu_pos": own_nu.max(1).mean(),
         "gnu_neg": (-own_nu).max(1).mean(),
-        "rho_bar_max": jnp.where(is_bar, rho, -jnp.inf).max(),
-        "rho_bar_mean_clean": masked_mean(rho_own_max, ~flipped),
+        "rho_bar_max": jnp.where(bar, rho, -jnp.inf).max(),
+        "rho_bar_mean_clean": masked_mean(rho_own_max, clean),
         "rho_bar_mean_flipped": masked_mean(rho_own_max, flipped),
-        "rho_under_min": jnp.where(is_bar, jnp.inf, rho).min(),
+        "rho_under_min": jnp.where(under, rho, jnp.inf).min(),
     }
 
 
@@ -90,34 +103,40 @@ def record(
     val: Sample,
     filters: bool,
     act: Act = RELU,
+    real: chex.Array | None = None,
 ) -> dict[str, chex.Array]:
     """Every MODEL.md section 5 metric (scalars) from a loop's views: the current pre-activations
     on the training set and on the evaluation samples (the test set, then the validation set),
     the signal coefficients (2, m, 4), rho (2, m, n) and the decomposition's residual, with a
-    trained second layer its weights (SECOND_LAYER_STEP_METRICS); plus `filters` if asked."""
+    trained second layer its weights (SECOND_LAYER_STEP_METRICS); plus `filters` if asked. The
+    training set's metrics are over the run's own samples `real` (n,) bool (None: all)."""
     train_pre, coefs = views.train, views.coefs
     test_pre, val_pre = split_preacts(views.evaluation, test.y.shape[0])
     f_train = strong_output_of(train_pre, act, views.second)
     pred_train = sign(f_train)
     pred_test = sign(strong_output_of(test_pre, act, views.second))
     flipped = yhat != train.y
+    if real is not None:
+        flipped = flipped & real
     test_right = pred_test == test.y
     # log |l'_i|, sample i's weight in the gradient; in logs, so margins past ~88 (where float32
     # sigmoid(-margin) underflows to 0) still give a share.
     log_weight = jax.nn.log_sigmoid(-yhat * f_train)
     out = {
-        "train_loss": logistic_loss(yhat * f_train).mean(),
-        "train_acc_pseudo": (pred_train == yhat).mean(),
-        "train_acc_true": (pred_train == train.y).mean(),
+        "train_loss": mean_over(logistic_loss(yhat * f_train), real),
+        "train_acc_pseudo": mean_over(pred_train == yhat, real),
+        "train_acc_true": mean_over(pred_train == train.y, real),
         "flip_corrected": masked_mean(pred_train == train.y, flipped),
         # Theorem 3.6's driver of forgetting: the wrongly pseudo-labelled samples' share of it.
-        "flipped_grad_share": jnp.exp(logsumexp(log_weight, b=flipped) - logsumexp(log_weight)),
+        "flipped_grad_share": jnp.exp(
+            logsumexp(log_weight, b=flipped) - logsumexp(log_weight, b=real)
+        ),
         "test_acc": test_right.mean(),
         "test_acc_easy": masked_mean(test_right, test.c == EASY),
         "test_acc_hard": masked_mean(test_right, test.c == HARD),
         "test_acc_both": masked_mean(test_right, test.c == BOTH),
         "val_acc": (sign(strong_output_of(val_pre, act, views.second)) == val.y).mean(),
-        **coef_summaries(coefs, views.rho, yhat, flipped),
+        **coef_summaries(coefs, views.rho, yhat, flipped, real),
         "coef_residual": views.residual,
     }
     if views.second is not None:
@@ -129,14 +148,19 @@ def record(
 
 
 def teacher_metrics(
-    test_pred: chex.Array, test: Sample, yhat: chex.Array, train_y: chex.Array
+    test_pred: chex.Array,
+    test: Sample,
+    yhat: chex.Array,
+    train_y: chex.Array,
+    real: chex.Array | None = None,
 ) -> dict[str, chex.Array]:
     """RUN_METRICS from the teacher's test predictions (n_test,) and its pseudo-labels yhat
     (n_st,) of training samples with true labels train_y: its test accuracy, overall and on
-    hard-only samples, and the fraction of pseudo-labels that are wrong."""
+    hard-only samples, and the fraction of the run's own samples `real` (None: all) whose
+    pseudo-label is wrong."""
     right = test_pred == test.y
     return {
         "weak_test_acc": right.mean(),
         "weak_test_acc_hard": masked_mean(right, test.c == HARD),
-        "pseudo_label_error": (yhat != train_y).mean(),
+        "pseudo_label_error": mean_over(yhat != train_y, real),
     }

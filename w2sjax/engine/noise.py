@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2sjax.engine.batch import SIGNAL_AXES, Params, Shape
+from w2sjax.engine.batch import SIGNAL_AXES, Params, Shape, span_size
 from w2sjax.engine.data import noise_mask, noise_rank
 
 # The reduced sampler's key is fold_in(run key, REDUCED_SALT): a draw of its own, never one of the
@@ -64,36 +64,53 @@ class NoiseKeys(NamedTuple):
 
 @dataclass(frozen=True)
 class NoiseSampler:
-    """draw(shape, p, keys) -> RunNoise; evaluation(shape, key, n, sigma_p) -> (n, D) patches of
-    an evaluation set (independent of the weights: test now, any validation set later)."""
+    """draw(shape, p, keys) -> RunNoise; evaluation(shape, p, key, n) -> (n, D) patches of an
+    evaluation set (independent of the weights: test now, any validation set later)."""
 
     draw: Callable[[Shape, Params, NoiseKeys], RunNoise]
-    evaluation: Callable[[Shape, chex.PRNGKey, int, chex.Array], chex.Array]
+    evaluation: Callable[[Shape, Params, chex.PRNGKey, int], chex.Array]
 
 
-def _full_patches(shape: Shape, key: chex.PRNGKey, n: int, sigma_p: chex.Array) -> chex.Array:
-    return sigma_p * jax.random.normal(key, (n, shape.d)) * noise_mask(shape.d, shape.easy_signal)
+def _full_patches(shape: Shape, p: Params, key: chex.PRNGKey, n: int) -> chex.Array:
+    mask = noise_mask(shape.d, shape.easy_signal)
+    return p.sigma_p * jax.random.normal(key, (n, shape.d)) * mask
 
 
 def _full(shape: Shape, p: Params, keys: NoiseKeys) -> RunNoise:
     """Every vector in all d coordinates, as every run before the reduced sampler existed."""
     return RunNoise(
         W0=p.sigma_0 * jax.random.normal(keys.init, (2, shape.m, shape.d)),
-        weak=_full_patches(shape, keys.weak, shape.n_wk, p.sigma_p),
-        train=_full_patches(shape, keys.train, shape.n_st, p.sigma_p),
-        test=_full_patches(shape, keys.test, shape.n_test, p.sigma_p),
+        weak=_full_patches(shape, p, keys.weak, shape.n_wk),
+        train=_full_patches(shape, p, keys.train, shape.n_st),
+        test=_full_patches(shape, p, keys.test, shape.n_test),
     )
 
 
-def bartlett(key: chex.PRNGKey, rows: int, d_noise: int) -> chex.Array:
+def normals(key: chex.PRNGKey, rows: int, cols: int, used: chex.Array | None = None) -> chex.Array:
+    """(rows, cols) N(0, 1) draws; with `used` (a traced count <= cols) the (rows, used) draw of
+    `key` in the first `used` columns, zeros after. Exact: under jax's partitionable threefry
+    (batch.can_pad) element (i, j) of a (rows, used) draw is counter i * used + j of a flat
+    one, so a program whose shapes are padded draws a run's numbers at its own sizes."""
+    if used is None:
+        return jax.random.normal(key, (rows, cols))
+    row, col = jnp.arange(rows)[:, None], jnp.arange(cols)[None, :]
+    flat = jax.random.normal(key, (rows * cols,))
+    return jnp.where(col < used, flat[row * used + col], 0.0)
+
+
+def bartlett(
+    key: chex.PRNGKey, rows: int, d_noise: int, used: chex.Array | None = None
+) -> chex.Array:
     """(rows, k), k = min(rows, d_noise): the coordinates of `rows` iid N(0, I_{d_noise}) vectors
     in an orthonormal basis of their span (the transposed R of their QR). Row i has N(0, 1)
     entries before column min(i, k), sqrt(chi-square(d_noise - i)) at column i when i < k, zeros
-    after; rows i >= k are N(0, 1) k-vectors."""
+    after; rows i >= k are N(0, 1) k-vectors. used: a padded run's own row count (traced): its
+    first `used` rows are then the (used, min(used, d_noise)) draw's, the rest pad."""
     k = min(rows, d_noise)
     k_normal, k_chi = jax.random.split(key)
     row, col = jnp.arange(rows)[:, None], jnp.arange(k)[None, :]
-    below = jnp.where(col < row, jax.random.normal(k_normal, (rows, k)), 0.0)
+    k_used = None if used is None else jnp.minimum(used, d_noise)
+    below = jnp.where(col < row, normals(k_normal, rows, k, k_used), 0.0)
     df = jnp.asarray(d_noise - np.arange(k), jnp.float32)  # numpy: d' may pass int32's range
     chi = jnp.sqrt(2.0 * jax.random.gamma(k_chi, df / 2.0))
     return below + jnp.where(col == row, chi[None, :], 0.0)
@@ -105,8 +122,16 @@ def _embed(coords: chex.Array) -> chex.Array:
     return jnp.pad(coords, pad)
 
 
-def _reduced_patches(shape: Shape, key: chex.PRNGKey, n: int, sigma_p: chex.Array) -> chex.Array:
-    return _embed(sigma_p * jax.random.normal(key, (n, shape.dim - SIGNAL_AXES)))
+def own_rows(shape: Shape, p: Params) -> chex.Array | None:
+    """The reduced sampler's joint draw's row count M of a padded run at its own n_st (traced);
+    None where the Shape is not padded (its n_st is every run's)."""
+    return span_size(shape.n_wk, p.n_st, shape.m) if shape.padded else None
+
+
+def _reduced_patches(shape: Shape, p: Params, key: chex.PRNGKey, n: int) -> chex.Array:
+    rows = own_rows(shape, p)
+    k_used = None if rows is None else jnp.minimum(rows, noise_rank(shape.d, shape.easy_signal))
+    return _embed(p.sigma_p * normals(key, n, shape.dim - SIGNAL_AXES, k_used))
 
 
 def _reduced(shape: Shape, p: Params, keys: NoiseKeys) -> RunNoise:
@@ -122,6 +147,7 @@ def _reduced(shape: Shape, p: Params, keys: NoiseKeys) -> RunNoise:
             jax.random.fold_in(keys.run, REDUCED_SALT),
             rows,
             noise_rank(shape.d, shape.easy_signal),
+            own_rows(shape, p),
         )
     )
     on_signal_axes = 1.0 - noise_mask(SIGNAL_AXES, shape.easy_signal)  # antipodal: axis 1 is noise
@@ -131,7 +157,7 @@ def _reduced(shape: Shape, p: Params, keys: NoiseKeys) -> RunNoise:
         W0=W0,
         weak=coords[m2 : m2 + shape.n_wk],
         train=coords[m2 + shape.n_wk :],
-        test=_reduced_patches(shape, keys.test, shape.n_test, p.sigma_p),
+        test=_reduced_patches(shape, p, keys.test, shape.n_test),
     )
 
 

@@ -59,12 +59,19 @@ def _linear(run: RunData, p: Params, shape: Shape) -> TeacherLabels:
 
 def _flip(run: RunData, p: Params, shape: Shape) -> TeacherLabels:
     """True labels, each flipped independently with probability flip_p (the label-noise setting
-    of the benign-overfitting literature); the test set's flips are the teacher's errors there."""
-    n_st = run.train.y.shape[0]
-    y = jnp.concatenate([run.train.y, run.test.y])
-    u = jax.random.uniform(jax.random.fold_in(run.key, FLIP_SALT), y.shape)
-    flipped = jnp.where(u < p.flip_p, -y, y)
-    return TeacherLabels(flipped[:n_st], flipped[n_st:])
+    of the benign-overfitting literature); the test set's flips are the teacher's errors there.
+    One draw over the training then the test samples, the test set's read from the run's own
+    n_st on where its program is padded (RunData.real)."""
+    n_st, n_test = run.train.y.shape[0], run.test.y.shape[0]
+    u = jax.random.uniform(jax.random.fold_in(run.key, FLIP_SALT), (n_st + n_test,))
+    own = n_st if run.real is None else run.real.sum()
+    u_test = jax.lax.dynamic_slice(u, (own,), (n_test,))
+    return TeacherLabels(
+        *(
+            jnp.where(v < p.flip_p, -y, y)
+            for v, y in ((u[:n_st], run.train.y), (u_test, run.test.y))
+        )
+    )
 
 
 def _clean(run: RunData, p: Params, shape: Shape) -> TeacherLabels:

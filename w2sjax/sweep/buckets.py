@@ -34,23 +34,33 @@ CPU_MEMORY_FRACTION = 0.25
 
 @dataclass(frozen=True)
 class Bucket:
-    """Runs that share one Shape, in grid order then seed order."""
+    """Runs that share one Shape, in grid order then seed order. call_runs: a padded bucket's
+    runs per call, the most runs of any one of its n_st (None: all of them), so that calls
+    asking for fewer (a boundary search's rounds) run the same programs."""
 
     shape: Shape
     runs: tuple[Run, ...]
+    call_runs: int | None = None
 
     @property
     def id(self) -> str:
-        """10 hex of the Shape's text. The full sampler and silent-default fields at their
-        default stay out of the text, so buckets of datasets written before those existed keep
-        their ids."""
-        fields = {
-            k: v
-            for k, v in dataclasses.asdict(self.shape).items()
-            if not (k == "noise" and v == "full") and not (k in FIELDS and at_silent_default(k, v))
-        }
-        text = f"Shape({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
-        return hashlib.sha256(text.encode()).hexdigest()[:10]
+        """shape_id of its Shape."""
+        return shape_id(self.shape)
+
+
+def shape_id(shape: Shape) -> str:
+    """10 hex of the Shape's text. The full sampler, an unpadded Shape and silent-default fields
+    at their default stay out of the text, so buckets of datasets written before those existed
+    keep their ids."""
+    fields = {
+        k: v
+        for k, v in dataclasses.asdict(shape).items()
+        if not (k == "noise" and v == "full")
+        and not (k == "padded" and not v)
+        and not (k in FIELDS and at_silent_default(k, v))
+    }
+    text = f"Shape({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 NOISE_RECORD = "# --noise reduced: "  # spec.toml's line for each noise key sampled reduced
@@ -115,7 +125,8 @@ def plan(
     noise: Mapping[str, str] | None = None,
 ) -> list[Bucket]:
     """Group the sweep's runs (every point x seed) into buckets by Shape, in first-seen order.
-    noise: the sampler per noise key (assign_noise); None: all "full"."""
+    noise: the sampler per noise key (assign_noise); None: all "full". Each n_st is a bucket
+    of its own; padding.pad_plan merges those that share a padded program."""
     groups: dict[Shape, list[Run]] = {}
     for config in sweep.points:
         sampler = noise[noise_key(config)] if noise is not None else "full"
@@ -236,6 +247,7 @@ def schedule(
         todo = [r for r in mine if run_id(*r) not in done]
         skipped += len(mine) - len(todo)
         if todo:
-            size = chunk_size(bucket.shape, len(mine), n_devices, budget, max_chunk)
+            wanted = len(mine) if bucket.call_runs is None else -(-bucket.call_runs // count)
+            size = chunk_size(bucket.shape, wanted, n_devices, budget, max_chunk)
             work += [Work(bucket, size, chunk) for chunk in split(todo, size)]
     return work, skipped

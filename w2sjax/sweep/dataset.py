@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from w2sjax.config.grid import Sweep
-from w2sjax.config.options import Distributed
-from w2sjax.sweep.buckets import assign_noise, noise_record
+from w2sjax.config.options import Distributed, EngineOptions
+from w2sjax.sweep.buckets import Bucket, assign_noise, noise_record, plan
+from w2sjax.sweep.padding import assign_pad, pad_plan, pad_record
 from w2sjax.tables.damage import quarantine, remove_uncommitted
 from w2sjax.tables.durable import make_folder
 from w2sjax.tables.integrity import inspect, read_spec
@@ -81,14 +82,16 @@ def processes(distributed: Distributed | None) -> Processes:
     )
 
 
-def stored_spec(sweep: Sweep, precision: str, noise: Mapping[str, str]) -> str:
-    """What spec.toml holds: the sweep's canonical text, a non-default precision and the noise
-    keys sampled reduced (buckets.noise_record). A resume must not mix in results at another
-    precision or from another sampler; the form may differ, both forms are exact."""
+def stored_spec(sweep: Sweep, precision: str, noise: Mapping[str, str], pads: str = "") -> str:
+    """What spec.toml holds: the sweep's canonical text, a non-default precision, the noise
+    keys sampled reduced (buckets.noise_record) and the buckets that run padded (`pads`,
+    padding.pad_record's lines). A resume must not mix in results at another precision or from
+    another sampler, and follows the padding recorded; the form may differ, both forms are
+    exact."""
     text = sweep.to_toml()
     if precision != "highest":
         text += f"\n# --precision {precision}\n"
-    record = noise_record(noise)
+    record = noise_record(noise) + pads
     return text + ("\n" + record if record else "")
 
 
@@ -152,30 +155,34 @@ def _take_lock(root: Path, hold: ExitStack) -> None:
 def prepare(
     root: Path,
     sweep: Sweep,
-    precision: str,
-    noise: str,
+    options: EngineOptions,
     fresh: bool,
-    filters: bool,
     procs: Processes,
     hold: ExitStack,
     locked: bool = False,
-) -> tuple[str, dict[str, str]]:
+    share: float = 1.0,
+) -> tuple[str, list[Bucket]]:
     """Before any compute: process 0 takes the dataset's lock (kept in `hold` until the sweep
     ends) and sets the folder up; every process learns whether that worked, so none waits for a
-    process 0 that was refused. Returns the spec.toml text and the sampler of each noise key (a
-    dataset that exists keeps its samplers: buckets.assign_noise). Raises DatasetRefused or
-    OSError (one line) when it did not work."""
+    process 0 that was refused. Returns the spec.toml text and the sweep's buckets (a dataset
+    that exists keeps its samplers and padding: buckets.assign_noise, padding.assign_pad, with
+    `share` of the runs expected to run). Raises DatasetRefused or OSError (one line) when it
+    did not work."""
+    filters, precision = options.filters, options.precision
 
-    def spec_of(existing: str | None) -> tuple[str, dict[str, str]]:
-        assigned = assign_noise(sweep, noise, precision, existing)
-        return stored_spec(sweep, precision, assigned), assigned
+    def spec_of(existing: str | None) -> tuple[str, list[Bucket]]:
+        assigned = assign_noise(sweep, options.noise, precision, existing)
+        plain = plan(sweep, filters, options.form, precision, assigned)
+        pads = assign_pad(plain, options.pad, existing, share)
+        spec = stored_spec(sweep, precision, assigned, pad_record(plain, pads))
+        return spec, pad_plan(plain, pads)
 
     failure: Exception | None = None
     if procs.index == 0:
         try:
             if not locked:  # else the caller holds it (a boundary search, for its whole search)
                 _take_lock(root, hold)
-            spec, assigned = spec_of(None if fresh else recorded_spec(root))
+            spec, buckets = spec_of(None if fresh else recorded_spec(root))
             set_up(root, spec, fresh, filters)
         except Exception as err:  # whatever stops process 0 must stop every process
             failure = err
@@ -185,6 +192,6 @@ def prepare(
     if not ok:
         raise DatasetRefused(f"{root}: process 0 could not set up the dataset (see its error)")
     if procs.index != 0:
-        spec, assigned = spec_of(recorded_spec(root))
+        spec, buckets = spec_of(recorded_spec(root))
         check_spec(root, spec)
-    return spec, assigned
+    return spec, buckets

@@ -36,7 +36,6 @@ from w2sjax.sweep.buckets import (
     check_disk,
     chunk_id,
     memory_budget,
-    plan,
     schedule,
     split,
 )
@@ -262,24 +261,22 @@ def execute(
     quiet: bool = False,
     only: Collection[str] | None = None,
     locked: bool = False,
+    share: float = 1.0,
 ) -> Summary:
     """Run every not-yet-written run of `sweep` (this process's share) and write its parts under
     <out>/<name>/, computed as `options` say. Process 0 holds the dataset's lock from before it
     touches the folder until every process is done, so a second writer gets LockHeld (a
     DatasetRefused), one line, before anything is written (`locked`: the caller holds it
     already). `only`: run just the grid points with these point_hashes (a boundary search's
-    probes); the dataset is still the whole sweep's. Out of device memory at one run per
-    device: OutOfMemory."""
+    probes); the dataset is still the whole sweep's, and `share` the part of its runs expected
+    to run, which a new dataset's padding is chosen for (sweep/padding.py). Out of device
+    memory at one run per device: OutOfMemory."""
     enable(cache_folder(options.cache))
     root = Path(out) / sweep.name
-    filters, precision = options.filters, options.precision
     procs = processes(options.distributed)
     with ExitStack() as hold:
-        spec, assigned = prepare(
-            root, sweep, precision, options.noise, fresh, filters, procs, hold, locked
-        )
+        spec, buckets = prepare(root, sweep, options, fresh, procs, hold, locked, share)
         devices = jax.local_devices()
-        buckets = plan(sweep, filters, options.form, precision, assigned)
         if only is not None:
             buckets = [
                 b

@@ -1,0 +1,159 @@
+"""Runs that differ only in n_st share a program padded to the larger n_st (sweep/padding.py):
+a padded run equals its own unpadded program up to float round-off, the cost model's choice is
+the optimum it claims, and a dataset keeps the padding it was made with."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+import pytest
+from conftest import small_config
+
+import w2sjax
+from w2sjax.cli.main import main
+from w2sjax.config.grid import load_sweep
+from w2sjax.engine.batch import Shape, stack_params
+from w2sjax.engine.simulate import simulate
+from w2sjax.sweep.buckets import plan
+from w2sjax.sweep.padding import (
+    assign_pad,
+    cheapest,
+    choose_pad,
+    cost_model,
+    pad_plan,
+    pad_record,
+)
+from w2sjax.tables.layout import DatasetRefused
+
+ACCURACIES = ("train_acc_pseudo", "train_acc_true", "test_acc", "test_acc_hard", "val_acc")
+COEFFICIENTS = ("gmu_own", "gnu_pos", "gnu_neg", "rho_bar_max", "rho_bar_mean_clean")
+
+
+def _runs(padded_to: int | None, own: int, **fields) -> tuple[dict, dict]:
+    """simulate's (per_run, per_step) of two seeds at n_st = own, in its own program or (with
+    padded_to) in the program padded to that n_st."""
+    engine = {k: fields.pop(k) for k in ("form", "noise") if k in fields}
+    config = small_config(n_st=own, **fields)
+    shape = Shape.of(config, **engine)
+    if padded_to is not None:
+        shape = dataclasses.replace(shape, n_st=padded_to, padded=True)
+    return simulate(shape, stack_params([(config, seed) for seed in range(2)]))
+
+
+def _gaps(a: tuple[dict, dict], b: tuple[dict, dict]) -> dict[str, float]:
+    """Per metric, the largest relative gap between two runs' outputs."""
+    gaps = {}
+    for x, y in zip(a, b, strict=True):
+        for k in x:
+            u, v = np.asarray(x[k], float), np.asarray(y[k], float)
+            gaps[k] = float(np.nanmax(np.abs(u - v) / np.maximum(np.abs(v), 1e-6), initial=0.0))
+    return gaps
+
+
+CASES = {
+    # the coefficient form, its reduced sampler (whose working dimension grows with n_st) and
+    # the fitted teacher
+    "coef-reduced-linear": dict(d=2000, form="coef", noise="reduced"),
+    # the dense form, the full sampler, heavy ball and the flip teacher's one draw over the
+    # training and test samples
+    "dense-full-flip": dict(
+        teacher="flip",
+        n_wk=200,
+        steps_wk=200,
+        flip_p=0.2,
+        optimizer="momentum",
+        momentum=0.5,
+        form="dense",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_padded_run_is_its_own_run(case):
+    own = _runs(None, 20, **CASES[case])
+    padded = _runs(32, 20, **CASES[case])
+    per_run, per_step = padded
+    for k in ACCURACIES:  # the same counts of right answers (a mean may round differently)
+        np.testing.assert_allclose(per_step[k], own[1][k], rtol=1e-6, err_msg=k)
+    # the early-stopping step: the first logged step of the best validation accuracy
+    np.testing.assert_array_equal(per_step["val_acc"].argmax(1), own[1]["val_acc"].argmax(1))
+    gaps = _gaps(padded, own)
+    assert max(gaps[k] for k in (*COEFFICIENTS, "train_loss", "pseudo_label_error")) < 1e-5, gaps
+    assert (per_run["diverged_step"] == -1).all()
+    # the control: the same program with one padding sample taken as the run's own
+    other = _runs(32, 21, **CASES[case])
+    assert max(_gaps(other, own)[k] for k in COEFFICIENTS) > 1e-3
+
+
+def _all_splits(sizes: list[int], seconds, compile_s: float) -> float:
+    """The least total over every split of `sizes` into runs of adjacent sizes (brute force)."""
+    best = float("inf")
+    for cuts in itertools.product([False, True], repeat=len(sizes) - 1):
+        total, start = 0.0, 0
+        for end in [i + 1 for i, cut in enumerate(cuts) if cut] + [len(sizes)]:
+            total += compile_s + sum(seconds(n, sizes[end - 1]) for n in sizes[start:end])
+            start = end
+        best = min(best, total)
+    return best
+
+
+def test_cheapest_is_the_least_total_over_every_split():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        sizes = sorted(rng.choice(np.arange(8, 400), size=rng.integers(1, 7), replace=False))
+        runs = dict(zip(sizes, rng.integers(1, 9, len(sizes)), strict=True))
+        seconds = lambda n, target: runs[n] * 1e-4 * target**2  # noqa: B023, E731
+        compile_s = float(rng.uniform(0.0, 30.0))
+        targets = cheapest(sizes, seconds, compile_s)
+        programs = len(set(targets))
+        total = programs * compile_s + sum(
+            seconds(n, t) for n, t in zip(sizes, targets, strict=True)
+        )
+        assert total == pytest.approx(_all_splits(sizes, seconds, compile_s))
+        assert all(t >= n for n, t in zip(sizes, targets, strict=True))
+    sizes = [10, 20, 40]
+    assert cheapest(sizes, lambda n, t: t - n, 0.0) == sizes  # compiling is free: no padding
+    assert cheapest(sizes, lambda n, t: t - n, 1e9) == [40, 40, 40]  # one program
+
+
+def _sweep(tmp_path, grid: str):
+    spec = tmp_path / "pads.toml"
+    spec.write_text(
+        'name = "pads"\nseeds = 2\n[data]\nd = 64\np_e = "rest"\n[strong]\nm = 3\nsteps = 6\n'
+        f"[eval]\nn_test = 20\nn_val = 10\nlog_points = 3\n[grid]\n{grid}\n"
+    )
+    return spec, load_sweep(spec)
+
+
+def test_a_dataset_keeps_the_padding_it_was_made_with(tmp_path, capsys):
+    spec, sweep = _sweep(tmp_path, "n_st = [12, 20]\np_b = [0.2, 0.4]")
+    plain = plan(sweep)
+    assert choose_pad(plain, "off", cost_model("cpu")) == {}
+    pads = choose_pad(plain, "max", cost_model("cpu"))
+    assert sorted(pads.values()) == [20, 20] and len(pad_plan(plain, pads)) == 1
+    args = ["sweep", str(spec), "--out", str(tmp_path / "out"), "--quiet"]
+    assert main([*args, "--pad", "max"]) == 0
+    text = (tmp_path / "out" / "pads" / "spec.toml").read_text()
+    assert pad_record(plain, pads) in text and "# --pad: n_st=12 runs as n_st=20" in text
+    assert len(list((tmp_path / "out" / "pads" / "runs").glob("bucket=*"))) == 1
+    assert assign_pad(plain, "auto", text) == pads  # a resume follows the record
+    assert main([*args, "--pad", "off"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--pad off" in err, err
+    assert main(args) == 0 and "8 already written" in capsys.readouterr().out
+    # a dataset whose spec.toml records no padding (every one made before it existed) runs a
+    # program per n_st when resumed, whatever the cost model would choose now
+    assert assign_pad(plain, "auto", sweep.to_toml()) == {}
+    with pytest.raises(DatasetRefused, match="--pad max: this dataset was written with a program"):
+        assign_pad(plain, "max", sweep.to_toml())
+
+
+def test_pad_option_errors_are_one_line(tmp_path, capsys):
+    spec, _ = _sweep(tmp_path, "n_st = [12, 20]\np_b = [0.2]")
+    assert main(["sweep", str(spec), "--pad", "sometimes"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--pad" in err and "'max'" in err, err
+    with pytest.raises(w2sjax.ConfigError, match="--pad: must be one of auto, off, max"):
+        w2sjax.EngineOptions(pad="sometimes")
