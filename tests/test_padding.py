@@ -7,15 +7,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
+import jax
 import numpy as np
 import pytest
-from conftest import small_config
+from conftest import SWEEP_TEXT, small_config
 
 import w2sjax
 from w2sjax.cli.main import main
 from w2sjax.config.grid import load_sweep
 from w2sjax.engine.batch import Shape, stack_params
-from w2sjax.engine.simulate import simulate
+from w2sjax.engine.simulate import TRACES, simulate
 from w2sjax.sweep.buckets import plan
 from w2sjax.sweep.padding import (
     assign_pad,
@@ -53,9 +54,21 @@ def _gaps(a: tuple[dict, dict], b: tuple[dict, dict]) -> dict[str, float]:
 
 
 CASES = {
-    # the coefficient form, its reduced sampler (whose working dimension grows with n_st) and
-    # the fitted teacher
-    "coef-reduced-linear": dict(d=2000, form="coef", noise="reduced"),
+    # the coefficient form, its reduced sampler (whose working dimension grows with n_st), the
+    # fitted teacher with coins on hard-only samples, a trained second layer and the ceiling run
+    "coef-reduced-linear": dict(
+        d=2000,
+        form="coef",
+        noise="reduced",
+        hard_labels="coin",
+        second_layer="trained",
+        ceiling=True,
+    ),
+    # the reduced sampler where the padded joint draw has more rows (72) than noise coordinates
+    # (d' = 56), the run's own fewer (28): only the padded program's k is d'
+    "dense-reduced-saturated": dict(
+        d=60, teacher="clean", n_wk=200, steps_wk=200, form="dense", noise="reduced"
+    ),
     # the dense form, the full sampler, heavy ball and the flip teacher's one draw over the
     # training and test samples
     "dense-full-flip": dict(
@@ -70,10 +83,18 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", CASES)
+# The saturated case under `slow` (8 s of compiles): the suite's time is near CI's limit.
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(c, marks=pytest.mark.slow) if c == "dense-reduced-saturated" else c
+        for c in CASES
+    ],
+)
 def test_a_padded_run_is_its_own_run(case):
+    padded_to = 64 if case == "dense-reduced-saturated" else 32
     own = _runs(None, 20, **CASES[case])
-    padded = _runs(32, 20, **CASES[case])
+    padded = _runs(padded_to, 20, **CASES[case])
     per_run, per_step = padded
     for k in ACCURACIES:  # the same counts of right answers (a mean may round differently)
         np.testing.assert_allclose(per_step[k], own[1][k], rtol=1e-6, err_msg=k)
@@ -83,7 +104,7 @@ def test_a_padded_run_is_its_own_run(case):
     assert max(gaps[k] for k in (*COEFFICIENTS, "train_loss", "pseudo_label_error")) < 1e-5, gaps
     assert (per_run["diverged_step"] == -1).all()
     # the control: the same program with one padding sample taken as the run's own
-    other = _runs(32, 21, **CASES[case])
+    other = _runs(padded_to, 21, **CASES[case])
     assert max(_gaps(other, own)[k] for k in COEFFICIENTS) > 1e-3
 
 
@@ -130,24 +151,43 @@ def _sweep(tmp_path, grid: str):
 def test_a_dataset_keeps_the_padding_it_was_made_with(tmp_path, capsys):
     spec, sweep = _sweep(tmp_path, "n_st = [12, 20]\np_b = [0.2, 0.4]")
     plain = plan(sweep)
-    assert choose_pad(plain, "off", cost_model("cpu")) == {}
-    pads = choose_pad(plain, "max", cost_model("cpu"))
+    model = cost_model("cpu")
+    assert choose_pad(plain, "off", model) == {}
+    pads = choose_pad(plain, "max", model)
     assert sorted(pads.values()) == [20, 20] and len(pad_plan(plain, pads)) == 1
     args = ["sweep", str(spec), "--out", str(tmp_path / "out"), "--quiet"]
     assert main([*args, "--pad", "max"]) == 0
     text = (tmp_path / "out" / "pads" / "spec.toml").read_text()
     assert pad_record(plain, pads) in text and "# --pad: n_st=12 runs as n_st=20" in text
     assert len(list((tmp_path / "out" / "pads" / "runs").glob("bucket=*"))) == 1
-    assert assign_pad(plain, "auto", text) == pads  # a resume follows the record
+    assert assign_pad(plain, "auto", model, text) == pads  # a resume follows the record
     assert main([*args, "--pad", "off"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--pad off" in err, err
     assert main(args) == 0 and "8 already written" in capsys.readouterr().out
     # a dataset whose spec.toml records no padding (every one made before it existed) runs a
     # program per n_st when resumed, whatever the cost model would choose now
-    assert assign_pad(plain, "auto", sweep.to_toml()) == {}
+    assert assign_pad(plain, "auto", model, sweep.to_toml()) == {}
     with pytest.raises(DatasetRefused, match="--pad max: this dataset was written with a program"):
-        assign_pad(plain, "max", sweep.to_toml())
+        assign_pad(plain, "max", model, sweep.to_toml())
+
+
+def test_padding_waits_for_partitionable_threefry(tmp_path):
+    """Where jax's threefry is not partitionable a padded draw is not the run's own: nothing
+    pads, and a dataset recorded with padding is refused rather than resumed otherwise."""
+    _, sweep = _sweep(tmp_path, "n_st = [12, 20]\np_b = [0.2]")
+    plain, model = plan(sweep), cost_model("cpu")
+    pads = choose_pad(plain, "max", model)
+    text = f"{sweep.to_toml()}\n{pad_record(plain, pads)}"
+    assert pads and assign_pad(plain, "auto", model, text) == pads
+    before = jax.config.jax_threefry_partitionable
+    jax.config.update("jax_threefry_partitionable", False)
+    try:
+        assert choose_pad(plain, "max", model) == {}
+        with pytest.raises(DatasetRefused, match="partitionable threefry"):
+            assign_pad(plain, "auto", model, text)
+    finally:
+        jax.config.update("jax_threefry_partitionable", before)
 
 
 def test_pad_option_errors_are_one_line(tmp_path, capsys):
@@ -157,3 +197,25 @@ def test_pad_option_errors_are_one_line(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "--pad" in err and "'max'" in err, err
     with pytest.raises(w2sjax.ConfigError, match="--pad: must be one of auto, off, max"):
         w2sjax.EngineOptions(pad="sometimes")
+
+
+def test_a_search_along_n_st_traces_one_padded_program_for_all_its_rounds(tmp_path):
+    """Every round of a boundary search asks for other probes (other n_st, fewer runs); padded
+    to one n_st and called with the most runs one n_st has, all rounds run one program set,
+    traced once."""
+    spec = tmp_path / "sw.toml"
+    spec.write_text(
+        SWEEP_TEXT.replace("seeds = 3", "seeds = 2").replace("n_st = [20, 30]", "n_st = [8, 80]")
+    )
+    before = dict(TRACES)
+    args = ["boundary", str(spec), "--metric", "test_acc", "--level", "0.8", "--ratio", "1.3"]
+    assert main([*args, "--pad", "max", "--out", str(tmp_path), "--quiet"]) == 0
+    traced = {s: n - before.get(s, 0) for s, n in TRACES.items() if n != before.get(s, 0)}
+    probes = w2sjax.load(tmp_path / "sw").runs
+    assert probes.n_st.nunique() > 3  # rounds past the first, each asking for 2 runs of 8
+    # one program set per loop form (auto: coef below n_st = d = 40, dense from it), each traced
+    # once however many rounds called it
+    assert sorted((s.form, s.padded, s.n_st, n) for s, n in traced.items()) == [
+        ("coef", True, 37, 1),
+        ("dense", True, 80, 1),
+    ]

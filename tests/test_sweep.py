@@ -269,10 +269,10 @@ def test_out_of_memory_halves_the_chunk_and_changes_nothing(
         return real(shape, params, tick, reached)
 
     monkeypatch.setattr(engine, "simulate", tight_device)
-    # one bucket (n_st 20 and 30 share a padded program), 6 runs a chunk (the runs of one n_st)
+    # one bucket of 12 runs (n_st 20 and 30 share a padded program), planned in one chunk
     summary = execute(load_sweep(sweep_file), tmp_path, quiet=True)
     assert summary.ran == 12 and summary.chunks == 6
-    assert sizes == [6, 3, 2, 2, 2, 2, 2, 2]  # two failed halvings, then 2s for the whole bucket
+    assert sizes == [12, 6, 3, 2, 2, 2, 2, 2, 2]  # three failed halvings, then 2s to the end
     assert_same_tables(w2sjax.load(tmp_path / "sw"), reference)
 
 

@@ -72,13 +72,16 @@ def can_pad(shape: Shape) -> bool:
     their numbers unchanged up to float round-off: the synthetic source, whose draws are then
     made at each run's own sizes (noise.normals), which needs jax's partitionable threefry (the
     default since jax 0.5); an optimizer that keeps the span (Adam's projection would take in
-    the padding) and takes the full batch (a minibatch is drawn from the run's own n_st)."""
+    the padding) and takes the full batch (a minibatch is drawn from the run's own n_st); and,
+    for the reduced sampler, a joint draw small enough that its flat counters fit int32."""
     opt = OPTIMIZERS[shape.optimizer]
+    joint = span_size(shape.n_wk, shape.n_st, shape.m) * (shape.dim - SIGNAL_AXES)
     return (
         shape.source == "synthetic"
         and opt.keeps_span
         and not opt.minibatch
         and bool(jax.config.jax_threefry_partitionable)
+        and (shape.noise != "reduced" or joint < 2**31)
     )
 
 

@@ -86,31 +86,35 @@ def _full(shape: Shape, p: Params, keys: NoiseKeys) -> RunNoise:
     )
 
 
-def normals(key: chex.PRNGKey, rows: int, cols: int, used: chex.Array | None = None) -> chex.Array:
-    """(rows, cols) N(0, 1) draws; with `used` (a traced count <= cols) the (rows, used) draw of
-    `key` in the first `used` columns, zeros after. Exact: under jax's partitionable threefry
-    (batch.can_pad) element (i, j) of a (rows, used) draw is counter i * used + j of a flat
-    one, so a program whose shapes are padded draws a run's numbers at its own sizes."""
-    if used is None:
+def normals(
+    key: chex.PRNGKey, rows: int, cols: int, own_cols: chex.Array | None = None
+) -> chex.Array:
+    """(rows, cols) N(0, 1) draws; with `own_cols` (traced, <= cols) the (rows, own_cols) draw of
+    `key` in the first own_cols columns, zeros after. Exact: under jax's partitionable threefry
+    (batch.can_pad) element (i, j) of a (rows, own_cols) draw is counter i * own_cols + j of a
+    flat one, so a program whose shapes are padded draws a run's numbers at its own sizes."""
+    if own_cols is None:
         return jax.random.normal(key, (rows, cols))
     row, col = jnp.arange(rows)[:, None], jnp.arange(cols)[None, :]
     flat = jax.random.normal(key, (rows * cols,))
-    return jnp.where(col < used, flat[row * used + col], 0.0)
+    return jnp.where(col < own_cols, flat[row * own_cols + col], 0.0)
 
 
 def bartlett(
-    key: chex.PRNGKey, rows: int, d_noise: int, used: chex.Array | None = None
+    key: chex.PRNGKey, rows: int, d_noise: int, own_rows: chex.Array | None = None
 ) -> chex.Array:
     """(rows, k), k = min(rows, d_noise): the coordinates of `rows` iid N(0, I_{d_noise}) vectors
     in an orthonormal basis of their span (the transposed R of their QR). Row i has N(0, 1)
     entries before column min(i, k), sqrt(chi-square(d_noise - i)) at column i when i < k, zeros
-    after; rows i >= k are N(0, 1) k-vectors. used: a padded run's own row count (traced): its
-    first `used` rows are then the (used, min(used, d_noise)) draw's, the rest pad."""
+    after; rows i >= k are N(0, 1) k-vectors. own_rows: a padded run's own row count (traced):
+    its first own_rows rows are then the (own_rows, min(own_rows, d_noise)) draw's, the rest
+    pad."""
     k = min(rows, d_noise)
     k_normal, k_chi = jax.random.split(key)
     row, col = jnp.arange(rows)[:, None], jnp.arange(k)[None, :]
-    k_used = None if used is None else jnp.minimum(used, d_noise)
-    below = jnp.where(col < row, normals(k_normal, rows, k, k_used), 0.0)
+    # min(own_rows, d_noise) with the Python ints first: d' may pass int32's range
+    own_k = None if own_rows is None else jnp.minimum(own_rows, k)
+    below = jnp.where(col < row, normals(k_normal, rows, k, own_k), 0.0)
     df = jnp.asarray(d_noise - np.arange(k), jnp.float32)  # numpy: d' may pass int32's range
     chi = jnp.sqrt(2.0 * jax.random.gamma(k_chi, df / 2.0))
     return below + jnp.where(col == row, chi[None, :], 0.0)
@@ -129,9 +133,11 @@ def own_rows(shape: Shape, p: Params) -> chex.Array | None:
 
 
 def _reduced_patches(shape: Shape, p: Params, key: chex.PRNGKey, n: int) -> chex.Array:
-    rows = own_rows(shape, p)
-    k_used = None if rows is None else jnp.minimum(rows, noise_rank(shape.d, shape.easy_signal))
-    return _embed(p.sigma_p * normals(key, n, shape.dim - SIGNAL_AXES, k_used))
+    """(n, D) evaluation patches: iid N(0, sigma_p^2) coordinates in the k of the run's span, a
+    padded run's in its own k = min(M, d') (the program's k is the padded M's), zeros after."""
+    rows, k = own_rows(shape, p), shape.dim - SIGNAL_AXES
+    own_k = None if rows is None else jnp.minimum(rows, k)  # k = min(M_padded, d') >= own k
+    return _embed(p.sigma_p * normals(key, n, k, own_k))
 
 
 def _reduced(shape: Shape, p: Params, keys: NoiseKeys) -> RunNoise:

@@ -61,16 +61,14 @@ def _flip(run: RunData, p: Params, shape: Shape) -> TeacherLabels:
     """True labels, each flipped independently with probability flip_p (the label-noise setting
     of the benign-overfitting literature); the test set's flips are the teacher's errors there.
     One draw over the training then the test samples, the test set's read from the run's own
-    n_st on where its program is padded (RunData.real)."""
+    n_st on where its program is padded (Shape.padded)."""
     n_st, n_test = run.train.y.shape[0], run.test.y.shape[0]
     u = jax.random.uniform(jax.random.fold_in(run.key, FLIP_SALT), (n_st + n_test,))
-    own = n_st if run.real is None else run.real.sum()
-    u_test = jax.lax.dynamic_slice(u, (own,), (n_test,))
+    own = p.n_st if shape.padded else n_st
+    train, test = u[:n_st], jax.lax.dynamic_slice(u, (own,), (n_test,))
     return TeacherLabels(
-        *(
-            jnp.where(v < p.flip_p, -y, y)
-            for v, y in ((u[:n_st], run.train.y), (u_test, run.test.y))
-        )
+        jnp.where(train < p.flip_p, -run.train.y, run.train.y),
+        jnp.where(test < p.flip_p, -run.test.y, run.test.y),
     )
 
 

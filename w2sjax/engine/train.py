@@ -98,7 +98,7 @@ def _inputs(shape: Shape, p: Params, run: RunData, evaluation: Sample) -> LoopIn
     act = ACTIVATIONS[shape.activation].at(p.activation_param)
     opt = OPTIMIZERS[shape.optimizer].at(p.eta, p.momentum, run.key, shape.n_st, shape.batch_size)
     if run.real is not None:  # batch.can_pad: the full batch, so no minibatch's weights to keep
-        own = run.real * (shape.n_st / run.real.sum())
+        own = run.real * (shape.n_st / p.n_st)
         opt = opt._replace(weights=lambda t: own)
     v0 = SECOND_LAYERS[shape.second_layer].init(shape.m)
     return LoopInputs(

@@ -34,9 +34,9 @@ CPU_MEMORY_FRACTION = 0.25
 
 @dataclass(frozen=True)
 class Bucket:
-    """Runs that share one Shape, in grid order then seed order. call_runs: a padded bucket's
-    runs per call, the most runs of any one of its n_st (None: all of them), so that calls
-    asking for fewer (a boundary search's rounds) run the same programs."""
+    """Runs that share one Shape, in grid order then seed order. call_runs: runs per call where
+    calls ask for fewer than the bucket holds (a boundary search's rounds: execution.py), so
+    they run the same programs (None: plan from the runs asked for)."""
 
     shape: Shape
     runs: tuple[Run, ...]
@@ -155,8 +155,13 @@ def bytes_per_run(shape: Shape) -> int:
         # at d = 2 x 10^4, against the 1.7x counted before this term (the chunk OOM-killed)
         + (3 * n_all * D if shape.noise == "full" else 0)
         + (1 + shape.ceiling) * student
-        # the reduced sampler's joint draw: normals, mask and scaled copy of (M, D)
-        + (3 * span_size(shape.n_wk, shape.n_st, shape.m) * D if shape.noise == "reduced" else 0)
+        # the reduced sampler's joint draw: normals, mask and scaled copy of (M, D); padded,
+        # also its flat draw, the index into it and the run's own read (noise.normals)
+        + (
+            (3 + 3 * shape.padded) * span_size(shape.n_wk, shape.n_st, shape.m) * D
+            if shape.noise == "reduced"
+            else 0
+        )
         + len(shape.log_steps()) * (len(STEP_METRICS) + (8 * shape.m if shape.filters else 0))
         + (shape.n_st * (shape.n_st + n_eval) if shape.form == "coef" else 0)  # the K's
         # a projected decomposition's float32 copy of the training noise (kept from begin to

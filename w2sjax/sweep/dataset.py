@@ -20,7 +20,7 @@ from pathlib import Path
 from w2sjax.config.grid import Sweep
 from w2sjax.config.options import Distributed, EngineOptions
 from w2sjax.sweep.buckets import Bucket, assign_noise, noise_record, plan
-from w2sjax.sweep.padding import assign_pad, pad_plan, pad_record
+from w2sjax.sweep.padding import assign_pad, pad_plan, pad_record, platform_model
 from w2sjax.tables.damage import quarantine, remove_uncommitted
 from w2sjax.tables.durable import make_folder
 from w2sjax.tables.integrity import inspect, read_spec
@@ -82,16 +82,16 @@ def processes(distributed: Distributed | None) -> Processes:
     )
 
 
-def stored_spec(sweep: Sweep, precision: str, noise: Mapping[str, str], pads: str = "") -> str:
+def stored_spec(sweep: Sweep, precision: str, noise: Mapping[str, str], pad_lines: str = "") -> str:
     """What spec.toml holds: the sweep's canonical text, a non-default precision, the noise
-    keys sampled reduced (buckets.noise_record) and the buckets that run padded (`pads`,
-    padding.pad_record's lines). A resume must not mix in results at another precision or from
+    keys sampled reduced (buckets.noise_record) and the buckets that run padded (`pad_lines`,
+    padding.pad_record's). A resume must not mix in results at another precision or from
     another sampler, and follows the padding recorded; the form may differ, both forms are
     exact."""
     text = sweep.to_toml()
     if precision != "highest":
         text += f"\n# --precision {precision}\n"
-    record = noise_record(noise) + pads
+    record = noise_record(noise) + pad_lines
     return text + ("\n" + record if record else "")
 
 
@@ -173,7 +173,7 @@ def prepare(
     def spec_of(existing: str | None) -> tuple[str, list[Bucket]]:
         assigned = assign_noise(sweep, options.noise, precision, existing)
         plain = plan(sweep, filters, options.form, precision, assigned)
-        pads = assign_pad(plain, options.pad, existing, share)
+        pads = assign_pad(plain, options.pad, platform_model(), existing, share)
         spec = stored_spec(sweep, precision, assigned, pad_record(plain, pads))
         return spec, pad_plan(plain, pads)
 

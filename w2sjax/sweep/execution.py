@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, wait
 from contextlib import ExitStack, closing
@@ -31,6 +32,7 @@ from w2sjax.engine.batch import Shape, stack_params
 from w2sjax.engine.progress import Progress
 from w2sjax.engine.simulate import compile_programs, simulate
 from w2sjax.sweep.buckets import (
+    Bucket,
     Run,
     Work,
     check_disk,
@@ -248,8 +250,14 @@ def run_work(
     return Done(ran, chunks, diverged, interrupted.requested)
 
 
-def _among(runs: tuple, only: Collection[str]) -> tuple:
-    return tuple((config, seed) for config, seed in runs if config.point_hash in only)
+def _among(bucket: Bucket, only: Collection[str]) -> Bucket:
+    """`bucket`'s runs of the points `only` names; a padded bucket's called in chunks of the most
+    runs one of its n_st holds (a boundary search's round asks for one probe a point), so every
+    round runs the programs the first compiled."""
+    runs = tuple((config, seed) for config, seed in bucket.runs if config.point_hash in only)
+    per_n_st = Counter(config.n_st for config, _ in bucket.runs)
+    calls = max(per_n_st.values()) if bucket.shape.padded else None
+    return dataclasses.replace(bucket, runs=runs, call_runs=calls)
 
 
 def execute(
@@ -278,11 +286,7 @@ def execute(
         spec, buckets = prepare(root, sweep, options, fresh, procs, hold, locked, share)
         devices = jax.local_devices()
         if only is not None:
-            buckets = [
-                b
-                for b in (dataclasses.replace(b, runs=_among(b.runs, only)) for b in buckets)
-                if b.runs
-            ]
+            buckets = [b for b in (_among(b, only) for b in buckets) if b.runs]
         if procs.index == 0:
             check_disk(root, buckets)
         budget = options.memory_budget or memory_budget(devices[0])

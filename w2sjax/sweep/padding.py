@@ -21,7 +21,7 @@ from typing import NamedTuple
 import jax
 
 from w2sjax.engine.batch import Shape, can_pad, span_size
-from w2sjax.sweep.buckets import Bucket, shape_id
+from w2sjax.sweep.buckets import Bucket, Run, shape_id
 from w2sjax.tables.layout import DatasetRefused
 
 PAD_RECORD = "# --pad: "  # spec.toml's line for each bucket that runs padded
@@ -31,20 +31,26 @@ NORMAL_FLOPS = 20  # a normal draw: threefry's hash and the inverse error functi
 
 class CostModel(NamedTuple):
     """compile_s: seconds to compile one bucket's programs; flops_per_s: the rate its runs go
-    at (run_flops). Measured on 2 CPU cores (docs/notes/benchmarks.md, 2026-12-06): 9.7-10 s a
-    program set (tracing, lowering, XLA) and 54-80 GFLOP/s for the coefficient form at n_st
-    737-2048; on a GPU, 8-36 s a set (docs/BENCHMARKS.md) and, at these skinny products, a
-    guess of 10^13 FLOP/s."""
+    at (run_flops). Measured on 2 CPU cores (docs/notes/benchmarks.md, "2026-12-06, 2 CPU cores:
+    runs that differ only in n_st share a program"): about 10 s a program set (tracing, lowering,
+    XLA) and 54-80 GFLOP/s for the coefficient form at n_st 737-2048; on a GPU, 8-36 s a set
+    (docs/BENCHMARKS.md) and, at these skinny products, a guess of 10^13 FLOP/s."""
 
     compile_s: float
     flops_per_s: float
 
 
 def cost_model(platform: str) -> CostModel:
-    """The CostModel of a jax platform ("cpu", "gpu", ...)."""
+    """The CostModel of a jax platform ("cpu", "gpu", ...), a CPU's by the cores this process
+    may use."""
     if platform == "cpu":
-        return CostModel(compile_s=10.0, flops_per_s=4e10 * (os.cpu_count() or 1))
+        return CostModel(compile_s=10.0, flops_per_s=4e10 * len(os.sched_getaffinity(0)))
     return CostModel(compile_s=15.0, flops_per_s=1e13)
+
+
+def platform_model() -> CostModel:
+    """The CostModel of jax's default platform."""
+    return cost_model(jax.default_backend())
 
 
 def run_flops(shape: Shape) -> float:
@@ -91,14 +97,21 @@ def pad_key(shape: Shape) -> str:
     return shape_id(dataclasses.replace(shape, form="dense", filters=False))
 
 
-def groups(buckets: Sequence[Bucket]) -> list[dict[int, tuple[str, int]]]:
+class Size(NamedTuple):
+    """One n_st of a group: its bucket's pad_key and number of runs."""
+
+    key: str
+    runs: int
+
+
+def groups(buckets: Sequence[Bucket]) -> list[dict[int, Size]]:
     """The unpadded buckets whose Shapes differ only in n_st, those that may pad
-    (batch.can_pad), as n_st -> (pad_key, number of runs), two or more a group."""
-    found: dict[Shape, dict[int, tuple[str, int]]] = {}
+    (batch.can_pad), as n_st -> Size, two or more a group."""
+    found: dict[Shape, dict[int, Size]] = {}
     for b in buckets:
         if can_pad(b.shape):
             key = dataclasses.replace(b.shape, n_st=0)
-            found.setdefault(key, {})[b.shape.n_st] = (pad_key(b.shape), len(b.runs))
+            found.setdefault(key, {})[b.shape.n_st] = Size(pad_key(b.shape), len(b.runs))
     return [g for g in found.values() if len(g) > 1]
 
 
@@ -113,11 +126,10 @@ def choose_pad(
         return {}
     shapes = {pad_key(b.shape): b.shape for b in buckets}
 
-    def seconds(group: dict[int, tuple[str, int]], n: int, target: int) -> float:
+    def seconds(group: dict[int, Size], n: int, target: int) -> float:
         """Seconds of group[n]'s runs padded to `target`, by `model`."""
-        bucket, runs = group[n]
-        flops = run_flops(dataclasses.replace(shapes[bucket], n_st=target))
-        return share * runs * flops / model.flops_per_s
+        flops = run_flops(dataclasses.replace(shapes[group[n].key], n_st=target))
+        return share * group[n].runs * flops / model.flops_per_s
 
     pads: dict[str, int] = {}
     for group in groups(buckets):
@@ -127,7 +139,7 @@ def choose_pad(
         else:
             targets = cheapest(sizes, partial(seconds, group), model.compile_s)
         shared = {t for t in targets if targets.count(t) > 1}
-        pads |= {group[n][0]: t for n, t in zip(sizes, targets, strict=True) if t in shared}
+        pads |= {group[n].key: t for n, t in zip(sizes, targets, strict=True) if t in shared}
     return pads
 
 
@@ -142,23 +154,40 @@ def recorded_pad(existing: str) -> dict[str, int]:
 
 
 def assign_pad(
-    buckets: Sequence[Bucket], choice: str, existing: str | None = None, share: float = 1.0
+    buckets: Sequence[Bucket],
+    choice: str,
+    model: CostModel,
+    existing: str | None = None,
+    share: float = 1.0,
 ) -> dict[str, int]:
-    """choose_pad of the unpadded `buckets` for a new dataset (`existing` None), by the cost
-    model of jax's default platform; a dataset that exists (its spec.toml text) follows its
-    record, and an explicit `choice` that disagrees with it raises DatasetRefused."""
-    model = cost_model(jax.default_backend())
+    """choose_pad of the unpadded `buckets` for a new dataset (`existing` None); a dataset that
+    exists (its spec.toml text) follows its record. DatasetRefused where an explicit `choice`
+    disagrees with the record, or where the record's padding is no longer exact here
+    (batch.can_pad: jax's threefry not partitionable)."""
     if existing is None:
         return choose_pad(buckets, choice, model, share)
-    ids = {pad_key(b.shape) for b in buckets}
-    pads = {bucket: n for bucket, n in recorded_pad(existing).items() if bucket in ids}
-    if choice != "auto" and pads != choose_pad(buckets, choice, model, share):
+    keyed = {pad_key(b.shape): b.shape for b in buckets}
+    pads = {key: n for key, n in recorded_pad(existing).items() if key in keyed}
+    if any(not can_pad(dataclasses.replace(keyed[key], n_st=n)) for key, n in pads.items()):
         raise DatasetRefused(
-            f"--pad {choice}: this dataset was written with "
-            f"{'padded programs' if pads else 'a program per n_st'}; leave --pad at auto to "
-            f"resume it, or use --fresh"
+            "--pad: this dataset was written with padded programs, which need jax's "
+            "partitionable threefry (jax_threefry_partitionable, the default since jax 0.5); "
+            "resume it where that holds, or use --fresh"
+        )
+    wanted = choose_pad(buckets, choice, model, share)
+    if choice != "auto" and pads != wanted:
+        raise DatasetRefused(
+            f"--pad {choice}: this dataset was written with {_described(pads)}, not "
+            f"{_described(wanted)}; leave --pad at auto to resume it, or use --fresh"
         )
     return pads
+
+
+def _described(pads: Mapping[str, int]) -> str:
+    """Words for a padding choice."""
+    if not pads:
+        return "a program per n_st"
+    return f"{len(pads)} n_st padded to {', '.join(map(str, sorted(set(pads.values()))))}"
 
 
 def pad_record(buckets: Sequence[Bucket], pads: Mapping[str, int]) -> str:
@@ -174,19 +203,12 @@ def pad_record(buckets: Sequence[Bucket], pads: Mapping[str, int]) -> str:
 
 def pad_plan(buckets: Sequence[Bucket], pads: Mapping[str, int]) -> list[Bucket]:
     """The unpadded `buckets` with those in `pads` padded to their n_st there, the buckets padded
-    to one Shape merged into one (its call_runs the most runs of one n_st)."""
-    merged: dict[Shape, list[Bucket]] = {}
+    to one Shape merged into one."""
+    merged: dict[Shape, list[Run]] = {}
     for b in buckets:
         key = pad_key(b.shape)
-        shape = (
-            b.shape
-            if key not in pads
-            else dataclasses.replace(b.shape, n_st=pads[key], padded=True)
-        )
-        merged.setdefault(shape, []).append(b)
-    return [
-        Bucket(shape, tuple(r for b in parts for r in b.runs), max(len(b.runs) for b in parts))
-        if shape.padded
-        else parts[0]
-        for shape, parts in merged.items()
-    ]
+        shape = b.shape
+        if key in pads:
+            shape = dataclasses.replace(b.shape, n_st=pads[key], padded=True)
+        merged.setdefault(shape, []).extend(b.runs)
+    return [Bucket(shape, tuple(runs)) for shape, runs in merged.items()]
