@@ -8,6 +8,7 @@ import dataclasses
 import itertools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import SWEEP_TEXT, small_config
@@ -15,7 +16,8 @@ from conftest import SWEEP_TEXT, small_config
 import w2sjax
 from w2sjax.cli.main import main
 from w2sjax.config.grid import load_sweep
-from w2sjax.engine.batch import Shape, stack_params
+from w2sjax.engine.batch import Shape, can_pad, stack_params
+from w2sjax.engine.noise import bartlett
 from w2sjax.engine.simulate import TRACES, simulate
 from w2sjax.sweep.buckets import plan
 from w2sjax.sweep.padding import (
@@ -28,7 +30,6 @@ from w2sjax.sweep.padding import (
 )
 from w2sjax.tables.layout import DatasetRefused
 
-ACCURACIES = ("train_acc_pseudo", "train_acc_true", "test_acc", "test_acc_hard", "val_acc")
 COEFFICIENTS = ("gmu_own", "gnu_pos", "gnu_neg", "rho_bar_max", "rho_bar_mean_clean")
 
 
@@ -44,12 +45,17 @@ def _runs(padded_to: int | None, own: int, **fields) -> tuple[dict, dict]:
 
 
 def _gaps(a: tuple[dict, dict], b: tuple[dict, dict]) -> dict[str, float]:
-    """Per metric, the largest relative gap between two runs' outputs."""
+    """Per output, the largest relative gap between two runs' (NaN where they agree; inf where
+    one is NaN and the other not)."""
     gaps = {}
     for x, y in zip(a, b, strict=True):
         for k in x:
             u, v = np.asarray(x[k], float), np.asarray(y[k], float)
-            gaps[k] = float(np.nanmax(np.abs(u - v) / np.maximum(np.abs(v), 1e-6), initial=0.0))
+            if not np.array_equal(np.isnan(u), np.isnan(v)):
+                gaps[k] = np.inf
+                continue
+            gap = np.abs(u - v) / np.maximum(np.abs(v), 1e-6)
+            gaps[k] = float(np.nanmax(gap, initial=0.0))
     return gaps
 
 
@@ -95,17 +101,35 @@ def test_a_padded_run_is_its_own_run(case):
     padded_to = 64 if case == "dense-reduced-saturated" else 32
     own = _runs(None, 20, **CASES[case])
     padded = _runs(padded_to, 20, **CASES[case])
-    per_run, per_step = padded
-    for k in ACCURACIES:  # the same counts of right answers (a mean may round differently)
-        np.testing.assert_allclose(per_step[k], own[1][k], rtol=1e-6, err_msg=k)
-    # the early-stopping step: the first logged step of the best validation accuracy
-    np.testing.assert_array_equal(per_step["val_acc"].argmax(1), own[1]["val_acc"].argmax(1))
     gaps = _gaps(padded, own)
-    assert max(gaps[k] for k in (*COEFFICIENTS, "train_loss", "pseudo_label_error")) < 1e-5, gaps
-    assert (per_run["diverged_step"] == -1).all()
-    # the control: the same program with one padding sample taken as the run's own
-    other = _runs(padded_to, 21, **CASES[case])
-    assert max(_gaps(other, own)[k] for k in COEFFICIENTS) > 1e-3
+    seen = {"weak_test_acc", "flipped_grad_share", "rho_under_min", "flip_corrected"}
+    if case == "coef-reduced-linear":
+        seen |= {"ceiling_test_acc", "ceiling_val_acc", "v_own_mean", "v_own_min"}
+    assert set(gaps) >= seen
+    # every output: accuracies are counts of right answers over 20 to 80 samples, so 1e-5 is
+    # the same count (a mean may round differently); coefficients to float round-off
+    assert max(gaps.values()) < 1e-5, {k: g for k, g in gaps.items() if g >= 1e-5}
+    # the early-stopping step: the first logged step of the best validation accuracy
+    np.testing.assert_array_equal(padded[1]["val_acc"].argmax(1), own[1]["val_acc"].argmax(1))
+    assert (padded[0]["diverged_step"] == -1).all()
+    if case == "dense-full-flip":
+        # the control: with the full sampler (whose draws at n_st = 21 are those at 20 and one
+        # more) one padding sample taken as the run's own is seen
+        other = _runs(padded_to, 21, **CASES[case])
+        assert max(_gaps(other, own)[k] for k in COEFFICIENTS) > 1e-3
+
+
+def test_padded_draws_take_any_d_and_refuse_what_would_wrap():
+    """The reduced sampler's clamps take d' past int32 (a padded Bartlett draw's first rows are
+    the unpadded draw's there), and can_pad refuses a flat draw whose int32 index would wrap."""
+    key, d_noise = jax.random.PRNGKey(3), 3 * 10**9
+    padded = bartlett(key, 5, d_noise, own_rows=jnp.int32(3))
+    np.testing.assert_array_equal(padded[:3, :3], bartlett(key, 3, d_noise))
+    assert float(jnp.abs(padded[:3, 3:]).max()) == 0.0
+    shape = Shape.of(small_config(d=10**6, n_st=40), noise="reduced")
+    assert can_pad(shape)
+    assert not can_pad(dataclasses.replace(shape, n_st=50000))  # M k = (50000 + 128)^2
+    assert not can_pad(dataclasses.replace(shape, n_test=2 * 10**7))  # n_test k past 2^31
 
 
 def _all_splits(sizes: list[int], seconds, compile_s: float) -> float:
@@ -184,7 +208,7 @@ def test_padding_waits_for_partitionable_threefry(tmp_path):
     jax.config.update("jax_threefry_partitionable", False)
     try:
         assert choose_pad(plain, "max", model) == {}
-        with pytest.raises(DatasetRefused, match="partitionable threefry"):
+        with pytest.raises(DatasetRefused, match="threefry must be partitionable"):
             assign_pad(plain, "auto", model, text)
     finally:
         jax.config.update("jax_threefry_partitionable", before)

@@ -205,17 +205,19 @@ def run_boundary(
 ) -> list[Path]:
     """The whole search under the dataset's lock (so no other writer meets it between rounds),
     then its outputs. Raises what `execute` raises (DatasetRefused, OSError, OutOfMemory)."""
-    from w2sjax.sweep.execution import execute
+    from w2sjax.sweep.execution import Probing, execute
     from w2sjax.tables.lock import DatasetLock
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     root = out / sweep.name
 
-    share = probed_share(len(probe_sweep(sweep, req)[1]))
+    grid, lattice = probe_sweep(sweep, req)
+    lines = len(grid.points) // len(lattice)  # the points of the other axes
+    probing = Probing(share=probed_share(len(lattice)), calls=lines * sweep.seeds)
 
     def run(probes: Sweep, hashes: set[str]) -> None:
-        done = execute(probes, out, options, quiet=quiet, only=hashes, locked=True, share=share)
+        done = execute(probes, out, options, quiet=quiet, only=hashes, locked=True, probing=probing)
         if done.interrupted:
             raise KeyboardInterrupt  # Ctrl-C: the probes written so far are kept
 

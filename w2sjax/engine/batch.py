@@ -73,9 +73,12 @@ def can_pad(shape: Shape) -> bool:
     made at each run's own sizes (noise.normals), which needs jax's partitionable threefry (the
     default since jax 0.5); an optimizer that keeps the span (Adam's projection would take in
     the padding) and takes the full batch (a minibatch is drawn from the run's own n_st); and,
-    for the reduced sampler, a joint draw small enough that its flat counters fit int32."""
+    for the reduced sampler, draws small enough that the int32 index into their flat form
+    (noise.normals: the joint draw's M rows, the test and validation sets' rows, each of k
+    coordinates) does not wrap."""
     opt = OPTIMIZERS[shape.optimizer]
-    joint = span_size(shape.n_wk, shape.n_st, shape.m) * (shape.dim - SIGNAL_AXES)
+    rows = max(span_size(shape.n_wk, shape.n_st, shape.m), shape.n_test, shape.n_val)
+    joint = rows * (shape.dim - SIGNAL_AXES)
     return (
         shape.source == "synthetic"
         and opt.keeps_span

@@ -156,9 +156,11 @@ def bytes_per_run(shape: Shape) -> int:
         + (3 * n_all * D if shape.noise == "full" else 0)
         + (1 + shape.ceiling) * student
         # the reduced sampler's joint draw: normals, mask and scaled copy of (M, D); padded,
-        # also its flat draw, the index into it and the run's own read (noise.normals)
+        # also its flat draw, the index into it and the run's own read (noise.normals), and the
+        # same for the evaluation sets' draws
         + (
             (3 + 3 * shape.padded) * span_size(shape.n_wk, shape.n_st, shape.m) * D
+            + 3 * shape.padded * n_eval * D
             if shape.noise == "reduced"
             else 0
         )

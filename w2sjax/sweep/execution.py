@@ -14,7 +14,6 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, wait
 from contextlib import ExitStack, closing
@@ -250,14 +249,20 @@ def run_work(
     return Done(ran, chunks, diverged, interrupted.requested)
 
 
-def _among(bucket: Bucket, only: Collection[str]) -> Bucket:
-    """`bucket`'s runs of the points `only` names; a padded bucket's called in chunks of the most
-    runs one of its n_st holds (a boundary search's round asks for one probe a point), so every
-    round runs the programs the first compiled."""
+class Probing(NamedTuple):
+    """How a boundary search runs its dataset, a round of probes at a time: `share`, the part of
+    its runs expected to run (the padding's cost model, sweep/padding.py), and `calls`, the
+    most runs a round asks of one bucket (one probe a line of the other axes, all seeds)."""
+
+    share: float
+    calls: int
+
+
+def _among(bucket: Bucket, only: Collection[str], calls: int) -> Bucket:
+    """`bucket`'s runs of the points `only` names; a padded bucket's called with `calls` runs a
+    chunk, so every round runs the programs the first compiled."""
     runs = tuple((config, seed) for config, seed in bucket.runs if config.point_hash in only)
-    per_n_st = Counter(config.n_st for config, _ in bucket.runs)
-    calls = max(per_n_st.values()) if bucket.shape.padded else None
-    return dataclasses.replace(bucket, runs=runs, call_runs=calls)
+    return dataclasses.replace(bucket, runs=runs, call_runs=calls if bucket.shape.padded else None)
 
 
 def execute(
@@ -269,24 +274,25 @@ def execute(
     quiet: bool = False,
     only: Collection[str] | None = None,
     locked: bool = False,
-    share: float = 1.0,
+    probing: Probing | None = None,
 ) -> Summary:
     """Run every not-yet-written run of `sweep` (this process's share) and write its parts under
     <out>/<name>/, computed as `options` say. Process 0 holds the dataset's lock from before it
     touches the folder until every process is done, so a second writer gets LockHeld (a
     DatasetRefused), one line, before anything is written (`locked`: the caller holds it
     already). `only`: run just the grid points with these point_hashes (a boundary search's
-    probes); the dataset is still the whole sweep's, and `share` the part of its runs expected
-    to run, which a new dataset's padding is chosen for (sweep/padding.py). Out of device
-    memory at one run per device: OutOfMemory."""
+    probes, as `probing` says); the dataset is still the whole sweep's. Out of device memory at
+    one run per device: OutOfMemory."""
     enable(cache_folder(options.cache))
     root = Path(out) / sweep.name
     procs = processes(options.distributed)
     with ExitStack() as hold:
+        share = 1.0 if probing is None else probing.share
         spec, buckets = prepare(root, sweep, options, fresh, procs, hold, locked, share)
         devices = jax.local_devices()
         if only is not None:
-            buckets = [b for b in (_among(b, only) for b in buckets) if b.runs]
+            calls = max(len(b.runs) for b in buckets) if probing is None else probing.calls
+            buckets = [b for b in (_among(b, only, calls) for b in buckets) if b.runs]
         if procs.index == 0:
             check_disk(root, buckets)
         budget = options.memory_budget or memory_budget(devices[0])

@@ -44,7 +44,9 @@ def cost_model(platform: str) -> CostModel:
     """The CostModel of a jax platform ("cpu", "gpu", ...), a CPU's by the cores this process
     may use."""
     if platform == "cpu":
-        return CostModel(compile_s=10.0, flops_per_s=4e10 * len(os.sched_getaffinity(0)))
+        usable = getattr(os, "sched_getaffinity", None)  # Linux only
+        cores = len(usable(0)) if usable else (os.cpu_count() or 1)
+        return CostModel(compile_s=10.0, flops_per_s=4e10 * cores)
     return CostModel(compile_s=15.0, flops_per_s=1e13)
 
 
@@ -170,9 +172,9 @@ def assign_pad(
     pads = {key: n for key, n in recorded_pad(existing).items() if key in keyed}
     if any(not can_pad(dataclasses.replace(keyed[key], n_st=n)) for key, n in pads.items()):
         raise DatasetRefused(
-            "--pad: this dataset was written with padded programs, which need jax's "
-            "partitionable threefry (jax_threefry_partitionable, the default since jax 0.5); "
-            "resume it where that holds, or use --fresh"
+            "--pad: this dataset was written with padded programs, which are not exact here "
+            "(batch.can_pad: jax's threefry must be partitionable, jax_threefry_partitionable, "
+            "the default since jax 0.5); resume it where they are, or use --fresh"
         )
     wanted = choose_pad(buckets, choice, model, share)
     if choice != "auto" and pads != wanted:
@@ -187,7 +189,7 @@ def _described(pads: Mapping[str, int]) -> str:
     """Words for a padding choice."""
     if not pads:
         return "a program per n_st"
-    return f"{len(pads)} n_st padded to {', '.join(map(str, sorted(set(pads.values()))))}"
+    return f"programs padded to n_st {', '.join(map(str, sorted(set(pads.values()))))}"
 
 
 def pad_record(buckets: Sequence[Bucket], pads: Mapping[str, int]) -> str:
