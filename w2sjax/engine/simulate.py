@@ -66,6 +66,12 @@ def _placement(params: Params) -> jax.sharding.Sharding | None:
     return getattr(jax.tree_util.tree_leaves(params)[0], "sharding", None)
 
 
+def _ready(shape: Shape, params: Params, pool: Pool | None) -> tuple[Programs, Pool | None]:
+    """The programs for `params`' placement, and the images they take (pool None: the
+    shape's own, images.pool_of)."""
+    return programs(_placement(params)), pool_of(shape) if pool is None else pool
+
+
 def simulate(
     shape: Shape,
     params: Params,
@@ -84,8 +90,7 @@ def simulate(
     pool: an image source's images (default images.pool_of(shape)), one argument shared by
     every run.
     """
-    pool = pool_of(shape) if pool is None else pool
-    run = programs(_placement(params))
+    run, pool = _ready(shape, params, pool)
     per_run, fixed, moving = run.begin(shape, params, pool)
     records = []
     for start, length in zip(*segments(shape), strict=True):
@@ -108,9 +113,8 @@ def compile_programs(shape: Shape, params: Params, pool: Pool | None = None) -> 
     """Compile (or load from the persistent cache) `simulate`'s three programs for `params`' batch
     without running them: seconds taken. A later `simulate` of the same batch compiles nothing."""
     start = time.perf_counter()
-    pool = pool_of(shape) if pool is None else pool
+    run, pool = _ready(shape, params, pool)
     placement = _placement(params)
-    run = programs(placement)
     run.begin.lower(shape, params, pool).compile()
     _, fixed, moving = jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placement, weak_type=a.weak_type),

@@ -68,7 +68,6 @@ def enable(folder: Path | None) -> None:
     MAX_BYTES where jax can. jax opens its cache at its first compile and keeps it, so a change
     of folder resets it (a notebook may have compiled before its first sweep)."""
     import jax
-    from jax._src import compilation_cache
 
     path = None if folder is None else str(folder)
     if jax.config.jax_compilation_cache_dir == path:
@@ -81,6 +80,14 @@ def enable(folder: Path | None) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     if hasattr(jax.config, "jax_compilation_cache_max_size") and _has_filelock():
         jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+    _reopen()
+
+
+def _reopen() -> None:
+    """Make jax open its persistent cache again at its next compile, from its settings now (a
+    no-op where jax has no reset_cache)."""
+    from jax._src import compilation_cache
+
     getattr(compilation_cache, "reset_cache", lambda: None)()
 
 
@@ -97,7 +104,6 @@ def kept_in(folder: Path | None) -> Iterator[None]:
     """The persistent cache in `folder` (None: none) inside the block; every setting `enable`
     changes as it was after."""
     import jax
-    from jax._src import compilation_cache
 
     before = {k: getattr(jax.config, k) for k in SETTINGS if hasattr(jax.config, k)}
     enable(folder)
@@ -106,4 +112,4 @@ def kept_in(folder: Path | None) -> Iterator[None]:
     finally:
         for key, value in before.items():
             jax.config.update(key, value)
-        getattr(compilation_cache, "reset_cache", lambda: None)()
+        _reopen()

@@ -100,9 +100,9 @@ def pad_key(shape: Shape) -> str:
 
 
 class Size(NamedTuple):
-    """One n_st of a group: its bucket's pad_key and number of runs."""
+    """One n_st of a group: its bucket's Shape and number of runs."""
 
-    key: str
+    shape: Shape
     runs: int
 
 
@@ -113,7 +113,7 @@ def groups(buckets: Sequence[Bucket]) -> list[dict[int, Size]]:
     for b in buckets:
         if can_pad(b.shape):
             key = dataclasses.replace(b.shape, n_st=0)
-            found.setdefault(key, {})[b.shape.n_st] = Size(pad_key(b.shape), len(b.runs))
+            found.setdefault(key, {})[b.shape.n_st] = Size(b.shape, len(b.runs))
     return [g for g in found.values() if len(g) > 1]
 
 
@@ -126,11 +126,10 @@ def choose_pad(
     expected to run (a boundary search probes part of its lattice: bisect.probed_share)."""
     if choice == "off":
         return {}
-    shapes = {pad_key(b.shape): b.shape for b in buckets}
 
     def seconds(group: dict[int, Size], n: int, target: int) -> float:
         """Seconds of group[n]'s runs padded to `target`, by `model`."""
-        flops = run_flops(dataclasses.replace(shapes[group[n].key], n_st=target))
+        flops = run_flops(dataclasses.replace(group[n].shape, n_st=target))
         return share * group[n].runs * flops / model.flops_per_s
 
     pads: dict[str, int] = {}
@@ -141,7 +140,9 @@ def choose_pad(
         else:
             targets = cheapest(sizes, partial(seconds, group), model.compile_s)
         shared = {t for t in targets if targets.count(t) > 1}
-        pads |= {group[n].key: t for n, t in zip(sizes, targets, strict=True) if t in shared}
+        pads |= {
+            pad_key(group[n].shape): t for n, t in zip(sizes, targets, strict=True) if t in shared
+        }
     return pads
 
 
