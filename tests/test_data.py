@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import reference_patches, reference_strong_output
 
-from w2sjax.engine.data import BOTH, EASY, HARD, sample, signal_matrix
+from w2sjax.engine.data import BOTH, EASY, HARD, labels, labels_of, sample, signal_matrix
 from w2sjax.engine.models import strong_output, weak_output
 
 CHI2_CRIT_DF1, CHI2_CRIT_DF2 = 10.828, 13.816  # chi-square quantiles at p = 0.001
@@ -70,3 +70,23 @@ def test_models_match_materialised_patches(easy_signal, rng):
     np.testing.assert_allclose(got_st, reference_strong_output(W, X), rtol=1e-5, atol=1e-5)
     got_wk = np.asarray(weak_output(jnp.asarray(w, jnp.float32), signals, s))
     np.testing.assert_allclose(got_wk, X.sum(1) @ w, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("partitionable", [True, False])
+def test_labels_of_draws_each_set_its_own_numbers(partitionable):
+    """labels_of's one vmapped draw cut to each set's size gives every set the numbers of its
+    own draw, bit for bit, under either threefry (the control: without partitionable threefry a
+    cut of the longer draw is not the shorter draw, which is why labels_of then draws apart)."""
+    before = jax.config.jax_threefry_partitionable
+    jax.config.update("jax_threefry_partitionable", partitionable)
+    try:
+        keys = tuple(jax.random.split(jax.random.PRNGKey(7), 4))
+        sizes, p_e, p_h = (0, 37, 300, 5), jnp.float32(0.3), jnp.float32(0.4)
+        merged = jax.jit(lambda ks: labels_of(ks, sizes, p_e, p_h))(keys)
+        for (k, n), got in zip(zip(keys, sizes, strict=True), merged, strict=True):
+            for a, b in zip(labels(k, n, p_e, p_h), got, strict=True):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        cut = labels(keys[1], 300, p_e, p_h)[0][:37]
+        assert np.array_equal(cut, labels(keys[1], 37, p_e, p_h)[0]) == partitionable
+    finally:
+        jax.config.update("jax_threefry_partitionable", before)

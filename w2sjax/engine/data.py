@@ -14,11 +14,18 @@ hard signal, or the natural construction's image patches.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
+
+from w2sjax.engine import threefry
+
+# Every module that draws imports this one: from here on jax's random hash compiles as
+# straight-line code on the CPU (threefry.py: same numbers, faster compiles).
+threefry.register()
 
 EASY, HARD, BOTH = 0, 1, 2
 CATEGORIES = {"easy": EASY, "hard": HARD, "both": BOTH}
@@ -105,6 +112,19 @@ def labels(
     u = jax.random.uniform(k_c, (n,))
     c = (u >= p_e).astype(jnp.float32) + (u >= p_e + p_h).astype(jnp.float32)
     return sign(k_y), c, sign(k_a), k_xi
+
+
+def labels_of(
+    keys: Sequence[chex.PRNGKey], sizes: Sequence[int], p_e: chex.Array, p_h: chex.Array
+) -> list[tuple[chex.Array, chex.Array, chex.Array, chex.PRNGKey]]:
+    """`labels` of each (key, n). Under jax's partitionable threefry a 1-d draw's first n numbers
+    are the n-draw's, so the sets are drawn as one draw vmapped over their keys at the largest n
+    and cut to their own: the same numbers, from one compiled draw of each kind instead of one a
+    set (a bucket's first program compiles faster)."""
+    if not jax.config.jax_threefry_partitionable:
+        return [labels(k, n, p_e, p_h) for k, n in zip(keys, sizes, strict=True)]
+    y, c, a, k_xi = jax.vmap(lambda k: labels(k, max(sizes), p_e, p_h))(jnp.stack(keys))
+    return [(y[i, :n], c[i, :n], a[i, :n], k_xi[i]) for i, n in enumerate(sizes)]
 
 
 def sample(

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from w2sjax.engine.batch import Params, Shape
-from w2sjax.engine.data import RunData, Sample, labels, signal_matrix
+from w2sjax.engine.data import RunData, Sample, labels_of, signal_matrix
 from w2sjax.engine.noise import SAMPLERS, NoiseKeys
 
 # The validation set's key is fold_in(run key, VAL_SALT), the hard_labels = "coin" control's
@@ -32,10 +32,12 @@ def draw_synthetic(shape: Shape, p: Params, pool: None = None) -> RunData:
     fold_in(run key, VAL_SALT)."""
     key = run_key(p)
     k_wk, k_st, k_test, k_init = jax.random.split(key, 4)
-    sets = [
-        labels(k, n, p.p_e, p.p_h)
-        for k, n in ((k_wk, shape.n_wk), (k_st, shape.n_st), (k_test, shape.n_test))
-    ]
+    *sets, val_labels = labels_of(
+        (k_wk, k_st, k_test, jax.random.fold_in(key, VAL_SALT)),
+        (shape.n_wk, shape.n_st, shape.n_test, shape.n_val),
+        p.p_e,
+        p.p_h,
+    )
     keys = NoiseKeys(key, *(k_xi for *_, k_xi in sets), k_init)
     noise = SAMPLERS[shape.noise].draw(shape, p, keys)
 
@@ -46,9 +48,8 @@ def draw_synthetic(shape: Shape, p: Params, pool: None = None) -> RunData:
         Sample(y=y, c=c, a=a, xi=xi, second=second(len(y)))
         for (y, c, a, _), xi in zip(sets, (noise.weak, noise.train, noise.test), strict=True)
     )
-    *val_labels, k_val = labels(jax.random.fold_in(key, VAL_SALT), shape.n_val, p.p_e, p.p_h)
+    y, c, a, k_val = val_labels
     val_xi = SAMPLERS[shape.noise].evaluation(shape, p, k_val, shape.n_val)
-    y, c, a = val_labels
     val = Sample(y=y, c=c, a=a, xi=val_xi, second=second(shape.n_val))
     signals = signal_matrix(shape.dim, shape.easy_signal, p.mu_norm, p.nu_norm)
     coin = jax.random.bernoulli(jax.random.fold_in(key, COIN_SALT), 0.5, (shape.n_st,))
