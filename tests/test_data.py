@@ -88,5 +88,11 @@ def test_labels_of_draws_each_set_its_own_numbers(partitionable):
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         cut = labels(keys[1], 300, p_e, p_h)[0][:37]
         assert np.array_equal(cut, labels(keys[1], 37, p_e, p_h)[0]) == partitionable
+        # and where it may, it draws once: the program holds one set's draws, not four
+        calls = lambda f, *a: str(jax.make_jaxpr(f)(*a)).count("name=_uniform")  # noqa: E731
+        one = calls(lambda k: labels(k, 300, p_e, p_h), keys[0])
+        assert calls(lambda ks: labels_of(ks, sizes, p_e, p_h), keys) == (
+            one if partitionable else len(sizes) * one
+        )
     finally:
         jax.config.update("jax_threefry_partitionable", before)

@@ -4,12 +4,15 @@ straight-line code, as jax lowers it for other devices.
 jax lowers it for the CPU as a five-iteration loop, inlined at every draw. A run's program draws
 a dozen times (labels, coins, noise, the gamma sampler's rejections), and XLA compiles each such
 loop on its own: on 2 CPU cores the straight-line form cut the compile of a bucket's first
-program by about a quarter (docs/notes/benchmarks.md, "2026-12-06, 2 CPU cores: the hash
-lowered unrolled"), and its steps run as fast. It is the same integer arithmetic, so every drawn
-number is unchanged (tests/test_threefry.py checks the hash against the published test vectors).
+program by about 40% (docs/notes/benchmarks.md, "2026-12-06, 2 CPU cores: the random hash
+lowered as straight-line code"), and its steps run as fast. It is the same integer arithmetic,
+so every drawn number is unchanged (tests/test_threefry.py checks the hash against the published
+test vectors).
 """
 
 from __future__ import annotations
+
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -50,11 +53,15 @@ def hash_2x32(
 
 
 def register() -> bool:
-    """Lower jax's threefry primitive with `hash_2x32` on the CPU, out of line (one function
-    per shape, as jax does for other devices). Idempotent; False where this jax has no public
-    primitive to lower."""
+    """Lower jax's threefry primitive with `hash_2x32` on the CPU, out of line where this jax
+    can (one function per shape, as jax does for other devices; register_lowering's `inline`
+    exists from jax 0.7, and inlined the compile gains about as much). Idempotent; False where
+    this jax has no public primitive to lower."""
     if threefry2x32_p is None:
         return False
     rule = mlir.lower_fun(hash_2x32, multiple_results=True)
-    mlir.register_lowering(threefry2x32_p, rule, platform="cpu", inline=False)
+    out_of_line = "inline" in inspect.signature(mlir.register_lowering).parameters
+    mlir.register_lowering(
+        threefry2x32_p, rule, platform="cpu", **({"inline": False} if out_of_line else {})
+    )
     return True

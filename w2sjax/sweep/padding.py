@@ -32,9 +32,11 @@ NORMAL_FLOPS = 20  # a normal draw: threefry's hash and the inverse error functi
 class CostModel(NamedTuple):
     """compile_s: seconds to compile one bucket's programs; flops_per_s: the rate its runs go
     at (run_flops). Measured on 2 CPU cores (docs/notes/benchmarks.md, "2026-12-06, 2 CPU cores:
-    runs that differ only in n_st share a program"): about 10 s a program set (tracing, lowering,
-    XLA) and 54-80 GFLOP/s for the coefficient form at n_st 737-2048; on a GPU, 8-36 s a set
-    (docs/BENCHMARKS.md) and, at these skinny products, a guess of 10^13 FLOP/s."""
+    runs that differ only in n_st share a program" and "... the random hash lowered as
+    straight-line code"): about 8 s a program set (6-6.6 s of tracing, lowering and XLA, and
+    about 1.5 s writing it to the cache) and 54-80 GFLOP/s for the coefficient form at n_st
+    737-2048; on a GPU, 8-36 s a set (docs/BENCHMARKS.md) and, at these skinny products, a guess
+    of 10^13 FLOP/s."""
 
     compile_s: float
     flops_per_s: float
@@ -46,7 +48,7 @@ def cost_model(platform: str) -> CostModel:
     if platform == "cpu":
         usable = getattr(os, "sched_getaffinity", None)  # Linux only
         cores = len(usable(0)) if usable else (os.cpu_count() or 1)
-        return CostModel(compile_s=10.0, flops_per_s=4e10 * cores)
+        return CostModel(compile_s=8.0, flops_per_s=4e10 * cores)
     return CostModel(compile_s=15.0, flops_per_s=1e13)
 
 
