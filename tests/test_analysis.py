@@ -17,7 +17,7 @@ import w2sjax.bench.timing as bench_timing
 from w2sjax.analysis.crossings import boundary_fit, crossing, snr_threshold
 from w2sjax.analysis.summary import mean_interval, summary_table, with_final
 from w2sjax.bench.suite import run_bench, write
-from w2sjax.bench.sweep import sweep_bench
+from w2sjax.bench.sweep import loop_rates, sweep_bench
 from w2sjax.cli.main import main
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.grid import load_sweep
@@ -233,6 +233,20 @@ def test_a_bench_stopped_in_a_bucket_keeps_the_buckets_it_finished(tmp_path, mon
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert started == [75, 500] and [b["n_st"] for b in saved["buckets"]] == [75]
     assert saved["repeats"] == 5 and saved["buckets"][0]["engine_s"] == 0.5
+
+
+def test_the_loops_run_only_where_they_fit(monkeypatch):
+    """The per-run loops hold every noise coordinate: where that would pass the memory budget
+    (the default sweep's d = 10^6) they are not run, and the log says so, rather than the
+    process being killed for memory."""
+    monkeypatch.setattr(bench_timing, "jax_per_run", lambda n, d, m, steps: 1000.0)
+    monkeypatch.setattr(bench_timing, "torch_per_run", lambda n, d, m, steps: 500.0)
+    budget, said = bench_timing.loop_bytes(128, 10**6, 20), []
+    assert loop_rates((128, 10**6, 20), 10, True, budget, said.append) == (1000.0, 500.0)
+    assert loop_rates((128, 10**6, 20), 10, False, budget, said.append) == (1000.0, None)
+    assert said == []
+    assert loop_rates((2048, 10**6, 20), 10, True, budget, said.append) == (None, None)
+    assert len(said) == 1 and "n_st=2048 d=1000000: per-run loops not run" in said[0], said
 
 
 @pytest.mark.slow  # the bench's own accounting, 22 s of compiles: `make test-slow`

@@ -62,9 +62,11 @@ def sweep_bench(
     parts to disk (fsync_s: the durability of each commit). The loops' time is estimated per bucket
     as runs x steps / (their run-steps/s measured here at the bucket's n_st, d, m over
     `loop_steps` steps) and counts their training steps only, not sampling, the weak fit or
-    evaluation: the speedups err against the engine. Raises KeyboardInterrupt when the sweep
-    was stopped by Ctrl-C (its committed chunks stay in `keep`). profile: also time each bucket's
-    first chunk by phase (profile.py) into the bucket's "phases", with "chunk_runs" runs."""
+    evaluation: the speedups err against the engine. A bucket whose loops would not fit in
+    memory (loop_rates) has no loop time, and then neither has the sweep (None). Raises
+    KeyboardInterrupt when the sweep was stopped by Ctrl-C (its committed chunks stay in
+    `keep`). profile: also time each bucket's first chunk by phase (profile.py) into the
+    bucket's "phases", with "chunk_runs" runs."""
     if keep:
         prepare_keep(keep, sweep)
     loop_steps = loop_steps or SIZES[device_sizes()][5]
@@ -79,7 +81,7 @@ def sweep_bench(
         fsync_s = SyncTime.seconds - synced
     if summary.interrupted:  # a partial sweep's time says nothing
         raise KeyboardInterrupt
-    rates: dict[tuple[int, int, int], tuple[float, float | None]] = {}
+    rates: dict[tuple[int, int, int], tuple[float | None, float | None]] = {}
     buckets = []
     assigned = assign_noise(sweep, noise, precision)
     budget = memory_budget(jax.local_devices()[0])
@@ -87,10 +89,7 @@ def sweep_bench(
         shape, runs = bucket.shape, len(bucket.runs)
         dims = (shape.n_st, shape.d, shape.m)
         if dims not in rates:
-            rates[dims] = (
-                bench_timing.jax_per_run(*dims, loop_steps),
-                bench_timing.torch_per_run(*dims, loop_steps) if use_torch else None,
-            )
+            rates[dims] = loop_rates(dims, loop_steps, use_torch, budget, log)
         jax_rate, torch_rate = rates[dims]
         buckets.append(
             {
@@ -101,7 +100,7 @@ def sweep_bench(
                 "noise": shape.noise,
                 "runs": runs,
                 "steps": shape.steps,
-                "baseline_s": runs * shape.steps / jax_rate,
+                "baseline_s": runs * shape.steps / jax_rate if jax_rate else None,
                 "torch_s": runs * shape.steps / torch_rate if torch_rate else None,
             }
         )
@@ -110,8 +109,10 @@ def sweep_bench(
             phases = profile_chunk(shape, list(bucket.runs[:size]), repeats=1)
             buckets[-1].update(chunk_runs=size, phases=asdict(phases))
             log(_phase_line(shape, size, phases))
-    baseline_s = sum(b["baseline_s"] for b in buckets)
-    torch_s = sum(b["torch_s"] for b in buckets) if all(b["torch_s"] for b in buckets) else None
+    baseline_s, torch_s = (
+        sum(b[key] for b in buckets) if all(b[key] for b in buckets) else None
+        for key in ("baseline_s", "torch_s")
+    )
     result = {
         "name": sweep.name,
         "runs": summary.ran,
@@ -121,20 +122,41 @@ def sweep_bench(
         "fsync_s": fsync_s,
         "baseline_s": baseline_s,
         "torch_s": torch_s,
-        "speedup_over_baseline": baseline_s / engine_s,
+        "speedup_over_baseline": baseline_s / engine_s if baseline_s else None,
         "speedup_over_torch": torch_s / engine_s if torch_s else None,
         "buckets": buckets,
     }
-    torch_text = ""
-    if torch_s:
-        torch_text = f", PyTorch loop {torch_s:,.1f} s ({_times(torch_s / engine_s)})"
+    loops = [
+        f"{name} loop {seconds:,.1f} s ({_times(seconds / engine_s)})"
+        for name, seconds in (("JAX", baseline_s), ("PyTorch", torch_s))
+        if seconds
+    ]
     log(
         f"sweep {sweep.name}: {summary.ran} runs on {summary.devices} in {engine_s:,.1f} s "
         f"end to end ({fsync_s:.2f} s, {fsync_s / engine_s:.2%}, flushing parts to disk); "
-        f"per-run loops for the same runs: JAX loop {baseline_s:,.1f} s "
-        f"({_times(baseline_s / engine_s)}){torch_text}"
+        f"per-run loops for the same runs: {', '.join(loops) or 'not run (memory)'}"
     )
     return result
+
+
+def loop_rates(
+    dims: tuple[int, int, int], steps: int, use_torch: bool, budget: int, log=print
+) -> tuple[float | None, float | None]:
+    """The per-run loops' run-steps/s at dims = (n_st, d, m) over `steps` steps: the JAX loop's
+    and the PyTorch loop's (None without use_torch or torch). Both None, said in `log`, where
+    they would hold more than `budget` bytes: they keep every noise coordinate (at d = 10^6,
+    n_st = 2048 about 50 GB), which the engine's reduced sampler never draws."""
+    needed = bench_timing.loop_bytes(*dims)
+    if needed > budget:
+        log(
+            f"  n_st={dims[0]} d={dims[1]}: per-run loops not run, they would hold "
+            f"{needed / 1e9:,.1f} GB (memory budget {budget / 1e9:,.1f} GB)"
+        )
+        return None, None
+    return (
+        bench_timing.jax_per_run(*dims, steps),
+        bench_timing.torch_per_run(*dims, steps) if use_torch else None,
+    )
 
 
 def _times(ratio: float) -> str:

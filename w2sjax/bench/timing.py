@@ -142,6 +142,13 @@ def engine(
     return EngineTiming(shape, runs, compile_s, engine_s, progress_s, cached_s)
 
 
+def loop_bytes(n_st: int, d: int, m: int) -> int:
+    """Bytes the per-run loops may hold at once at (n_st, d, m): they materialise every noise
+    coordinate, the PyTorch loop three patches a sample (n_st, d, 3) and the JAX loop its noise
+    with the copy jit captures, so about six float32 (n_st, d) arrays and the 2m filters."""
+    return 4 * d * (6 * n_st + 2 * m)
+
+
 def jax_per_run(n_st: int, d: int, m: int, steps: int) -> float:
     """Run-steps/s of one run stepped from Python through the jitted `strong_step`."""
     signals = signal_matrix(d, "orthogonal", jnp.float32(4.0), jnp.float32(4.0))
