@@ -38,12 +38,13 @@ def plan_case(kind: str, n_st: int, d: int) -> Case | str:
     """The case to measure, or why it does not fit this machine."""
     import jax
 
+    from w2sjax.bench.timing import patch_bytes
     from w2sjax.config.settings import build
     from w2sjax.engine.batch import Shape
     from w2sjax.sweep.buckets import bytes_per_run, memory_budget
 
     if kind == "torch":
-        need = 2 * 4 * 3 * n_st * d  # the (n, d, 3) patches and their copy in the convolution
+        need = patch_bytes(n_st, d)
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         if need > TORCH_MEMORY_FRACTION * total:
             return f"n/a (patches need {need / 2**30:,.0f} GiB)"

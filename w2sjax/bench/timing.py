@@ -142,11 +142,17 @@ def engine(
     return EngineTiming(shape, runs, compile_s, engine_s, progress_s, cached_s)
 
 
+def patch_bytes(n_st: int, d: int) -> int:
+    """Bytes of the PyTorch loop's materialised patches (n_st, d, 3), float32, and their copy in
+    the convolution."""
+    return 2 * 4 * 3 * n_st * d
+
+
 def loop_bytes(n_st: int, d: int, m: int) -> int:
     """Bytes the per-run loops may hold at once at (n_st, d, m): they materialise every noise
-    coordinate, the PyTorch loop three patches a sample (n_st, d, 3) and the JAX loop its noise
-    with the copy jit captures, so about six float32 (n_st, d) arrays and the 2m filters."""
-    return 4 * d * (6 * n_st + 2 * m)
+    coordinate, the PyTorch loop its patches (patch_bytes) and the JAX loop its noise with the
+    copy jit captures, fewer, so about six float32 (n_st, d) arrays and the 2m filters."""
+    return patch_bytes(n_st, d) + 4 * 2 * m * d
 
 
 def jax_per_run(n_st: int, d: int, m: int, steps: int) -> float:
