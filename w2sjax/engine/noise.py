@@ -112,12 +112,16 @@ def bartlett(
     k = min(rows, d_noise)
     k_normal, k_chi = jax.random.split(key)
     row, col = jnp.arange(rows)[:, None], jnp.arange(k)[None, :]
-    # min(own_rows, d_noise) with the Python ints first: d' may pass int32's range
-    own_k = None if own_rows is None else jnp.minimum(own_rows, k)
-    below = jnp.where(col < row, normals(k_normal, rows, k, own_k), 0.0)
+    below = jnp.where(col < row, normals(k_normal, rows, k, _own_k(own_rows, k)), 0.0)
     df = jnp.asarray(d_noise - np.arange(k), jnp.float32)  # numpy: d' may pass int32's range
     chi = jnp.sqrt(2.0 * jax.random.gamma(k_chi, df / 2.0))
     return below + jnp.where(col == row, chi[None, :], 0.0)
+
+
+def _own_k(own_rows: chex.Array | None, k: int) -> chex.Array | None:
+    """A padded run's own k = min(own M, d') (traced) given the program's k = min(M, d') >= it;
+    None unpadded. The Python int k comes first: d' may pass int32's range, k does not."""
+    return None if own_rows is None else jnp.minimum(own_rows, k)
 
 
 def _embed(coords: chex.Array) -> chex.Array:
@@ -135,9 +139,8 @@ def own_rows(shape: Shape, p: Params) -> chex.Array | None:
 def _reduced_patches(shape: Shape, p: Params, key: chex.PRNGKey, n: int) -> chex.Array:
     """(n, D) evaluation patches: iid N(0, sigma_p^2) coordinates in the k of the run's span, a
     padded run's in its own k = min(M, d') (the program's k is the padded M's), zeros after."""
-    rows, k = own_rows(shape, p), shape.dim - SIGNAL_AXES
-    own_k = None if rows is None else jnp.minimum(rows, k)  # k = min(M_padded, d') >= own k
-    return _embed(p.sigma_p * normals(key, n, k, own_k))
+    k = shape.dim - SIGNAL_AXES
+    return _embed(p.sigma_p * normals(key, n, k, _own_k(own_rows(shape, p), k)))
 
 
 def _reduced(shape: Shape, p: Params, keys: NoiseKeys) -> RunNoise:

@@ -143,9 +143,15 @@ def begin(shape: Shape, p: Params, pool: Pool | None = None) -> tuple[dict, Fixe
     return per_run, Fixed(kept, evaluation, passes, pre), moving
 
 
+def _loop(shape: Shape, inputs: LoopInputs, fixed: Fixed, labels: chex.Array) -> Any:
+    """The loop form's Loop on the run's inputs (_inputs) and its setup, trained on `labels`
+    (n_st,)."""
+    return LOOPS[shape.form].loop(inputs, labels, fixed.pre)
+
+
 def _loops(shape: Shape, inputs: LoopInputs, fixed: Fixed) -> list:
-    """Each pass's Loop on the run's inputs (_inputs) and its form's setup."""
-    return [LOOPS[shape.form].loop(inputs, labels, fixed.pre) for labels in fixed.passes]
+    """Each pass's Loop (_loop)."""
+    return [_loop(shape, inputs, fixed, labels) for labels in fixed.passes]
 
 
 def advance(
@@ -239,13 +245,10 @@ def prepare_run(shape: Shape, p: Params, pool: Pool | None = None) -> Prepared:
     per_run, fixed, _ = begin(shape, p, pool)
     inputs = _inputs(shape, p, fixed.run, fixed.evaluation)
 
-    def loop(labels: chex.Array) -> Any:
-        return LOOPS[shape.form].loop(inputs, labels, fixed.pre)
-
     def rec(labels: chex.Array) -> Callable[[Views], dict]:
         return partial(record_views, labels, fixed.run, shape, inputs.act)
 
-    return Prepared(per_run, fixed.passes, loop, rec)
+    return Prepared(per_run, fixed.passes, partial(_loop, shape, inputs, fixed), rec)
 
 
 def record_views(
