@@ -1,7 +1,7 @@
 """`w2sjax boundary SPEC --axis FIELD --metric M --level L`: bisect.bisect run on real sweeps.
 
 The probes of every round are grid points of one ordinary sweep dataset, <out>/<name>/: the
-file's other axes times bisect.lattice of FIELD, run with `execute(only=...)` while this
+file's other axes times bisect.lattice of FIELD, run with `execute(probing=...)` while this
 process holds the dataset's lock for the whole search; a rerun reuses every probe written.
 Outputs beside the tables: boundary.csv, slopes.csv and boundary.png.
 """
@@ -214,10 +214,11 @@ def run_boundary(
 
     grid, lattice = probe_sweep(sweep, req)
     lines = len(grid.points) // len(lattice)  # the points of the other axes
-    probing = Probing(share=probed_share(len(lattice)), calls=lines * sweep.seeds)
+    share, calls = probed_share(len(lattice)), lines * sweep.seeds
 
     def run(probes: Sweep, hashes: set[str]) -> None:
-        done = execute(probes, out, options, quiet=quiet, only=hashes, locked=True, probing=probing)
+        probing = Probing(points=hashes, share=share, calls=calls)
+        done = execute(probes, out, options, quiet=quiet, locked=True, probing=probing)
         if done.interrupted:
             raise KeyboardInterrupt  # Ctrl-C: the probes written so far are kept
 

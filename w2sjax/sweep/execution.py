@@ -250,19 +250,23 @@ def run_work(
 
 
 class Probing(NamedTuple):
-    """How a boundary search runs its dataset, a round of probes at a time: `share`, the part of
-    its runs expected to run (the padding's cost model, sweep/padding.py), and `calls`, the
-    most runs a round asks of one bucket (one probe a line of the other axes, all seeds)."""
+    """One round of a boundary search, which runs its dataset a round of probes at a time:
+    `points`, the point_hashes of the grid points it probes; `share`, the part of the
+    dataset's runs the whole search is expected to run (the padding's cost model,
+    sweep/padding.py); `calls`, the most runs a round asks of one bucket (one probe a line of
+    the other axes, all seeds)."""
 
+    points: Collection[str]
     share: float
     calls: int
 
 
-def _among(bucket: Bucket, only: Collection[str], calls: int) -> Bucket:
-    """`bucket`'s runs of the points `only` names; a padded bucket's called with `calls` runs a
-    chunk, so every round runs the programs the first compiled."""
-    runs = tuple((config, seed) for config, seed in bucket.runs if config.point_hash in only)
-    return dataclasses.replace(bucket, runs=runs, call_runs=calls if bucket.shape.padded else None)
+def _among(bucket: Bucket, probing: Probing) -> Bucket:
+    """`bucket`'s runs of the points `probing` names; a padded bucket's called with
+    `probing.calls` runs a chunk, so every round runs the programs the first compiled."""
+    runs = tuple(r for r in bucket.runs if r[0].point_hash in probing.points)
+    calls = probing.calls if bucket.shape.padded else None
+    return dataclasses.replace(bucket, runs=runs, call_runs=calls)
 
 
 def execute(
@@ -272,7 +276,6 @@ def execute(
     *,
     fresh: bool = False,
     quiet: bool = False,
-    only: Collection[str] | None = None,
     locked: bool = False,
     probing: Probing | None = None,
 ) -> Summary:
@@ -280,9 +283,8 @@ def execute(
     <out>/<name>/, computed as `options` say. Process 0 holds the dataset's lock from before it
     touches the folder until every process is done, so a second writer gets LockHeld (a
     DatasetRefused), one line, before anything is written (`locked`: the caller holds it
-    already). `only`: run just the grid points with these point_hashes (a boundary search's
-    probes, as `probing` says); the dataset is still the whole sweep's. Out of device memory at
-    one run per device: OutOfMemory."""
+    already). `probing`: run just a boundary search's round of probes; the dataset is still the
+    whole sweep's. Out of device memory at one run per device: OutOfMemory."""
     enable(cache_folder(options.cache))
     root = Path(out) / sweep.name
     procs = processes(options.distributed)
@@ -290,9 +292,8 @@ def execute(
         share = 1.0 if probing is None else probing.share
         spec, buckets = prepare(root, sweep, options, fresh, procs, hold, locked, share)
         devices = jax.local_devices()
-        if only is not None:
-            calls = max(len(b.runs) for b in buckets) if probing is None else probing.calls
-            buckets = [b for b in (_among(b, only, calls) for b in buckets) if b.runs]
+        if probing is not None:
+            buckets = [b for b in (_among(b, probing) for b in buckets) if b.runs]
         if procs.index == 0:
             check_disk(root, buckets)
         budget = options.memory_budget or memory_budget(devices[0])
