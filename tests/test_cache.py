@@ -37,6 +37,16 @@ def test_the_option_then_the_environment_then_the_users_cache_folder(monkeypatch
     assert len(host_tag()) == 8 and int(host_tag(), 16) >= 0  # the processor, in 8 hex digits
 
 
+def test_a_folder_that_cannot_be_made_is_one_line_naming_the_option(tmp_path):
+    """A cache folder under a file: an OSError naming --cache and $W2SJAX_CACHE_DIR and what
+    they take, and jax's settings untouched (the CLI prints it and exits with status 2)."""
+    (tmp_path / "a_file").write_text("")
+    before = jax.config.jax_compilation_cache_dir
+    with pytest.raises(OSError, match=r"^--cache \(or \$W2SJAX_CACHE_DIR\): cannot keep .*'off'"):
+        enable(cache_folder(str(tmp_path / "a_file")))
+    assert jax.config.jax_compilation_cache_dir == before
+
+
 def test_kept_in_leaves_jax_as_it_found_it(tmp_path):
     """A notebook's jax settings survive a block with the cache elsewhere."""
     before = {k: getattr(jax.config, k) for k in SETTINGS if hasattr(jax.config, k)}

@@ -73,7 +73,13 @@ def enable(folder: Path | None) -> None:
     if jax.config.jax_compilation_cache_dir == path:
         return
     if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # before any compile, so the command stops with its one line
+            raise OSError(
+                f"--cache (or ${ENV}): cannot keep compiled programs in {folder} "
+                f"({err.strerror}); give a folder, or 'off' for none"
+            ) from err
     jax.config.update("jax_compilation_cache_dir", path)
     # jax keeps only programs that took a second to compile by default; a sweep's short ones
     # (the step loop's, under a second on the CPU) are as often recompiled
