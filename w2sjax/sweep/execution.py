@@ -264,7 +264,7 @@ class Probing(NamedTuple):
 def _among(bucket: Bucket, probing: Probing) -> Bucket:
     """`bucket`'s runs of the points `probing` names; a padded bucket's called with
     `probing.calls` runs a chunk, so every round runs the programs the first compiled."""
-    runs = tuple(r for r in bucket.runs if r[0].point_hash in probing.points)
+    runs = tuple((c, s) for c, s in bucket.runs if c.point_hash in probing.points)
     calls = probing.calls if bucket.shape.padded else None
     return dataclasses.replace(bucket, runs=runs, call_runs=calls)
 
