@@ -42,7 +42,8 @@ def test_a_folder_that_cannot_be_made_is_one_line_naming_the_option(tmp_path):
     they take, and jax's settings untouched (the CLI prints it and exits with status 2)."""
     (tmp_path / "a_file").write_text("")
     before = jax.config.jax_compilation_cache_dir
-    with pytest.raises(OSError, match=r"^--cache \(or \$W2SJAX_CACHE_DIR\): cannot keep .*'off'"):
+    named = r"^cannot keep compiled programs in .*; give --cache or \$W2SJAX_CACHE_DIR a .*'off'"
+    with pytest.raises(OSError, match=named):
         enable(cache_folder(str(tmp_path / "a_file")))
     assert jax.config.jax_compilation_cache_dir == before
 

@@ -120,7 +120,8 @@ def bartlett(
 
 def _own_k(own_rows: chex.Array | None, k: int) -> chex.Array | None:
     """A padded run's own k = min(own M, d') (traced) given the program's k = min(M, d') >= it;
-    None unpadded. The Python int k comes first: d' may pass int32's range, k does not."""
+    None unpadded. k = min(M, d') is taken in Python beforehand: d' may pass int32's range, k
+    does not."""
     return None if own_rows is None else jnp.minimum(own_rows, k)
 
 

@@ -77,8 +77,8 @@ def enable(folder: Path | None) -> None:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:  # before any compile, so the command stops with its one line
             raise OSError(
-                f"--cache (or ${ENV}): cannot keep compiled programs in {folder} "
-                f"({err.strerror}); give a folder, or 'off' for none"
+                f"cannot keep compiled programs in {folder} ({err.strerror}); give --cache or "
+                f"${ENV} a folder, or 'off' for none"
             ) from err
     jax.config.update("jax_compilation_cache_dir", path)
     # jax keeps only programs that took a second to compile by default; a sweep's short ones
