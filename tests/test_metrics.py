@@ -150,21 +150,51 @@ def test_signal_coefficient_summaries():
     assert got["gnu_neg"] == pytest.approx(3.5)
 
 
+def test_a_padded_set_records_only_its_own_samples():
+    """Samples past a set's own (Sample.real False, as in a padded program) weigh in no metric:
+    with two extra training, test and validation samples, each one predicted wrong and with a
+    rho past every own sample's, the record is the one without them; the control, the same
+    extras taken as the run's own, moves it."""
+
+    def padded(y, c, extra: int, mask: bool) -> Sample:
+        s = _sample(list(y) + [1] * extra, list(c) + [H] * extra)
+        return s.replace(real=jnp.arange(len(y) + extra) < len(y) if mask else None)
+
+    def padded_record(mask: bool) -> dict:
+        rho = jnp.concatenate([jnp.zeros((2, 1, 6)), jnp.full((2, 1, 2), 9.0)], axis=-1)
+        out = record(
+            Views(
+                _preacts(F_TRAIN + [-1.0, -1.0]),
+                _preacts(F_TEST + [-1.0, -1.0] + F_VAL + [-1.0, -1.0]),
+                jnp.zeros((2, 1, 4)),
+                rho,
+                jnp.float32(0.25),
+            ),
+            train=padded(TRAIN_Y, [E] * 6, 2, mask),
+            yhat=jnp.asarray(YHAT + [-1, -1], jnp.float32),
+            test=padded(TEST_Y, TEST_C, 2, mask),
+            val=padded(VAL_Y, [E, H, B], 2, mask),
+            filters=False,
+        )
+        return {k: float(v) for k, v in out.items()}
+
+    plain, masked, unmasked = _record(), padded_record(True), padded_record(False)
+    assert masked == pytest.approx(plain, nan_ok=True)
+    moved = {k for k in plain if unmasked[k] != pytest.approx(plain[k], nan_ok=True)}
+    assert {"train_loss", "test_acc", "test_acc_hard", "val_acc", "rho_bar_max"} <= moved
+
+
 def test_teacher_metrics():
     test = _sample(TEST_Y, TEST_C)
     pred = jnp.asarray([1, 1, -1, 1, -1, -1, -1, -1], jnp.float32)  # right on 0, 3, 4, 6
-    got = teacher_metrics(
-        pred, test, jnp.asarray(YHAT, jnp.float32), jnp.asarray(TRAIN_Y, jnp.float32)
-    )
+    got = teacher_metrics(pred, test, jnp.asarray(YHAT, jnp.float32), _sample(TRAIN_Y, [E] * 6))
     assert float(got["weak_test_acc"]) == pytest.approx(4 / 8)
     # hard-only: 1 wrong, 3 right, 6 right, 7 wrong (easy-only and both-signal read 1/2 here
     # too, so a second case below separates them).
     assert float(got["weak_test_acc_hard"]) == pytest.approx(2 / 4)
     assert float(got["pseudo_label_error"]) == pytest.approx(2 / 6)
     pred = jnp.asarray([1, 1, 1, -1, -1, 1, 1, -1], jnp.float32)  # hard-only all wrong, rest right
-    got = teacher_metrics(
-        pred, test, jnp.asarray(YHAT, jnp.float32), jnp.asarray(TRAIN_Y, jnp.float32)
-    )
+    got = teacher_metrics(pred, test, jnp.asarray(YHAT, jnp.float32), _sample(TRAIN_Y, [E] * 6))
     assert float(got["weak_test_acc_hard"]) == 0.0  # (wrong: over easy-only, 1.0)
 
 

@@ -1,6 +1,7 @@
-"""Runs that differ only in n_st share a program padded to the larger n_st (sweep/padding.py):
-a padded run equals its own unpadded program up to float round-off, the cost model's choice is
-the optimum it claims, and a dataset keeps the padding it was made with."""
+"""Runs that differ only in sample counts share a program padded to the larger counts
+(sweep/padding.py): a padded run equals its own unpadded program up to float round-off, the
+cost model's choice is the optimum it claims, and a dataset keeps the padding it was made
+with."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from w2sjax.engine.noise import bartlett
 from w2sjax.engine.simulate import TRACES, simulate
 from w2sjax.sweep.buckets import plan
 from w2sjax.sweep.padding import (
+    Target,
     assign_pad,
     cheapest,
     choose_pad,
@@ -31,16 +33,19 @@ from w2sjax.sweep.padding import (
 from w2sjax.tables.layout import DatasetRefused
 
 COEFFICIENTS = ("gmu_own", "gnu_pos", "gnu_neg", "rho_bar_max", "rho_bar_mean_clean")
+EVAL_PADDING = 7  # test and validation samples a padded program holds past a run's own
 
 
 def _runs(padded_to: int | None, own: int, **fields) -> tuple[dict, dict]:
     """simulate's (per_run, per_step) of two seeds at n_st = own, in its own program or (with
-    padded_to) in the program padded to that n_st."""
+    padded_to) in the program padded to that n_st and to EVAL_PADDING more test and validation
+    samples."""
     engine = {k: fields.pop(k) for k in ("form", "noise") if k in fields}
     config = small_config(n_st=own, **fields)
     shape = Shape.of(config, **engine)
     if padded_to is not None:
-        shape = dataclasses.replace(shape, n_st=padded_to, padded=True)
+        extra = {k: getattr(shape, k) + EVAL_PADDING for k in ("n_test", "n_val")}
+        shape = dataclasses.replace(shape, n_st=padded_to, padded=True, padded_eval=True, **extra)
     return simulate(shape, stack_params([(config, seed) for seed in range(2)]))
 
 
@@ -178,7 +183,7 @@ def test_a_dataset_keeps_the_padding_it_was_made_with(tmp_path, capsys):
     model = cost_model("cpu")
     assert choose_pad(plain, "off", model) == {}
     pads = choose_pad(plain, "max", model)
-    assert sorted(pads.values()) == [20, 20] and len(pad_plan(plain, pads)) == 1
+    assert sorted(t.n_st for t in pads.values()) == [20, 20] and len(pad_plan(plain, pads)) == 1
     args = ["sweep", str(spec), "--out", str(tmp_path / "out"), "--quiet"]
     assert main([*args, "--pad", "max"]) == 0
     text = (tmp_path / "out" / "pads" / "spec.toml").read_text()
@@ -194,6 +199,28 @@ def test_a_dataset_keeps_the_padding_it_was_made_with(tmp_path, capsys):
     assert assign_pad(plain, "auto", model, sweep.to_toml()) == {}
     with pytest.raises(DatasetRefused, match="--pad max: this dataset was written with a program"):
         assign_pad(plain, "max", model, sweep.to_toml())
+
+
+def test_runs_that_differ_in_their_validation_set_share_a_program(tmp_path):
+    """A grid over n_val: one program set, each run recording over its own validation samples
+    (the same tables as a program per n_val, up to float round-off), the padding recorded and
+    followed on resume."""
+    spec, sweep = _sweep(tmp_path, "n_val = [10, 30]\nn_st = [20]\np_b = [0.3]")
+    plain, model = plan(sweep), cost_model("cpu")
+    pads = choose_pad(plain, "auto", model)
+    assert sorted(pads.values()) == [Target(n_st=20, n_test=20, n_val=30)] * 2
+    record = pad_record(plain, pads)
+    assert ", n_val=30 (bucket" in record and record.count("\n") == 2
+    assert assign_pad(plain, "auto", model, f"{sweep.to_toml()}\n{record}") == pads
+    tables = {}
+    for pad in ("auto", "off"):
+        out = tmp_path / pad
+        assert main(["sweep", str(spec), "--out", str(out), "--quiet", "--pad", pad]) == 0
+        assert len(list((out / "pads" / "runs").glob("bucket=*"))) == (1 if pad == "auto" else 2)
+        steps = w2sjax.load(out / "pads").steps
+        tables[pad] = steps.sort_values(["run_id", "step"]).reset_index(drop=True)
+    for column in ("val_acc", "test_acc", "train_loss", "gmu_own"):
+        np.testing.assert_allclose(tables["auto"][column], tables["off"][column], rtol=1e-5)
 
 
 def test_padding_waits_for_partitionable_threefry(tmp_path):

@@ -55,10 +55,10 @@ NOISE_OPTION = dict(
 PAD_OPTION = dict(
     choices=PADS,
     default="auto",
-    help="runs that differ only in n_st share one compiled program, padded to the larger n_st "
-    "with the padding weighing nothing: where a cost model (compile seconds against the "
-    "padding's FLOPs) says it saves time (auto), never (off), or one program per group (max); "
-    "a dataset keeps the choice it was made with",
+    help="runs that differ only in their sample counts (n_st, n_test, n_val) share one compiled "
+    "program, padded to the larger counts with the padding weighing nothing: where a cost "
+    "model (compile seconds against the padding's FLOPs) says it saves time (auto), never "
+    "(off), or one program per group (max); a dataset keeps the choice it was made with",
 )
 
 

@@ -41,9 +41,10 @@ class EngineOptions:
     plan to use per device (None: 60% of a GPU, 25% of host memory); distributed: None for one
     process; cache: the folder compiled programs are kept in, or "off" (None: $W2SJAX_CACHE_DIR,
     else the user's cache folder; sweep/cache.py); compile_ahead: compile each bucket's programs
-    while the one before it computes; pad: runs that differ only in n_st share a program padded
-    to a larger n_st where a cost model says it saves time (auto), never (off), or always, one
-    program per group at its largest n_st (max) (sweep/padding.py)."""
+    while the one before it computes; pad: runs that differ only in their sample counts (n_st,
+    n_test, n_val) share a program padded to larger counts where a cost model says it saves
+    time (auto), never (off), or always, one program per group at its largest counts (max)
+    (sweep/padding.py)."""
 
     form: str = "auto"
     precision: str = "highest"

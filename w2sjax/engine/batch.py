@@ -35,7 +35,7 @@ SHAPE_FIELDS = tuple(f for f, spec in FIELDS.items() if spec.static)
 PARAM_FIELDS = tuple(f for f, spec in FIELDS.items() if spec.section and not spec.static)
 SIGNAL_AXES = 4  # the working coordinates' first axes: mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}
 # Shape fields that are not settings
-ENGINE_CHOICES = ("filters", "form", "precision", "noise", "padded")
+ENGINE_CHOICES = ("filters", "form", "precision", "noise", "padded", "padded_eval")
 
 
 def working_d(config: Config) -> int:
@@ -68,14 +68,14 @@ def choose_noise(config: Config, precision: str) -> str:
 
 
 def can_pad(shape: Shape) -> bool:
-    """Whether runs of `shape` may share a program padded to a larger n_st (Shape.padded) with
-    their numbers unchanged up to float round-off: the synthetic source, whose draws are then
-    made at each run's own sizes (noise.normals), which needs jax's partitionable threefry (the
-    default since jax 0.5); an optimizer that keeps the span (Adam's projection would take in
-    the padding) and takes the full batch (a minibatch is drawn from the run's own n_st); and,
-    for the reduced sampler, draws small enough that the int32 index into their flat form
-    (noise.normals: the joint draw's M rows, the test and validation sets' rows, each of k
-    coordinates) does not wrap."""
+    """Whether runs of `shape` may share a program padded to larger sample counts
+    (Shape.padded) with their numbers unchanged up to float round-off: the synthetic source,
+    whose draws are then made at each run's own sizes (noise.normals), which needs jax's
+    partitionable threefry (the default since jax 0.5); an optimizer that keeps the span (Adam's
+    projection would take in the padding) and takes the full batch (a minibatch is drawn from
+    the run's own n_st); and, for the reduced sampler, draws small enough that the int32 index
+    into their flat form (noise.normals: the joint draw's M rows, the test and validation sets'
+    rows, each of k coordinates) does not wrap."""
     opt = OPTIMIZERS[shape.optimizer]
     rows = max(span_size(shape.n_wk, shape.n_st, shape.m), shape.n_test, shape.n_val)
     joint = rows * (shape.dim - SIGNAL_AXES)
@@ -94,8 +94,11 @@ class Shape:
     `filters` adds the per-filter coefficient output (2 x m x 4 per logged step); `form` picks
     the state the GD loop carries, `precision` its products' precision and `noise` the noise
     sampler (noise.py; `dim` is its working dimension); `padded`: n_st is the length of the
-    program's sample axis, and each run trains on its own Params.n_st samples of it, the rest
-    weighing nothing (can_pad), so runs that differ only in n_st share a program. None of them
+    program's training axis, and each run trains on its own Params.n_st samples of it, the rest
+    weighing nothing (can_pad), so runs that differ only in their sample counts (SAMPLE_COUNTS)
+    share a program; `padded_eval` (with `padded`): the same for n_test and n_val, each run
+    recording over its own Params.n_test and n_val (apart, so that a program padded only in
+    n_st computes its test metrics as before, to the last bit). None of them
     changes a run's setting, key or run_id. n_wk is the weak training set's size as drawn: 0
     where the teacher is not fitted (config.weak_set_size); d the runs' dimension
     (working_d)."""
@@ -130,6 +133,7 @@ class Shape:
     precision: str = "highest"
     noise: str = "full"
     padded: bool = False
+    padded_eval: bool = False
 
     @classmethod
     def of(
@@ -191,7 +195,7 @@ class Shape:
 class Params:
     """Per-run dynamic values, each of shape (runs,): the PARAM_FIELDS as float32, the
     integers that make a run's key: base_seed, point (31-bit hash of the setting) and seed, and
-    the run's own n_st (int32; read only where the Shape is padded)."""
+    the run's own n_st, n_test and n_val (int32; read only where the Shape is padded)."""
 
     p_e: chex.Array
     p_h: chex.Array
@@ -209,11 +213,14 @@ class Params:
     point: chex.Array
     seed: chex.Array
     n_st: chex.Array
+    n_test: chex.Array
+    n_val: chex.Array
 
 
 # The dataclasses hold exactly the fields FIELDS (fields.py) declares static or batched.
 assert {f.name for f in dataclasses.fields(Shape)} == {*SHAPE_FIELDS, *ENGINE_CHOICES}
-PARAM_INTS = ("base_seed", "point", "seed", "n_st")
+SAMPLE_COUNTS = ("n_st", "n_test", "n_val")  # what a padded program's runs may differ in
+PARAM_INTS = ("base_seed", "point", "seed", *SAMPLE_COUNTS)
 assert {f.name for f in dataclasses.fields(Params)} == {*PARAM_FIELDS, *PARAM_INTS}
 
 
@@ -230,7 +237,7 @@ def stack_params(runs: Sequence[tuple[Config, int]]) -> Params:
         "base_seed": jnp.asarray([c.base_seed for c, _ in runs], jnp.uint32),
         "point": jnp.asarray([point_index(c) for c, _ in runs], jnp.uint32),
         "seed": jnp.asarray([s for _, s in runs], jnp.uint32),
-        "n_st": jnp.asarray([c.n_st for c, _ in runs], jnp.int32),
+        **{f: jnp.asarray([getattr(c, f) for c, _ in runs], jnp.int32) for f in SAMPLE_COUNTS},
     }
     return Params(**floats, **ints)
 

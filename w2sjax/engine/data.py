@@ -40,7 +40,9 @@ class Sample:
     sample has two signal patches (the paper's), zeros where it has one; coefs (n, P, S) the
     coefficients of each sample's P patches over the run's S basis rows where the sample carries
     them (an image source), None where they follow from y, c and a (`patch_coefs`). Float arrays
-    so they enter arithmetic directly."""
+    so they enter arithmetic directly. real (n,) bool: which samples are the run's own, where a
+    padded program's sample axis (batch.Shape.padded) is longer than the run's count of them
+    (None: every one)."""
 
     y: chex.Array
     c: chex.Array
@@ -48,6 +50,7 @@ class Sample:
     xi: chex.Array
     second: chex.Array | None = None
     coefs: chex.Array | None = None
+    real: chex.Array | None = None
 
 
 class RunData(NamedTuple):
@@ -56,9 +59,8 @@ class RunData(NamedTuple):
     weak, training, test and validation samples, W0 (2, m, D), n_st fair coins (n_st,) in
     {+1, -1} (read only by hard_labels = "coin"), the run's key, from which a later draw of a
     run's own takes fold_in(key, salt), the four signals mu_{+1}, mu_{-1}, nu_{+1}, nu_{-1}
-    (4, D) the coefficients gmu and gnu are read against (None: `signals` themselves), and
-    which training samples are the run's own (n_st,) bool, where a padded program's sample axis
-    (batch.Shape.padded) is longer than the run's n_st (None: every one)."""
+    (4, D) the coefficients gmu and gnu are read against (None: `signals` themselves). Which
+    samples of a set are the run's own: its Sample.real."""
 
     signals: chex.Array
     weak: Sample
@@ -69,7 +71,6 @@ class RunData(NamedTuple):
     coins: chex.Array
     key: chex.PRNGKey
     reference: chex.Array | None = None
-    real: chex.Array | None = None
 
 
 def signal_matrix(

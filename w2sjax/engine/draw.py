@@ -44,15 +44,26 @@ def draw_synthetic(shape: Shape, p: Params, pool: None = None) -> RunData:
     def second(n: int) -> chex.Array | None:
         return None if shape.signal_patches == 2 else jnp.zeros(n, jnp.float32)
 
+    def own(n: int, count: chex.Array, padded: bool) -> chex.Array | None:
+        """Which of a padded program's n samples of a set are the run's own `count`."""
+        return jnp.arange(n) < count if padded else None
+
+    reals = (  # the weak set's n_wk is never padded
+        None,
+        own(shape.n_st, p.n_st, shape.padded),
+        own(shape.n_test, p.n_test, shape.padded_eval),
+    )
     weak, train, test = (
-        Sample(y=y, c=c, a=a, xi=xi, second=second(len(y)))
-        for (y, c, a, _), xi in zip(sets, (noise.weak, noise.train, noise.test), strict=True)
+        Sample(y=y, c=c, a=a, xi=xi, second=second(len(y)), real=real)
+        for (y, c, a, _), xi, real in zip(
+            sets, (noise.weak, noise.train, noise.test), reals, strict=True
+        )
     )
     y, c, a, k_val = val_labels
     val_xi = SAMPLERS[shape.noise].evaluation(shape, p, k_val, shape.n_val)
-    val = Sample(y=y, c=c, a=a, xi=val_xi, second=second(shape.n_val))
+    val_real = own(shape.n_val, p.n_val, shape.padded_eval)
+    val = Sample(y=y, c=c, a=a, xi=val_xi, second=second(shape.n_val), real=val_real)
     signals = signal_matrix(shape.dim, shape.easy_signal, p.mu_norm, p.nu_norm)
     coin = jax.random.bernoulli(jax.random.fold_in(key, COIN_SALT), 0.5, (shape.n_st,))
     coins = jnp.where(coin, 1.0, -1.0).astype(jnp.float32)
-    real = jnp.arange(shape.n_st) < p.n_st if shape.padded else None
-    return RunData(signals, weak, train, test, val, noise.W0, coins, key, real=real)
+    return RunData(signals, weak, train, test, val, noise.W0, coins, key)

@@ -61,6 +61,11 @@ def mean_over(x: chex.Array, real: chex.Array | None) -> chex.Array:
     return x.mean() if real is None else masked_mean(x, real)
 
 
+def within(mask: chex.Array, real: chex.Array | None) -> chex.Array:
+    """mask (n,) bool within the run's own samples `real` (None: all of them)."""
+    return mask if real is None else mask & real
+
+
 def coef_summaries(
     coefs: chex.Array,
     rho: chex.Array,
@@ -74,9 +79,7 @@ def coef_summaries(
     own_nu = jnp.stack([coefs[0, :, NU_POS], coefs[1, :, NU_NEG]])  # (2, m): gnu_{j,r,j}
     is_bar = (J_SIGN[:, None] == yhat[None, :])[:, None, :]  # (2, 1, n): j = yhat_i
     rho_own_max = jnp.where(yhat > 0, rho[0], rho[1]).max(0)  # (n,) max_r rho_{yhat_i, r, i}
-    clean, bar, under = ~flipped, is_bar, ~is_bar
-    if real is not None:
-        clean, bar, under = clean & real, bar & real, under & real
+    clean, bar, under = (within(mask, real) for mask in (~flipped, is_bar, ~is_bar))
     return {
         "gmu_own": own_mu.max(1).mean(),
         "gnu_pos": own_nu.max(1).mean(),
@@ -103,21 +106,19 @@ def record(
     val: Sample,
     filters: bool,
     act: Act = RELU,
-    real: chex.Array | None = None,
 ) -> dict[str, chex.Array]:
     """Every MODEL.md section 5 metric (scalars) from a loop's views: the current pre-activations
     on the training set and on the evaluation samples (the test set, then the validation set),
     the signal coefficients (2, m, 4), rho (2, m, n) and the decomposition's residual, with a
-    trained second layer its weights (SECOND_LAYER_STEP_METRICS); plus `filters` if asked. The
-    training set's metrics are over the run's own samples `real` (n,) bool (None: all)."""
+    trained second layer its weights (SECOND_LAYER_STEP_METRICS); plus `filters` if asked. Each
+    set's metrics are over the run's own samples of it (Sample.real)."""
     train_pre, coefs = views.train, views.coefs
     test_pre, val_pre = split_preacts(views.evaluation, test.y.shape[0])
     f_train = strong_output_of(train_pre, act, views.second)
     pred_train = sign(f_train)
     pred_test = sign(strong_output_of(test_pre, act, views.second))
-    flipped = yhat != train.y
-    if real is not None:
-        flipped = flipped & real
+    real = train.real
+    flipped = within(yhat != train.y, real)
     test_right = pred_test == test.y
     # log |l'_i|, sample i's weight in the gradient; in logs, so margins past ~88 (where float32
     # sigmoid(-margin) underflows to 0) still give a share.
@@ -131,11 +132,11 @@ def record(
         "flipped_grad_share": jnp.exp(
             logsumexp(log_weight, b=flipped) - logsumexp(log_weight, b=real)
         ),
-        "test_acc": test_right.mean(),
-        "test_acc_easy": masked_mean(test_right, test.c == EASY),
-        "test_acc_hard": masked_mean(test_right, test.c == HARD),
-        "test_acc_both": masked_mean(test_right, test.c == BOTH),
-        "val_acc": (sign(strong_output_of(val_pre, act, views.second)) == val.y).mean(),
+        "test_acc": mean_over(test_right, test.real),
+        "test_acc_easy": masked_mean(test_right, within(test.c == EASY, test.real)),
+        "test_acc_hard": masked_mean(test_right, within(test.c == HARD, test.real)),
+        "test_acc_both": masked_mean(test_right, within(test.c == BOTH, test.real)),
+        "val_acc": mean_over(sign(strong_output_of(val_pre, act, views.second)) == val.y, val.real),
         **coef_summaries(coefs, views.rho, yhat, flipped, real),
         "coef_residual": views.residual,
     }
@@ -148,19 +149,15 @@ def record(
 
 
 def teacher_metrics(
-    test_pred: chex.Array,
-    test: Sample,
-    yhat: chex.Array,
-    train_y: chex.Array,
-    real: chex.Array | None = None,
+    test_pred: chex.Array, test: Sample, yhat: chex.Array, train: Sample
 ) -> dict[str, chex.Array]:
     """RUN_METRICS from the teacher's test predictions (n_test,) and its pseudo-labels yhat
-    (n_st,) of training samples with true labels train_y: its test accuracy, overall and on
-    hard-only samples, and the fraction of the run's own samples `real` (None: all) whose
-    pseudo-label is wrong."""
+    (n_st,) of the training samples: its test accuracy, overall and on hard-only samples, and
+    the fraction of training samples whose pseudo-label is wrong, each over the run's own
+    samples (Sample.real)."""
     right = test_pred == test.y
     return {
-        "weak_test_acc": right.mean(),
-        "weak_test_acc_hard": masked_mean(right, test.c == HARD),
-        "pseudo_label_error": mean_over(yhat != train_y, real),
+        "weak_test_acc": mean_over(right, test.real),
+        "weak_test_acc_hard": masked_mean(right, within(test.c == HARD, test.real)),
+        "pseudo_label_error": mean_over(yhat != train.y, train.real),
     }

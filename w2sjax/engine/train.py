@@ -92,13 +92,13 @@ def _noise_as(s: Sample, precision: str) -> Sample:
 
 def _inputs(shape: Shape, p: Params, run: RunData, evaluation: Sample) -> LoopInputs:
     """The loop forms' inputs: the activation and optimizer at this run's values. Where the
-    program is padded (RunData.real), every step's loss weighs the run's own samples n_st / n
+    program is padded (Sample.real), every step's loss weighs the run's own samples n_st / n
     each and the padding 0 (optimizers.Opt.weights' minibatch convention): the loss, gradient
     and rho's increments are the run's own."""
     act = ACTIVATIONS[shape.activation].at(p.activation_param)
     opt = OPTIMIZERS[shape.optimizer].at(p.eta, p.momentum, run.key, shape.n_st, shape.batch_size)
-    if run.real is not None:  # batch.can_pad: the full batch, so no minibatch's weights to keep
-        own = run.real * (shape.n_st / p.n_st)
+    if run.train.real is not None:  # batch.can_pad: the full batch, no minibatch's weights
+        own = run.train.real * (shape.n_st / p.n_st)
         opt = opt._replace(weights=lambda t: own)
     v0 = SECOND_LAYERS[shape.second_layer].init(shape.m)
     return LoopInputs(
@@ -118,7 +118,7 @@ def begin(shape: Shape, p: Params, pool: Pool | None = None) -> tuple[dict, Fixe
         test = run.test.replace(c=jnp.where(taught.test == run.test.y, EASY, HARD))
         run = run._replace(test=test)
     yhat = HARD_LABELS[shape.hard_labels](taught.train, run.train, run.coins)
-    per_run = teacher_metrics(taught.test, run.test, yhat, run.train.y, run.real)
+    per_run = teacher_metrics(taught.test, run.test, yhat, run.train)
     reference = run.signals if run.reference is None else run.reference
     if shape.filters:
         # <w^(0), s>: which side of each signal a filter starts on decides, by the ReLU argument,
@@ -257,9 +257,7 @@ def record_views(
     """metrics.record of one logged state's Views, the student trained on labels yhat (n_st,);
     an image source without a noise patch memorises nothing, and records no coefficient of one
     (NaN)."""
-    seen = record(
-        views, run.train, yhat, run.test, run.val, filters=shape.filters, act=act, real=run.real
-    )
+    seen = record(views, run.train, yhat, run.test, run.val, filters=shape.filters, act=act)
     if not CONSTRUCTIONS[construction(shape)].synthetic_noise:
         seen |= {k: jnp.float32(jnp.nan) for k in NOISE_METRICS}
     return seen

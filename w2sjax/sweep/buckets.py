@@ -49,14 +49,14 @@ class Bucket:
 
 
 def shape_id(shape: Shape) -> str:
-    """10 hex of the Shape's text. The full sampler, an unpadded Shape and silent-default fields
-    at their default stay out of the text, so buckets of datasets written before those existed
-    keep their ids."""
+    """10 hex of the Shape's text. The full sampler, the padding flags when off and
+    silent-default fields at their default stay out of the text, so buckets of datasets
+    written before those existed keep their ids."""
     fields = {
         k: v
         for k, v in dataclasses.asdict(shape).items()
         if not (k == "noise" and v == "full")
-        and not (k == "padded" and not v)
+        and not (k in ("padded", "padded_eval") and not v)
         and not (k in FIELDS and at_silent_default(k, v))
     }
     text = f"Shape({', '.join(f'{k}={v!r}' for k, v in fields.items())})"

@@ -1,12 +1,15 @@
-"""Which buckets share a program: runs whose Shapes differ only in n_st padded to one n_st
-(batch.Shape.padded), chosen by a cost model and recorded in spec.toml.
+"""Which buckets share a program: runs whose Shapes differ only in their sample counts
+(batch.SAMPLE_COUNTS: n_st, n_test, n_val) padded to one program's (batch.Shape.padded),
+chosen by a cost model and recorded in spec.toml.
 
 Each program costs a compile (seconds, whatever its size); padding a run to a larger n_st costs
-its extra FLOPs at every step. `cheapest` splits a group's sizes into runs of adjacent sizes,
-each padded to its largest, at the least total of the two (`--pad auto`). A dataset records the
-choice (PAD_RECORD lines) when it is made and a resume follows the record, never the cost
-model again, so its runs keep the program they were made with; a dataset without the record
-(every one written before padding existed) runs every bucket at its own n_st.
+its extra FLOPs at every step. `cheapest` splits a group's n_st into runs of adjacent sizes,
+each padded to its largest, at the least total of the two (`--pad auto`); the test and
+validation sets, read only at the logged steps, are padded to the group's largest wherever a
+bucket pads. A dataset records the choice (PAD_RECORD lines) when it is made and a resume
+follows the record, never the cost model again, so its runs keep the program they were made
+with; a dataset without the record (every one written before padding existed) runs every bucket
+at its own sizes.
 """
 
 from __future__ import annotations
@@ -14,18 +17,22 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import NamedTuple
 
 import jax
 
-from w2sjax.engine.batch import Shape, can_pad, span_size
-from w2sjax.sweep.buckets import Bucket, Run, shape_id
+from w2sjax.engine.batch import SAMPLE_COUNTS, Shape, can_pad, span_size
+from w2sjax.sweep.buckets import Bucket, shape_id
 from w2sjax.tables.layout import DatasetRefused
 
 PAD_RECORD = "# --pad: "  # spec.toml's line for each bucket that runs padded
-_RECORDED = re.compile(r"n_st=(\d+) runs as n_st=(\d+) \(bucket ([0-9a-f]+)\)")
+_RECORDED = re.compile(
+    r"n_st=(\d+) runs as n_st=(\d+)((?:, n_(?:test|val)=\d+)*) \(bucket ([0-9a-f]+)\)"
+)
+EVAL_COUNTS = ("n_test", "n_val")  # padded to a group's largest wherever a bucket pads
 NORMAL_FLOPS = 20  # a normal draw: threefry's hash and the inverse error function, about
 
 
@@ -102,60 +109,97 @@ def pad_key(shape: Shape) -> str:
 
 
 class Size(NamedTuple):
-    """One n_st of a group: its bucket's Shape and number of runs."""
+    """One bucket of a group: its Shape and number of runs."""
 
     shape: Shape
     runs: int
 
 
-def groups(buckets: Sequence[Bucket]) -> list[dict[int, Size]]:
-    """The unpadded buckets whose Shapes differ only in n_st, those that may pad
-    (batch.can_pad), as n_st -> Size, two or more a group."""
-    found: dict[Shape, dict[int, Size]] = {}
+class Target(NamedTuple):
+    """The sample counts (batch.SAMPLE_COUNTS) a padded bucket's programs run at."""
+
+    n_st: int
+    n_test: int
+    n_val: int
+
+
+def groups(buckets: Sequence[Bucket]) -> list[list[Size]]:
+    """The unpadded buckets whose Shapes differ only in their sample counts, those that may pad
+    (batch.can_pad), two or more a group."""
+    found: dict[Shape, list[Size]] = {}
     for b in buckets:
         if can_pad(b.shape):
-            key = dataclasses.replace(b.shape, n_st=0)
-            found.setdefault(key, {})[b.shape.n_st] = Size(b.shape, len(b.runs))
+            key = dataclasses.replace(b.shape, **dict.fromkeys(SAMPLE_COUNTS, 0))
+            found.setdefault(key, []).append(Size(b.shape, len(b.runs)))
     return [g for g in found.values() if len(g) > 1]
+
+
+def _seconds(
+    by_n: Mapping[int, list[Size]],
+    evals: Mapping[str, int],
+    model: CostModel,
+    share: float,
+    n: int,
+    target: int,
+) -> float:
+    """Seconds, by `model`, of a `share` of the runs at n_st = n (by_n[n]) padded to n_st
+    `target` and to the test and validation counts `evals`."""
+    padded = (dataclasses.replace(s.shape, n_st=target, **evals) for s in by_n[n])
+    flops = sum(s.runs * run_flops(shape) for s, shape in zip(by_n[n], padded, strict=True))
+    return share * flops / model.flops_per_s
 
 
 def choose_pad(
     buckets: Sequence[Bucket], choice: str, model: CostModel, share: float = 1.0
-) -> dict[str, int]:
-    """The n_st each bucket's programs run at, for the buckets that run padded (pad_key ->
-    n_st; a bucket left out runs unpadded): "off" none; "max" every group at its largest n_st,
-    one program a group; "auto" `cheapest` by `model`, a `share` of each bucket's runs
-    expected to run (a boundary search probes part of its lattice: bisect.probed_share)."""
+) -> dict[str, Target]:
+    """The sample counts each bucket's programs run at, for the buckets that run padded
+    (pad_key -> Target; a bucket left out runs unpadded): "off" none; "max" every group at its
+    largest counts, one program a group; "auto" `cheapest` over each group's n_st by `model`, a
+    `share` of each bucket's runs expected to run (a boundary search probes part of its
+    lattice: bisect.probed_share), n_test and n_val at the group's largest."""
     if choice == "off":
         return {}
-
-    def seconds(group: dict[int, Size], n: int, target: int) -> float:
-        """Seconds of group[n]'s runs padded to `target`, by `model`."""
-        flops = run_flops(dataclasses.replace(group[n].shape, n_st=target))
-        return share * group[n].runs * flops / model.flops_per_s
-
-    pads: dict[str, int] = {}
+    pads: dict[str, Target] = {}
     for group in groups(buckets):
-        sizes = sorted(group)
+        evals = {f: max(getattr(s.shape, f) for s in group) for f in EVAL_COUNTS}
+        by_n: dict[int, list[Size]] = {}
+        for s in group:
+            by_n.setdefault(s.shape.n_st, []).append(s)
+        sizes = sorted(by_n)
         if choice == "max":
             targets = [sizes[-1]] * len(sizes)
         else:
-            targets = cheapest(sizes, partial(seconds, group), model.compile_s)
-        shared = {t for t in targets if targets.count(t) > 1}
+            seconds = partial(_seconds, by_n, evals, model, share)
+            targets = cheapest(sizes, seconds, model.compile_s)
+        to = dict(zip(sizes, targets, strict=True))
+        shared = Counter(to[s.shape.n_st] for s in group)  # buckets per program
         pads |= {
-            pad_key(group[n].shape): t for n, t in zip(sizes, targets, strict=True) if t in shared
+            pad_key(s.shape): Target(n_st=to[s.shape.n_st], **evals)
+            for s in group
+            if shared[to[s.shape.n_st]] > 1
         }
     return pads
 
 
-def recorded_pad(existing: str) -> dict[str, int]:
-    """The PAD_RECORD lines of a dataset's spec.toml text: pad_key -> the n_st it runs at."""
+def recorded_pad(existing: str) -> dict[str, dict[str, int]]:
+    """The PAD_RECORD lines of a dataset's spec.toml text: pad_key -> the sample counts it
+    runs at that the line names (n_st always; n_test and n_val where they are padded)."""
     found = (
         _RECORDED.fullmatch(line.removeprefix(PAD_RECORD))
         for line in existing.splitlines()
         if line.startswith(PAD_RECORD)
     )
-    return {m.group(3): int(m.group(2)) for m in found if m is not None}
+    return {
+        m.group(4): {"n_st": int(m.group(2))}
+        | {f: int(v) for f, v in re.findall(r", (n_test|n_val)=(\d+)", m.group(3))}
+        for m in found
+        if m is not None
+    }
+
+
+def _target(shape: Shape, counts: Mapping[str, int]) -> Target:
+    """The Target of `counts`, a bucket's own sizes where they name none."""
+    return Target(*(counts.get(f, getattr(shape, f)) for f in SAMPLE_COUNTS))
 
 
 def assign_pad(
@@ -164,7 +208,7 @@ def assign_pad(
     model: CostModel,
     existing: str | None = None,
     share: float = 1.0,
-) -> dict[str, int]:
+) -> dict[str, Target]:
     """choose_pad of the unpadded `buckets` for a new dataset (`existing` None); a dataset that
     exists (its spec.toml text) follows its record. DatasetRefused where an explicit `choice`
     disagrees with the record, or where the record's padding is no longer exact here
@@ -172,8 +216,8 @@ def assign_pad(
     if existing is None:
         return choose_pad(buckets, choice, model, share)
     keyed = {pad_key(b.shape): b.shape for b in buckets}
-    pads = {key: n for key, n in recorded_pad(existing).items() if key in keyed}
-    if any(not can_pad(dataclasses.replace(keyed[key], n_st=n)) for key, n in pads.items()):
+    pads = {k: _target(keyed[k], c) for k, c in recorded_pad(existing).items() if k in keyed}
+    if any(not can_pad(_padded(keyed[k], target)) for k, target in pads.items()):
         raise DatasetRefused(
             "--pad: this dataset was written with padded programs, which are not exact here "
             "(batch.can_pad: jax's threefry must be partitionable, jax_threefry_partitionable, "
@@ -188,32 +232,55 @@ def assign_pad(
     return pads
 
 
-def _described(pads: Mapping[str, int]) -> str:
+def _described(pads: Mapping[str, Target]) -> str:
     """Words for a padding choice."""
     if not pads:
-        return "a program per n_st"
-    return f"programs padded to n_st {', '.join(map(str, sorted(set(pads.values()))))}"
-
-
-def pad_record(buckets: Sequence[Bucket], pads: Mapping[str, int]) -> str:
-    """spec.toml's lines for `pads`: one per bucket that runs padded, none where none does (so
-    the text of a dataset that pads nothing is what it was before padding existed)."""
-    keyed = sorted((b.shape.n_st, pad_key(b.shape)) for b in buckets)
-    return "".join(
-        f"{PAD_RECORD}n_st={n} runs as n_st={pads[key]} (bucket {key})\n"
-        for n, key in keyed
-        if key in pads
+        return "a program per sample count"
+    counts = sorted(set(pads.values()))
+    return "programs padded to " + ", ".join(
+        f"n_st {t.n_st} (n_test {t.n_test}, n_val {t.n_val})" for t in counts
     )
 
 
-def pad_plan(buckets: Sequence[Bucket], pads: Mapping[str, int]) -> list[Bucket]:
-    """The unpadded `buckets` with those in `pads` padded to their n_st there, the buckets padded
-    to one Shape merged into one."""
-    merged: dict[Shape, list[Run]] = {}
+def _padded(shape: Shape, target: Target) -> Shape:
+    """`shape` padded to `target`."""
+    return dataclasses.replace(shape, padded=True, **target._asdict())
+
+
+def pad_record(buckets: Sequence[Bucket], pads: Mapping[str, Target]) -> str:
+    """spec.toml's lines for `pads`: one per bucket that runs padded, naming n_test and n_val
+    only where they are padded, none where none does (so the text of a dataset that pads
+    nothing, or only n_st, is what it was before)."""
+    lines = []
+    for b in sorted(buckets, key=lambda b: (b.shape.n_st, pad_key(b.shape))):
+        key = pad_key(b.shape)
+        if key in pads:
+            target = pads[key]
+            evals = "".join(
+                f", {f}={getattr(target, f)}"
+                for f in EVAL_COUNTS
+                if getattr(target, f) != getattr(b.shape, f)
+            )
+            lines.append(
+                f"{PAD_RECORD}n_st={b.shape.n_st} runs as n_st={target.n_st}{evals} "
+                f"(bucket {key})\n"
+            )
+    return "".join(lines)
+
+
+def pad_plan(buckets: Sequence[Bucket], pads: Mapping[str, Target]) -> list[Bucket]:
+    """The unpadded `buckets` with those in `pads` padded to their Target there, the buckets
+    padded to one Shape merged into one; where the merged buckets' own test or validation
+    counts differ from the program's, it records over each run's own (Shape.padded_eval)."""
+    merged: dict[Shape, list[Bucket]] = {}
     for b in buckets:
         key = pad_key(b.shape)
-        shape = b.shape
-        if key in pads:
-            shape = dataclasses.replace(b.shape, n_st=pads[key], padded=True)
-        merged.setdefault(shape, []).extend(b.runs)
-    return [Bucket(shape, tuple(runs)) for shape, runs in merged.items()]
+        shape = _padded(b.shape, pads[key]) if key in pads else b.shape
+        merged.setdefault(shape, []).append(b)
+    plan = []
+    for shape, members in merged.items():
+        evals = [getattr(shape, f) for f in EVAL_COUNTS]
+        if any([getattr(b.shape, f) for f in EVAL_COUNTS] != evals for b in members):
+            shape = dataclasses.replace(shape, padded_eval=True)
+        plan.append(Bucket(shape, tuple(run for b in members for run in b.runs)))
+    return plan
