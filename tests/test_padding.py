@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,7 @@ from w2sjax.config.grid import load_sweep
 from w2sjax.engine.batch import Shape, can_pad, stack_params
 from w2sjax.engine.noise import bartlett
 from w2sjax.engine.simulate import TRACES, simulate
-from w2sjax.sweep.buckets import plan
+from w2sjax.sweep.buckets import Bucket, plan
 from w2sjax.sweep.padding import (
     Target,
     assign_pad,
@@ -149,6 +150,11 @@ def _all_splits(sizes: list[int], seconds, compile_s: float) -> float:
     return best
 
 
+def _program_s(sizes: list[int], seconds, compile_s: float, start: int, end: int) -> float:
+    """One program for sizes[start:end], each padded to the largest: its compile and runs."""
+    return compile_s + sum(seconds(n, sizes[end - 1]) for n in sizes[start:end])
+
+
 def test_cheapest_is_the_least_total_over_every_split():
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -156,7 +162,10 @@ def test_cheapest_is_the_least_total_over_every_split():
         runs = dict(zip(sizes, rng.integers(1, 9, len(sizes)), strict=True))
         seconds = lambda n, target: runs[n] * 1e-4 * target**2  # noqa: B023, E731
         compile_s = float(rng.uniform(0.0, 30.0))
-        targets = cheapest(sizes, seconds, compile_s)
+        program_s = partial(_program_s, sizes, seconds, compile_s)
+        spans = cheapest(len(sizes), program_s)
+        assert [i for span in spans for i in span] == list(range(len(sizes)))
+        targets = [sizes[span[-1]] for span in spans for _ in span]
         programs = len(set(targets))
         total = programs * compile_s + sum(
             seconds(n, t) for n, t in zip(sizes, targets, strict=True)
@@ -164,8 +173,13 @@ def test_cheapest_is_the_least_total_over_every_split():
         assert total == pytest.approx(_all_splits(sizes, seconds, compile_s))
         assert all(t >= n for n, t in zip(sizes, targets, strict=True))
     sizes = [10, 20, 40]
-    assert cheapest(sizes, lambda n, t: t - n, 0.0) == sizes  # compiling is free: no padding
-    assert cheapest(sizes, lambda n, t: t - n, 1e9) == [40, 40, 40]  # one program
+
+    def costs(compile_s: float):
+        return partial(_program_s, sizes, lambda n, t: t - n, compile_s)
+
+    # compiling is free: no padding; compiling is dear: one program
+    assert cheapest(3, costs(0.0)) == [range(0, 1), range(1, 2), range(2, 3)]
+    assert cheapest(3, costs(1e9)) == [range(0, 3)]
 
 
 def _sweep(tmp_path, grid: str):
@@ -221,6 +235,32 @@ def test_runs_that_differ_in_their_validation_set_share_a_program(tmp_path):
         tables[pad] = steps.sort_values(["run_id", "step"]).reset_index(drop=True)
     for column in ("val_acc", "test_acc", "train_loss", "gmu_own"):
         np.testing.assert_allclose(tables["auto"][column], tables["off"][column], rtol=1e-5)
+
+
+def test_test_and_validation_padding_is_costed_and_kept_exact():
+    """auto pads n_val where a compile costs more than the padding and not where it costs
+    less; neither auto nor max joins buckets whose joint counts can_pad refuses (one's n_st
+    with another's n_val past the reduced sampler's int32 flat index), though each alone pads."""
+    model = cost_model("cpu")
+
+    def buckets(noise: str, **per_bucket: tuple) -> list[Bucket]:
+        configs = [
+            small_config(**dict(zip(per_bucket, v, strict=True)))
+            for v in zip(*per_bucket.values(), strict=True)
+        ]
+        return [Bucket(Shape.of(c, noise=noise), tuple((c, i) for i in range(64))) for c in configs]
+
+    cheap = buckets("full", n_st=[40, 40], n_val=[100, 200])
+    dear = buckets("full", n_st=[40, 40], n_val=[100, 10**6])
+    assert (
+        sorted(choose_pad(cheap, "auto", model).values())
+        == [Target(n_st=40, n_test=80, n_val=200)] * 2
+    )
+    assert choose_pad(dear, "auto", model) == {}
+    assert len(choose_pad(dear, "max", model)) == 2
+    wrap = buckets("reduced", d=[10**7] * 2, n_st=[2000, 16], n_val=[10, 2 * 10**6])
+    assert all(can_pad(b.shape) for b in wrap)
+    assert choose_pad(wrap, "max", model) == {} and choose_pad(wrap, "auto", model) == {}
 
 
 def test_padding_waits_for_partitionable_threefry(tmp_path):

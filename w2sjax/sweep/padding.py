@@ -2,11 +2,11 @@
 (batch.SAMPLE_COUNTS: n_st, n_test, n_val) padded to one program's (batch.Shape.padded),
 chosen by a cost model and recorded in spec.toml.
 
-Each program costs a compile (seconds, whatever its size); padding a run to a larger n_st costs
-its extra FLOPs at every step. `cheapest` splits a group's n_st into runs of adjacent sizes,
-each padded to its largest, at the least total of the two (`--pad auto`); the test and
-validation sets, read only at the logged steps, are padded to the group's largest wherever a
-bucket pads. A dataset records the choice (PAD_RECORD lines) when it is made and a resume
+Each program costs a compile (seconds, whatever its size); padding a run to larger counts costs
+its extra FLOPs (at every step for n_st; in the draws, the set-up and the logged steps for
+n_test and n_val). `cheapest` splits a group's buckets, in the order of their counts, into runs
+of adjacent buckets, each padded to the largest counts among them, at the least total of the
+two (`--pad auto`). A dataset records the choice (PAD_RECORD lines) when it is made and a resume
 follows the record, never the cost model again, so its runs keep the program they were made
 with; a dataset without the record (every one written before padding existed) runs every bucket
 at its own sizes.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import NamedTuple
@@ -32,7 +31,7 @@ PAD_RECORD = "# --pad: "  # spec.toml's line for each bucket that runs padded
 _RECORDED = re.compile(
     r"n_st=(\d+) runs as n_st=(\d+)((?:, n_(?:test|val)=\d+)*) \(bucket ([0-9a-f]+)\)"
 )
-EVAL_COUNTS = ("n_test", "n_val")  # padded to a group's largest wherever a bucket pads
+EVAL_COUNTS = ("n_test", "n_val")  # the counts besides n_st, named in a record where they pad
 NORMAL_FLOPS = 20  # a normal draw: threefry's hash and the inverse error function, about
 
 
@@ -79,27 +78,22 @@ def run_flops(shape: Shape) -> float:
     return draws + setup + (1 + shape.ceiling) * trained
 
 
-def cheapest(
-    sizes: Sequence[int], seconds: Callable[[int, int], float], compile_s: float
-) -> list[int]:
-    """For ascending `sizes`, the size each is padded to: adjacent sizes padded to the largest
-    of their run, the runs chosen to minimise compile_s per run of sizes plus the sum of
-    seconds(n, target) (size n's runs padded to size target). Dynamic programming over where runs
-    end, exact."""
-    best, cut = [0.0] + [float("inf")] * len(sizes), [0] * (len(sizes) + 1)
-    for end in range(1, len(sizes) + 1):
+def cheapest(count: int, program_s: Callable[[int, int], float]) -> list[range]:
+    """The split of `count` units in order into runs of adjacent units (ranges), each run one
+    program, at the least total of program_s(start, end): the seconds of one program for units
+    start to end - 1 (its compile and its runs' work, padded to its largest). Dynamic programming
+    over where runs end, exact."""
+    best, cut = [0.0] + [float("inf")] * count, [0] * (count + 1)
+    for end in range(1, count + 1):
         for start in range(end):
-            total = (
-                best[start] + compile_s + sum(seconds(n, sizes[end - 1]) for n in sizes[start:end])
-            )
+            total = best[start] + program_s(start, end)
             if total < best[end]:
                 best[end], cut[end] = total, start
-    targets, end = list(sizes), len(sizes)
+    spans, end = [], count
     while end > 0:
-        start = cut[end]
-        targets[start:end] = [sizes[end - 1]] * (end - start)
-        end = start
-    return targets
+        spans.append(range(cut[end], end))
+        end = cut[end]
+    return spans[::-1]
 
 
 def pad_key(shape: Shape) -> str:
@@ -134,50 +128,50 @@ def groups(buckets: Sequence[Bucket]) -> list[list[Size]]:
     return [g for g in found.values() if len(g) > 1]
 
 
-def _seconds(
-    by_n: Mapping[int, list[Size]],
-    evals: Mapping[str, int],
-    model: CostModel,
-    share: float,
-    n: int,
-    target: int,
+def _cover(members: Sequence[Size]) -> Target:
+    """The sample counts one program holds for `members`: the largest of each."""
+    return Target(*(max(getattr(s.shape, f) for s in members) for f in SAMPLE_COUNTS))
+
+
+def _program_s(
+    units: Sequence[Size], model: CostModel, share: float, start: int, end: int
 ) -> float:
-    """Seconds, by `model`, of a `share` of the runs at n_st = n (by_n[n]) padded to n_st
-    `target` and to the test and validation counts `evals`."""
-    padded = (dataclasses.replace(s.shape, n_st=target, **evals) for s in by_n[n])
-    flops = sum(s.runs * run_flops(shape) for s, shape in zip(by_n[n], padded, strict=True))
-    return share * flops / model.flops_per_s
+    """Seconds, by `model`, of one program for units[start:end]: its compile and a `share` of
+    their runs padded to its counts (_cover); infinite where that padding is not exact
+    (batch.can_pad: one unit's n_st with another's n_test or n_val may pass its limits)."""
+    members = units[start:end]
+    target = _cover(members)
+    if len(members) > 1 and not can_pad(_padded(members[0].shape, target)):
+        return float("inf")
+    padded = (dataclasses.replace(s.shape, **target._asdict()) for s in members)
+    return model.compile_s + sum(
+        share * s.runs * run_flops(shape) / model.flops_per_s
+        for s, shape in zip(members, padded, strict=True)
+    )
 
 
 def choose_pad(
     buckets: Sequence[Bucket], choice: str, model: CostModel, share: float = 1.0
 ) -> dict[str, Target]:
     """The sample counts each bucket's programs run at, for the buckets that run padded
-    (pad_key -> Target; a bucket left out runs unpadded): "off" none; "max" every group at its
-    largest counts, one program a group; "auto" `cheapest` over each group's n_st by `model`, a
-    `share` of each bucket's runs expected to run (a boundary search probes part of its
-    lattice: bisect.probed_share), n_test and n_val at the group's largest."""
+    (pad_key -> Target; a bucket left out runs unpadded): "off" none; "max" every group in one
+    program at its largest counts, where that is exact; "auto" `cheapest` by `model` over each
+    group's buckets in the order of their counts, a `share` of each bucket's runs expected to
+    run (a boundary search probes part of its lattice: bisect.probed_share)."""
     if choice == "off":
         return {}
     pads: dict[str, Target] = {}
     for group in groups(buckets):
-        evals = {f: max(getattr(s.shape, f) for s in group) for f in EVAL_COUNTS}
-        by_n: dict[int, list[Size]] = {}
-        for s in group:
-            by_n.setdefault(s.shape.n_st, []).append(s)
-        sizes = sorted(by_n)
+        units = sorted(group, key=lambda s: tuple(getattr(s.shape, f) for f in SAMPLE_COUNTS))
         if choice == "max":
-            targets = [sizes[-1]] * len(sizes)
+            spans = [range(len(units))]
         else:
-            seconds = partial(_seconds, by_n, evals, model, share)
-            targets = cheapest(sizes, seconds, model.compile_s)
-        to = dict(zip(sizes, targets, strict=True))
-        shared = Counter(to[s.shape.n_st] for s in group)  # buckets per program
-        pads |= {
-            pad_key(s.shape): Target(n_st=to[s.shape.n_st], **evals)
-            for s in group
-            if shared[to[s.shape.n_st]] > 1
-        }
+            spans = cheapest(len(units), partial(_program_s, units, model, share))
+        for span in spans:
+            members = [units[i] for i in span]
+            target = _cover(members)
+            if len(members) > 1 and can_pad(_padded(members[0].shape, target)):
+                pads |= {pad_key(s.shape): target for s in members}
     return pads
 
 
