@@ -239,8 +239,9 @@ def test_runs_that_differ_in_their_validation_set_share_a_program(tmp_path):
 
 def test_test_and_validation_padding_is_costed_and_kept_exact():
     """auto pads n_val where a compile costs more than the padding and not where it costs
-    less; neither auto nor max joins buckets whose joint counts can_pad refuses (one's n_st
-    with another's n_val past the reduced sampler's int32 flat index), though each alone pads."""
+    less, and pads n_st within each n_val of a grid over both; neither auto nor max joins
+    buckets whose joint counts can_pad refuses (one's n_st with another's n_val past the
+    reduced sampler's int32 flat index), though each alone pads."""
     model = cost_model("cpu")
 
     def buckets(noise: str, **per_bucket: tuple) -> list[Bucket]:
@@ -258,9 +259,23 @@ def test_test_and_validation_padding_is_costed_and_kept_exact():
     )
     assert choose_pad(dear, "auto", model) == {}
     assert len(choose_pad(dear, "max", model)) == 2
-    wrap = buckets("reduced", d=[10**7] * 2, n_st=[2000, 16], n_val=[10, 2 * 10**6])
+    # a grid over n_st and n_val: n_st padded within each n_val, which a split of the buckets
+    # in the order n_st first cannot reach (there the n_val interleave; tried, it fails here)
+    grid = buckets("full", n_st=[20, 20, 40, 40], n_val=[100, 10**6, 100, 10**6])
+    assert (
+        sorted(choose_pad(grid, "auto", model).values())
+        == [
+            Target(n_st=40, n_test=80, n_val=100),
+        ]
+        * 2
+        + [Target(n_st=40, n_test=80, n_val=10**6)] * 2
+    )
+    wrap = buckets("reduced", d=[10**7] * 3, n_st=[2000, 16, 16], n_val=[10, 2 * 10**6, 10])
     assert all(can_pad(b.shape) for b in wrap)
-    assert choose_pad(wrap, "max", model) == {} and choose_pad(wrap, "auto", model) == {}
+    # one program would pass int32's flat index: max pads n_st within n_val = 10 only, and
+    # auto never joins the pair that is not exact
+    assert sorted(choose_pad(wrap, "max", model).values()) == [Target(2000, 80, 10)] * 2
+    assert all(t.n_val == 10 for t in choose_pad(wrap, "auto", model).values())
 
 
 def test_padding_waits_for_partitionable_threefry(tmp_path):

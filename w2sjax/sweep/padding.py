@@ -140,9 +140,9 @@ def _program_s(
     their runs padded to its counts (_cover); infinite where that padding is not exact
     (batch.can_pad: one unit's n_st with another's n_test or n_val may pass its limits)."""
     members = units[start:end]
-    target = _cover(members)
-    if len(members) > 1 and not can_pad(_padded(members[0].shape, target)):
+    if len(members) > 1 and not _exact(members):
         return float("inf")
+    target = _cover(members)
     padded = (dataclasses.replace(s.shape, **target._asdict()) for s in members)
     return model.compile_s + sum(
         share * s.runs * run_flops(shape) / model.flops_per_s
@@ -150,28 +150,57 @@ def _program_s(
     )
 
 
+def _exact(members: Sequence[Size]) -> bool:
+    """Whether one program for `members` at their largest counts is exact (batch.can_pad)."""
+    return can_pad(_padded(members[0].shape, _cover(members)))
+
+
+def _cheapest_programs(group: list[Size], model: CostModel, share: float) -> list[list[Size]]:
+    """`cheapest`'s programs for a group by `model`, over its buckets in the order of (n_st,
+    n_test, n_val) or of (n_test, n_val, n_st), whichever split costs less: the first joins the
+    test and validation counts of one n_st, the second the n_st of one pair of them."""
+    best: tuple[float, list[list[Size]]] | None = None
+    for order in (SAMPLE_COUNTS, (*EVAL_COUNTS, "n_st")):
+        units = sorted(group, key=lambda s: tuple(getattr(s.shape, f) for f in order))
+        cost = partial(_program_s, units, model, share)
+        spans = cheapest(len(units), cost)
+        total = sum(cost(span.start, span.stop) for span in spans)
+        if best is None or total < best[0]:
+            best = (total, [[units[i] for i in span] for span in spans])
+    assert best is not None
+    return best[1]
+
+
+def _max_programs(group: list[Size]) -> list[list[Size]]:
+    """--pad max's programs for a group: one, where that is exact; else one for each pair of
+    test and validation counts, at its largest n_st."""
+    if _exact(group):
+        return [group]
+    pairs: dict[tuple[int, ...], list[Size]] = {}
+    for s in group:
+        pairs.setdefault(tuple(getattr(s.shape, f) for f in EVAL_COUNTS), []).append(s)
+    return list(pairs.values())
+
+
 def choose_pad(
     buckets: Sequence[Bucket], choice: str, model: CostModel, share: float = 1.0
 ) -> dict[str, Target]:
     """The sample counts each bucket's programs run at, for the buckets that run padded
-    (pad_key -> Target; a bucket left out runs unpadded): "off" none; "max" every group in one
-    program at its largest counts, where that is exact; "auto" `cheapest` by `model` over each
-    group's buckets in the order of their counts, a `share` of each bucket's runs expected to
-    run (a boundary search probes part of its lattice: bisect.probed_share)."""
+    (pad_key -> Target; a bucket left out runs unpadded): "off" none; "max" one program a group
+    at its largest counts (_max_programs); "auto" the programs `cheapest` chooses by `model`
+    (_cheapest_programs), a `share` of each bucket's runs expected to run (a boundary search
+    probes part of its lattice: bisect.probed_share). Only programs that are exact pad."""
     if choice == "off":
         return {}
     pads: dict[str, Target] = {}
     for group in groups(buckets):
-        units = sorted(group, key=lambda s: tuple(getattr(s.shape, f) for f in SAMPLE_COUNTS))
         if choice == "max":
-            spans = [range(len(units))]
+            programs = _max_programs(group)
         else:
-            spans = cheapest(len(units), partial(_program_s, units, model, share))
-        for span in spans:
-            members = [units[i] for i in span]
-            target = _cover(members)
-            if len(members) > 1 and can_pad(_padded(members[0].shape, target)):
-                pads |= {pad_key(s.shape): target for s in members}
+            programs = _cheapest_programs(group, model, share)
+        for members in programs:
+            if len(members) > 1 and _exact(members):
+                pads |= {pad_key(s.shape): _cover(members) for s in members}
     return pads
 
 
