@@ -159,16 +159,14 @@ def _cheapest_programs(group: list[Size], model: CostModel, share: float) -> lis
     """`cheapest`'s programs for a group by `model`, over its buckets in the order of (n_st,
     n_test, n_val) or of (n_test, n_val, n_st), whichever split costs less: the first joins the
     test and validation counts of one n_st, the second the n_st of one pair of them."""
-    best: tuple[float, list[list[Size]]] | None = None
+    splits = []
     for order in (SAMPLE_COUNTS, (*EVAL_COUNTS, "n_st")):
         units = sorted(group, key=lambda s: tuple(getattr(s.shape, f) for f in order))
         cost = partial(_program_s, units, model, share)
         spans = cheapest(len(units), cost)
         total = sum(cost(span.start, span.stop) for span in spans)
-        if best is None or total < best[0]:
-            best = (total, [[units[i] for i in span] for span in spans])
-    assert best is not None
-    return best[1]
+        splits.append((total, [[units[i] for i in span] for span in spans]))
+    return min(splits, key=lambda split: split[0])[1]  # the first of equals: n_st first
 
 
 def _max_programs(group: list[Size]) -> list[list[Size]]:
