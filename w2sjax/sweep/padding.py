@@ -4,12 +4,12 @@ chosen by a cost model and recorded in spec.toml.
 
 Each program costs a compile (seconds, whatever its size); padding a run to larger counts costs
 its extra FLOPs (at every step for n_st; in the draws, the set-up and the logged steps for
-n_test and n_val). `cheapest` splits a group's buckets, in the order of their counts, into runs
-of adjacent buckets, each padded to the largest counts among them, at the least total of the
-two (`--pad auto`). A dataset records the choice (PAD_RECORD lines) when it is made and a resume
-follows the record, never the cost model again, so its runs keep the program they were made
-with; a dataset without the record (every one written before padding existed) runs every bucket
-at its own sizes.
+n_test and n_val). `cheapest` splits a group's buckets, in the order of their counts (n_st
+first, or n_test and n_val first, whichever split costs less), into runs of adjacent buckets,
+each padded to the largest counts among them, at the least total of the two (`--pad auto`). A
+dataset records the choice (PAD_RECORD lines) when it is made and a resume follows the record,
+never the cost model again, so its runs keep the program they were made with; a dataset without
+the record (every one written before padding existed) runs every bucket at its own sizes.
 """
 
 from __future__ import annotations
