@@ -182,6 +182,9 @@ def test_cheapest_is_the_least_total_over_every_split():
     assert cheapest(3, costs(1e9)) == [range(0, 3)]
 
 
+N_VAL_GRID = "n_val = [10, 30]\nn_st = [20]\np_b = [0.3]"
+
+
 def _sweep(tmp_path, grid: str):
     spec = tmp_path / "pads.toml"
     spec.write_text(
@@ -216,16 +219,23 @@ def test_a_dataset_keeps_the_padding_it_was_made_with(tmp_path, capsys):
 
 
 def test_runs_that_differ_in_their_validation_set_share_a_program(tmp_path):
-    """A grid over n_val: one program set, each run recording over its own validation samples
-    (the same tables as a program per n_val, up to float round-off), the padding recorded and
-    followed on resume."""
-    spec, sweep = _sweep(tmp_path, "n_val = [10, 30]\nn_st = [20]\np_b = [0.3]")
+    """A grid over n_val: one program set, the padding recorded and followed on resume."""
+    _, sweep = _sweep(tmp_path, N_VAL_GRID)
     plain, model = plan(sweep), cost_model("cpu")
     pads = choose_pad(plain, "auto", model)
     assert sorted(pads.values()) == [Target(n_st=20, n_test=20, n_val=30)] * 2
     record = pad_record(plain, pads)
     assert ", n_val=30 (bucket" in record and record.count("\n") == 2
     assert assign_pad(plain, "auto", model, f"{sweep.to_toml()}\n{record}") == pads
+    assert len(pad_plan(plain, pads)) == 1
+
+
+# End to end (12 s of compiles): the engine's own padded-run test covers n_test and n_val.
+@pytest.mark.slow
+def test_a_sweep_padded_in_n_val_writes_the_tables_of_a_program_per_n_val(tmp_path):
+    """Each run of the padded program records over its own validation samples: the steps table
+    of --pad auto is --pad off's up to float round-off."""
+    spec, _ = _sweep(tmp_path, N_VAL_GRID)
     tables = {}
     for pad in ("auto", "off"):
         out = tmp_path / pad
