@@ -128,31 +128,33 @@ def groups(buckets: Sequence[Bucket]) -> list[list[Size]]:
     return [g for g in found.values() if len(g) > 1]
 
 
-def _cover(members: Sequence[Size]) -> Target:
-    """The sample counts one program holds for `members`: the largest of each."""
-    return Target(*(max(getattr(s.shape, f) for s in members) for f in SAMPLE_COUNTS))
+def counts_of(shape: Shape, fields: Sequence[str] = SAMPLE_COUNTS) -> tuple[int, ...]:
+    """The sample counts `fields` of a Shape, in that order."""
+    return tuple(getattr(shape, f) for f in fields)
+
+
+def _joint(members: Sequence[Size]) -> Target | None:
+    """The counts one program for `members` holds, the largest of each; None where that program
+    would not be exact (batch.can_pad: one's n_st with another's n_test or n_val may pass its
+    limits). Each bucket of a group is exact alone (groups)."""
+    target = Target(*map(max, zip(*(counts_of(s.shape) for s in members), strict=True)))
+    return target if can_pad(_padded(members[0].shape, target)) else None
 
 
 def _program_s(
     units: Sequence[Size], model: CostModel, share: float, start: int, end: int
 ) -> float:
     """Seconds, by `model`, of one program for units[start:end]: its compile and a `share` of
-    their runs padded to its counts (_cover); infinite where that padding is not exact
-    (batch.can_pad: one unit's n_st with another's n_test or n_val may pass its limits)."""
+    their runs padded to its counts (_joint); infinite where that program is not exact."""
     members = units[start:end]
-    if len(members) > 1 and not _exact(members):
+    target = _joint(members)
+    if target is None:
         return float("inf")
-    target = _cover(members)
     padded = (dataclasses.replace(s.shape, **target._asdict()) for s in members)
     return model.compile_s + sum(
         share * s.runs * run_flops(shape) / model.flops_per_s
         for s, shape in zip(members, padded, strict=True)
     )
-
-
-def _exact(members: Sequence[Size]) -> bool:
-    """Whether one program for `members` at their largest counts is exact (batch.can_pad)."""
-    return can_pad(_padded(members[0].shape, _cover(members)))
 
 
 def _cheapest_programs(group: list[Size], model: CostModel, share: float) -> list[list[Size]]:
@@ -161,7 +163,7 @@ def _cheapest_programs(group: list[Size], model: CostModel, share: float) -> lis
     test and validation counts of one n_st, the second the n_st of one pair of them."""
     splits = []
     for order in (SAMPLE_COUNTS, (*EVAL_COUNTS, "n_st")):
-        units = sorted(group, key=lambda s: tuple(getattr(s.shape, f) for f in order))
+        units = sorted(group, key=lambda s: counts_of(s.shape, order))
         cost = partial(_program_s, units, model, share)
         spans = cheapest(len(units), cost)
         total = sum(cost(span.start, span.stop) for span in spans)
@@ -172,11 +174,11 @@ def _cheapest_programs(group: list[Size], model: CostModel, share: float) -> lis
 def _max_programs(group: list[Size]) -> list[list[Size]]:
     """--pad max's programs for a group: one, where that is exact; else one for each pair of
     test and validation counts, at its largest n_st."""
-    if _exact(group):
+    if _joint(group):
         return [group]
     pairs: dict[tuple[int, ...], list[Size]] = {}
     for s in group:
-        pairs.setdefault(tuple(getattr(s.shape, f) for f in EVAL_COUNTS), []).append(s)
+        pairs.setdefault(counts_of(s.shape, EVAL_COUNTS), []).append(s)
     return list(pairs.values())
 
 
@@ -197,8 +199,9 @@ def choose_pad(
         else:
             programs = _cheapest_programs(group, model, share)
         for members in programs:
-            if len(members) > 1 and _exact(members):
-                pads |= {pad_key(s.shape): _cover(members) for s in members}
+            target = _joint(members)
+            if len(members) > 1 and target:
+                pads |= {pad_key(s.shape): target for s in members}
     return pads
 
 
@@ -220,7 +223,7 @@ def recorded_pad(existing: str) -> dict[str, dict[str, int]]:
 
 def _target(shape: Shape, counts: Mapping[str, int]) -> Target:
     """The Target of `counts`, a bucket's own sizes where they name none."""
-    return Target(*(counts.get(f, getattr(shape, f)) for f in SAMPLE_COUNTS))
+    return Target(*counts_of(shape))._replace(**counts)
 
 
 def assign_pad(
@@ -300,8 +303,8 @@ def pad_plan(buckets: Sequence[Bucket], pads: Mapping[str, Target]) -> list[Buck
         merged.setdefault(shape, []).append(b)
     plan = []
     for shape, members in merged.items():
-        evals = [getattr(shape, f) for f in EVAL_COUNTS]
-        if any([getattr(b.shape, f) for f in EVAL_COUNTS] != evals for b in members):
+        evals = counts_of(shape, EVAL_COUNTS)
+        if any(counts_of(b.shape, EVAL_COUNTS) != evals for b in members):
             shape = dataclasses.replace(shape, padded_eval=True)
         plan.append(Bucket(shape, tuple(run for b in members for run in b.runs)))
     return plan
