@@ -77,9 +77,7 @@ def test_labels_of_draws_each_set_its_own_numbers(partitionable):
     """labels_of's one vmapped draw cut to each set's size gives every set the numbers of its
     own draw, bit for bit, under either threefry (the control: without partitionable threefry a
     cut of the longer draw is not the shorter draw, which is why labels_of then draws apart)."""
-    before = jax.config.jax_threefry_partitionable
-    jax.config.update("jax_threefry_partitionable", partitionable)
-    try:
+    with jax.threefry_partitionable(partitionable):
         keys = tuple(jax.random.split(jax.random.PRNGKey(7), 4))
         sizes, p_e, p_h = (0, 37, 300, 5), jnp.float32(0.3), jnp.float32(0.4)
         merged = jax.jit(lambda ks: labels_of(ks, sizes, p_e, p_h))(keys)
@@ -94,5 +92,3 @@ def test_labels_of_draws_each_set_its_own_numbers(partitionable):
         assert calls(lambda ks: labels_of(ks, sizes, p_e, p_h), keys) == (
             one if partitionable else len(sizes) * one
         )
-    finally:
-        jax.config.update("jax_threefry_partitionable", before)

@@ -296,14 +296,10 @@ def test_padding_waits_for_partitionable_threefry(tmp_path):
     pads = choose_pad(plain, "max", model)
     text = f"{sweep.to_toml()}\n{pad_record(plain, pads)}"
     assert pads and assign_pad(plain, "auto", model, text) == pads
-    before = jax.config.jax_threefry_partitionable
-    jax.config.update("jax_threefry_partitionable", False)
-    try:
+    with jax.threefry_partitionable(False):
         assert choose_pad(plain, "max", model) == {}
         with pytest.raises(DatasetRefused, match="threefry must be partitionable"):
             assign_pad(plain, "auto", model, text)
-    finally:
-        jax.config.update("jax_threefry_partitionable", before)
 
 
 def test_pad_option_errors_are_one_line(tmp_path, capsys):
