@@ -31,7 +31,7 @@ DATA = Path(__file__).parent / "data"
 
 
 def _keys(seed: int) -> NoiseKeys:
-    return NoiseKeys(*jax.random.split(jax.random.PRNGKey(seed), 5))
+    return NoiseKeys(*jax.random.split(jax.random.PRNGKey(seed), 4))
 
 
 @pytest.mark.parametrize("noise", SAMPLERS)
@@ -44,15 +44,20 @@ def test_every_sampler_keeps_the_contract(noise, easy_signal):
     drawn = SAMPLERS[noise].draw(shape, one, _keys(0))
     D = shape.dim
     assert drawn.W0.shape == (2, 3, D)
-    assert [x.shape for x in drawn[1:]] == [(20, D), (10, D), (config.n_test, D)]
+    assert [x.shape for x in drawn[1:]] == [(20, D), (10, D)]
     signal_axes = 1.0 - noise_mask(D, easy_signal)  # antipodal signals leave axis 1 to noise
     for patches in drawn[1:]:  # noise is orthogonal to every signal
         assert float(jnp.abs(patches * signal_axes).max()) == 0.0
     again = SAMPLERS[noise].draw(shape, one, _keys(0))
     assert all(bool((a == b).all()) for a, b in zip(drawn, again, strict=True))
     assert not bool((drawn.train == SAMPLERS[noise].draw(shape, one, _keys(1)).train).all())
-    evaluation = SAMPLERS[noise].evaluation(shape, one, jax.random.PRNGKey(5), 7)
-    assert evaluation.shape == (7, D) and float(jnp.abs(evaluation * signal_axes).max()) == 0.0
+    k_a, k_b = jax.random.split(jax.random.PRNGKey(5))
+    evaluation = SAMPLERS[noise].evaluation(shape, one, (k_a, k_b), (7, 3))
+    assert evaluation.shape == (10, D) and float(jnp.abs(evaluation * signal_axes).max()) == 0.0
+    # the sets drawn together are each set drawn alone, one after another
+    alone = [SAMPLERS[noise].evaluation(shape, one, (k,), (n,)) for k, n in ((k_a, 7), (k_b, 3))]
+    np.testing.assert_array_equal(evaluation, np.concatenate(alone))
+    assert not np.array_equal(alone[0][:3], alone[1])
 
 
 def test_the_full_sampler_draws_what_every_earlier_run_drew():
@@ -81,12 +86,14 @@ def _grams(noise: str, d: int, easy_signal: str, draws: int) -> dict[str, np.nda
     signal_axes = [0, 1, 2, 3] if easy_signal == "orthogonal" else [0, 2, 3]
 
     def one(key):
-        drawn = SAMPLERS[noise].draw(shape, p, NoiseKeys(*jax.random.split(key, 5)))
+        *keys, k_test = jax.random.split(key, 5)
+        drawn = SAMPLERS[noise].draw(shape, p, NoiseKeys(*keys))
+        test = SAMPLERS[noise].evaluation(shape, p, (k_test,), (config.n_test,))
         W0 = drawn.W0.reshape(-1, shape.dim)
         on_signals = W0[:, jnp.asarray(signal_axes)]
         W0 = W0 * noise_axes if noise == "full" else W0.at[:, :SIGNAL_AXES].set(0.0)
         V = jnp.concatenate([W0, drawn.weak, drawn.train])
-        return V @ V.T, drawn.test @ V.T, on_signals
+        return V @ V.T, test @ V.T, on_signals
 
     gram, test, on_signals = jax.vmap(one)(jax.random.split(jax.random.PRNGKey(11), draws))
     return {

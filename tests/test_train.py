@@ -43,7 +43,7 @@ def test_proposition_2_1_weak_model_guesses_on_hard_data(noise):
     acc = {}
     for key, (p_e, p_h) in enumerate([(0.0, 1.0), (1.0, 0.0), (0.0, 0.0)]):
         y, c, a, k_xi = labels(jax.random.PRNGKey(100 + key), 20000, p_e, p_h)
-        xi = SAMPLERS[noise].evaluation(shape, one, k_xi, 20000)
+        xi = SAMPLERS[noise].evaluation(shape, one, (k_xi,), (20000,))
         test = Sample(y=y, c=c, a=a, xi=xi)
         acc[(p_e, p_h)] = float((sign(weak_output(w, run.signals, test)) == test.y).mean())
     hard, easy, both = acc[(0.0, 1.0)], acc[(1.0, 0.0)], acc[(0.0, 0.0)]

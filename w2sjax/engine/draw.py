@@ -27,19 +27,17 @@ def run_key(p: Params) -> chex.PRNGKey:
 def draw_synthetic(shape: Shape, p: Params, pool: None = None) -> RunData:
     """Every random draw of one run, from its key (run_key):
     split in four (weak data, strong data, test data, init), each set's labels from its key, and
-    the noise from the sampler Shape.noise names (noise.py). The validation set (true labels,
-    for early stopping without the test set) is an evaluation set of the sampler, from
-    fold_in(run key, VAL_SALT)."""
+    the noise from the sampler Shape.noise names (noise.py): the training sets' with W0, the
+    test set's and the validation set's (true labels, for early stopping without the test set)
+    as its evaluation sets, the validation set's from fold_in(run key, VAL_SALT)."""
     key = run_key(p)
     k_wk, k_st, k_test, k_init = jax.random.split(key, 4)
-    *sets, val_labels = labels_of(
-        (k_wk, k_st, k_test, jax.random.fold_in(key, VAL_SALT)),
-        (shape.n_wk, shape.n_st, shape.n_test, shape.n_val),
-        p.p_e,
-        p.p_h,
-    )
-    keys = NoiseKeys(key, *(k_xi for *_, k_xi in sets), k_init)
-    noise = SAMPLERS[shape.noise].draw(shape, p, keys)
+    counts = (shape.n_wk, shape.n_st, shape.n_test, shape.n_val)
+    sets = labels_of((k_wk, k_st, k_test, jax.random.fold_in(key, VAL_SALT)), counts, p.p_e, p.p_h)
+    xi_keys = [k_xi for *_, k_xi in sets]
+    sampler = SAMPLERS[shape.noise]
+    noise = sampler.draw(shape, p, NoiseKeys(key, *xi_keys[:2], k_init))
+    evaluation = sampler.evaluation(shape, p, xi_keys[2:], counts[2:])  # test, then validation
 
     def second(n: int) -> chex.Array | None:
         return None if shape.signal_patches == 2 else jnp.zeros(n, jnp.float32)
@@ -48,21 +46,17 @@ def draw_synthetic(shape: Shape, p: Params, pool: None = None) -> RunData:
         """Which of a padded program's n samples of a set are the run's own `count`."""
         return jnp.arange(n) < count if padded else None
 
+    xis = (noise.weak, noise.train, evaluation[: shape.n_test], evaluation[shape.n_test :])
     reals = (  # the weak set's n_wk is never padded
         None,
         own(shape.n_st, p.n_st, shape.padded),
         own(shape.n_test, p.n_test, shape.padded_eval),
+        own(shape.n_val, p.n_val, shape.padded_eval),
     )
-    weak, train, test = (
+    weak, train, test, val = (
         Sample(y=y, c=c, a=a, xi=xi, second=second(len(y)), real=real)
-        for (y, c, a, _), xi, real in zip(
-            sets, (noise.weak, noise.train, noise.test), reals, strict=True
-        )
+        for (y, c, a, _), xi, real in zip(sets, xis, reals, strict=True)
     )
-    y, c, a, k_val = val_labels
-    val_xi = SAMPLERS[shape.noise].evaluation(shape, p, k_val, shape.n_val)
-    val_real = own(shape.n_val, p.n_val, shape.padded_eval)
-    val = Sample(y=y, c=c, a=a, xi=val_xi, second=second(shape.n_val), real=val_real)
     signals = signal_matrix(shape.dim, shape.easy_signal, p.mu_norm, p.nu_norm)
     coin = jax.random.bernoulli(jax.random.fold_in(key, COIN_SALT), 0.5, (shape.n_st,))
     coins = jnp.where(coin, 1.0, -1.0).astype(jnp.float32)

@@ -24,7 +24,7 @@ W0's components on the signal axes separately, iid N(0, sigma_0^2).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -44,31 +44,44 @@ REDUCED_SALT = 0x4E4F4953
 
 class RunNoise(NamedTuple):
     """A run's noise in its working coordinates (D = Shape.dim): W0 (2, m, D) and the noise
-    patches of the weak (n_wk, D), training (n_st, D) and test (n_test, D) sets."""
+    patches of the weak (n_wk, D) and training (n_st, D) sets."""
 
     W0: chex.Array
     weak: chex.Array
     train: chex.Array
-    test: chex.Array
 
 
 class NoiseKeys(NamedTuple):
-    """The keys a sampler may use: the run's own key, each set's noise key, W0's key."""
+    """The keys a sampler's draw may use: the run's own key, each training set's noise key,
+    W0's key."""
 
     run: chex.PRNGKey
     weak: chex.PRNGKey
     train: chex.PRNGKey
-    test: chex.PRNGKey
     init: chex.PRNGKey
 
 
 @dataclass(frozen=True)
 class NoiseSampler:
-    """draw(shape, p, keys) -> RunNoise; evaluation(shape, p, key, n) -> (n, D) patches of an
-    evaluation set (independent of the weights: test now, any validation set later)."""
+    """draw(shape, p, keys) -> RunNoise; evaluation(shape, p, keys, counts) -> (sum(counts), D)
+    the patches of evaluation sets (independent of the weights: the test and validation sets),
+    set i's counts[i] rows from keys[i], one set after another."""
 
     draw: Callable[[Shape, Params, NoiseKeys], RunNoise]
-    evaluation: Callable[[Shape, Params, chex.PRNGKey, int], chex.Array]
+    evaluation: Callable[[Shape, Params, Sequence[chex.PRNGKey], Sequence[int]], chex.Array]
+
+
+def written(blocks: Sequence[chex.Array], col: int) -> chex.Array:
+    """(n_1 + n_2 + ..., col + k) from blocks (n_i, k): their rows one after another from
+    column `col` on, zeros before it, each block written in place into one buffer. XLA's CPU
+    backend fuses a pad, a slice or a concatenation of a draw into a loop it does not vectorise,
+    3-4x slower (docs/notes/benchmarks.md, "draws written in place")."""
+    out = jnp.zeros((sum(b.shape[0] for b in blocks), col + blocks[0].shape[1]), blocks[0].dtype)
+    start = 0
+    for b in blocks:
+        out = jax.lax.dynamic_update_slice(out, b, (start, col))
+        start += b.shape[0]
+    return out
 
 
 def _full_patches(shape: Shape, p: Params, key: chex.PRNGKey, n: int) -> chex.Array:
@@ -82,8 +95,13 @@ def _full(shape: Shape, p: Params, keys: NoiseKeys) -> RunNoise:
         W0=p.sigma_0 * jax.random.normal(keys.init, (2, shape.m, shape.d)),
         weak=_full_patches(shape, p, keys.weak, shape.n_wk),
         train=_full_patches(shape, p, keys.train, shape.n_st),
-        test=_full_patches(shape, p, keys.test, shape.n_test),
     )
+
+
+def _full_evaluation(
+    shape: Shape, p: Params, keys: Sequence[chex.PRNGKey], counts: Sequence[int]
+) -> chex.Array:
+    return written([_full_patches(shape, p, k, n) for k, n in zip(keys, counts, strict=True)], 0)
 
 
 def normals(
@@ -125,10 +143,10 @@ def _own_k(own_rows: chex.Array | None, k: int) -> chex.Array | None:
     return None if own_rows is None else jnp.minimum(own_rows, k)
 
 
-def _embed(coords: chex.Array) -> chex.Array:
-    """(..., k) noise coordinates -> (..., 4 + k), zero on the signal axes."""
-    pad = [(0, 0)] * (coords.ndim - 1) + [(SIGNAL_AXES, 0)]
-    return jnp.pad(coords, pad)
+def _embed(*blocks: chex.Array) -> chex.Array:
+    """(n_i, k) noise coordinates -> (n_1 + n_2 + ..., 4 + k), the blocks' rows one after
+    another, zero on the signal axes (`written`)."""
+    return written(blocks, SIGNAL_AXES)
 
 
 def own_rows(shape: Shape, p: Params) -> chex.Array | None:
@@ -137,41 +155,42 @@ def own_rows(shape: Shape, p: Params) -> chex.Array | None:
     return span_size(shape.n_wk, p.n_st, shape.m) if shape.padded else None
 
 
-def _reduced_patches(shape: Shape, p: Params, key: chex.PRNGKey, n: int) -> chex.Array:
-    """(n, D) evaluation patches: iid N(0, sigma_p^2) coordinates in the k of the run's span, a
-    padded run's in its own k = min(M, d') (the program's k is the padded M's), zeros after."""
+def _reduced_evaluation(
+    shape: Shape, p: Params, keys: Sequence[chex.PRNGKey], counts: Sequence[int]
+) -> chex.Array:
+    """Evaluation patches (sum(counts), D): iid N(0, sigma_p^2) coordinates in the k of the
+    run's span, a padded run's in its own k = min(M, d') (the program's k is the padded M's),
+    zeros after."""
     k = shape.dim - SIGNAL_AXES
-    return _embed(p.sigma_p * normals(key, n, k, _own_k(own_rows(shape, p), k)))
+    own_k = _own_k(own_rows(shape, p), k)
+    blocks = (normals(key, n, k, own_k) for key, n in zip(keys, counts, strict=True))
+    return _embed(*(p.sigma_p * b for b in blocks))
 
 
 def _reduced(shape: Shape, p: Params, keys: NoiseKeys) -> RunNoise:
-    """W0 and both training sets jointly in k coordinates (one Bartlett draw), the test set iid."""
+    """W0 and both training sets jointly in k coordinates (one Bartlett draw)."""
     m2 = 2 * shape.m
     rows = m2 + shape.n_wk + shape.n_st
     scale = jnp.concatenate(
         [jnp.full((m2,), p.sigma_0), jnp.full((shape.n_wk + shape.n_st,), p.sigma_p)]
     )
-    coords = _embed(
-        scale[:, None]
-        * bartlett(
-            jax.random.fold_in(keys.run, REDUCED_SALT),
-            rows,
-            noise_rank(shape.d, shape.easy_signal),
-            own_rows(shape, p),
-        )
+    coords = scale[:, None] * bartlett(
+        jax.random.fold_in(keys.run, REDUCED_SALT),
+        rows,
+        noise_rank(shape.d, shape.easy_signal),
+        own_rows(shape, p),
+    )
+    # each part embedded after its slice, not sliced from the embedded draw (`written`)
+    W0_noise, weak, train = (
+        _embed(coords[a:b]) for a, b in ((0, m2), (m2, m2 + shape.n_wk), (m2 + shape.n_wk, rows))
     )
     on_signal_axes = 1.0 - noise_mask(SIGNAL_AXES, shape.easy_signal)  # antipodal: axis 1 is noise
     W0_signal = p.sigma_0 * jax.random.normal(keys.init, (2, shape.m, SIGNAL_AXES)) * on_signal_axes
-    W0 = coords[:m2].reshape(2, shape.m, -1).at[..., :SIGNAL_AXES].set(W0_signal)
-    return RunNoise(
-        W0=W0,
-        weak=coords[m2 : m2 + shape.n_wk],
-        train=coords[m2 + shape.n_wk :],
-        test=_reduced_patches(shape, p, keys.test, shape.n_test),
-    )
+    W0 = W0_noise.reshape(2, shape.m, -1).at[..., :SIGNAL_AXES].set(W0_signal)
+    return RunNoise(W0=W0, weak=weak, train=train)
 
 
 SAMPLERS: dict[str, NoiseSampler] = {
-    "full": NoiseSampler(draw=_full, evaluation=_full_patches),
-    "reduced": NoiseSampler(draw=_reduced, evaluation=_reduced_patches),
+    "full": NoiseSampler(draw=_full, evaluation=_full_evaluation),
+    "reduced": NoiseSampler(draw=_reduced, evaluation=_reduced_evaluation),
 }
