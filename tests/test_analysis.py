@@ -324,7 +324,7 @@ def test_the_profile_times_the_training_simulate_does():
     config = small_config(steps=30, ceiling=True)
     runs = [(config, seed) for seed in range(2)]
     shape, params = Shape.of(config), stack_params(runs)
-    states = _stages(shape)[3](params)
+    states, _ = _stages(shape)[3](params)  # each pass's state, and begin's Fixed
     _, per_step = simulate(shape, params)
     # the student's loss and signal coefficient move every step; the ceiling keeps accuracies
     columns = ({"train_loss": "train_loss", "gmu_own": "gmu_own"},

@@ -1,10 +1,10 @@
 """Where a bucket's time goes (`w2sjax bench --sweep SPEC --profile`): one chunk of the bucket
 timed as nested programs, each a prefix of `simulate`'s, so each phase is the difference of two
 wall times. Phases: `simulate`'s compile (once per bucket); drawing the data and noise; the
-teacher (the weak fit and the pseudo-labels); each pass's set-up and first step (the
-coefficient form's Gram products live here); the remaining training steps; the logged views and
-metrics (`simulate` itself, less the steps); writing the chunk's parquet parts. The nested
-programs' own compile times are left out."""
+teacher (the weak fit and the pseudo-labels); `begin`'s set-up and each pass's first step (the
+coefficient form's Gram products, the evaluation samples' included, live here); the remaining
+training steps; the logged views and metrics (`simulate` itself, less the steps); writing the
+chunk's parquet parts. The nested programs' own compile times are left out."""
 
 from __future__ import annotations
 
@@ -41,8 +41,9 @@ class Phases:
 
 
 def _stages(shape: Shape) -> list:
-    """The nested programs, each vmapped over runs: draw; + teacher; + each pass's first step;
-    + every step (no views); the last stage is `simulate` itself."""
+    """The nested programs, each vmapped over runs: draw; + teacher; + begin's set-up (all it
+    keeps, Prepared.fixed) and each pass's first step; + every step (no views); the last stage
+    is `simulate` itself."""
 
     def sample(p):
         return draw_run(shape, p)
@@ -53,7 +54,8 @@ def _stages(shape: Shape) -> list:
 
     def first_step(p):
         prepared = prepare_run(shape, p)
-        return [(lambda lp: lp.step(lp.init))(prepared.loop(y)) for y in prepared.passes]
+        steps = [(lambda lp: lp.step(lp.init))(prepared.loop(y)) for y in prepared.passes]
+        return steps, prepared.fixed
 
     def every_step(p):
         prepared = prepare_run(shape, p)
@@ -61,7 +63,7 @@ def _stages(shape: Shape) -> list:
         for labels in prepared.passes:
             init, step, _ = prepared.loop(labels)
             out.append(jax.lax.fori_loop(0, shape.steps, lambda _, s, step=step: step(s), init))
-        return out
+        return out, prepared.fixed
 
     return [jax.jit(jax.vmap(f)) for f in (sample, teacher, first_step, every_step)]
 
