@@ -75,7 +75,7 @@ def written(blocks: Sequence[chex.Array], col: int) -> chex.Array:
     """(n_1 + n_2 + ..., col + k) from blocks (n_i, k): their rows one after another from
     column `col` on, zeros before it, each block written in place into one buffer. XLA's CPU
     backend fuses a pad, a slice or a concatenation of a draw into a loop it does not vectorise,
-    3-4x slower (docs/notes/benchmarks.md, "draws written in place")."""
+    about 6x slower than the draw alone (docs/notes/benchmarks.md, "draws written in place")."""
     out = jnp.zeros((sum(b.shape[0] for b in blocks), col + blocks[0].shape[1]), blocks[0].dtype)
     start = 0
     for b in blocks:
@@ -101,6 +101,7 @@ def _full(shape: Shape, p: Params, keys: NoiseKeys) -> RunNoise:
 def _full_evaluation(
     shape: Shape, p: Params, keys: Sequence[chex.PRNGKey], counts: Sequence[int]
 ) -> chex.Array:
+    """Evaluation patches (sum(counts), d), set i's counts[i] rows from keys[i]."""
     return written([_full_patches(shape, p, k, n) for k, n in zip(keys, counts, strict=True)], 0)
 
 
