@@ -332,7 +332,7 @@ def test_the_profile_times_the_training_simulate_does():
     for pass_index, names in enumerate(columns):
         for run in range(2):
             prepared = prepare_run(shape, jax.tree_util.tree_map(lambda a, r=run: a[r], params))
-            labels = prepared.passes[pass_index]
+            labels = prepared.fixed.passes[pass_index]
             state = jax.tree_util.tree_map(lambda a, r=run: a[r], states[pass_index])
             recorded = prepared.rec(labels)(prepared.loop(labels).views(state))
             for name, column in names.items():

@@ -50,17 +50,17 @@ def _stages(shape: Shape) -> list:
 
     def teacher(p):
         prepared = prepare_run(shape, p)
-        return prepared.passes[0], prepared.per_run
+        return prepared.fixed.passes[0], prepared.per_run
 
     def first_step(p):
         prepared = prepare_run(shape, p)
-        steps = [(lambda lp: lp.step(lp.init))(prepared.loop(y)) for y in prepared.passes]
+        steps = [(lambda lp: lp.step(lp.init))(prepared.loop(y)) for y in prepared.fixed.passes]
         return steps, prepared.fixed
 
     def every_step(p):
         prepared = prepare_run(shape, p)
         out = []
-        for labels in prepared.passes:
+        for labels in prepared.fixed.passes:
             init, step, _ = prepared.loop(labels)
             out.append(jax.lax.fori_loop(0, shape.steps, lambda _, s, step=step: step(s), init))
         return out, prepared.fixed

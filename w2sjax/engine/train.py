@@ -231,13 +231,12 @@ def segments(shape: Shape) -> tuple[np.ndarray, np.ndarray]:
 
 class Prepared(NamedTuple):
     """One run ready to train (for bench --profile and tests, which time or check the stages
-    one by one): the teacher's per-run metrics, the labels of each pass, loop(labels) the loop
-    form's Loop on those labels, rec(labels) what a logged state's Views record, and `begin`'s
-    Fixed (a stage that returns it keeps all of begin's set-up, the evaluation samples' Gram
-    products included, which XLA would otherwise drop)."""
+    one by one): the teacher's per-run metrics, loop(labels) the loop form's Loop on labels of
+    a pass, rec(labels) what a logged state's Views record, and `begin`'s Fixed (each pass's
+    labels are fixed.passes; a stage that returns it keeps all of begin's set-up, the
+    evaluation samples' Gram products included, which XLA would otherwise drop)."""
 
     per_run: dict
-    passes: tuple[chex.Array, ...]
     loop: Callable[[chex.Array], Any]
     rec: Callable[[chex.Array], Callable[[Views], dict]]
     fixed: Fixed
@@ -251,7 +250,7 @@ def prepare_run(shape: Shape, p: Params, pool: Pool | None = None) -> Prepared:
     def rec(labels: chex.Array) -> Callable[[Views], dict]:
         return partial(record_views, labels, fixed.run, shape, inputs.act)
 
-    return Prepared(per_run, fixed.passes, partial(_loop, shape, inputs, fixed), rec, fixed)
+    return Prepared(per_run, partial(_loop, shape, inputs, fixed), rec, fixed)
 
 
 def record_views(
