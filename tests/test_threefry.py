@@ -1,6 +1,7 @@
 """The CPU lowering of jax's random hash (engine/threefry.py) computes Threefry-2x32: the
 published known-answer vectors, a plain numpy implementation on random inputs, and jax's draws
-(which go through the primitive it lowers) against the same numpy hash."""
+(which go through the primitive it lowers) against the same numpy hash; and drawn_once, which
+materialises a draw, against the draw itself."""
 
 import jax
 import jax.numpy as jnp
@@ -78,3 +79,20 @@ def test_random_inputs_match_numpy():
         with np.errstate(over="ignore"):
             a, b = numpy_hash(tuple(int(v) for v in k), padded[:half], padded[half:])
         np.testing.assert_array_equal(row, np.concatenate([a, b])[: len(x1)])
+
+
+def test_drawn_once_is_the_draw():
+    # bit for bit the draw itself, with every output: alone, and vmapped over keys whose first
+    # word takes the loop once (top bit clear) or twice (set)
+    def draw(k: jax.Array) -> tuple:
+        return jax.random.normal(k, (5,)), jax.random.bernoulli(k, 0.3, (7,)), jax.random.split(k)
+
+    keys = jnp.asarray([[0, 1], [0x80000000, 7], [0xFFFFFFFF, 0xFFFFFFFF]], jnp.uint32)
+    cases = [
+        (jax.vmap(draw)(keys), jax.jit(jax.vmap(lambda k: threefry.drawn_once(draw, k)))(keys)),
+        (draw(keys[1]), jax.jit(lambda k: threefry.drawn_once(draw, k))(keys[1])),
+    ]
+    leaves = jax.tree_util.tree_leaves
+    for want, got in cases:
+        for w, g in zip(leaves(want), leaves(got), strict=True):
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(w))

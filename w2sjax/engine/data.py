@@ -124,7 +124,9 @@ def labels_of(
     set (a bucket's first program compiles faster)."""
     if not jax.config.jax_threefry_partitionable:
         return [labels(k, n, p_e, p_h) for k, n in zip(keys, sizes, strict=True)]
-    y, c, a, k_xi = jax.vmap(lambda k: labels(k, max(sizes), p_e, p_h))(jnp.stack(keys))
+    # drawn once (threefry.drawn_once): each set's y, c and a read slices of the one draw
+    draw = jax.vmap(lambda k: labels(k, max(sizes), p_e, p_h))
+    y, c, a, k_xi = threefry.drawn_once(draw, jnp.stack(keys))
     return [(y[i, :n], c[i, :n], a[i, :n], k_xi[i]) for i, n in enumerate(sizes)]
 
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from w2sjax.engine.batch import Params, Shape
 from w2sjax.engine.data import RunData, Sample, labels_of, signal_matrix
 from w2sjax.engine.noise import SAMPLERS, NoiseKeys
+from w2sjax.engine.threefry import drawn_once
 
 # The validation set's key is fold_in(run key, VAL_SALT), the hard_labels = "coin" control's
 # coins fold_in(run key, COIN_SALT): draws of their own, so adding them changed no other draw of a
@@ -20,8 +21,12 @@ COIN_SALT = 0x434F494E
 
 def run_key(p: Params) -> chex.PRNGKey:
     """A run's key, fold_in(fold_in(key(base_seed), point), seed): its numbers depend only on its
-    own setting and seed."""
-    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(p.base_seed), p.point), p.seed)
+    own setting and seed. Made once (threefry.drawn_once): every key of the run derives from it."""
+
+    def key(ids: chex.Array) -> chex.PRNGKey:
+        return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(ids[0]), ids[1]), ids[2])
+
+    return drawn_once(key, jnp.stack([p.base_seed, p.point, p.seed]))
 
 
 def draw_synthetic(shape: Shape, p: Params, pool: None = None) -> RunData:
@@ -58,6 +63,8 @@ def draw_synthetic(shape: Shape, p: Params, pool: None = None) -> RunData:
         for (y, c, a, _), xi, real in zip(sets, xis, reals, strict=True)
     )
     signals = signal_matrix(shape.dim, shape.easy_signal, p.mu_norm, p.nu_norm)
-    coin = jax.random.bernoulli(jax.random.fold_in(key, COIN_SALT), 0.5, (shape.n_st,))
+    coin = drawn_once(
+        lambda k: jax.random.bernoulli(k, 0.5, (shape.n_st,)), jax.random.fold_in(key, COIN_SALT)
+    )
     coins = jnp.where(coin, 1.0, -1.0).astype(jnp.float32)
     return RunData(signals, weak, train, test, val, noise.W0, coins, key)

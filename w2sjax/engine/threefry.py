@@ -8,17 +8,25 @@ program by about 40% (docs/notes/benchmarks.md, "2026-12-06, 2 CPU cores: the ra
 lowered as straight-line code"), and its steps run as fast. It is the same integer arithmetic,
 so every drawn number is unchanged (tests/test_threefry.py checks the hash against the published
 test vectors).
+
+`drawn_once` is the other half of the same cost: XLA copies a draw's hash, cheap integer
+arithmetic to its fusion model, into every consumer of the draw, and each copy compiles on its
+own (docs/notes/benchmarks.md, "what the random hash's copies cost `begin`'s compile").
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.interpreters import mlir
+
+T = TypeVar("T")
 
 try:
     from jax.extend.random import threefry2x32_p
@@ -65,3 +73,23 @@ def register() -> bool:
         threefry2x32_p, rule, platform="cpu", **({"inline": False} if out_of_line else {})
     )
     return True
+
+
+def drawn_once(draw: Callable[[jax.Array], T], x: jax.Array) -> T:
+    """draw(x), its outputs materialised once where XLA would copy the hash behind them into each
+    of their consumers. x: a uint32 array (a key, or the integers a key is made from).
+
+    It runs inside a while loop whose trip count, 1 + (x's first word >> 31), XLA cannot fold, and
+    whose body reads x through i >> 31 (0 on every trip it takes), so that XLA can neither unroll
+    the loop nor hoist the draw out of it: the loop's result is a buffer, read by every consumer.
+    Every trip computes the same draw(x), so the result is draw(x) bit for bit. Should a later XLA
+    see through the loop, draw(x) is still the result, compiled as before."""
+    x = jnp.asarray(x, jnp.uint32)
+    trips = 1 + (x.ravel()[0] >> 31).astype(jnp.int32)
+    start = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(draw, x))
+
+    def body(carry: tuple) -> tuple:
+        i, _ = carry
+        return i + 1, draw(x ^ (i.astype(jnp.uint32) >> 31))
+
+    return lax.while_loop(lambda carry: carry[0] < trips, body, (jnp.int32(0), start))[1]
