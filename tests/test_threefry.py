@@ -82,17 +82,19 @@ def test_random_inputs_match_numpy():
 
 
 def test_drawn_once_is_the_draw():
-    # bit for bit the draw itself, with every output: alone, and vmapped over keys whose first
-    # word takes the loop once (top bit clear) or twice (set)
+    # bit for bit the draw itself, with every output and its weak type: vmapped over keys whose
+    # first word takes the loop once (top bit clear) or twice (set), and each alone
     def draw(k: jax.Array) -> tuple:
-        return jax.random.normal(k, (5,)), jax.random.bernoulli(k, 0.3, (7,)), jax.random.split(k)
+        signs = jnp.where(jax.random.bernoulli(k, 0.3, (7,)), 1.0, -1.0)  # weakly typed
+        return jax.random.normal(k, (5,)), signs, jax.random.split(k)
 
     keys = jnp.asarray([[0, 1], [0x80000000, 7], [0xFFFFFFFF, 0xFFFFFFFF]], jnp.uint32)
     cases = [
         (jax.vmap(draw)(keys), jax.jit(jax.vmap(lambda k: threefry.drawn_once(draw, k)))(keys)),
-        (draw(keys[1]), jax.jit(lambda k: threefry.drawn_once(draw, k))(keys[1])),
+        *((draw(k), jax.jit(lambda k: threefry.drawn_once(draw, k))(k)) for k in keys[:2]),
     ]
     leaves = jax.tree_util.tree_leaves
     for want, got in cases:
         for w, g in zip(leaves(want), leaves(got), strict=True):
             np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+            assert (g.dtype, g.weak_type) == (w.dtype, w.weak_type)

@@ -26,7 +26,7 @@ import numpy as np
 from jax import lax
 from jax.interpreters import mlir
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 try:
     from jax.extend.random import threefry2x32_p
@@ -75,21 +75,31 @@ def register() -> bool:
     return True
 
 
-def drawn_once(draw: Callable[[jax.Array], T], x: jax.Array) -> T:
-    """draw(x), its outputs materialised once where XLA would copy the hash behind them into each
-    of their consumers. x: a uint32 array (a key, or the integers a key is made from).
+def drawn_once(draw: Callable[[jax.Array], _T], x: jax.Array) -> _T:
+    """draw(x) bit for bit, each output (draw's own shapes and dtypes) one buffer where XLA would
+    copy the hash behind it into each of its consumers. x: an integer array (a key, or the
+    integers a key is made from). For small draws: a batch (vmap) runs the draw twice where any
+    of its x has the top bit of its first word set. Not differentiable in reverse mode (a while
+    loop); what it draws is not differentiated.
 
-    It runs inside a while loop whose trip count, 1 + (x's first word >> 31), XLA cannot fold, and
-    whose body reads x through i >> 31 (0 on every trip it takes), so that XLA can neither unroll
-    the loop nor hoist the draw out of it: the loop's result is a buffer, read by every consumer.
-    Every trip computes the same draw(x), so the result is draw(x) bit for bit. Should a later XLA
-    see through the loop, draw(x) is still the result, compiled as before."""
-    x = jnp.asarray(x, jnp.uint32)
-    trips = 1 + (x.ravel()[0] >> 31).astype(jnp.int32)
-    start = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(draw, x))
+    The draw runs inside a while loop whose trip count, 1 + that top bit, XLA cannot fold, and
+    whose body reads x as x ^ (i >> 31), x itself on every trip taken, so that XLA can neither
+    unroll the loop nor hoist the draw out of it. Should a later XLA see through the loop, the
+    result is still draw(x), compiled as before."""
+    top_bit = lax.convert_element_type(x.ravel()[0], np.uint32) >> np.uint32(31)
+    trips = 1 + top_bit.astype(np.int32)
+    start = jax.tree_util.tree_map(_zeros, jax.eval_shape(draw, x))
 
     def body(carry: tuple) -> tuple:
         i, _ = carry
-        return i + 1, draw(x ^ (i.astype(jnp.uint32) >> 31))
+        return i + 1, draw(x ^ (i >> 31).astype(x.dtype))
 
     return lax.while_loop(lambda carry: carry[0] < trips, body, (jnp.int32(0), start))[1]
+
+
+def _zeros(like: jax.ShapeDtypeStruct) -> jax.Array:
+    """Zeros of like's shape and dtype, weakly typed where it is, as a loop's carry must be on
+    every jax version."""
+    if like.weak_type:  # a Python scalar's zero: lax.full keeps its weak type
+        return lax.full(like.shape, np.zeros((), like.dtype).item())
+    return jnp.zeros(like.shape, like.dtype)
