@@ -3,7 +3,8 @@
 - batch.py: `Shape` (static: selects the compiled program) and `Params` (dynamic: runs axis).
 - data.py: the distribution of section 1 (samples as labels, category, sign and noise patch).
 - draw.py: the synthetic source's draws of one run, from its key.
-- threefry.py: jax's random hash lowered as straight-line code on the CPU (faster compiles).
+- threefry.py: jax's random hash lowered as straight-line code on the CPU, and `drawn_once`,
+  a draw made once rather than copied into each consumer (both: faster compiles).
 - images.py: the constructions (`CONSTRUCTIONS`: synthetic, planted, natural; section 9) and
   the image pool a bucket's runs share.
 - noise.py: the noise samplers (`SAMPLERS`: full, reduced).
