@@ -96,7 +96,7 @@ fi
 
 # shellcheck disable=SC2086
 stage tests "${TEST_TIMEOUT:-240}" python3 -m pytest -q -x -p no:cacheprovider \
-  ${TESTS:-tests/test_data.py tests/test_train.py} 2>&1 | tail -4 | tee "$WORK/tests.txt"
+  ${TESTS:-tests/test_data.py tests/test_train.py tests/test_threefry.py} 2>&1 | tail -4 | tee "$WORK/tests.txt"
 if [ "${PRECISION_TEST:-1}" != 0 ]; then
   # The gate for --precision tf32/bf16: it must pass on the GPU before either is used.
   stage "precision test" 240 python3 -m pytest -q -p no:cacheprovider -m slow \
