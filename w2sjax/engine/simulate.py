@@ -109,18 +109,29 @@ def simulate(
     return per_run, per_step
 
 
-def compile_programs(shape: Shape, params: Params, pool: Pool | None = None) -> float:
-    """Compile (or load from the persistent cache) `simulate`'s three programs for `params`' batch
-    without running them: seconds taken. A later `simulate` of the same batch compiles nothing."""
-    start = time.perf_counter()
+def lowered_programs(
+    shape: Shape, params: Params, pool: Pool | None = None
+) -> tuple[jax.stages.Lowered, jax.stages.Lowered, jax.stages.Lowered]:
+    """`simulate`'s three programs (begin, advance, look) lowered for `params`' batch, to be
+    compiled (compile_programs, or under other compiler options: scripts/compile_options.py)."""
     run, pool = _ready(shape, params, pool)
     placement = _placement(params)
-    run.begin.lower(shape, params, pool).compile()
     _, fixed, moving = jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placement, weak_type=a.weak_type),
         jax.eval_shape(partial(run.begin, shape), params, pool),
     )
     step = jax.ShapeDtypeStruct((), np.int32)
-    run.advance.lower(shape, params, fixed, moving, step, step).compile()
-    run.look.lower(shape, params, fixed, moving).compile()
+    return (
+        run.begin.lower(shape, params, pool),
+        run.advance.lower(shape, params, fixed, moving, step, step),
+        run.look.lower(shape, params, fixed, moving),
+    )
+
+
+def compile_programs(shape: Shape, params: Params, pool: Pool | None = None) -> float:
+    """Compile (or load from the persistent cache) `simulate`'s three programs for `params`' batch
+    without running them: seconds taken. A later `simulate` of the same batch compiles nothing."""
+    start = time.perf_counter()
+    for lowered in lowered_programs(shape, params, pool):
+        lowered.compile()
     return time.perf_counter() - start
