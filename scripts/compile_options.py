@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--search", metavar="AXIS:RATIO")
     args = parser.parse_args()
+    if any("=" not in item for item in args.variants):
+        parser.error("variants: each is NAME=JSON, e.g. base='{}'")
     variants = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.variants)}
     jax.config.update("jax_enable_compilation_cache", False)
     sets = lowered_sets(args.spec, args.seeds, args.search, args.runs)

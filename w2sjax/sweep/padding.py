@@ -39,12 +39,12 @@ class CostModel(NamedTuple):
     """compile_s: seconds to compile one bucket's programs; flops_per_s: the rate its runs go
     at (run_flops). Measured on 2 CPU cores (docs/notes/benchmarks.md, "2026-12-06, 2 CPU cores:
     runs that differ only in n_st share a program" and "... the random hash lowered as
-    straight-line code"): about 8 s a program set (the compile log's 5-7 s of tracing, lowering
-    and XLA, beside runs computing on the same cores; jax's cache adds about 0.3 s a search,
-    "2026-12-07, 2 CPU cores: XLA's CPU options ...", and at 5.5-8 s the default sweep and the
-    small search pad alike) and 54-80 GFLOP/s for the coefficient form at n_st 737-2048; on a
-    GPU, 8-36 s a set (docs/BENCHMARKS.md) and, at these skinny products, a guess of 10^13
-    FLOP/s."""
+    straight-line code"): about 8 s a program set, above the compile log's 5-7 s of tracing,
+    lowering and XLA beside runs on the same cores (jax's cache adds about 0.15 s a set: "...
+    XLA's CPU options and where a program set's compile goes"; at 5.5, 6.5 and 8 s the model
+    picks the same programs for the default sweep, and for the small search), and 54-80 GFLOP/s
+    for the coefficient form at n_st 737-2048; on a GPU, 8-36 s a set (docs/BENCHMARKS.md) and,
+    at these skinny products, a guess of 10^13 FLOP/s."""
 
     compile_s: float
     flops_per_s: float
