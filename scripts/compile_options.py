@@ -23,15 +23,13 @@ import statistics
 import time
 
 import jax
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from w2sjax.analysis.bisect import probed_share
 from w2sjax.analysis.boundary import Request, probe_sweep
 from w2sjax.config.grid import load_sweep
-from w2sjax.engine.batch import stack_params
 from w2sjax.engine.simulate import lowered_programs
 from w2sjax.sweep.buckets import assign_noise, plan
+from w2sjax.sweep.execution import batched, runs_sharding
 from w2sjax.sweep.padding import choose_pad, pad_plan, platform_model
 
 PROGRAMS = ("begin", "advance", "look")
@@ -47,11 +45,10 @@ def lowered_sets(spec: str, seeds: int | None, search: str | None, runs: int) ->
         share = probed_share(len(lattice))
     plain = plan(sweep, noise=assign_noise(sweep, "auto", "highest"))
     buckets = pad_plan(plain, choose_pad(plain, "auto", platform_model(), share))
-    placement = NamedSharding(Mesh(np.array(jax.devices()), ("runs",)), PartitionSpec("runs"))
+    placement = runs_sharding(jax.devices())
     sets = []
     for bucket in buckets:
-        chosen = list(bucket.runs[:runs]) + [bucket.runs[-1]] * max(0, runs - len(bucket.runs))
-        params = jax.device_put(stack_params(chosen), placement)
+        params = batched(list(bucket.runs[:runs]), runs, placement)
         sets.append(dict(zip(PROGRAMS, lowered_programs(bucket.shape, params), strict=True)))
         print(f"program set n_st={bucket.shape.n_st} ({len(bucket.runs)} runs in the sweep)")
     return sets

@@ -123,7 +123,12 @@ def _in_background(fn: Callable[[], Any]) -> Any:
     return _waited(_started(fn)).result()
 
 
-def _batch(runs: list[Run], size: int, sharding: NamedSharding) -> Any:
+def runs_sharding(devices: list) -> NamedSharding:
+    """A chunk's runs axis split over `devices`."""
+    return NamedSharding(Mesh(np.array(devices), ("runs",)), PartitionSpec("runs"))
+
+
+def batched(runs: list[Run], size: int, sharding: NamedSharding) -> Any:
     """The Params of `runs` padded to `size` (repeating the last run), placed by `sharding`."""
     return jax.device_put(stack_params(runs + [runs[-1]] * (size - len(runs))), sharding)
 
@@ -134,7 +139,7 @@ def compile_ahead(item: Work, size: int, sharding: NamedSharding) -> Future:
     Future, for that call to meet again and report."""
     return _started(
         lambda: compile_programs(
-            item.bucket.shape, _batch(list(split(item.runs, size)[0]), size, sharding)
+            item.bucket.shape, batched(list(split(item.runs, size)[0]), size, sharding)
         )
     )
 
@@ -152,7 +157,7 @@ def run_chunk(
     tick = None if progress is None else progress.tick(shape.steps)
     reached = None if tick is None else progress.reached
     try:
-        params = _batch(runs, size, sharding)
+        params = batched(runs, size, sharding)
         out = _in_background(lambda: simulate(shape, params, tick, reached))
     except jax.errors.JaxRuntimeError as err:
         if "RESOURCE_EXHAUSTED" in str(err):
@@ -200,7 +205,7 @@ def run_work(
     the one before it computes (compile_ahead).
     A chunk that runs out of device memory is retried in halves (the bucket's later chunks too),
     down to one run per device; below that OutOfMemory is raised."""
-    sharding = NamedSharding(Mesh(np.array(devices), ("runs",)), PartitionSpec("runs"))
+    sharding = runs_sharding(devices)
     ran = diverged = chunks = 0
     caps: dict[str, int] = {}  # per bucket: the chunk size after out-of-memory halvings
     interrupted = _Interrupt()
