@@ -24,7 +24,7 @@ from w2sjax.engine.optimizers import Opt
 @chex.dataclass(frozen=True)
 class CoefData:
     """What the coefficient form precomputes once per run. For a sample set X: init (2, m, 4)
-    <w^(0), s>, q0 (2, m, n) <w^(0), xi_j>, K (n_st, n) <xi_i, xi_j> / ||xi_i||^2 (xi_i from the
+    <w^(0), s>, q0 (2, m, n) <w^(0), xi_j>, K (n, n_st) <xi_j, xi_i> / ||xi_i||^2 (xi_i from the
     training set; bfloat16 at precision "bf16"), coefs (2, n, 4) its signal-patch
     coefficients."""
 
@@ -41,17 +41,22 @@ def coef_data(
     return CoefData(
         init=mm("jrd,sd->jrs", W0, signals),
         q0=mm("jrd,nd->jrn", W0, s.xi),
-        K=mm("id,nd->in", train.xi, s.xi) / xi_sq[:, None],
+        K=mm("nd,id->ni", s.xi, train.xi) / xi_sq,
         coefs=patch_coefs(s),
     )
 
 
 def coef_preacts(state: Coef, data: CoefData, precision: str = "highest") -> Preacts:
     """Pre-activations from coefficients: <w, s> = init + gamma (noise is orthogonal to signals),
-    <w, xi_j> = q0_j + sum_i rho_i <xi_i, xi_j> / ||xi_i||^2. One (2m x n_st)(n_st x n) product."""
+    <w, xi_j> = q0_j + sum_i rho_i <xi_i, xi_j> / ||xi_i||^2. One (n x n_st)(n_st x 2m) product."""
+    # K (n, n_st) and rho (2, m, n_st) meet along both their minor axes and the (n, 2, m) result
+    # is moved after: with K too large for the CPU's caches, XLA runs this product about 1.8x
+    # faster than rho (2m x n_st) times K (n_st x n) (docs/notes/benchmarks.md, "2026-12-07, 2
+    # CPU cores: the coefficient form's product")
+    product = mm("ni,jri->njr", data.K, state.rho, precision=precision)
     return Preacts(
         signal=mm("jrs,pns->jrpn", data.init + state.gamma, data.coefs),
-        noise=data.q0 + mm("jri,in->jrn", state.rho, data.K, precision=precision),
+        noise=data.q0 + product.transpose(1, 2, 0),
     )
 
 
