@@ -5,7 +5,7 @@ apart), of a per-run jitted JAX loop and of a per-run PyTorch loop (when torch i
 FLOP/s of a matmul ceiling measured in the same process at the same precision. The engine picks
 its form as sweeps do (`--form auto`: coefficients when n_st < d). FLOPs are counted as what the
 form does per run-step: dense, 8 m n_st d (the forward <w, xi> and the weight gradient, two
-(2m x d)(d x n_st) products); coefficients, 4 m n_st^2 (one (2m x n_st)(n_st x n_st) product).
+(2m x d)(d x n_st) products); coefficients, 4 m n_st^2 (one (n_st x n_st)(n_st x 2m) product).
 
 This module picks the buckets and puts their figures side by side in one report (bench.json, a
 row per bucket on the log), so a bucket reads as one comparison; timing.py times each
