@@ -1,13 +1,13 @@
 """XLA compile seconds of a sweep's program sets under compiler options (docs/notes/benchmarks.md,
 "2026-12-07, 2 CPU cores: XLA's CPU options and where a program set's compile goes").
 
-The sweep's buckets as `w2sjax sweep --pad auto` plans them (with --search AXIS:RATIO, those of
-`w2sjax boundary --ratio RATIO` on AXIS, at the share of the lattice it expects to probe), each
-bucket's `begin`, `advance` and `look` lowered once for RUNS runs, then compiled under every
-option set in turn, REPEATS rounds, `jax.clear_caches()` between compiles and no persistent
-cache (a first compile in a process is slower, so one compile of each program comes first,
-untimed). An option set is NAME=JSON, a jax `compiler_options` dict; an option this XLA does not
-know stops the script with XLA's error.
+The sweep's buckets as `w2sjax sweep` plans them at its defaults (sweep.dataset.planned; with
+--search AXIS:RATIO, those of `w2sjax boundary --ratio RATIO` on AXIS, at the share of the lattice
+it expects to probe), each bucket's `begin`, `advance` and `look` lowered once for RUNS runs, then
+compiled under every option set in turn, REPEATS rounds, `jax.clear_caches()` between compiles and
+no persistent cache (a first compile in a process is slower, so one compile of each program comes
+first, untimed). An option set is NAME=JSON, a jax `compiler_options` dict; an option this XLA does
+not know stops the script with XLA's error.
 
 Usage: python scripts/compile_options.py SPEC [--seeds N] [--runs 4] [--repeats 3]
        [--search n_st:1.3] NAME=JSON ...
@@ -27,10 +27,10 @@ import jax
 from w2sjax.analysis.bisect import probed_share
 from w2sjax.analysis.boundary import Request, probe_sweep
 from w2sjax.config.grid import load_sweep
+from w2sjax.config.options import EngineOptions
 from w2sjax.engine.simulate import lowered_programs
-from w2sjax.sweep.buckets import assign_noise, plan
+from w2sjax.sweep.dataset import planned
 from w2sjax.sweep.execution import batched, runs_sharding
-from w2sjax.sweep.padding import choose_pad, pad_plan, platform_model
 
 PROGRAMS = ("begin", "advance", "look")
 
@@ -43,8 +43,7 @@ def lowered_sets(spec: str, seeds: int | None, search: str | None, runs: int) ->
         axis, ratio = search.split(":")
         sweep, lattice = probe_sweep(sweep, Request(axis, "", 0.0, float(ratio)))
         share = probed_share(len(lattice))
-    plain = plan(sweep, noise=assign_noise(sweep, "auto", "highest"))
-    buckets = pad_plan(plain, choose_pad(plain, "auto", platform_model(), share))
+    _, buckets = planned(sweep, EngineOptions(), share=share)
     placement = runs_sharding(jax.devices())
     sets = []
     for bucket in buckets:

@@ -6,28 +6,24 @@ and the rate of a step made of both. Usage: PYTHONPATH=. python scripts/cpu_prod
 import jax
 
 from w2sjax.bench.timing import fastest, matmul_ceiling, shape_ceiling
+from w2sjax.engine.loops.coef import rho_times_K
 from w2sjax.engine.models import mm
 
 STEPS, M, RUNS = 200, 20, 8
 
 
-def forward(rho: jax.Array, K: jax.Array) -> jax.Array:
-    """The coefficient step's forward product, K (n, n) x rho (2, M, n) laid out as
-    coef_preacts lays it out since 0.6.5 (the 2026-11-29 figures took rho x K, about 1.8x
-    slower at n = 2048)."""
-    return mm("ni,jri->njr", K, rho).transpose(1, 2, 0)
-
-
 def product_only(rho: jax.Array, K: jax.Array) -> jax.Array:
-    """STEPS dependent forward products."""
-    return jax.lax.fori_loop(0, STEPS, lambda i, c: 1e-3 * forward(c, K), rho)
+    """STEPS dependent products rho (2, M, n) x K (n, n), as the coefficient step's forward
+    (coef.rho_times_K; the 2026-11-29 figures took the layout before 0.6.5's, about 1.8x slower
+    at n = 2048)."""
+    return jax.lax.fori_loop(0, STEPS, lambda i, c: 1e-3 * rho_times_K(c, K), rho)
 
 
 def with_elementwise(rho: jax.Array, K: jax.Array) -> jax.Array:
     """The same products, each followed by a ReLU network's output, loss derivative and update."""
 
     def step(i: int, c: jax.Array) -> jax.Array:
-        pre = forward(c, K)
+        pre = rho_times_K(c, K)
         out = jax.nn.relu(pre).mean(1)
         l_prime = -jax.nn.sigmoid(-(out[0] - out[1]))
         return c - 1e-3 * (pre > 0) * l_prime

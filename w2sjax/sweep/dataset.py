@@ -152,6 +152,20 @@ def _take_lock(root: Path, hold: ExitStack) -> None:
         raise OSError(f"--out: cannot write {root.parent} ({err.strerror or err})") from None
 
 
+def planned(
+    sweep: Sweep, options: EngineOptions, existing: str | None = None, share: float = 1.0
+) -> tuple[str, list[Bucket]]:
+    """The spec.toml text and the buckets `options` run `sweep` in: a new dataset's (`existing`
+    None), or one that exists (its spec.toml text), which keeps its samplers and padding
+    (buckets.assign_noise, padding.assign_pad, with `share` of the runs expected to run)."""
+    precision = options.precision
+    assigned = assign_noise(sweep, options.noise, precision, existing)
+    plain = plan(sweep, options.filters, options.form, precision, assigned)
+    pads = assign_pad(plain, options.pad, platform_model(), existing, share)
+    spec = stored_spec(sweep, precision, assigned, pad_record(plain, pads))
+    return spec, pad_plan(plain, pads)
+
+
 def prepare(
     root: Path,
     sweep: Sweep,
@@ -168,22 +182,13 @@ def prepare(
     that exists keeps its samplers and padding: buckets.assign_noise, padding.assign_pad, with
     `share` of the runs expected to run). Raises DatasetRefused or OSError (one line) when it
     did not work."""
-    filters, precision = options.filters, options.precision
-
-    def spec_of(existing: str | None) -> tuple[str, list[Bucket]]:
-        assigned = assign_noise(sweep, options.noise, precision, existing)
-        plain = plan(sweep, filters, options.form, precision, assigned)
-        pads = assign_pad(plain, options.pad, platform_model(), existing, share)
-        spec = stored_spec(sweep, precision, assigned, pad_record(plain, pads))
-        return spec, pad_plan(plain, pads)
-
     failure: Exception | None = None
     if procs.index == 0:
         try:
             if not locked:  # else the caller holds it (a boundary search, for its whole search)
                 _take_lock(root, hold)
-            spec, buckets = spec_of(None if fresh else recorded_spec(root))
-            set_up(root, spec, fresh, filters)
+            spec, buckets = planned(sweep, options, None if fresh else recorded_spec(root), share)
+            set_up(root, spec, fresh, options.filters)
         except Exception as err:  # whatever stops process 0 must stop every process
             failure = err
     ok = procs.agree(failure is None)
@@ -192,6 +197,6 @@ def prepare(
     if not ok:
         raise DatasetRefused(f"{root}: process 0 could not set up the dataset (see its error)")
     if procs.index != 0:
-        spec, buckets = spec_of(recorded_spec(root))
+        spec, buckets = planned(sweep, options, recorded_spec(root), share)
         check_spec(root, spec)
     return spec, buckets

@@ -46,17 +46,22 @@ def coef_data(
     )
 
 
+def rho_times_K(rho: chex.Array, K: chex.Array, precision: str = "highest") -> chex.Array:
+    """sum_i rho_i K[j, i] (2, m, n), from rho (2, m, n_st) and CoefData.K (n, n_st): <w - w^(0),
+    xi_j>, the step's one large product, (n x n_st)(n_st x 2m)."""
+    # K and rho are both contracted along their last axis and the (n, 2, m) result is moved
+    # after: with K too large for the CPU's caches, XLA runs this product 1.8x (n_st = 2048) to
+    # 2.1x (4096) faster than rho (2m x n_st) times K (n_st x n) (docs/notes/benchmarks.md,
+    # "2026-12-07, 2 CPU cores: the coefficient form's product").
+    return mm("ni,jri->njr", K, rho, precision=precision).transpose(1, 2, 0)
+
+
 def coef_preacts(state: Coef, data: CoefData, precision: str = "highest") -> Preacts:
     """Pre-activations from coefficients: <w, s> = init + gamma (noise is orthogonal to signals),
-    <w, xi_j> = q0_j + sum_i rho_i <xi_i, xi_j> / ||xi_i||^2. One (n x n_st)(n_st x 2m) product."""
-    # K (n, n_st) and rho (2, m, n_st) are both contracted along their last axis and the
-    # (n, 2, m) result is moved after: with K too large for the CPU's caches, XLA runs this
-    # product 1.8x (n_st = 2048) to 2.1x (4096) faster than rho (2m x n_st) times K (n_st x n)
-    # (docs/notes/benchmarks.md, "2026-12-07, 2 CPU cores: the coefficient form's product").
-    product = mm("ni,jri->njr", data.K, state.rho, precision=precision)
+    <w, xi_j> = q0_j + sum_i rho_i <xi_i, xi_j> / ||xi_i||^2 (rho_times_K)."""
     return Preacts(
         signal=mm("jrs,pns->jrpn", data.init + state.gamma, data.coefs),
-        noise=data.q0 + product.transpose(1, 2, 0),
+        noise=data.q0 + rho_times_K(state.rho, data.K, precision),
     )
 
 
