@@ -1,6 +1,8 @@
-"""Compiled programs kept across processes (sweep/cache.py): where, switched off, and that a
-bucket's programs are all kept."""
+"""Compiled programs kept across processes (sweep/cache.py, engine/executables.py): where,
+switched off, that a bucket's programs are all kept, and the store's sets, keys and bound."""
 
+import dataclasses
+import os
 from pathlib import Path
 
 import jax
@@ -12,8 +14,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.options import EngineOptions
 from w2sjax.config.settings import build
+from w2sjax.engine import executables
+from w2sjax.engine.activations import ACTIVATIONS
 from w2sjax.engine.batch import Shape, stack_params
-from w2sjax.engine.simulate import compile_programs, simulate
+from w2sjax.engine.executables import SUBFOLDER
+from w2sjax.engine.simulate import (
+    TRACES,
+    compile_programs,
+    forget,
+    lowered_programs,
+    simulate,
+)
 from w2sjax.sweep.cache import ENV, SETTINGS, cache_folder, enable, host_tag, kept_in
 
 VERSIONS = f"jax-{jax.__version__}-jaxlib-{jaxlib.__version__}-{host_tag()}"
@@ -78,9 +89,10 @@ def test_a_compile_lands_in_the_folder_and_off_keeps_none(tmp_path):
 
 
 def test_a_new_process_loads_every_program_of_a_bucket_from_the_cache(tmp_path):
-    """simulate's three programs carry no host callback, so all three are kept: with jax's
-    in-memory caches cleared (as in a new process) each is a persistent-cache hit. The control:
-    a program with a host callback (what the progress reports once were) is never kept."""
+    """simulate's three programs carry no host callback, so all three are kept in jax's cache
+    (which serves a process whose store misses): with jax's in-memory caches cleared (as in a
+    new process) each is a persistent-cache hit. The control: a program with a host callback
+    (what the progress reports once were) is never kept."""
     hits = []
 
     def listen(event: str, **kwargs) -> None:
@@ -92,9 +104,11 @@ def test_a_new_process_loads_every_program_of_a_bucket_from_the_cache(tmp_path):
     jax.monitoring.register_event_listener(listen)
     try:
         with kept_in(tmp_path):
-            compile_programs(shape, params)
+            for lowered in lowered_programs(shape, params):
+                lowered.compile()
             jax.clear_caches()
-            compile_programs(shape, params)
+            for lowered in lowered_programs(shape, params):
+                lowered.compile()
             assert len(hits) == 3
             noted = jax.jit(lambda x: (jax.debug.callback(lambda _: None, x), x * 2)[1])
             noted(1.0).block_until_ready()
@@ -103,6 +117,98 @@ def test_a_new_process_loads_every_program_of_a_bucket_from_the_cache(tmp_path):
             assert len(hits) == 3
     finally:
         jax.monitoring.unregister_event_listener(listen)
+
+
+def _compiles(fn) -> tuple[object, int]:
+    """fn()'s result and how many programs XLA compiled for it."""
+    compiled = []
+
+    def listen(event: str, duration: float, **kwargs) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        return fn(), len(compiled)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+
+
+def _as_new_process() -> None:
+    jax.clear_caches()
+    forget()
+
+
+def test_a_set_from_the_store_is_neither_traced_nor_compiled_and_runs_the_same(tmp_path):
+    """A new process (jax's caches and this process's sets dropped) loads a bucket's set from
+    programs/ and its results are the compiled set's, bit for bit; the control, the same with
+    the store emptied, traces the set again."""
+    config = build({"d": 41, "n_st": 6, "m": 3, "steps": 5, "n_test": 20, "log_points": 2})
+    shape, params = Shape.of(config), stack_params([(config, 0), (config, 1)])
+    with kept_in(tmp_path):
+        first, compiled = _compiles(lambda: simulate(shape, params))
+        assert compiled == 3 and len(list((tmp_path / SUBFOLDER).iterdir())) == 1
+        _as_new_process()
+        traced = TRACES[shape]
+        again, compiled = _compiles(lambda: simulate(shape, params))
+        assert compiled == 0 and TRACES[shape] == traced
+        jax.tree_util.tree_map(np.testing.assert_array_equal, again, first)
+        for entry in (tmp_path / SUBFOLDER).iterdir():
+            entry.unlink()
+        _as_new_process()
+        simulate(shape, params)  # from jax's cache, once traced and lowered
+        assert TRACES[shape] == traced + 1
+
+
+def test_the_key_follows_what_tracing_reads_and_nothing_else(monkeypatch):
+    """Another Shape, input type, placement, jax setting, XLA_FLAGS or registry entry replaced
+    at run time is another key; the cache's folder and compile logging are not."""
+    config = build({"d": 40, "n_st": 6, "m": 3, "steps": 5, "n_test": 20, "log_points": 2})
+    shape, params = Shape.of(config), stack_params([(config, 0), (config, 1)])
+    base = key(shape, params)
+    assert key(shape, stack_params([(config, 2), (config, 3)])) == base  # other runs, same types
+    assert key(dataclasses.replace(shape, steps=6), params) != base
+    assert key(shape, jax.tree_util.tree_map(lambda a: a[:1], params)) != base
+    mesh = Mesh(np.array(jax.local_devices()[:1]), ("runs",))
+    placed = jax.device_put(params, NamedSharding(mesh, PartitionSpec("runs")))
+    assert key(shape, placed) != base
+    with jax.default_matmul_precision("bfloat16"):
+        assert key(shape, params) != base
+    with jax.log_compiles(True), kept_in(None):
+        assert key(shape, params) == base
+    flags = os.environ.get("XLA_FLAGS", "")
+    monkeypatch.setenv("XLA_FLAGS", f"{flags} --xla_cpu_use_fusion_emitters=false")
+    assert key(shape, params) != base
+    monkeypatch.setenv("XLA_FLAGS", flags)
+    relu = ACTIVATIONS["relu"]
+    monkeypatch.setitem(ACTIVATIONS, "relu", dataclasses.replace(relu, fn=lambda x: x * 2))
+    assert key(shape, params) != base
+    monkeypatch.setitem(ACTIVATIONS, "relu", relu)
+    assert key(shape, params) == base
+
+
+def test_a_torn_entry_is_compiled_again_and_the_folder_stays_bounded(tmp_path, monkeypatch):
+    """An entry that cannot be read is removed and the set compiled and written again; past
+    MAX_BYTES the least recently used sets go."""
+    config = build({"d": 42, "n_st": 6, "m": 3, "steps": 5, "n_test": 20, "log_points": 2})
+    shape, params = Shape.of(config), stack_params([(config, 0), (config, 1)])
+    with kept_in(tmp_path):
+        compile_programs(shape, params)
+        (entry,) = (tmp_path / SUBFOLDER).iterdir()
+        whole = entry.read_bytes()
+        entry.write_bytes(whole[: len(whole) // 2])
+        _as_new_process()
+        traced = TRACES[shape]
+        compile_programs(shape, params)
+        assert TRACES[shape] == traced + 1
+        assert entry.read_bytes() != whole[: len(whole) // 2] and entry.stat().st_size > 0
+        monkeypatch.setattr(executables, "MAX_BYTES", entry.stat().st_size + 1)
+        other = dataclasses.replace(shape, steps=6)
+        compile_programs(other, params)
+        assert [p.name for p in (tmp_path / SUBFOLDER).iterdir()] == [key(other, params)]
+    with kept_in(None):
+        _as_new_process()
+        assert _compiles(lambda: compile_programs(shape, params))[1] == 3  # off: no store
 
 
 def test_a_bucket_compiled_ahead_compiles_nothing_when_it_runs(tmp_path):
@@ -131,3 +237,8 @@ def test_a_bucket_compiled_ahead_compiles_nothing_when_it_runs(tmp_path):
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
     assert ahead >= 3 and len(compiled) == ahead
+
+
+def key(shape: Shape, params) -> str:
+    """The store's key of `shape`'s set for `params` (synthetic: no images)."""
+    return executables.key(shape, (params, None))

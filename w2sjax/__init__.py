@@ -16,7 +16,7 @@ Names load lazily, so `import w2sjax` stays fast and jax-free.
 
 from w2sjax._lazy import exports
 
-__version__ = "0.6.5"
+__version__ = "0.6.6"
 
 _NAMES = {
     "run": "api.runner",

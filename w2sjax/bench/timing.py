@@ -31,7 +31,7 @@ from w2sjax.engine.loops.dense import strong_init, strong_step
 from w2sjax.engine.models import mm as einsum
 from w2sjax.engine.optimizers import OPTIMIZERS
 from w2sjax.engine.progress import TICKS_PER_S, Progress
-from w2sjax.engine.simulate import compile_programs, simulate
+from w2sjax.engine.simulate import compile_programs, forget, simulate
 from w2sjax.sweep.buckets import chunk_size, memory_budget
 from w2sjax.sweep.cache import kept_in
 
@@ -101,10 +101,12 @@ class EngineTiming(NamedTuple):
 
 def compile_cold_and_cached(shape: Shape, params) -> tuple[float, float]:
     """(cold, cached) seconds of compile_programs: into an empty persistent cache, then, with
-    jax's in-memory caches cleared as in a new process, from it."""
+    jax's in-memory caches and this process's sets dropped as in a new process, from the store
+    it wrote (engine/executables.py)."""
     with tempfile.TemporaryDirectory() as folder, kept_in(Path(folder)):
         cold = compile_programs(shape, params)
         jax.clear_caches()
+        forget()
         return cold, compile_programs(shape, params)
 
 

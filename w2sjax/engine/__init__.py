@@ -18,6 +18,8 @@
   and look (the records), and all three in one program (`simulate_run`).
 - simulate.py: `simulate(shape, params)`, those three vmapped over runs, compiled once per Shape
   and called in turn by the host.
+- executables.py: a Shape's three compiled programs kept together on disk, keyed by what
+  tracing reads, so that a later process neither traces nor lowers them.
 - progress.py: the progress bar the host moves between calls.
 - theory.py: benign_snr, abundance, PGR (section 6).
 """

@@ -2,7 +2,8 @@
 as three compiled programs per Shape (engine/train.py's begin, advance and look) that the host
 calls in turn: begin once, then for each logged step advance up to it (in stretches of at most
 `tick` steps where progress is reported) and look. No program carries a host callback, so each
-is kept in jax's persistent compilation cache (sweep/cache.py)."""
+is kept in jax's persistent compilation cache (sweep/cache.py), and the three are kept together
+in the store (executables.py), which a later process loads without tracing them."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from w2sjax.engine import executables
 from w2sjax.engine.batch import Params, Shape
 from w2sjax.engine.images import Pool, pool_of
 from w2sjax.engine.train import Fixed, Moving, advance, begin, look, segments
@@ -66,10 +68,40 @@ def _placement(params: Params) -> jax.sharding.Sharding | None:
     return getattr(jax.tree_util.tree_leaves(params)[0], "sharding", None)
 
 
-def _ready(shape: Shape, params: Params, pool: Pool | None) -> tuple[Programs, Pool | None]:
-    """The programs for `params`' placement, and the images they take (pool None: the
-    shape's own, images.pool_of)."""
-    return programs(_placement(params)), pool_of(shape) if pool is None else pool
+class Compiled(NamedTuple):
+    """A Shape's three programs compiled for one batch's input types: begin(params, pool),
+    advance(params, fixed, moving, start, length), look(params, fixed, moving)."""
+
+    begin: jax.stages.Compiled
+    advance: jax.stages.Compiled
+    look: jax.stages.Compiled
+
+
+# This process's compiled sets, by executables.key: a bucket's later chunks and a search's later
+# rounds call the set its first call loaded or compiled.
+_SETS: dict[str, Compiled] = {}
+
+
+def forget() -> None:
+    """Drop this process's compiled sets (with jax.clear_caches(), a new process's state)."""
+    _SETS.clear()
+
+
+def _ready(shape: Shape, params: Params, pool: Pool | None) -> tuple[Compiled, Pool | None]:
+    """The compiled set for `params`' batch, and the images it takes (pool None: the shape's
+    own, images.pool_of): this process's, else the store's (executables.py: neither traced nor
+    lowered), else compiled and kept there."""
+    pool = pool_of(shape) if pool is None else pool
+    name = executables.key(shape, (params, pool))
+    if name not in _SETS:
+        where = executables.folder()
+        got = None if where is None else executables.load(where, name)
+        if got is None:
+            got = [lowered.compile() for lowered in lowered_programs(shape, params, pool)]
+            if where is not None:
+                executables.save(where, name, got)
+        _SETS[name] = Compiled(*got)
+    return _SETS[name], pool
 
 
 def simulate(
@@ -91,18 +123,18 @@ def simulate(
     every run.
     """
     run, pool = _ready(shape, params, pool)
-    per_run, fixed, moving = run.begin(shape, params, pool)
+    per_run, fixed, moving = run.begin(params, pool)
     records = []
     for start, length in zip(*segments(shape), strict=True):
         done, end = int(start), int(start + length)
         while done < end:  # up to a logged step, in calls of at most `tick` steps
             stretch = end - done if tick is None else min(tick, end - done)
-            moving = run.advance(shape, params, fixed, moving, np.int32(done), np.int32(stretch))
+            moving = run.advance(params, fixed, moving, np.int32(done), np.int32(stretch))
             done += stretch
             if reached is not None:
                 jax.block_until_ready(moving)
                 reached(done)
-        records.append(run.look(shape, params, fixed, moving))
+        records.append(run.look(params, fixed, moving))
     per_run = dict(per_run, diverged_step=moving.diverged[0])
     per_run, records = jax.device_get((per_run, records))
     per_step = {k: np.stack([r[k] for r in records], axis=1) for k in records[0]}
@@ -113,9 +145,9 @@ def lowered_programs(
     shape: Shape, params: Params, pool: Pool | None = None
 ) -> tuple[jax.stages.Lowered, jax.stages.Lowered, jax.stages.Lowered]:
     """`simulate`'s three programs (begin, advance, look) lowered for `params`' batch, to be
-    compiled (compile_programs, or under other compiler options: scripts/compile_options.py)."""
-    run, pool = _ready(shape, params, pool)
+    compiled (_ready, or under other compiler options: scripts/compile_options.py)."""
     placement = _placement(params)
+    run, pool = programs(placement), pool_of(shape) if pool is None else pool
     _, fixed, moving = jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placement, weak_type=a.weak_type),
         jax.eval_shape(partial(run.begin, shape), params, pool),
@@ -129,9 +161,9 @@ def lowered_programs(
 
 
 def compile_programs(shape: Shape, params: Params, pool: Pool | None = None) -> float:
-    """Compile (or load from the persistent cache) `simulate`'s three programs for `params`' batch
-    without running them: seconds taken. A later `simulate` of the same batch compiles nothing."""
+    """Compile (or load from the store, or from jax's persistent cache) `simulate`'s three
+    programs for `params`' batch without running them: seconds taken. A later `simulate` of the
+    same batch compiles nothing."""
     start = time.perf_counter()
-    for lowered in lowered_programs(shape, params, pool):
-        lowered.compile()
+    _ready(shape, params, pool)
     return time.perf_counter() - start
