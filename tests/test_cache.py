@@ -3,12 +3,15 @@ switched off, that a bucket's programs are all kept, and the store's sets, keys 
 
 import dataclasses
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
 import jaxlib
 import numpy as np
 import pytest
+from conftest import REPO
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from w2sjax.config.fields import ConfigError
@@ -17,7 +20,7 @@ from w2sjax.config.settings import build
 from w2sjax.engine import executables
 from w2sjax.engine.activations import ACTIVATIONS
 from w2sjax.engine.batch import Shape, stack_params
-from w2sjax.engine.executables import SUBFOLDER
+from w2sjax.engine.executables import SUBFOLDER, host_tag
 from w2sjax.engine.simulate import (
     TRACES,
     compile_programs,
@@ -25,7 +28,7 @@ from w2sjax.engine.simulate import (
     lowered_programs,
     simulate,
 )
-from w2sjax.sweep.cache import ENV, SETTINGS, cache_folder, enable, host_tag, kept_in
+from w2sjax.sweep.cache import ENV, SETTINGS, cache_folder, enable, kept_in
 
 VERSIONS = f"jax-{jax.__version__}-jaxlib-{jaxlib.__version__}-{host_tag()}"
 
@@ -189,7 +192,8 @@ def test_the_key_follows_what_tracing_reads_and_nothing_else(monkeypatch):
 
 def test_a_torn_entry_is_compiled_again_and_the_folder_stays_bounded(tmp_path, monkeypatch):
     """An entry that cannot be read is removed and the set compiled and written again; past
-    MAX_BYTES the least recently used sets go."""
+    MAX_BYTES the least recently used sets go; with a traced file newer than the process's
+    engine, or the cache off, nothing is read or written."""
     config = build({"d": 42, "n_st": 6, "m": 3, "steps": 5, "n_test": 20, "log_points": 2})
     shape, params = Shape.of(config), stack_params([(config, 0), (config, 1)])
     with kept_in(tmp_path):
@@ -202,41 +206,62 @@ def test_a_torn_entry_is_compiled_again_and_the_folder_stays_bounded(tmp_path, m
         compile_programs(shape, params)
         assert TRACES[shape] == traced + 1
         assert entry.read_bytes() != whole[: len(whole) // 2] and entry.stat().st_size > 0
-        monkeypatch.setattr(executables, "MAX_BYTES", entry.stat().st_size + 1)
+        # room for one set of this size, not two: the older one goes
+        monkeypatch.setattr(executables, "MAX_BYTES", entry.stat().st_size * 3 // 2)
         other = dataclasses.replace(shape, steps=6)
         compile_programs(other, params)
         assert [p.name for p in (tmp_path / SUBFOLDER).iterdir()] == [key(other, params)]
+        monkeypatch.setattr(executables, "_IMPORTED", 0.0)  # the files changed since import
+        assert executables.folder() is None
     with kept_in(None):
-        _as_new_process()
-        assert _compiles(lambda: compile_programs(shape, params))[1] == 3  # off: no store
+        assert executables.folder() is None
+        third = dataclasses.replace(shape, steps=7)
+        assert _compiles(lambda: compile_programs(third, params))[1] == 3
+    assert [p.name for p in (tmp_path / SUBFOLDER).iterdir()] == [key(other, params)]
 
 
-def test_a_bucket_compiled_ahead_compiles_nothing_when_it_runs(tmp_path):
-    """compile_programs (what --compile-ahead runs in a thread) compiles the very programs a
-    sweep's chunk then calls, its runs placed as run_chunk places them: however many steps the
-    host takes, the calls compile nothing more."""
-    compiled = []
+KEY_SCRIPT = """
+from w2sjax.config.settings import build
+from w2sjax.engine.batch import Shape, stack_params
+from w2sjax.engine.executables import key
+config = build({"d": 40, "n_st": 6, "m": 3, "steps": 5, "n_test": 20, "log_points": 2})
+print(key(Shape.of(config), (stack_params([(config, 0), (config, 1)]), None)))
+"""
 
-    def listen(event: str, duration: float, **kwargs) -> None:
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiled.append(duration)
 
-    config = build({"d": 36, "n_st": 7, "m": 3, "steps": 6, "n_test": 20, "log_points": 3})
-    shape = Shape.of(config)
-    mesh = Mesh(np.array(jax.local_devices()), ("runs",))
-    params = jax.device_put(
-        stack_params([(config, 0), (config, 1)]), NamedSharding(mesh, PartitionSpec("runs"))
+def test_the_key_is_the_same_in_another_process_whatever_it_imported():
+    """A new process, another hash seed, only the modules a key needs imported: the same key as
+    this process's, which imported them all; the control, a process with other XLA_FLAGS, has
+    another."""
+    config = build({"d": 40, "n_st": 6, "m": 3, "steps": 5, "n_test": 20, "log_points": 2})
+    here = key(Shape.of(config), stack_params([(config, 0), (config, 1)]))
+
+    def keyed(seed: str, **env: str) -> str:
+        environ = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": seed, **env}
+        run = subprocess.run(
+            [sys.executable, "-c", KEY_SCRIPT], env=environ, capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        return run.stdout.strip()
+
+    assert keyed("1") == keyed("2") == here
+    flags = os.environ.get("XLA_FLAGS", "")
+    assert keyed("1", XLA_FLAGS=f"{flags} --xla_cpu_use_fusion_emitters=false") != here
+
+
+def test_a_set_with_a_host_callback_runs_and_is_not_kept(tmp_path):
+    """Dense Adam's `begin` solves its Gram matrices on the host on the CPU: its set runs, and no
+    file is written (a Python callback cannot be kept)."""
+    config = build(
+        {"d": 40, "n_st": 6, "m": 3, "steps": 4, "n_test": 20, "log_points": 2, "eta": 0.01}
+        | {"optimizer": "adam"}
     )
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-        with kept_in(None):
-            compile_programs(shape, params)
-            ahead = len(compiled)
-            simulate(shape, params, 1, lambda step: None)
-            simulate(shape, params)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-    assert ahead >= 3 and len(compiled) == ahead
+    shape = Shape.of(config)
+    assert shape.form == "dense"
+    with kept_in(tmp_path):
+        per_run, _ = simulate(shape, stack_params([(config, 0), (config, 1)]))
+        assert not (tmp_path / SUBFOLDER).exists() or not any((tmp_path / SUBFOLDER).iterdir())
+    assert np.isfinite(per_run["weak_test_acc"]).all()
 
 
 def key(shape: Shape, params) -> str:

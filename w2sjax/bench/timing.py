@@ -104,6 +104,7 @@ def compile_cold_and_cached(shape: Shape, params) -> tuple[float, float]:
     jax's in-memory caches and this process's sets dropped as in a new process, from the store
     it wrote (engine/executables.py)."""
     with tempfile.TemporaryDirectory() as folder, kept_in(Path(folder)):
+        forget()  # a set this process already holds would not be compiled
         cold = compile_programs(shape, params)
         jax.clear_caches()
         forget()

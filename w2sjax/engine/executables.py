@@ -1,25 +1,34 @@
 """Compiled program sets kept whole, so that a later process neither traces nor lowers them.
 
 jax's persistent cache (sweep/cache.py) keys a program by its lowered text, so a process must
-trace and lower every program before it can look one up: about 1.5 s a program set on two CPU
+trace and lower every program before it can look one up: about 1 s a program set on two CPU
 cores (docs/notes/benchmarks.md, "compiled program sets kept whole"). This store keys a set by
 what its tracing reads instead: the engine's and config's code (their files, and the functions
-and registries live in their modules, which a notebook may have replaced), the versions of jax
-and of the libraries the engine calls, jax's settings, XLA_FLAGS, the devices, and the programs'
-static arguments and input types. Any change to those is another key, and the set is compiled
-again (through jax's cache, which still holds it where the lowered text did not change).
+and registries live in their modules, which a notebook may have replaced), the versions of
+Python, jax and the libraries the engine calls, jax's settings, XLA_FLAGS, the devices and the
+processor, and the programs' static arguments and input types. Any change to those is another
+key, and the set is compiled again (through jax's cache, which still holds it where the lowered
+text did not change).
 
 The set lives in `programs/` beside jax's own entries, in the folder jax's cache was given
-(none where jax's cache is off), least recently used sets removed past MAX_BYTES. An entry that
-cannot be read is removed and compiled again; one that cannot be written is skipped.
+(none where jax's cache is off, or where a traced file changed after this process imported the
+engine: its code is then not what the files say), least recently used sets removed past
+MAX_BYTES. An entry that cannot be read is removed and compiled again; one that cannot be
+written, or a set with a host callback, is not kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 import os
 import pickle
+import pkgutil
+import platform
 import sys
+import tempfile
+import time
 import types
 from collections.abc import Iterator, Sequence
 from functools import cache
@@ -30,43 +39,76 @@ import jax
 
 SUBFOLDER = "programs"
 MAX_BYTES = 2**30
+STALE_S = 3600.0  # a temporary file older than this was left by a process that died writing
 # Stages whose code tracing runs: the engine and the config it reads (an import contract keeps
 # the engine from importing the later stages).
 TRACED = ("engine", "config")
-LIBRARIES = ("jax", "jaxlib", "numpy", "optax", "chex", "ml_dtypes")
+PACKAGE = Path(__file__).resolve().parents[1]
+LIBRARIES = ("jax", "jaxlib", "numpy", "optax", "chex", "ml_dtypes", "opt_einsum")
 # jax settings that say where and whether programs are kept or logged, not what they compute.
 BOOKKEEPING = ("jax_compilation_cache", "jax_persistent_cache", "jax_enable_compilation_cache")
 QUIET = ("jax_log_compiles", "jax_explain_cache_misses", "jax_logging_level")
+_IMPORTED = time.time()  # the traced modules' code is the files' as of about now
+
+
+def host_tag() -> str:
+    """The processor programs are built for: XLA compiles CPU programs for the host's
+    instruction set, and a home folder shared between machines (a cluster's) must not hand one
+    machine's programs to another (8 hex digits of its CPU flags; the machine type where the
+    system does not list them)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return hashlib.sha1((flags or platform.machine()).encode()).hexdigest()[:8]
+
+
+def _traced_files() -> list[Path]:
+    return sorted(p for stage in TRACED for p in (PACKAGE / stage).rglob("*.py"))
 
 
 def folder() -> Path | None:
     """Where program sets are kept: programs/ in jax's persistent cache folder (None: off, or a
-    jax whose settings `key` cannot read)."""
+    traced file changed since this process imported the engine)."""
     where = jax.config.jax_compilation_cache_dir
-    if not where or not jax.config.jax_enable_compilation_cache or not _settings_readable():
+    if not where or not jax.config.jax_enable_compilation_cache:
+        return None
+    if any(path.stat().st_mtime > _IMPORTED for path in _traced_files()):
         return None
     return Path(where) / SUBFOLDER
 
 
-def _settings_readable() -> bool:
-    return hasattr(jax.config, "values")
-
-
 @cache
-def _files_digest() -> str:
-    """The traced stages' source files, and the versions they run on, as one digest."""
-    package = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
+def _fixed_digest() -> str:
+    """What cannot change within a process: the traced stages' files, every module of them
+    imported first (so that the live digest does not depend on which were), and the versions,
+    processor and devices they run on."""
     for stage in TRACED:
-        for path in sorted((package / stage).rglob("*.py")):
-            digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    for name in LIBRARIES:
+        where = importlib.import_module(f"w2sjax.{stage}")
+        for module in pkgutil.walk_packages(where.__path__, f"{where.__name__}."):
+            importlib.import_module(module.name)
+    digest = hashlib.sha256()
+    for path in _traced_files():
+        _add(digest, str(path.relative_to(PACKAGE)), path.read_bytes())
+    libraries = {d.metadata["Name"].lower() for d in metadata.distributions() if d.metadata["Name"]}
+    for name in sorted(set(LIBRARIES) | {n for n in libraries if n.startswith(("jax", "libtpu"))}):
         try:
-            digest.update(f"{name}={metadata.version(name)};".encode())
+            _add(digest, name, metadata.version(name))
         except metadata.PackageNotFoundError:
-            digest.update(f"{name}=none;".encode())
-    digest.update(sys.version.encode())
+            _add(digest, name, "none")
+    backend = jax.devices()[0].client
+    devices = [(d.platform, d.device_kind) for d in jax.devices()]
+    _add(digest, sys.version, host_tag(), backend.platform, backend.platform_version)
+    _add(digest, repr(devices), str(jax.process_count()))
     return digest.hexdigest()
+
+
+def _add(digest: hashlib._Hash, *parts: str | bytes) -> None:
+    """Each part with its length first, so that no two lists of parts hash alike."""
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "little") + data)
 
 
 def _code(code: types.CodeType) -> Iterator[bytes]:
@@ -125,14 +167,11 @@ def _live_digest() -> str:
     Private names (a leading underscore) are module state, such as simulate's loaded sets."""
     digest, seen = hashlib.sha256(), set()
     prefixes = tuple(f"w2sjax.{stage}" for stage in TRACED)
-    for name in sorted(m for m in sys.modules if m.startswith(prefixes)):
-        digest.update(name.encode())
+    for name in sorted(m for m in list(sys.modules) if m.startswith(prefixes)):
         for attr, value in sorted(vars(sys.modules[name]).items()):
             if attr.startswith("_") or isinstance(value, types.ModuleType | type):
                 continue
-            digest.update(attr.encode())
-            for part in _live(value, seen):
-                digest.update(part)
+            _add(digest, name, attr, *_live(value, seen))
     return digest.hexdigest()
 
 
@@ -143,33 +182,24 @@ def _placed(leaf: object) -> str:
     mesh = getattr(sharding, "mesh", None)
     order = "" if mesh is None else str([d.id for d in mesh.devices.flat])
     return (
-        f"{getattr(leaf, 'shape', ())}{getattr(leaf, 'dtype', type(leaf).__name__)}"
-        f"w{getattr(leaf, 'weak_type', False)}{sharding!r}{devices}{order}"
+        f"{getattr(leaf, 'shape', ())} {getattr(leaf, 'dtype', type(leaf).__name__)} "
+        f"weak={getattr(leaf, 'weak_type', False)} {sharding!r} {devices} {order}"
     )
 
 
 def key(static: object, args: object) -> str:
     """The store's key for a program set traced with `static` (its repr) and taking `args` (a
     pytree of arrays)."""
-    backend = jax.devices()[0].client
     settings = sorted(
         (k, repr(v))
-        for k, v in getattr(jax.config, "values", {}).items()
+        for k, v in jax.config.values.items()
         if not k.startswith(BOOKKEEPING) and k not in QUIET
     )
     leaves, tree = jax.tree_util.tree_flatten(args)
-    parts = (
-        _files_digest(),
-        _live_digest(),
-        os.environ.get("XLA_FLAGS", ""),
-        backend.platform,
-        backend.platform_version,
-        repr(settings),
-        repr(static),
-        str(tree),
-        *(_placed(leaf) for leaf in leaves),
-    )
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    digest = hashlib.sha256()
+    _add(digest, _fixed_digest(), _live_digest(), os.environ.get("XLA_FLAGS", ""))
+    _add(digest, repr(settings), repr(static), str(tree), *map(_placed, leaves))
+    return digest.hexdigest()
 
 
 def load(where: Path, name: str) -> list[jax.stages.Compiled] | None:
@@ -183,9 +213,11 @@ def load(where: Path, name: str) -> list[jax.stages.Compiled] | None:
     except FileNotFoundError:
         return None
     except Exception:  # noqa: BLE001 - a torn or foreign entry is compiled again
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a folder this user cannot write
+            path.unlink(missing_ok=True)
         return None
-    os.utime(path)  # recently used
+    with contextlib.suppress(OSError):  # removed meanwhile, or a folder this user cannot write
+        os.utime(path)  # recently used
     return programs
 
 
@@ -196,20 +228,24 @@ def save(where: Path, name: str, programs: Sequence[jax.stages.Compiled]) -> Non
     jax cannot serialise, or a folder that cannot be written is skipped: the programs still run."""
     from jax.experimental import serialize_executable
 
-    if any(_host_callbacks(p) for p in programs):
-        return
     try:
+        if any(_host_callbacks(p) for p in programs):
+            return
         blob = pickle.dumps([serialize_executable.serialize(p) for p in programs])
     except Exception:  # noqa: BLE001 - this jax cannot serialise it: not kept
         return
+    temporary = None
     try:
         where.mkdir(parents=True, exist_ok=True)
-        temporary = where / f".{name}.{os.getpid()}"
-        temporary.write_bytes(blob)
+        handle, temporary = tempfile.mkstemp(dir=where, prefix=f".{name}.")
+        with os.fdopen(handle, "wb") as file:
+            file.write(blob)
         os.replace(temporary, where / name)
         _bounded(where)
     except OSError:
-        return
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
 
 
 def _host_callbacks(program: jax.stages.Compiled) -> bool:
@@ -219,15 +255,20 @@ def _host_callbacks(program: jax.stages.Compiled) -> bool:
 
 
 def _bounded(where: Path) -> None:
-    """Remove the least recently used sets until the folder holds at most MAX_BYTES."""
-    kept = sorted(
-        (p.stat().st_mtime, p.stat().st_size, p)
-        for p in where.iterdir()
-        if p.is_file() and not p.name.startswith(".")  # not another process's file in writing
-    )
+    """Remove the least recently used sets until the folder holds at most MAX_BYTES, and
+    temporary files left by processes that died writing them."""
+    kept, now = [], time.time()
+    for path in where.iterdir():
+        with contextlib.suppress(OSError):  # removed meanwhile by another process
+            stat = path.stat()
+            if not path.name.startswith("."):
+                kept.append((stat.st_mtime, stat.st_size, path))
+            elif now - stat.st_mtime > STALE_S:
+                path.unlink()
     total = sum(size for _, size, _ in kept)
-    for _, size, path in kept:
+    for _, size, path in sorted(kept):
         if total <= MAX_BYTES:
             break
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.unlink()
         total -= size

@@ -1,12 +1,14 @@
 """The batched entry point: a Shape's runs stepped together, vmapped over a leading runs axis,
 as three compiled programs per Shape (engine/train.py's begin, advance and look) that the host
 calls in turn: begin once, then for each logged step advance up to it (in stretches of at most
-`tick` steps where progress is reported) and look. No program carries a host callback, so each
-is kept in jax's persistent compilation cache (sweep/cache.py), and the three are kept together
-in the store (executables.py), which a later process loads without tracing them."""
+`tick` steps where progress is reported) and look. No program carries a host callback (but dense
+Adam's `begin` on the CPU, engine/projection.py), so each is kept in jax's persistent compilation
+cache (sweep/cache.py), and the three are kept together in the store (executables.py), which a
+later process loads without tracing them."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -68,7 +70,7 @@ def _placement(params: Params) -> jax.sharding.Sharding | None:
     return getattr(jax.tree_util.tree_leaves(params)[0], "sharding", None)
 
 
-class Compiled(NamedTuple):
+class ProgramSet(NamedTuple):
     """A Shape's three programs compiled for one batch's input types: begin(params, pool),
     advance(params, fixed, moving, start, length), look(params, fixed, moving)."""
 
@@ -78,8 +80,10 @@ class Compiled(NamedTuple):
 
 
 # This process's compiled sets, by executables.key: a bucket's later chunks and a search's later
-# rounds call the set its first call loaded or compiled.
-_SETS: dict[str, Compiled] = {}
+# rounds call the set its first call loaded or compiled. One thread at a time gets a missing set,
+# so that a set compiled ahead (sweep/execution.py) is not compiled twice at once.
+_SETS: dict[str, ProgramSet] = {}
+_GETTING = threading.Lock()
 
 
 def forget() -> None:
@@ -87,20 +91,21 @@ def forget() -> None:
     _SETS.clear()
 
 
-def _ready(shape: Shape, params: Params, pool: Pool | None) -> tuple[Compiled, Pool | None]:
+def _ready(shape: Shape, params: Params, pool: Pool | None) -> tuple[ProgramSet, Pool | None]:
     """The compiled set for `params`' batch, and the images it takes (pool None: the shape's
     own, images.pool_of): this process's, else the store's (executables.py: neither traced nor
     lowered), else compiled and kept there."""
     pool = pool_of(shape) if pool is None else pool
     name = executables.key(shape, (params, pool))
-    if name not in _SETS:
-        where = executables.folder()
-        got = None if where is None else executables.load(where, name)
-        if got is None:
-            got = [lowered.compile() for lowered in lowered_programs(shape, params, pool)]
-            if where is not None:
-                executables.save(where, name, got)
-        _SETS[name] = Compiled(*got)
+    with _GETTING:
+        if name not in _SETS:
+            where = executables.folder()
+            got = None if where is None else executables.load(where, name)
+            if got is None:
+                got = [lowered.compile() for lowered in lowered_programs(shape, params, pool)]
+                if where is not None:
+                    executables.save(where, name, got)
+            _SETS[name] = ProgramSet(*got)
     return _SETS[name], pool
 
 
@@ -147,7 +152,8 @@ def lowered_programs(
     """`simulate`'s three programs (begin, advance, look) lowered for `params`' batch, to be
     compiled (_ready, or under other compiler options: scripts/compile_options.py)."""
     placement = _placement(params)
-    run, pool = programs(placement), pool_of(shape) if pool is None else pool
+    run = programs(placement)
+    pool = pool_of(shape) if pool is None else pool
     _, fixed, moving = jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placement, weak_type=a.weak_type),
         jax.eval_shape(partial(run.begin, shape), params, pool),

@@ -9,9 +9,7 @@ cached executable is the one the compiler would make.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +27,8 @@ def cache_folder(option: str | None = None) -> Path | None:
     import jax
     import jaxlib
 
+    from w2sjax.engine.executables import host_tag  # imports jax: not at this module's import
+
     chosen = option if option is not None else os.environ.get(ENV)
     if chosen == OFF:
         return None
@@ -38,19 +38,6 @@ def cache_folder(option: str | None = None) -> Path | None:
         xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         base = Path(xdg) / "w2sjax" / "xla"
     return base / f"jax-{jax.__version__}-jaxlib-{jaxlib.__version__}-{host_tag()}"
-
-
-def host_tag() -> str:
-    """The processor a folder's programs were built for: XLA compiles CPU programs for the
-    host's instruction set, and a home folder shared between machines (a cluster's) must not
-    hand one machine's programs to another (8 hex digits of its CPU flags; the machine type
-    where the system does not list them)."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            flags = next((line for line in info if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return hashlib.sha1((flags or platform.machine()).encode()).hexdigest()[:8]
 
 
 def _has_filelock() -> bool:
