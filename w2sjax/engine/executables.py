@@ -187,9 +187,10 @@ def _placed(leaf: object) -> str:
     )
 
 
-def key(static: object, args: object) -> str:
+def key(static: object, args: object, live: bool = True) -> str:
     """The store's key for a program set traced with `static` (its repr) and taking `args` (a
-    pytree of arrays)."""
+    pytree of arrays). live=False leaves out the modules as they are in this process (a few ms
+    to read): a key within one process, where jax's own caches do not retrace either."""
     settings = sorted(
         (k, repr(v))
         for k, v in jax.config.values.items()
@@ -197,7 +198,7 @@ def key(static: object, args: object) -> str:
     )
     leaves, tree = jax.tree_util.tree_flatten(args)
     digest = hashlib.sha256()
-    _add(digest, _fixed_digest(), _live_digest(), os.environ.get("XLA_FLAGS", ""))
+    _add(digest, _fixed_digest(), _live_digest() if live else "", os.environ.get("XLA_FLAGS", ""))
     _add(digest, repr(settings), repr(static), str(tree), *map(_placed, leaves))
     return digest.hexdigest()
 

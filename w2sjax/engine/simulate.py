@@ -79,9 +79,11 @@ class ProgramSet(NamedTuple):
     look: jax.stages.Compiled
 
 
-# This process's compiled sets, by executables.key: a bucket's later chunks and a search's later
-# rounds call the set its first call loaded or compiled. One thread at a time gets a missing set,
-# so that a set compiled ahead (sweep/execution.py) is not compiled twice at once.
+# This process's compiled sets, by executables.key without the live modules (as with jit's own
+# caches, a set once made is not made again for a registry entry replaced later; `forget` drops
+# them): a bucket's later chunks and a search's later rounds call the set its first call loaded
+# or compiled. One thread at a time gets a missing set, so that a set compiled ahead
+# (sweep/execution.py) is not compiled twice at once.
 _SETS: dict[str, ProgramSet] = {}
 _GETTING = threading.Lock()
 
@@ -96,17 +98,24 @@ def _ready(shape: Shape, params: Params, pool: Pool | None) -> tuple[ProgramSet,
     own, images.pool_of): this process's, else the store's (executables.py: neither traced nor
     lowered), else compiled and kept there."""
     pool = pool_of(shape) if pool is None else pool
-    name = executables.key(shape, (params, pool))
-    with _GETTING:
-        if name not in _SETS:
-            where = executables.folder()
-            got = None if where is None else executables.load(where, name)
-            if got is None:
-                got = [lowered.compile() for lowered in lowered_programs(shape, params, pool)]
-                if where is not None:
-                    executables.save(where, name, got)
-            _SETS[name] = ProgramSet(*got)
-    return _SETS[name], pool
+    here = executables.key(shape, (params, pool), live=False)
+    if here not in _SETS:  # the lock is for a missing set only: a held one never waits on it
+        with _GETTING:
+            if here not in _SETS:
+                _SETS[here] = _fetched(shape, params, pool)
+    return _SETS[here], pool
+
+
+def _fetched(shape: Shape, params: Params, pool: Pool | None) -> ProgramSet:
+    """The set from the store, else compiled (and kept there where the store is on)."""
+    where = executables.folder()
+    name = None if where is None else executables.key(shape, (params, pool))
+    got = None if name is None else executables.load(where, name)
+    if got is None:
+        got = [lowered.compile() for lowered in lowered_programs(shape, params, pool)]
+        if name is not None:
+            executables.save(where, name, got)
+    return ProgramSet(*got)
 
 
 def simulate(
