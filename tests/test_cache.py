@@ -5,6 +5,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import jax
@@ -18,6 +19,7 @@ from w2sjax.config.fields import ConfigError
 from w2sjax.config.options import EngineOptions
 from w2sjax.config.settings import build
 from w2sjax.engine import executables
+from w2sjax.engine import simulate as simulate_module
 from w2sjax.engine.activations import ACTIVATIONS
 from w2sjax.engine.batch import Shape, stack_params
 from w2sjax.engine.executables import SUBFOLDER, host_tag
@@ -267,3 +269,23 @@ def test_a_set_with_a_host_callback_runs_and_is_not_kept(tmp_path):
 def key(shape: Shape, params) -> str:
     """The store's key of `shape`'s set for `params` (synthetic: no images)."""
     return executables.key(shape, (params, None))
+
+
+def test_a_held_set_runs_while_another_thread_fetches_one(tmp_path):
+    """A chunk's call of a set this process holds never waits for the lock a missing set is
+    fetched under (the compile-ahead thread may hold it for seconds); the control, a set in the
+    store but not held, which would load in a fraction of a second, waits for it."""
+    config = build({"d": 43, "n_st": 6, "m": 3, "steps": 5, "n_test": 20, "log_points": 2})
+    shape, params = Shape.of(config), stack_params([(config, 0), (config, 1)])
+    other = dataclasses.replace(shape, steps=6)
+    with kept_in(tmp_path):
+        compile_programs(other, params)
+        forget()
+        simulate(shape, params)
+        traced = TRACES[other]
+        with ThreadPoolExecutor(1) as pool, simulate_module._GETTING:
+            assert pool.submit(simulate, shape, params).result(timeout=120)
+            missing = pool.submit(compile_programs, other, params)
+            assert not wait([missing], timeout=2.0).done
+        missing.result(timeout=120)
+        assert TRACES[other] == traced  # loaded from the store, once the lock was free
