@@ -194,8 +194,8 @@ def test_the_key_follows_what_tracing_reads_and_nothing_else(monkeypatch):
 
 def test_a_torn_entry_is_compiled_again_and_the_folder_stays_bounded(tmp_path, monkeypatch):
     """An entry that cannot be read is removed and the set compiled and written again; past
-    MAX_BYTES the least recently used sets go; with a traced file newer than the process's
-    engine, or the cache off, nothing is read or written."""
+    MAX_BYTES the least recently used sets go; with a traced file newer than the process, or the
+    cache off, nothing is read or written."""
     config = build({"d": 42, "n_st": 6, "m": 3, "steps": 5, "n_test": 20, "log_points": 2})
     shape, params = Shape.of(config), stack_params([(config, 0), (config, 1)])
     with kept_in(tmp_path):
@@ -213,7 +213,7 @@ def test_a_torn_entry_is_compiled_again_and_the_folder_stays_bounded(tmp_path, m
         other = dataclasses.replace(shape, steps=6)
         compile_programs(other, params)
         assert [p.name for p in (tmp_path / SUBFOLDER).iterdir()] == [key(other, params)]
-        monkeypatch.setattr(executables, "_IMPORTED", 0.0)  # the files changed since import
+        monkeypatch.setattr(executables, "_STARTED", 0.0)  # the files changed since it started
         assert executables.folder() is None
     with kept_in(None):
         assert executables.folder() is None

@@ -11,8 +11,8 @@ key, and the set is compiled again (through jax's cache, which still holds it wh
 text did not change).
 
 The set lives in `programs/` beside jax's own entries, in the folder jax's cache was given
-(none where jax's cache is off, or where a traced file changed after this process imported the
-engine: its code is then not what the files say), least recently used sets removed past
+(none where jax's cache is off, or where a traced file changed after this process started: its
+code may then not be what the files say), least recently used sets removed past
 MAX_BYTES. An entry that cannot be read is removed and compiled again; one that cannot be
 written, or a set with a host callback, is not kept.
 """
@@ -44,11 +44,10 @@ STALE_S = 3600.0  # a temporary file older than this was left by a process that 
 # the engine from importing the later stages).
 TRACED = ("engine", "config")
 PACKAGE = Path(__file__).resolve().parents[1]
-LIBRARIES = ("jax", "jaxlib", "numpy", "optax", "chex", "ml_dtypes", "opt_einsum")
+LIBRARIES = ("jax", "jaxlib", "numpy", "optax", "chex", "ml_dtypes", "opt_einsum", "libtpu")
 # jax settings that say where and whether programs are kept or logged, not what they compute.
 BOOKKEEPING = ("jax_compilation_cache", "jax_persistent_cache", "jax_enable_compilation_cache")
 QUIET = ("jax_log_compiles", "jax_explain_cache_misses", "jax_logging_level")
-_IMPORTED = time.time()  # the traced modules' code is the files' as of about now
 
 
 def host_tag() -> str:
@@ -64,17 +63,32 @@ def host_tag() -> str:
     return hashlib.sha1((flags or platform.machine()).encode()).hexdigest()[:8]
 
 
+def _started() -> float:
+    """When this process started (on Linux from /proc; elsewhere when this module was imported):
+    its traced modules are the files as they were then at the latest."""
+    try:
+        after_name = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        with open("/proc/stat") as stat:
+            boot = next(float(line.split()[1]) for line in stat if line.startswith("btime"))
+        return boot + int(after_name[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
+_STARTED = _started()
+
+
 def _traced_files() -> list[Path]:
     return sorted(p for stage in TRACED for p in (PACKAGE / stage).rglob("*.py"))
 
 
 def folder() -> Path | None:
     """Where program sets are kept: programs/ in jax's persistent cache folder (None: off, or a
-    traced file changed since this process imported the engine)."""
+    traced file changed since this process started)."""
     where = jax.config.jax_compilation_cache_dir
     if not where or not jax.config.jax_enable_compilation_cache:
         return None
-    if any(path.stat().st_mtime > _IMPORTED for path in _traced_files()):
+    if any(path.stat().st_mtime > _STARTED for path in _traced_files()):
         return None
     return Path(where) / SUBFOLDER
 
@@ -91,8 +105,10 @@ def _fixed_digest() -> str:
     digest = hashlib.sha256()
     for path in _traced_files():
         _add(digest, str(path.relative_to(PACKAGE)), path.read_bytes())
-    libraries = {d.metadata["Name"].lower() for d in metadata.distributions() if d.metadata["Name"]}
-    for name in sorted(set(LIBRARIES) | {n for n in libraries if n.startswith(("jax", "libtpu"))}):
+    # jax's device plugins (jax-cuda12-plugin and the like), by their entry points: reading every
+    # installed distribution's metadata would take 0.2 s a process
+    plugins = {p.dist.name for p in metadata.entry_points(group="jax_plugins") if p.dist}
+    for name in sorted(set(LIBRARIES) | plugins):
         try:
             _add(digest, name, metadata.version(name))
         except metadata.PackageNotFoundError:
