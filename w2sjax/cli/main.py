@@ -13,6 +13,7 @@ from typing import NoReturn
 from w2sjax.cli.commands import COMMANDS
 from w2sjax.cli.errors import error
 from w2sjax.cli.parser import UsageError, parser
+from w2sjax.engine.executables import kept_whole
 
 DESCRIPTION = "Simulate weak-to-strong training as batched sweeps, and time, check and report them."
 
@@ -32,7 +33,8 @@ def entry() -> NoReturn:
     chunk computing in XLA, the interpreter's shutdown would abort under it, so the process
     ends at once (the tables and the lock are settled by then)."""
     try:
-        status = main()
+        with kept_whole():  # this process runs the package's files as they are
+            status = main()
     except KeyboardInterrupt:
         print("w2sjax: interrupted", file=sys.stderr)
         status = 130

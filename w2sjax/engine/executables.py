@@ -1,41 +1,42 @@
-"""Compiled program sets kept whole, so that a later process neither traces nor lowers them.
+"""Compiled program sets kept whole, so that a later `w2sjax` process neither traces nor lowers
+them.
 
 jax's persistent cache (sweep/cache.py) keys a program by its lowered text, so a process must
 trace and lower every program before it can look one up: about 1 s a program set on two CPU
 cores (docs/notes/benchmarks.md, "compiled program sets kept whole"). This store keys a set by
-what its tracing reads instead: the engine's and config's code (their files, and the functions
-and registries live in their modules, which a notebook may have replaced), the versions of
-Python, jax and the libraries the engine calls, jax's settings, XLA_FLAGS, the devices and the
-processor, and the programs' static arguments and input types. Any change to those is another
-key, and the set is compiled again (through jax's cache, which still holds it where the lowered
-text did not change).
+what its tracing reads instead: the engine's and config's files, the versions of Python, jax and
+the libraries the engine calls, jax's settings, XLA_FLAGS, the processor and the devices, and the
+programs' static arguments and input types. Any change to those is another key, and the set is
+compiled again (through jax's cache, which still holds it where the lowered text did not change).
 
-The set lives in `programs/` beside jax's own entries, in the folder jax's cache was given
-(none where jax's cache is off, or where a traced file changed after this process started: its
-code may then not be what the files say), least recently used sets removed past
-MAX_BYTES. An entry that cannot be read is removed and compiled again; one that cannot be
-written, or a set with a host callback, is not kept.
+Only the `w2sjax` program keeps sets (`kept_whole`, which cli.main.entry enters): its process
+runs the package's files as they are. A notebook may have replaced a function or a registry
+entry at run time, which no key made from the files can see, so the Python API compiles through
+jax's cache alone. A process whose traced files changed after it started keeps none either.
+
+The set lives in `programs/` beside jax's own entries, in the folder jax's cache was given,
+least recently used sets removed past MAX_BYTES. An entry that cannot be read is removed and
+compiled again; one that cannot be written, or a set with a host callback, is not kept.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import os
 import pickle
-import pkgutil
 import platform
 import sys
 import tempfile
 import time
-import types
 from collections.abc import Iterator, Sequence
 from functools import cache
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jax
+if TYPE_CHECKING:
+    import jax
 
 SUBFOLDER = "programs"
 MAX_BYTES = 2**30
@@ -76,32 +77,61 @@ def _started() -> float:
 
 
 _STARTED = _started()
+_KEEPING = False  # whether this process keeps sets: kept_whole
+
+
+@contextlib.contextmanager
+def kept_whole() -> Iterator[None]:
+    """Sets kept in and loaded from the store inside the block: the `w2sjax` program's process
+    (cli.main.entry), whose code is the package's files as they are."""
+    global _KEEPING
+    before, _KEEPING = _KEEPING, True
+    try:
+        yield
+    finally:
+        _KEEPING = before
 
 
 def _traced_files() -> list[Path]:
-    return sorted(p for stage in TRACED for p in (PACKAGE / stage).rglob("*.py"))
+    """The traced stages' source files (not hidden names, such as an editor's lock links)."""
+    found = (p for stage in TRACED for p in (PACKAGE / stage).rglob("*.py"))
+    return sorted(p for p in found if not p.name.startswith(".") and p.is_file())
+
+
+def _changed_since_start() -> bool:
+    """Whether a traced file was written or renamed after this process started, or none is
+    found. The change time too: installers and copies that keep an old modification time set a
+    new one."""
+    files = _traced_files()
+    return not files or any(
+        max(stat.st_mtime, stat.st_ctime) > _STARTED for stat in (p.stat() for p in files)
+    )
 
 
 def folder() -> Path | None:
-    """Where program sets are kept: programs/ in jax's persistent cache folder (None: off, or a
-    traced file changed since this process started)."""
+    """Where program sets are kept: programs/ in jax's persistent cache folder; None outside
+    kept_whole, with jax's cache off, or where the traced files cannot be read or changed after
+    this process started (its code may not be theirs)."""
+    import jax
+
     where = jax.config.jax_compilation_cache_dir
-    if not where or not jax.config.jax_enable_compilation_cache:
+    if not _KEEPING or not where or not jax.config.jax_enable_compilation_cache:
         return None
-    if any(path.stat().st_mtime > _STARTED for path in _traced_files()):
+    try:
+        if _changed_since_start():
+            return None
+        _fixed_digest()
+    except OSError:
         return None
     return Path(where) / SUBFOLDER
 
 
 @cache
 def _fixed_digest() -> str:
-    """What cannot change within a process: the traced stages' files, every module of them
-    imported first (so that the live digest does not depend on which were), and the versions,
+    """What cannot change within a process: the traced stages' files, and the versions,
     processor and devices they run on."""
-    for stage in TRACED:
-        where = importlib.import_module(f"w2sjax.{stage}")
-        for module in pkgutil.walk_packages(where.__path__, f"{where.__name__}."):
-            importlib.import_module(module.name)
+    import jax
+
     digest = hashlib.sha256()
     for path in _traced_files():
         _add(digest, str(path.relative_to(PACKAGE)), path.read_bytes())
@@ -127,70 +157,6 @@ def _add(digest: hashlib._Hash, *parts: str | bytes) -> None:
         digest.update(len(data).to_bytes(8, "little") + data)
 
 
-def _code(code: types.CodeType) -> Iterator[bytes]:
-    """A code object's instructions, names and constants (nested code included), without the
-    memory addresses a repr would hold."""
-    yield code.co_code
-    yield repr((code.co_names, code.co_varnames, code.co_freevars)).encode()
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            yield from _code(const)
-        elif isinstance(const, frozenset):  # its repr's order changes with the hash seed
-            yield repr(sorted(map(repr, const))).encode()
-        else:
-            yield repr(const).encode()
-
-
-def _live(value: object, seen: set[int]) -> Iterator[bytes]:
-    """What of `value` tracing may call: a function's code and the values it closes over or
-    defaults to, a registry's entries (a dict keyed by names; not a count kept by Shape), a named
-    tuple's or dataclass's fields."""
-    if id(value) in seen:
-        return
-    seen.add(id(value))
-    if isinstance(value, types.FunctionType):
-        yield value.__qualname__.encode()
-        yield from _code(value.__code__)
-        for cell in value.__closure__ or ():
-            try:
-                yield from _live(cell.cell_contents, seen)
-            except ValueError:  # a cell not yet filled
-                continue
-        for default in value.__defaults__ or ():
-            yield from _live(default, seen)
-    elif hasattr(value, "__wrapped__"):  # functools.cache, jax.jit
-        yield from _live(value.__wrapped__, seen)
-    elif hasattr(value, "func") and callable(value):  # functools.partial
-        yield from _live(value.func, seen)
-        yield from _live(getattr(value, "args", ()), seen)
-    elif isinstance(value, dict) and all(isinstance(k, str) for k in value):  # a registry
-        for key in sorted(value, key=repr):
-            yield repr(key).encode()
-            yield from _live(value[key], seen)
-    elif isinstance(value, tuple | list):
-        for item in value:
-            yield from _live(item, seen)
-    elif hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
-        for name in value.__dataclass_fields__:
-            yield from _live(getattr(value, name), seen)
-    elif isinstance(value, int | float | str | bool | bytes | type(None)):
-        yield repr(value).encode()
-
-
-def _live_digest() -> str:
-    """The traced stages' modules as they are in this process: each public module-level function
-    and value (a registry and its entries), so that one replaced at run time is another key.
-    Private names (a leading underscore) are module state, such as simulate's loaded sets."""
-    digest, seen = hashlib.sha256(), set()
-    prefixes = tuple(f"w2sjax.{stage}" for stage in TRACED)
-    for name in sorted(m for m in list(sys.modules) if m.startswith(prefixes)):
-        for attr, value in sorted(vars(sys.modules[name]).items()):
-            if attr.startswith("_") or isinstance(value, types.ModuleType | type):
-                continue
-            _add(digest, name, attr, *_live(value, seen))
-    return digest.hexdigest()
-
-
 def _placed(leaf: object) -> str:
     """A program input's type: shape, dtype, weak type and placement (device ids included)."""
     sharding = getattr(leaf, "sharding", None)
@@ -203,10 +169,12 @@ def _placed(leaf: object) -> str:
     )
 
 
-def key(static: object, args: object, live: bool = True) -> str:
-    """The store's key for a program set traced with `static` (its repr) and taking `args` (a
-    pytree of arrays). live=False leaves out the modules as they are in this process (a few ms
-    to read): a key within one process, where jax's own caches do not retrace either."""
+def inputs_key(static: object, args: object) -> str:
+    """What selects a program set within one process, as jax's own caches select a trace:
+    jax's settings, `static` (its repr) and the types and placement of `args` (a pytree of
+    arrays)."""
+    import jax
+
     settings = sorted(
         (k, repr(v))
         for k, v in jax.config.values.items()
@@ -214,20 +182,28 @@ def key(static: object, args: object, live: bool = True) -> str:
     )
     leaves, tree = jax.tree_util.tree_flatten(args)
     digest = hashlib.sha256()
-    _add(digest, _fixed_digest(), _live_digest() if live else "", os.environ.get("XLA_FLAGS", ""))
     _add(digest, repr(settings), repr(static), str(tree), *map(_placed, leaves))
     return digest.hexdigest()
 
 
+def key(static: object, args: object) -> str:
+    """The store's key for a program set traced with `static` and taking `args`: inputs_key,
+    the traced files, the versions, processor and devices, and XLA_FLAGS."""
+    digest = hashlib.sha256()
+    _add(digest, _fixed_digest(), os.environ.get("XLA_FLAGS", ""), inputs_key(static, args))
+    return digest.hexdigest()
+
+
 def load(where: Path, name: str) -> list[jax.stages.Compiled] | None:
-    """The set kept under `name` (None: none, or one that could not be read, now removed)."""
+    """The set kept under `name` (None: none, one this user may not read, or one that could not
+    be loaded, now removed)."""
     from jax.experimental import serialize_executable
 
     path = where / name
     try:
         blobs = pickle.loads(path.read_bytes())
         programs = [serialize_executable.deserialize_and_load(*blob) for blob in blobs]
-    except FileNotFoundError:
+    except OSError:  # none, or another user's that this one may not read: compiled here
         return None
     except Exception:  # noqa: BLE001 - a torn or foreign entry is compiled again
         with contextlib.suppress(OSError):  # a folder this user cannot write
@@ -257,6 +233,7 @@ def save(where: Path, name: str, programs: Sequence[jax.stages.Compiled]) -> Non
         handle, temporary = tempfile.mkstemp(dir=where, prefix=f".{name}.")
         with os.fdopen(handle, "wb") as file:
             file.write(blob)
+        os.chmod(temporary, 0o644)  # readable where a cache folder is shared (mkstemp: 0600)
         os.replace(temporary, where / name)
         _bounded(where)
     except OSError:

@@ -3,8 +3,8 @@ as three compiled programs per Shape (engine/train.py's begin, advance and look)
 calls in turn: begin once, then for each logged step advance up to it (in stretches of at most
 `tick` steps where progress is reported) and look. No program carries a host callback (but dense
 Adam's `begin` on the CPU, engine/projection.py), so each is kept in jax's persistent compilation
-cache (sweep/cache.py), and the three are kept together in the store (executables.py), which a
-later process loads without tracing them."""
+cache (sweep/cache.py), and in the `w2sjax` program the three are kept together in the store
+(executables.py), which a later process loads without tracing them."""
 
 from __future__ import annotations
 
@@ -79,11 +79,11 @@ class ProgramSet(NamedTuple):
     look: jax.stages.Compiled
 
 
-# This process's compiled sets, by executables.key without the live modules (as with jit's own
-# caches, a set once made is not made again for a registry entry replaced later; `forget` drops
-# them): a bucket's later chunks and a search's later rounds call the set its first call loaded
-# or compiled. One thread at a time gets a missing set, so that a set compiled ahead
-# (sweep/execution.py) is not compiled twice at once.
+# This process's compiled sets, by executables.inputs_key (as jax's own caches, a set once made
+# is not made again for a function replaced later; `forget` drops them): a bucket's later chunks
+# and a search's later rounds call the set its first call loaded or compiled. One thread at a
+# time gets a missing set, so that a set compiled ahead (sweep/execution.py) is not compiled
+# twice at once.
 _SETS: dict[str, ProgramSet] = {}
 _GETTING = threading.Lock()
 
@@ -98,16 +98,19 @@ def _ready(shape: Shape, params: Params, pool: Pool | None) -> tuple[ProgramSet,
     own, images.pool_of): this process's, else the store's (executables.py: neither traced nor
     lowered), else compiled and kept there."""
     pool = pool_of(shape) if pool is None else pool
-    here = executables.key(shape, (params, pool), live=False)
-    if here not in _SETS:  # the lock is for a missing set only: a held one never waits on it
+    here = executables.inputs_key(shape, (params, pool))
+    got = _SETS.get(here)
+    if got is None:  # the lock is for a missing set only: a held one never waits on it
         with _GETTING:
-            if here not in _SETS:
-                _SETS[here] = _fetched(shape, params, pool)
-    return _SETS[here], pool
+            got = _SETS.get(here)
+            if got is None:
+                got = _SETS[here] = _fetched(shape, params, pool)
+    return got, pool
 
 
 def _fetched(shape: Shape, params: Params, pool: Pool | None) -> ProgramSet:
-    """The set from the store, else compiled (and kept there where the store is on)."""
+    """The set from the store, else compiled (and kept there where the store is on:
+    executables.folder)."""
     where = executables.folder()
     name = None if where is None else executables.key(shape, (params, pool))
     got = None if name is None else executables.load(where, name)

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from w2sjax.engine.executables import host_tag
+
 ENV = "W2SJAX_CACHE_DIR"
 OFF = "off"
 MAX_BYTES = 4 * 2**30  # least recently used entries go past this
@@ -26,8 +28,6 @@ def cache_folder(option: str | None = None) -> Path | None:
     only those read."""
     import jax
     import jaxlib
-
-    from w2sjax.engine.executables import host_tag  # imports jax: not at this module's import
 
     chosen = option if option is not None else os.environ.get(ENV)
     if chosen == OFF:
