@@ -3,6 +3,7 @@ switched off, that a bucket's programs are all kept, and the store's sets, keys 
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 from conftest import REPO, cli, finish
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+import w2sjax
 from w2sjax.config.fields import ConfigError
 from w2sjax.config.options import EngineOptions
 from w2sjax.config.settings import build
@@ -289,7 +291,8 @@ def test_a_held_set_runs_while_another_thread_fetches_one(tmp_path):
         forget()
         simulate(shape, params)
         traced = TRACES[other]
-        with ThreadPoolExecutor(1) as pool, simulate_module._GETTING:
+        fetching = simulate_module._lock(executables.inputs_key(other, (params, None)))
+        with ThreadPoolExecutor(1) as pool, fetching:
             assert pool.submit(simulate, shape, params).result(timeout=120)
             missing = pool.submit(compile_programs, other, params)
             assert not wait([missing], timeout=2.0).done
@@ -299,13 +302,13 @@ def test_a_held_set_runs_while_another_thread_fetches_one(tmp_path):
 
 def test_the_python_api_keeps_no_sets_and_the_program_does(tmp_path, sweep_file):
     """Outside the `w2sjax` program a notebook may have replaced engine code at run time, so
-    `simulate` compiles through jax's cache alone and writes no set; the program writes its
-    bucket's set, and its next run into a new folder traces nothing."""
-    config = build({"d": 44, "n_st": 6, "m": 3, "steps": 5, "n_test": 20, "log_points": 2})
-    with kept_in(tmp_path / "api"):
-        _as_new_process()
-        simulate(Shape.of(config), stack_params([(config, 0), (config, 1)]))
-        assert executables.folder() is None and not (tmp_path / "api" / SUBFOLDER).exists()
+    `w2sjax.run` compiles through jax's cache alone and writes no set; the program writes its
+    buckets' sets, and its next run into a new folder traces nothing."""
+    api = EngineOptions(cache=str(tmp_path / "api"))
+    w2sjax.run(sweep_file, out=tmp_path / "o", quiet=True, options=api)
+    assert list((tmp_path / "api").glob("*/*")) and not list(
+        (tmp_path / "api").glob(f"*/{SUBFOLDER}")
+    )
     cache = ("--cache", str(tmp_path / "cache"))
     finish(cli("sweep", str(sweep_file), "--out", str(tmp_path / "a"), "--quiet", *cache))
     assert list((tmp_path / "cache").glob(f"*/{SUBFOLDER}/*"))
@@ -316,3 +319,28 @@ def test_the_python_api_keeps_no_sets_and_the_program_does(tmp_path, sweep_file)
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err[-2000:]
     assert not [name for name in ("_begin", "_advance", "_look") if name in err]  # not traced
+
+
+def test_the_key_follows_the_traced_files(tmp_path, monkeypatch):
+    """One byte changed in an engine file is another key; a hidden file (an editor's lock link)
+    is not read."""
+    for stage in executables.TRACED:
+        shutil.copytree(executables.PACKAGE / stage, tmp_path / stage)
+    monkeypatch.setattr(executables, "PACKAGE", tmp_path)
+    config = build({"d": 40, "n_st": 6, "m": 3, "steps": 5, "n_test": 20, "log_points": 2})
+    shape, params = Shape.of(config), stack_params([(config, 0), (config, 1)])
+
+    def fresh_key() -> str:
+        executables._fixed_digest.cache_clear()
+        return key(shape, params)
+
+    try:
+        base = fresh_key()
+        (tmp_path / "engine" / ".#train.py").symlink_to(tmp_path / "nowhere")
+        assert fresh_key() == base
+        train = tmp_path / "engine" / "train.py"
+        train.write_bytes(train.read_bytes() + b"\n")
+        assert fresh_key() != base
+    finally:
+        monkeypatch.undo()
+        executables._fixed_digest.cache_clear()

@@ -117,10 +117,9 @@ def folder() -> Path | None:
     where = jax.config.jax_compilation_cache_dir
     if not _KEEPING or not where or not jax.config.jax_enable_compilation_cache:
         return None
-    try:
-        if _changed_since_start():
+    try:  # checked again after the files are read: an edit between would go unseen
+        if _changed_since_start() or not _fixed_digest() or _changed_since_start():
             return None
-        _fixed_digest()
     except OSError:
         return None
     return Path(where) / SUBFOLDER

@@ -83,9 +83,16 @@ class ProgramSet(NamedTuple):
 # is not made again for a function replaced later; `forget` drops them): a bucket's later chunks
 # and a search's later rounds call the set its first call loaded or compiled. One thread at a
 # time gets a missing set, so that a set compiled ahead (sweep/execution.py) is not compiled
-# twice at once.
+# twice at once; other sets meanwhile are got beside it (a lock per key).
 _SETS: dict[str, ProgramSet] = {}
-_GETTING = threading.Lock()
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKING = threading.Lock()
+
+
+def _lock(here: str) -> threading.Lock:
+    """The lock the set keyed `here` is got under."""
+    with _LOCKING:
+        return _LOCKS.setdefault(here, threading.Lock())
 
 
 def forget() -> None:
@@ -101,7 +108,7 @@ def _ready(shape: Shape, params: Params, pool: Pool | None) -> tuple[ProgramSet,
     here = executables.inputs_key(shape, (params, pool))
     got = _SETS.get(here)
     if got is None:  # the lock is for a missing set only: a held one never waits on it
-        with _GETTING:
+        with _lock(here):
             got = _SETS.get(here)
             if got is None:
                 got = _SETS[here] = _fetched(shape, params, pool)
