@@ -156,6 +156,25 @@ def stored(folder: Path) -> Iterator[None]:
         yield
 
 
+def test_a_bucket_compiled_ahead_compiles_nothing_when_it_runs():
+    """compile_programs (what --compile-ahead runs in a thread) compiles the very programs a
+    sweep's chunk then calls, its runs placed as run_chunk places them: however many steps the
+    host takes, the calls compile nothing more."""
+    config = build({"d": 36, "n_st": 7, "m": 3, "steps": 6, "n_test": 20, "log_points": 3})
+    shape = Shape.of(config)
+    mesh = Mesh(np.array(jax.local_devices()), ("runs",))
+    params = jax.device_put(
+        stack_params([(config, 0), (config, 1)]), NamedSharding(mesh, PartitionSpec("runs"))
+    )
+    with kept_in(None):
+        _as_new_process()
+        ahead = _compiles(lambda: compile_programs(shape, params))[1]
+        calls = _compiles(
+            lambda: (simulate(shape, params, 1, lambda step: None), simulate(shape, params))
+        )[1]
+    assert ahead >= 3 and calls == 0
+
+
 def test_a_set_from_the_store_is_neither_traced_nor_compiled_and_runs_the_same(tmp_path):
     """A new process (jax's caches and this process's sets dropped) loads a bucket's set from
     programs/ and its results are the compiled set's, bit for bit; the control, the same with
