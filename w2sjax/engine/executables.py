@@ -117,8 +117,9 @@ def folder() -> Path | None:
     where = jax.config.jax_compilation_cache_dir
     if not _KEEPING or not where or not jax.config.jax_enable_compilation_cache:
         return None
-    try:  # checked again after the files are read: an edit between would go unseen
-        if _changed_since_start() or not _fixed_digest() or _changed_since_start():
+    try:
+        _fixed_digest()  # the files read first: any edit since the start, before or after, shows
+        if _changed_since_start():
             return None
     except OSError:
         return None
