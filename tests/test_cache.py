@@ -252,9 +252,9 @@ def test_a_torn_entry_is_compiled_again_and_the_folder_stays_bounded(tmp_path, m
 KEY_SCRIPT = """
 from w2sjax.config.settings import build
 from w2sjax.engine.batch import Shape, stack_params
-from w2sjax.engine.executables import key
+from w2sjax.engine.executables import inputs_key, key
 config = build({"d": 40, "n_st": 6, "m": 3, "steps": 5, "n_test": 20, "log_points": 2})
-print(key(Shape.of(config), (stack_params([(config, 0), (config, 1)]), None)))
+print(key(inputs_key(Shape.of(config), (stack_params([(config, 0), (config, 1)]), None))))
 """
 
 
@@ -295,7 +295,7 @@ def test_a_set_with_a_host_callback_runs_and_is_not_kept(tmp_path):
 
 def key(shape: Shape, params) -> str:
     """The store's key of `shape`'s set for `params` (synthetic: no images)."""
-    return executables.key(shape, (params, None))
+    return executables.key(executables.inputs_key(shape, (params, None)))
 
 
 def test_a_held_set_runs_while_another_thread_fetches_one(tmp_path):

@@ -186,11 +186,11 @@ def inputs_key(static: object, args: object) -> str:
     return digest.hexdigest()
 
 
-def key(static: object, args: object) -> str:
-    """The store's key for a program set traced with `static` and taking `args`: inputs_key,
-    the traced files, the versions, processor and devices, and XLA_FLAGS."""
+def key(inputs: str) -> str:
+    """The store's key for a program set whose inputs_key is `inputs`: that, the traced files,
+    the versions, processor and devices, and XLA_FLAGS."""
     digest = hashlib.sha256()
-    _add(digest, _fixed_digest(), os.environ.get("XLA_FLAGS", ""), inputs_key(static, args))
+    _add(digest, _fixed_digest(), os.environ.get("XLA_FLAGS", ""), inputs)
     return digest.hexdigest()
 
 

@@ -111,15 +111,15 @@ def _ready(shape: Shape, params: Params, pool: Pool | None) -> tuple[ProgramSet,
         with _lock(here):
             got = _SETS.get(here)
             if got is None:
-                got = _SETS[here] = _fetched(shape, params, pool)
+                got = _SETS[here] = _fetched(shape, params, pool, here)
     return got, pool
 
 
-def _fetched(shape: Shape, params: Params, pool: Pool | None) -> ProgramSet:
+def _fetched(shape: Shape, params: Params, pool: Pool | None, here: str) -> ProgramSet:
     """The set from the store, else compiled (and kept there where the store is on:
-    executables.folder)."""
+    executables.folder); `here` is its executables.inputs_key."""
     where = executables.folder()
-    name = None if where is None else executables.key(shape, (params, pool))
+    name = None if where is None else executables.key(here)
     got = None if name is None else executables.load(where, name)
     if got is None:
         got = [lowered.compile() for lowered in lowered_programs(shape, params, pool)]
